@@ -1,0 +1,73 @@
+# Makefile - the short way in. CMake does the building; this file picks the options.
+#
+#   make                  build into ./build (warnings are errors)
+#   make check            install missing packages (as root), build, run every test; then an
+#                         ASan/UBSan build in ./build-asan runs the unit tests
+#   make demo             build, then show the CLI next to qemu-img on a small backing chain
+#   make install PREFIX=/usr/local
+#   make clean
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PREFIX     ?= /usr/local
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE      ?= cmake
+CTEST      ?= ctest
+# Extra arguments for ctest, e.g. CTEST_ARGS="-j2 -R interop_map".
+CTEST_ARGS ?=
+
+# Debian packages needed to build and test. Add to this list when a test needs a new tool.
+DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils
+
+CMAKE_FLAGS = -DQCOW2_WERROR=ON
+
+.PHONY: all build deps check check-build check-asan demo install clean
+
+all: build
+
+build:
+	$(CMAKE) -S . -B $(BUILD) $(CMAKE_FLAGS)
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+# Install what is missing: apt-get as root, otherwise say exactly what to run.
+deps:
+	@if ! command -v dpkg >/dev/null 2>&1; then \
+	    echo "deps: no dpkg here; make sure these (Debian names) are installed: $(DEPS)"; \
+	    exit 0; \
+	fi; \
+	missing=""; \
+	for p in $(DEPS); do \
+	    dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "deps: missing packages:$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$$missing; \
+	else \
+	    echo "deps: not root; run:"; \
+	    echo "    sudo apt-get update && sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	fi
+
+check: deps
+	$(MAKE) --no-print-directory check-build
+	$(MAKE) --no-print-directory check-asan
+
+check-build: build
+	cd $(BUILD) && $(CTEST) --output-on-failure $(CTEST_ARGS)
+
+check-asan:
+	$(CMAKE) -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_SANITIZE=ON
+	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && $(CTEST) --output-on-failure -L unit $(CTEST_ARGS)
+
+demo: build
+	bash tools/demo.sh $(BUILD)
+
+install:
+	$(CMAKE) -S . -B $(BUILD) $(CMAKE_FLAGS) -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
+	$(CMAKE) --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

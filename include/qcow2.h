@@ -1,0 +1,270 @@
+/* qcow2.h - the public API of libqcow2, and its manual.
+ *
+ * libqcow2 reads and writes qcow2 disk images (versions 2 and 3, standard and extended L2,
+ * zlib and zstd compression, backing chains, external data files) and raw images through one
+ * interface. Everything a program needs is declared here; nothing else is installed.
+ *
+ * Conventions (as in libnbd and zstd):
+ *  - Handles are opaque. A `struct qcow2_image` is one open image (qcow2 or raw) together with
+ *    its backing chain.
+ *  - Every function that can fail returns a negative errno value (-EINVAL, -EIO, -ENOTSUP, ...)
+ *    and leaves a one-line human message, naming the file and the problem, in the image's error
+ *    buffer: read it with qcow2_error(). Functions that have no image yet (open, create) take a
+ *    caller-supplied buffer `err` of `errlen` bytes instead.
+ *  - Offsets and lengths are guest bytes unless named `host`.
+ *  - One image may be used from several threads at once for I/O (pread, pwrite, pwrite_zeroes,
+ *    discard, flush, block_status). Opening, closing, truncating and checking are not concurrent
+ *    with anything else on the same image.
+ *
+ * Licence: MIT.
+ */
+#ifndef QCOW2_H
+#define QCOW2_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QCOW2_VERSION_MAJOR 0
+#define QCOW2_VERSION_MINOR 1
+#define QCOW2_VERSION_STRING "0.1.0"
+
+/* Largest message qcow2_error() can return, including the terminating NUL. */
+#define QCOW2_ERROR_MAX 512
+
+struct qcow2_image;
+
+/* ---------------------------------------------------------------------------------------------
+ * Opening and closing
+ * ------------------------------------------------------------------------------------------- */
+
+enum qcow2_format {
+    QCOW2_FORMAT_PROBE = 0, /* qcow2 if the magic matches, else raw */
+    QCOW2_FORMAT_QCOW2 = 1,
+    QCOW2_FORMAT_RAW = 2,
+};
+
+struct qcow2_open_opts {
+    enum qcow2_format format; /* default QCOW2_FORMAT_PROBE */
+    int read_only;            /* open the file O_RDONLY; all writes fail with -EROFS */
+    int no_backing;           /* do not open the backing file: unallocated ranges read zeros */
+    uint64_t l2_cache_size;   /* bytes of L2 slices to cache; 0 = enough for the whole disk,
+                               * at most 32 MiB */
+    int confine_paths;        /* refuse backing and data-file names that are absolute or
+                               * contain "..": for images from untrusted sources */
+    unsigned max_chain_depth; /* longest backing chain accepted; 0 = default (16) */
+    int lazy_refcounts;       /* -1 = as the image says, 0 = off, 1 = on (v3 only) */
+    int repair;               /* open for qcow2_check() repair: a corrupt image may be opened
+                               * writable, a dirty one is not repaired automatically */
+};
+
+/* Fill `opts` with the defaults. Always call this before setting fields, so that programs
+ * built against an older header keep working when fields are added. */
+void qcow2_open_opts_init(struct qcow2_open_opts *opts);
+
+/* Open `path`. `opts` may be NULL for defaults. On success stores a new handle in *img and
+ * returns 0. On failure returns -errno, stores NULL in *img, and writes a message into `err`
+ * (if not NULL).
+ *
+ * Images are refused by name when they cannot be handled fully: an unknown incompatible
+ * feature ("unsupported feature: NAME (incompatible bit N)"), encryption, a corrupt image
+ * opened for writing. A dirty image (lazy refcounts) opened for writing has its refcounts
+ * repaired first; opened read-only it is readable as is. */
+int qcow2_open(const char *path, const struct qcow2_open_opts *opts, struct qcow2_image **img,
+               char *err, size_t errlen);
+
+/* Flush (if writable), release everything and close the whole chain. Marks a lazy-refcounts
+ * image clean. Returns 0 or -errno; the handle is freed either way. */
+int qcow2_close(struct qcow2_image *img);
+
+/* The message describing the last failure on this image ("" if none). Valid until the next
+ * call on the image. */
+const char *qcow2_error(const struct qcow2_image *img);
+
+/* ---------------------------------------------------------------------------------------------
+ * Creating
+ * ------------------------------------------------------------------------------------------- */
+
+enum qcow2_compression { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
+
+enum qcow2_prealloc {
+    QCOW2_PREALLOC_OFF = 0,
+    QCOW2_PREALLOC_METADATA = 1, /* L2 tables and host clusters reserved, data reads as before */
+    QCOW2_PREALLOC_FALLOC = 2,   /* as metadata, plus fallocate of the data clusters */
+    QCOW2_PREALLOC_FULL = 3,     /* as metadata, plus zeros written to the data clusters */
+};
+
+struct qcow2_create_opts {
+    enum qcow2_format format;     /* QCOW2_FORMAT_QCOW2 (default) or QCOW2_FORMAT_RAW */
+    uint64_t size;                /* virtual size in bytes; 0 with a backing file = its size */
+    int version;                  /* 2 (compat=0.10) or 3 (compat=1.1, default) */
+    uint32_t cluster_size;        /* 512 .. 2 MiB, power of two; default 65536 */
+    int extended_l2;              /* subclusters (v3, cluster_size >= 16 KiB) */
+    unsigned refcount_bits;       /* 1, 2, 4, 8, 16 (default), 32, 64; v2 needs 16 */
+    int lazy_refcounts;           /* v3 only */
+    enum qcow2_compression compression_type;
+    const char *backing_file;     /* stored as given; relative names resolve against FILE */
+    const char *backing_fmt;      /* "qcow2" or "raw"; NULL = probe at create time */
+    enum qcow2_prealloc preallocation;
+    const char *data_file;        /* external data file (v3); created or truncated */
+    int data_file_raw;            /* the data file is a valid raw image by itself */
+};
+
+void qcow2_create_opts_init(struct qcow2_create_opts *opts);
+
+/* Set one option by its qemu-img name ("cluster_size", "extended_l2", "refcount_bits",
+ * "compat", "lazy_refcounts", "compression_type", "backing_file", "backing_fmt",
+ * "preallocation", "data_file", "data_file_raw", "size"). String values are not copied: they
+ * must outlive `opts`. Returns 0, or -EINVAL with a message in `err`. */
+int qcow2_create_opts_set(struct qcow2_create_opts *opts, const char *key, const char *value,
+                          char *err, size_t errlen);
+
+/* Parse a comma-separated "key=value,key=value" list (qemu-img's -o) into `opts`. `list` is
+ * modified in place (the strings point into it). */
+int qcow2_create_opts_parse(struct qcow2_create_opts *opts, char *list, char *err,
+                            size_t errlen);
+
+/* Create (or overwrite) `path` as a new image. */
+int qcow2_create(const char *path, const struct qcow2_create_opts *opts, char *err,
+                 size_t errlen);
+
+/* Parse a size with optional suffix (b, k/K, M, G, T, P, E; powers of 1024) or 0x hex.
+ * Returns 0 and stores the value, or -EINVAL. */
+int qcow2_parse_size(const char *s, uint64_t *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * I/O. Each call transfers the whole range or fails; there are no short reads or writes.
+ * ------------------------------------------------------------------------------------------- */
+
+uint64_t qcow2_get_size(const struct qcow2_image *img);
+
+/* Read `count` bytes at guest `offset`. Reading past the end of the image is -EINVAL. */
+int qcow2_pread(struct qcow2_image *img, void *buf, size_t count, uint64_t offset);
+
+#define QCOW2_WRITE_FUA 0x1u /* the data is durable when the call returns */
+
+/* Write `count` bytes at guest `offset`. */
+int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_t offset,
+                 unsigned flags);
+
+#define QCOW2_ZERO_MAY_UNMAP 0x2u /* whole clusters may be deallocated */
+#define QCOW2_ZERO_FAST 0x4u      /* fail with -ENOTSUP rather than write zeros as data */
+
+/* Make `count` bytes at `offset` read as zeros, in metadata where possible. */
+int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count,
+                        unsigned flags);
+
+/* Deallocate whole clusters inside the range (partial clusters are left alone). Afterwards the
+ * range reads as zeros on v3 images; v2 images with a backing file refuse (-ENOTSUP). */
+int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count);
+
+/* Write `count` bytes compressed. `offset` must be cluster aligned, `count` a multiple of the
+ * cluster size (or reach the end of the image), and the clusters unallocated. */
+int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t count,
+                            uint64_t offset);
+
+/* Make everything written before the call durable. */
+int qcow2_flush(struct qcow2_image *img);
+
+#define QCOW2_TRUNCATE_SHRINK 0x1u /* allow shrinking; data beyond the new end is freed */
+
+/* Change the virtual size. Growing is always allowed; `prealloc` applies to the new area. */
+int qcow2_truncate(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc prealloc,
+                   unsigned flags);
+
+/* ---------------------------------------------------------------------------------------------
+ * Mapping (block status), as qemu-img map reports it.
+ * ------------------------------------------------------------------------------------------- */
+
+#define QCOW2_BS_DATA 0x1u      /* the range holds data (it is read from a file) */
+#define QCOW2_BS_ZERO 0x2u      /* the range reads as zeros */
+#define QCOW2_BS_PRESENT 0x4u   /* allocated in some layer of the chain (else: reads from
+                                 * nothing, zeros) */
+#define QCOW2_BS_COMPRESSED 0x8u
+
+struct qcow2_extent {
+    uint64_t start;   /* guest offset */
+    uint64_t length;  /* bytes */
+    unsigned flags;   /* QCOW2_BS_* */
+    int depth;        /* layer that answers: 0 = this image, 1 = its backing file, ... */
+    int64_t offset;   /* host offset of the data in `filename`, or -1 (compressed, zero,
+                       * unallocated) */
+    const char *filename; /* the file at `offset` (the data file for external data) */
+};
+
+/* Describe the range starting at `offset`: fills `ext` with the longest prefix of
+ * [offset, offset+count) that has one status and, for data, is contiguous on the host. */
+int qcow2_block_status(struct qcow2_image *img, uint64_t offset, uint64_t count,
+                       struct qcow2_extent *ext);
+
+/* ---------------------------------------------------------------------------------------------
+ * Information
+ * ------------------------------------------------------------------------------------------- */
+
+struct qcow2_info {
+    const char *filename;
+    enum qcow2_format format;  /* QCOW2_FORMAT_QCOW2 or QCOW2_FORMAT_RAW */
+    uint64_t virtual_size;
+    uint64_t actual_size;      /* bytes the file occupies on the host (st_blocks * 512) */
+    /* qcow2 only (zero for raw): */
+    int version;               /* 2 or 3 */
+    uint32_t cluster_size;
+    int extended_l2;
+    unsigned refcount_bits;
+    int lazy_refcounts;
+    enum qcow2_compression compression_type;
+    int corrupt;
+    int dirty;
+    int encrypted;
+    unsigned nb_snapshots;
+    int nb_bitmaps;
+    const char *backing_file;        /* as stored in the image, or NULL */
+    const char *backing_fmt;         /* as stored, or NULL */
+    const char *full_backing_filename; /* resolved path of the backing file, or NULL */
+    const char *data_file;           /* as stored, or NULL */
+    int data_file_raw;
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+};
+
+/* Fill `info`. Strings stay valid until the image is closed. */
+int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info);
+
+/* The backing image of `img` (owned by img), or NULL. */
+struct qcow2_image *qcow2_get_backing(struct qcow2_image *img);
+
+/* ---------------------------------------------------------------------------------------------
+ * Consistency check and repair, as qemu-img check.
+ * ------------------------------------------------------------------------------------------- */
+
+#define QCOW2_CHECK_FIX_LEAKS 0x1u
+#define QCOW2_CHECK_FIX_ERRORS 0x2u
+
+struct qcow2_check_result {
+    int64_t corruptions;        /* found (after repair: remaining) */
+    int64_t leaks;
+    int64_t check_errors;       /* internal errors: the check could not complete */
+    int64_t corruptions_fixed;
+    int64_t leaks_fixed;
+    uint64_t image_end_offset;
+    uint64_t total_clusters;
+    uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+};
+
+/* Check the image; with fix flags (image opened writable) repair what is found. Messages about
+ * each problem are passed to `report` (may be NULL). Returns 0 when the check ran (look at the
+ * result), -errno when it could not. */
+int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result *res,
+                void (*report)(void *opaque, const char *msg), void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QCOW2_H */

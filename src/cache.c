@@ -1,0 +1,329 @@
+/* cache.c - caches of fixed-size metadata tables (L2 slices, refcount blocks) by host offset.
+ * Owns the LRU policy, dirty tracking and write-back order between caches (a cache may depend
+ * on another cache being flushed first, or on a flush of the image file). Reads and writes the
+ * image file through file.c only; knows nothing of what the tables mean. Callers hold
+ * img->lock. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NO_ENTRY UINT32_MAX
+
+struct cache_entry {
+    uint64_t offset; /* 0 = empty slot (offset 0 is the header: never a table) */
+    uint64_t lru;
+    uint32_t hnext;  /* next entry in the same hash bucket */
+    int ref;
+    bool dirty;
+};
+
+struct table_cache {
+    struct qcow2_image *img;
+    const char *what;
+    size_t table_size;
+    unsigned nb_entries;
+    struct cache_entry *entries;
+    uint8_t *tables;
+    uint32_t *buckets;
+    unsigned nb_buckets; /* power of two */
+    uint64_t lru_clock;
+    struct table_cache *depends; /* must be flushed before we write */
+    bool depends_on_flush;       /* the image file must be flushed before we write */
+    unsigned nb_dirty;
+};
+
+static unsigned bucket_of(const struct table_cache *c, uint64_t offset)
+{
+    uint64_t h = (offset / c->table_size) * 0x9e3779b97f4a7c15ull;
+    return (unsigned)(h >> 32) & (c->nb_buckets - 1);
+}
+
+static uint8_t *table_of(const struct table_cache *c, uint32_t i)
+{
+    return c->tables + (size_t)i * c->table_size;
+}
+
+struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t table_size,
+                              unsigned nb_entries)
+{
+    struct table_cache *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->img = img;
+    c->what = what;
+    c->table_size = table_size;
+    c->nb_entries = nb_entries;
+    c->nb_buckets = 1;
+    while (c->nb_buckets < nb_entries * 2)
+        c->nb_buckets <<= 1;
+    c->entries = calloc(nb_entries, sizeof(*c->entries));
+    c->buckets = malloc(sizeof(*c->buckets) * c->nb_buckets);
+    void *mem = NULL;
+    if (posix_memalign(&mem, 4096, table_size * nb_entries) != 0)
+        mem = NULL;
+    c->tables = mem;
+    if (!c->entries || !c->buckets || !c->tables) {
+        cache_free(c);
+        return NULL;
+    }
+    for (unsigned i = 0; i < c->nb_buckets; i++)
+        c->buckets[i] = NO_ENTRY;
+    return c;
+}
+
+void cache_free(struct table_cache *c)
+{
+    if (!c)
+        return;
+    free(c->entries);
+    free(c->buckets);
+    free(c->tables);
+    free(c);
+}
+
+size_t cache_table_size(const struct table_cache *c)
+{
+    return c->table_size;
+}
+
+bool cache_is_dirty(const struct table_cache *c)
+{
+    return c->nb_dirty > 0;
+}
+
+static uint32_t lookup(const struct table_cache *c, uint64_t offset)
+{
+    for (uint32_t i = c->buckets[bucket_of(c, offset)]; i != NO_ENTRY; i = c->entries[i].hnext)
+        if (c->entries[i].offset == offset)
+            return i;
+    return NO_ENTRY;
+}
+
+static void unhash(struct table_cache *c, uint32_t i)
+{
+    uint32_t *link = &c->buckets[bucket_of(c, c->entries[i].offset)];
+    while (*link != i) {
+        assert(*link != NO_ENTRY);
+        link = &c->entries[*link].hnext;
+    }
+    *link = c->entries[i].hnext;
+    c->entries[i].offset = 0;
+}
+
+static void hash_in(struct table_cache *c, uint32_t i, uint64_t offset)
+{
+    unsigned b = bucket_of(c, offset);
+    c->entries[i].offset = offset;
+    c->entries[i].hnext = c->buckets[b];
+    c->buckets[b] = i;
+}
+
+/* What must reach the disk before any of our tables may be written. */
+static int write_prerequisites(struct table_cache *c)
+{
+    if (c->depends) {
+        int ret = cache_flush(c->depends);
+        if (ret < 0)
+            return ret;
+        c->depends = NULL;
+        c->depends_on_flush = false;
+    } else if (c->depends_on_flush) {
+        int ret = file_flush(c->img->file);
+        if (ret < 0)
+            return set_error(c->img, ret, "flush before writing %s failed: %s", c->what,
+                             strerror(-ret));
+        c->depends_on_flush = false;
+    }
+    return 0;
+}
+
+static int write_entry(struct table_cache *c, uint32_t i)
+{
+    struct cache_entry *e = &c->entries[i];
+    if (!e->dirty)
+        return 0;
+    int ret = write_prerequisites(c);
+    if (ret < 0)
+        return ret;
+    ret = file_pwrite(c->img->file, table_of(c, i), c->table_size, e->offset);
+    if (ret < 0)
+        return set_error(c->img, ret, "writing %s at 0x%llx failed: %s", c->what,
+                         (unsigned long long)e->offset, strerror(-ret));
+    e->dirty = false;
+    c->nb_dirty--;
+    return 0;
+}
+
+static int cmp_by_offset(const void *a, const void *b, void *arg)
+{
+    const struct table_cache *c = arg;
+    uint64_t x = c->entries[*(const uint32_t *)a].offset;
+    uint64_t y = c->entries[*(const uint32_t *)b].offset;
+    return x < y ? -1 : x > y;
+}
+
+int cache_write(struct table_cache *c)
+{
+    if (c->nb_dirty == 0)
+        return 0;
+    uint32_t *order = malloc(sizeof(*order) * c->nb_dirty);
+    if (!order)
+        return set_error(c->img, -ENOMEM, "out of memory");
+    unsigned n = 0;
+    for (uint32_t i = 0; i < c->nb_entries; i++)
+        if (c->entries[i].dirty)
+            order[n++] = i;
+    /* Ascending host offsets: kinder to the disk, and deterministic for crash tests. */
+    qsort_r(order, n, sizeof(*order), cmp_by_offset, c);
+    int ret = 0;
+    for (unsigned k = 0; k < n && ret == 0; k++)
+        ret = write_entry(c, order[k]);
+    free(order);
+    return ret;
+}
+
+int cache_flush(struct table_cache *c)
+{
+    bool had_dirty = c->nb_dirty > 0 || c->depends || c->depends_on_flush;
+    int ret = cache_write(c);
+    if (ret < 0)
+        return ret;
+    if (!had_dirty)
+        return 0;
+    ret = file_flush(c->img->file);
+    if (ret < 0)
+        return set_error(c->img, ret, "flush failed: %s", strerror(-ret));
+    return 0;
+}
+
+int cache_set_dependency(struct table_cache *c, struct table_cache *dep)
+{
+    /* Only one level of dependency is kept: resolve deeper chains now. */
+    if (dep->depends) {
+        int ret = cache_flush(dep->depends);
+        if (ret < 0)
+            return ret;
+        dep->depends = NULL;
+    }
+    if (c->depends && c->depends != dep) {
+        int ret = cache_flush(c->depends);
+        if (ret < 0)
+            return ret;
+    }
+    c->depends = dep;
+    return 0;
+}
+
+void cache_depends_on_flush(struct table_cache *c)
+{
+    c->depends_on_flush = true;
+}
+
+/* Find a slot for a new table: a free one, else the least recently used unpinned one. */
+static int find_victim(struct table_cache *c, uint32_t *out)
+{
+    uint32_t best = NO_ENTRY;
+    for (uint32_t i = 0; i < c->nb_entries; i++) {
+        struct cache_entry *e = &c->entries[i];
+        if (e->offset == 0) {
+            best = i;
+            break;
+        }
+        if (e->ref == 0 && (best == NO_ENTRY || e->lru < c->entries[best].lru))
+            best = i;
+    }
+    if (best == NO_ENTRY)
+        return set_error(c->img, -ENOMEM, "%s cache is full (all entries in use)", c->what);
+    if (c->entries[best].offset) {
+        int ret = write_entry(c, best);
+        if (ret < 0)
+            return ret;
+        unhash(c, best);
+    }
+    *out = best;
+    return 0;
+}
+
+static int do_get(struct table_cache *c, uint64_t offset, void **table, bool read)
+{
+    assert(offset != 0 && offset % c->table_size == 0);
+    uint32_t i = lookup(c, offset);
+    if (i == NO_ENTRY) {
+        int ret = find_victim(c, &i);
+        if (ret < 0)
+            return ret;
+        if (read) {
+            ret = file_pread(c->img->file, table_of(c, i), c->table_size, offset);
+            if (ret < 0)
+                return set_error(c->img, ret, "reading %s at 0x%llx failed: %s", c->what,
+                                 (unsigned long long)offset, strerror(-ret));
+        }
+        hash_in(c, i, offset);
+        c->entries[i].dirty = false;
+    }
+    c->entries[i].ref++;
+    c->entries[i].lru = ++c->lru_clock;
+    *table = table_of(c, i);
+    return 0;
+}
+
+int cache_get(struct table_cache *c, uint64_t offset, void **table)
+{
+    return do_get(c, offset, table, true);
+}
+
+int cache_get_empty(struct table_cache *c, uint64_t offset, void **table)
+{
+    return do_get(c, offset, table, false);
+}
+
+static uint32_t index_of(const struct table_cache *c, const void *table)
+{
+    size_t d = (size_t)((const uint8_t *)table - c->tables);
+    assert(d % c->table_size == 0 && d / c->table_size < c->nb_entries);
+    return (uint32_t)(d / c->table_size);
+}
+
+void cache_put(struct table_cache *c, void **table)
+{
+    if (!*table)
+        return;
+    uint32_t i = index_of(c, *table);
+    assert(c->entries[i].ref > 0);
+    c->entries[i].ref--;
+    *table = NULL;
+}
+
+void cache_mark_dirty(struct table_cache *c, void *table)
+{
+    uint32_t i = index_of(c, table);
+    assert(c->entries[i].offset != 0);
+    if (!c->entries[i].dirty) {
+        c->entries[i].dirty = true;
+        c->nb_dirty++;
+    }
+}
+
+void cache_discard(struct table_cache *c, uint64_t offset)
+{
+    /* Every table of the freed range: a refcount block is one cluster, an L2 table several
+     * slices. */
+    uint64_t cluster = c->img->cluster_size;
+    for (uint64_t o = offset; o < offset + MAX(cluster, c->table_size); o += c->table_size) {
+        uint32_t i = lookup(c, o);
+        if (i == NO_ENTRY)
+            continue;
+        assert(c->entries[i].ref == 0);
+        if (c->entries[i].dirty)
+            c->nb_dirty--;
+        c->entries[i].dirty = false;
+        unhash(c, i);
+    }
+}
+
+bool cache_contains(const struct table_cache *c, uint64_t offset)
+{
+    return lookup(c, offset) != NO_ENTRY;
+}

@@ -1,0 +1,662 @@
+/* cluster.c - guest-to-host mapping and L2 updates.
+ * Owns subcluster classification, L2 slice lookup and allocation, and the L2 meta records of
+ * in-flight allocations (computing COW regions, linking new entries). Reads and writes L2
+ * slices only through cache.c; allocates host clusters only through refcount.c. Does no guest
+ * data I/O itself except through io_read()/file.c for copy-on-write. Callers hold img->lock. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum subcluster_type subcluster_type(const struct qcow2_image *img, uint64_t l2_entry,
+                                     uint64_t l2_bitmap, unsigned sc)
+{
+    if (l2_entry & QCOW2_OFLAG_COMPRESSED)
+        return SC_COMPRESSED;
+    uint64_t host = l2_entry & L2E_OFFSET_MASK;
+    bool has_host = host != 0 || (has_data_file(img) && (l2_entry & QCOW2_OFLAG_COPIED));
+    if (!img->extended_l2) {
+        if (l2_entry & QCOW2_OFLAG_ZERO)
+            return has_host ? SC_ZERO_ALLOC : SC_ZERO_PLAIN;
+        return has_host ? SC_NORMAL : SC_UNALLOCATED_PLAIN;
+    }
+    bool alloc = (l2_bitmap & QCOW2_SC_ALLOC(sc)) != 0;
+    bool zero = (l2_bitmap & QCOW2_SC_ZERO(sc)) != 0;
+    if (has_host) {
+        if ((l2_bitmap >> 32) & l2_bitmap)
+            return SC_INVALID;
+        return zero ? SC_ZERO_ALLOC : alloc ? SC_NORMAL : SC_UNALLOCATED_ALLOC;
+    }
+    if (l2_bitmap & QCOW2_SC_ALL_ALLOC)
+        return SC_INVALID;
+    return zero ? SC_ZERO_PLAIN : SC_UNALLOCATED_PLAIN;
+}
+
+void cluster_compressed_range(const struct qcow2_image *img, uint64_t l2_entry,
+                              uint64_t *coffset, uint64_t *csize)
+{
+    uint64_t off = l2_entry & img->cluster_offset_mask;
+    uint64_t nsec = ((l2_entry >> img->csize_shift) & img->csize_mask) + 1;
+    *coffset = off;
+    *csize = nsec * QCOW2_COMPRESSED_SECTOR_SIZE - (off & (QCOW2_COMPRESSED_SECTOR_SIZE - 1));
+}
+
+/* Validate an L1 entry before following it. */
+static int check_l1_entry(struct qcow2_image *img, uint64_t l1_index, uint64_t l1_entry)
+{
+    uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
+    if (l2_offset & (img->cluster_size - 1))
+        return signal_corruption(img, "L2 table offset 0x%llx is not cluster aligned "
+                                      "(L1 index %llu)",
+                                 (unsigned long long)l2_offset, (unsigned long long)l1_index);
+    if (cache_contains(img->l2_cache, l2_offset))
+        return 0;
+    int64_t fsize = file_size(img->file);
+    if (fsize >= 0 && l2_offset + img->cluster_size > (uint64_t)fsize &&
+        l2_offset >= (uint64_t)fsize)
+        return signal_corruption(img, "L2 table offset 0x%llx lies past the end of the file "
+                                      "(L1 index %llu)",
+                                 (unsigned long long)l2_offset, (unsigned long long)l1_index);
+    return 0;
+}
+
+int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, void **slice,
+                         uint64_t *slice_index)
+{
+    *slice = NULL;
+    uint64_t l1_index = offset_to_l1_index(img, offset);
+    uint64_t l2_index = offset_to_l2_index(img, offset);
+    *slice_index = offset_to_l2_slice_index(img, offset);
+    uint64_t l1_entry = l1_index < img->l1_size ? img->l1_table[l1_index] : 0;
+    if (alloc && !(l1_entry & QCOW2_OFLAG_COPIED)) {
+        int ret = cluster_alloc_l2_table(img, l1_index);
+        if (ret < 0)
+            return ret;
+        l1_entry = img->l1_table[l1_index];
+    }
+    uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
+    if (!l2_offset)
+        return 0;
+    int ret = check_l1_entry(img, l1_index, l1_entry);
+    if (ret < 0)
+        return ret;
+    uint64_t slice_start = l2_index & ~(img->l2_slice_size - 1);
+    return cache_get(img->l2_cache, l2_offset + slice_start * img->l2_entry_size, slice);
+}
+
+/* Host offset of a NORMAL / ZERO_ALLOC / UNALLOCATED_ALLOC entry, validated. */
+static int entry_host_offset(struct qcow2_image *img, uint64_t entry, uint64_t guest,
+                             uint64_t *host)
+{
+    *host = entry & L2E_OFFSET_MASK;
+    if (*host & (img->cluster_size - 1))
+        return signal_corruption(img, "cluster offset 0x%llx is not cluster aligned (guest "
+                                      "offset 0x%llx)",
+                                 (unsigned long long)*host, (unsigned long long)guest);
+    return 0;
+}
+
+static bool type_has_host(enum subcluster_type t)
+{
+    return t == SC_NORMAL || t == SC_ZERO_ALLOC || t == SC_UNALLOCATED_ALLOC;
+}
+
+int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                            uint64_t *host, enum subcluster_type *type)
+{
+    uint64_t want = *bytes;
+    void *slice;
+    uint64_t idx;
+    *host = 0;
+    int ret = cluster_get_l2_slice(img, offset, false, &slice, &idx);
+    if (ret < 0)
+        return ret;
+    /* The slice (or absent L2 table) bounds how far one lookup can see. */
+    uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
+    uint64_t slice_end = ROUND_DOWN(offset, slice_bytes) + slice_bytes;
+    uint64_t limit = MIN(want, slice_end - offset);
+    if (!slice) {
+        *type = SC_UNALLOCATED_PLAIN;
+        *bytes = limit;
+        return 0;
+    }
+
+    uint64_t pos = offset, expect_host = 0;
+    enum subcluster_type first = SC_INVALID;
+    while (pos < offset + limit) {
+        uint64_t i = idx + ((pos - ROUND_DOWN(offset, img->cluster_size)) >> img->cluster_bits);
+        uint64_t entry = l2_get_entry(img, slice, i);
+        uint64_t bitmap = l2_get_bitmap(img, slice, i);
+        unsigned sc = offset_to_sc_index(img, pos);
+        enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
+        if (t == SC_INVALID) {
+            ret = signal_corruption(img, "invalid subcluster bitmap 0x%016llx (guest offset "
+                                         "0x%llx)",
+                                    (unsigned long long)bitmap, (unsigned long long)pos);
+            goto out;
+        }
+        if (!img->extended_l2 && img->hdr.version < 3 && (entry & QCOW2_OFLAG_ZERO)) {
+            ret = signal_corruption(img, "zero cluster entry in a version 2 image (guest "
+                                         "offset 0x%llx)",
+                                    (unsigned long long)pos);
+            goto out;
+        }
+        uint64_t h = 0;
+        if (type_has_host(t)) {
+            ret = entry_host_offset(img, entry, pos, &h);
+            if (ret < 0)
+                goto out;
+            h += pos & (img->cluster_size - 1);
+        }
+        if (pos == offset) {
+            first = t;
+            *host = t == SC_COMPRESSED ? entry : h;
+            if (t == SC_COMPRESSED) { /* one compressed cluster at a time */
+                pos = ROUND_DOWN(pos, img->cluster_size) + img->cluster_size;
+                break;
+            }
+        } else if (t != first || (type_has_host(t) && h != expect_host) || t == SC_COMPRESSED) {
+            break;
+        }
+        uint64_t step = img->subcluster_size - (pos & (img->subcluster_size - 1));
+        pos += step;
+        expect_host = h + step;
+    }
+    *type = first;
+    *bytes = MIN(pos, offset + limit) - offset;
+out:
+    cache_put(img->l2_cache, &slice);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* L1 growth and L2 table allocation. */
+
+/* Replace the L1 table with a larger copy. Crash safety: the new table is on disk before the
+ * header points to it (one synced 12-byte write), and the old one is freed only after. */
+static int grow_l1_table(struct qcow2_image *img, uint64_t min_size)
+{
+    uint64_t max_entries = QCOW2_MAX_L1_BYTES / 8;
+    if (min_size > max_entries)
+        return set_error(img, -EFBIG, "L1 table would need %llu entries (at most %llu)",
+                         (unsigned long long)min_size, (unsigned long long)max_entries);
+    uint64_t new_size = MAX(min_size, (uint64_t)img->l1_size * 3 / 2);
+    new_size = MIN(new_size, max_entries);
+    uint64_t bytes = ROUND_UP(new_size * 8, img->cluster_size);
+    new_size = MIN(bytes / 8, max_entries);
+    uint64_t *table = calloc(bytes / 8, 8);
+    uint8_t *disk = calloc(1, bytes);
+    int ret = -ENOMEM;
+    if (!table || !disk) {
+        set_error(img, ret, "out of memory growing the L1 table");
+        goto out;
+    }
+    memcpy(table, img->l1_table, (size_t)img->l1_size * 8);
+    for (uint64_t i = 0; i < new_size; i++)
+        be64_put(disk + i * 8, table[i]);
+    int64_t new_offset = refcount_alloc_clusters(img, bytes);
+    if (new_offset < 0) {
+        ret = (int)new_offset;
+        goto out;
+    }
+    ret = cache_flush(img->refcount_cache);
+    if (ret == 0)
+        ret = file_pwrite(img->file, disk, bytes, (uint64_t)new_offset);
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret < 0) {
+        set_error(img, ret, "writing the new L1 table failed: %s", strerror(-ret));
+        refcount_free_clusters(img, (uint64_t)new_offset, bytes);
+        goto out;
+    }
+    uint8_t field[12];
+    be32_put(field, (uint32_t)new_size);
+    be64_put(field + 4, (uint64_t)new_offset);
+    ret = image_write_header_field(img, HDR_L1_SIZE, field, sizeof(field));
+    if (ret < 0) {
+        refcount_free_clusters(img, (uint64_t)new_offset, bytes);
+        goto out;
+    }
+    uint64_t old_offset = img->hdr.l1_table_offset;
+    uint64_t old_bytes = ROUND_UP((uint64_t)img->l1_size * 8, img->cluster_size);
+    free(img->l1_table);
+    img->l1_table = table;
+    table = NULL;
+    img->l1_size = (uint32_t)new_size;
+    img->hdr.l1_size = (uint32_t)new_size;
+    img->hdr.l1_table_offset = (uint64_t)new_offset;
+    if (old_offset && old_bytes)
+        ret = refcount_free_clusters(img, old_offset, old_bytes);
+out:
+    free(table);
+    free(disk);
+    return ret;
+}
+
+int cluster_ensure_l1_size(struct qcow2_image *img, uint64_t min_size)
+{
+    return min_size <= img->l1_size ? 0 : grow_l1_table(img, min_size);
+}
+
+/* Write one L1 entry to disk, synced: the switch that makes a new L2 table live. */
+static int write_l1_entry(struct qcow2_image *img, uint64_t l1_index)
+{
+    uint8_t b[8];
+    be64_put(b, img->l1_table[l1_index]);
+    int ret = file_pwrite(img->file, b, 8, img->hdr.l1_table_offset + l1_index * 8);
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret < 0)
+        return set_error(img, ret, "writing L1 entry %llu failed: %s",
+                         (unsigned long long)l1_index, strerror(-ret));
+    return 0;
+}
+
+/* Fill the new L2 table at `new_offset` from the old one (or zeros), slice by slice. */
+static int fill_new_l2_table(struct qcow2_image *img, uint64_t new_offset, uint64_t old_offset)
+{
+    size_t slice_bytes = cache_table_size(img->l2_cache);
+    for (uint64_t off = 0; off < img->cluster_size; off += slice_bytes) {
+        void *dst, *src = NULL;
+        int ret = cache_get_empty(img->l2_cache, new_offset + off, &dst);
+        if (ret < 0)
+            return ret;
+        if (old_offset) {
+            ret = cache_get(img->l2_cache, old_offset + off, &src);
+            if (ret < 0) {
+                cache_put(img->l2_cache, &dst);
+                return ret;
+            }
+            memcpy(dst, src, slice_bytes);
+            cache_put(img->l2_cache, &src);
+        } else {
+            memset(dst, 0, slice_bytes);
+        }
+        cache_mark_dirty(img->l2_cache, dst);
+        cache_put(img->l2_cache, &dst);
+    }
+    return 0;
+}
+
+int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index)
+{
+    int ret = cluster_ensure_l1_size(img, l1_index + 1);
+    if (ret < 0)
+        return ret;
+    uint64_t old_entry = img->l1_table[l1_index];
+    uint64_t old_offset = old_entry & L1E_OFFSET_MASK;
+    if (old_offset) {
+        ret = check_l1_entry(img, l1_index, old_entry);
+        if (ret < 0)
+            return ret;
+    }
+    int64_t new_offset = refcount_alloc_clusters(img, img->cluster_size);
+    if (new_offset < 0)
+        return (int)new_offset;
+    /* Order: refcount of the new table, then the table, then the L1 entry, then the old
+     * table's reference is dropped. A crash in between leaks at most one cluster. */
+    ret = cache_flush(img->refcount_cache);
+    if (ret == 0)
+        ret = fill_new_l2_table(img, (uint64_t)new_offset, old_offset);
+    if (ret == 0)
+        ret = cache_flush(img->l2_cache);
+    if (ret < 0)
+        goto fail;
+    img->l1_table[l1_index] = (uint64_t)new_offset | QCOW2_OFLAG_COPIED;
+    ret = write_l1_entry(img, l1_index);
+    if (ret < 0) {
+        img->l1_table[l1_index] = old_entry;
+        goto fail;
+    }
+    if (old_offset)
+        return refcount_free_clusters(img, old_offset, img->cluster_size);
+    return 0;
+fail:
+    cache_discard(img->l2_cache, (uint64_t)new_offset);
+    refcount_free_clusters(img, (uint64_t)new_offset, img->cluster_size);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Write preparation: L2 meta records. */
+
+#define CLUSTER_MAX_META_CLUSTERS 2048
+
+static bool ranges_overlap(uint64_t a, uint64_t a_end, uint64_t b, uint64_t b_end)
+{
+    return a < b_end && b < a_end;
+}
+
+/* The guest range an in-flight record protects: its exact COW-to-COW range when it reuses
+ * existing clusters (other parts of those clusters may be written in parallel), else whole
+ * clusters. */
+static void meta_guard_range(const struct qcow2_image *img, const struct l2_meta *m,
+                             uint64_t *start, uint64_t *end)
+{
+    uint64_t s = m->offset + m->cow_start.offset;
+    uint64_t e = m->offset + m->cow_end.offset + m->cow_end.nb_bytes;
+    if (m->keep_old_clusters) {
+        *start = s;
+        *end = e;
+    } else {
+        *start = start_of_cluster(img, s);
+        *end = ROUND_UP(e, img->cluster_size);
+    }
+}
+
+int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+                              bool whole_clusters)
+{
+    uint64_t s = whole_clusters ? start_of_cluster(img, start) : start;
+    uint64_t e = start + *bytes;
+    if (whole_clusters)
+        e = ROUND_UP(e, img->cluster_size);
+    for (struct l2_meta *m = img->inflight; m; m = m->next_in_flight) {
+        uint64_t ms, me;
+        meta_guard_range(img, m, &ms, &me);
+        if (whole_clusters && m->keep_old_clusters) {
+            ms = start_of_cluster(img, ms);
+            me = ROUND_UP(me, img->cluster_size);
+        }
+        if (!ranges_overlap(s, e, ms, me))
+            continue;
+        if (ms <= start) {
+            /* Our very first byte depends on it: wait, then the caller looks again. */
+            pthread_cond_wait(&img->inflight_cond, &img->lock);
+            return -EAGAIN;
+        }
+        *bytes = MIN(*bytes, ms - start);
+        e = start + *bytes;
+    }
+    return 0;
+}
+
+void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m)
+{
+    cluster_assert_meta(img, m);
+    m->next_in_flight = img->inflight;
+    img->inflight = m;
+}
+
+void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m)
+{
+    struct l2_meta **link = &img->inflight;
+    while (*link != m) {
+        assert(*link);
+        link = &(*link)->next_in_flight;
+    }
+    *link = m->next_in_flight;
+    m->next_in_flight = NULL;
+    pthread_cond_broadcast(&img->inflight_cond);
+}
+
+void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)
+{
+    (void)img;
+    assert(offset_into_cluster(img, m->offset) == 0);
+    assert(m->nb_clusters > 0);
+    assert(m->cow_start.offset + m->cow_start.nb_bytes <= m->cow_end.offset);
+    assert(m->cow_end.offset + m->cow_end.nb_bytes <= (uint64_t)m->nb_clusters << img->cluster_bits);
+}
+
+/* Does this L2 entry need a new host cluster before it can be written? Only clusters that
+ * we own alone (COPIED) with a host offset can be written in place. */
+static bool needs_new_cluster(const struct qcow2_image *img, uint64_t entry)
+{
+    if (entry & QCOW2_OFLAG_COMPRESSED)
+        return true;
+    if (!(entry & QCOW2_OFLAG_COPIED))
+        return true;
+    return (entry & L2E_OFFSET_MASK) == 0 && !has_data_file(img);
+}
+
+/* Where head COW starts (bytes into the first cluster) for an entry of this kind. */
+static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+                               unsigned sc, bool keep_old, uint64_t written_from)
+{
+    enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
+    uint64_t sc_start = (uint64_t)sc << img->subcluster_bits;
+    switch (t) {
+    case SC_COMPRESSED:
+        return 0;
+    case SC_NORMAL:
+    case SC_ZERO_ALLOC:
+    case SC_UNALLOCATED_ALLOC:
+        if (keep_old)
+            return t == SC_NORMAL ? written_from : sc_start;
+        if (img->extended_l2) {
+            /* A shared cluster: copy from its first allocated subcluster on. */
+            uint32_t alloc = (uint32_t)(bitmap & QCOW2_SC_ALL_ALLOC);
+            unsigned first = alloc ? (unsigned)__builtin_ctz(alloc) : 32;
+            return (uint64_t)MIN(sc, first) << img->subcluster_bits;
+        }
+        return 0;
+    default: /* ZERO_PLAIN, UNALLOCATED_PLAIN: only the partial subcluster */
+        return sc_start;
+    }
+}
+
+/* Where tail COW ends (bytes into the last cluster, exclusive). */
+static uint64_t cow_end_to(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+                           unsigned sc, bool keep_old, uint64_t written_to)
+{
+    enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
+    uint64_t sc_end = (uint64_t)(sc + 1) << img->subcluster_bits;
+    switch (t) {
+    case SC_COMPRESSED:
+        return img->cluster_size;
+    case SC_NORMAL:
+    case SC_ZERO_ALLOC:
+    case SC_UNALLOCATED_ALLOC:
+        if (keep_old)
+            return t == SC_NORMAL ? written_to : sc_end;
+        if (img->extended_l2) {
+            uint32_t alloc = (uint32_t)(bitmap & QCOW2_SC_ALL_ALLOC);
+            unsigned last = alloc ? 31u - (unsigned)__builtin_clz(alloc) : 0;
+            return (uint64_t)(MAX(sc, last) + 1) << img->subcluster_bits;
+        }
+        return img->cluster_size;
+    default:
+        return sc_end;
+    }
+}
+
+/* Are all subclusters written by [from, to) of this cluster already NORMAL? */
+static bool all_written_normal(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+                               uint64_t from, uint64_t to)
+{
+    unsigned a = (unsigned)(from >> img->subcluster_bits);
+    unsigned b = (unsigned)((to - 1) >> img->subcluster_bits);
+    for (unsigned sc = a; sc <= b; sc++)
+        if (subcluster_type(img, entry, bitmap, sc) != SC_NORMAL)
+            return false;
+    return true;
+}
+
+int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                          struct l2_meta *m, bool prealloc)
+{
+    void *slice;
+    uint64_t idx;
+    int ret = cluster_get_l2_slice(img, offset, false, &slice, &idx);
+    if (ret < 0)
+        return ret;
+    uint64_t in_cluster = offset_into_cluster(img, offset);
+    uint64_t want_clusters = DIV_ROUND_UP(in_cluster + *bytes, img->cluster_size);
+    /* One record covers at most one L2 slice, and a bounded number of clusters. */
+    uint64_t max_clusters = MIN(MIN(want_clusters, img->l2_slice_size - idx),
+                                CLUSTER_MAX_META_CLUSTERS);
+    uint64_t e0 = slice ? l2_get_entry(img, slice, idx) : 0;
+    bool keep = !needs_new_cluster(img, e0);
+
+    memset(m, 0, sizeof(*m));
+    m->offset = offset - in_cluster;
+    m->keep_old_clusters = keep;
+    m->prealloc = prealloc;
+
+    uint64_t n = 1, host0 = 0;
+    if (keep) {
+        ret = entry_host_offset(img, e0, offset, &host0);
+        if (ret < 0)
+            goto out;
+        while (n < max_clusters) {
+            uint64_t e = l2_get_entry(img, slice, idx + n);
+            if (needs_new_cluster(img, e) || (e & L2E_OFFSET_MASK) != host0 + (n << img->cluster_bits))
+                break;
+            n++;
+        }
+    } else {
+        while (n < max_clusters &&
+               needs_new_cluster(img, slice ? l2_get_entry(img, slice, idx + n) : 0))
+            n++;
+    }
+    uint64_t len = MIN(*bytes, (n << img->cluster_bits) - in_cluster);
+
+    /* COW regions from the first and last written subclusters. */
+    uint64_t first_e = e0, first_b = slice ? l2_get_bitmap(img, slice, idx) : 0;
+    uint64_t last_e = slice ? l2_get_entry(img, slice, idx + n - 1) : 0;
+    uint64_t last_b = slice ? l2_get_bitmap(img, slice, idx + n - 1) : 0;
+    uint64_t data_from = in_cluster, data_to = in_cluster + len;
+    uint64_t last_base = (n - 1) << img->cluster_bits;
+    uint64_t cs_from, cs_to;
+    if (prealloc) {
+        cs_from = data_from;
+        cs_to = data_to;
+    } else {
+        cs_from = cow_start_from(img, first_e, first_b, offset_to_sc_index(img, offset), keep,
+                                 data_from);
+        cs_to = last_base + cow_end_to(img, last_e, last_b,
+                                       offset_to_sc_index(img, offset + len - 1), keep,
+                                       data_to - last_base);
+    }
+    m->cow_start = (struct cow_region){.offset = cs_from, .nb_bytes = data_from - cs_from};
+    m->cow_end = (struct cow_region){.offset = data_to, .nb_bytes = cs_to - data_to};
+    m->nb_clusters = (unsigned)n;
+
+    if (keep) {
+        m->alloc_offset = host0;
+        m->needs_link = false;
+        for (uint64_t i = 0; i < n && !prealloc && !m->needs_link; i++) {
+            uint64_t e = l2_get_entry(img, slice, idx + i);
+            if (!img->extended_l2) {
+                m->needs_link = (e & QCOW2_OFLAG_ZERO) != 0;
+                continue;
+            }
+            uint64_t base = i << img->cluster_bits;
+            uint64_t from = MAX(data_from, base) - base;
+            uint64_t to = MIN(data_to, base + img->cluster_size) - base;
+            m->needs_link = !all_written_normal(img, e, l2_get_bitmap(img, slice, idx + i),
+                                                from, to);
+        }
+    } else {
+        m->needs_link = true;
+        ret = cluster_alloc_data(img, m);
+        if (ret < 0)
+            goto out;
+    }
+    cluster_assert_meta(img, m);
+    *bytes = len;
+out:
+    cache_put(img->l2_cache, &slice);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Allocation and linking. */
+
+int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
+{
+    uint64_t bytes = (uint64_t)m->nb_clusters << img->cluster_bits;
+    if (has_data_file(img)) {
+        /* External data: the host offset is the guest offset, nothing is refcounted. */
+        m->alloc_offset = m->offset;
+        m->dest_zero = false;
+        return 0;
+    }
+    int64_t host = refcount_alloc_clusters(img, bytes);
+    if (host < 0)
+        return (int)host;
+    m->alloc_offset = (uint64_t)host;
+    /* Clusters that were never part of the file read as zeros: COW of zeros can be skipped. */
+    m->dest_zero = (uint64_t)host >= img->zero_from;
+    img->zero_from = MAX(img->zero_from, (uint64_t)host + bytes);
+    return 0;
+}
+
+/* New subcluster bitmap for cluster i of m: the old one with the written subclusters made
+ * allocated (and no longer zero). */
+static uint64_t linked_bitmap(const struct qcow2_image *img, const struct l2_meta *m,
+                              uint64_t i, uint64_t old_bitmap)
+{
+    uint64_t base = i << img->cluster_bits;
+    uint64_t from = MAX(m->cow_start.offset, base) - base;
+    uint64_t to = MIN(m->cow_end.offset + m->cow_end.nb_bytes, base + img->cluster_size) - base;
+    if (from >= to)
+        return old_bitmap;
+    unsigned a = (unsigned)(from >> img->subcluster_bits);
+    unsigned b = (unsigned)DIV_ROUND_UP(to, img->subcluster_size);
+    return (old_bitmap | QCOW2_SC_ALLOC_RANGE(a, b)) & ~QCOW2_SC_ZERO_RANGE(a, b);
+}
+
+int cluster_mark_dirty_for_update(struct qcow2_image *img)
+{
+    if (img->lazy_refcounts && !img->dirty) {
+        int ret = image_set_incompat_bits(img, QCOW2_INCOMPAT_DIRTY, 0);
+        if (ret < 0)
+            return ret;
+        img->dirty = true;
+    }
+    if (!img->dirty)
+        return cache_set_dependency(img->l2_cache, img->refcount_cache);
+    return 0;
+}
+
+int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
+{
+    /* The COW regions and the guest data are written: now the entries may point there. */
+    cluster_assert_meta(img, m);
+    if (!m->needs_link)
+        return 0;
+    int ret = cluster_mark_dirty_for_update(img);
+    if (ret < 0)
+        return ret;
+    void *slice;
+    uint64_t idx;
+    ret = cluster_get_l2_slice(img, m->offset, true, &slice, &idx);
+    if (ret < 0)
+        return ret;
+    assert(slice && idx + m->nb_clusters <= img->l2_slice_size);
+    uint64_t old[m->nb_clusters];
+    for (uint64_t i = 0; i < m->nb_clusters; i++) {
+        uint64_t e = l2_get_entry(img, slice, idx + i);
+        old[i] = e;
+        uint64_t host = m->alloc_offset + (i << img->cluster_bits);
+        l2_set_entry(img, slice, idx + i, host | QCOW2_OFLAG_COPIED);
+        if (img->extended_l2 && !m->prealloc)
+            l2_set_bitmap(img, slice, idx + i,
+                          linked_bitmap(img, m, i, l2_get_bitmap(img, slice, idx + i)));
+    }
+    /* New data must reach the disk before an L2 entry that points to it. */
+    if (!m->keep_old_clusters)
+        cache_depends_on_flush(img->l2_cache);
+    cache_mark_dirty(img->l2_cache, slice);
+    cache_put(img->l2_cache, &slice);
+    if (m->keep_old_clusters)
+        return 0;
+    /* Only now may the replaced clusters lose their reference. */
+    for (uint64_t i = 0; i < m->nb_clusters; i++) {
+        if (!(old[i] & QCOW2_OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK))
+            continue;
+        int r = refcount_free_l2_entry(img, old[i]);
+        if (r < 0 && ret == 0)
+            ret = r;
+    }
+    return ret;
+}
+
+void cluster_abort(struct qcow2_image *img, struct l2_meta *m)
+{
+    if (!m->keep_old_clusters && !has_data_file(img))
+        refcount_free_clusters(img, m->alloc_offset, (uint64_t)m->nb_clusters << img->cluster_bits);
+}

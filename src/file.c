@@ -1,0 +1,331 @@
+/* file.c - the host file: the one place that does I/O on a file descriptor.
+ * Owns the POSIX backend of struct qcow2_file_ops and the thin wrappers every other layer uses.
+ * Every call transfers the whole range or fails: short reads past EOF are zero-filled, short
+ * writes are retried, EINTR is retried. Knows nothing about qcow2. */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <linux/falloc.h>
+#endif
+
+struct posix_file {
+    int fd;
+};
+
+static int posix_pread(void *ctx, void *buf, size_t count, uint64_t offset)
+{
+    struct posix_file *pf = ctx;
+    uint8_t *p = buf;
+    while (count > 0) {
+        ssize_t n = pread(pf->fd, p, count, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0) { /* past EOF: reads as zeros */
+            memset(p, 0, count);
+            return 0;
+        }
+        p += n;
+        count -= (size_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int posix_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_t offset)
+{
+    struct posix_file *pf = ctx;
+    struct iovec local[64];
+    struct iovec *v = local;
+    if (iovcnt > 64) {
+        v = malloc(sizeof(*v) * (size_t)iovcnt);
+        if (!v)
+            return -ENOMEM;
+    }
+    memcpy(v, iov, sizeof(*v) * (size_t)iovcnt);
+    struct iovec *cur = v;
+    int left = iovcnt;
+    int ret = 0;
+    while (left > 0) {
+        if (cur->iov_len == 0) {
+            cur++;
+            left--;
+            continue;
+        }
+        ssize_t n = pwritev(pf->fd, cur, MIN(left, IOV_MAX), (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            ret = -errno;
+            break;
+        }
+        if (n == 0) {
+            ret = -EIO;
+            break;
+        }
+        offset += (uint64_t)n;
+        /* A short write: advance through the vector and retry the rest. */
+        while (n > 0 && left > 0) {
+            if ((size_t)n >= cur->iov_len) {
+                n -= (ssize_t)cur->iov_len;
+                cur++;
+                left--;
+            } else {
+                cur->iov_base = (uint8_t *)cur->iov_base + n;
+                cur->iov_len -= (size_t)n;
+                n = 0;
+            }
+        }
+    }
+    if (v != local)
+        free(v);
+    return ret;
+}
+
+static int posix_flush(void *ctx)
+{
+    struct posix_file *pf = ctx;
+    return fdatasync(pf->fd) < 0 ? -errno : 0;
+}
+
+static int64_t posix_size(void *ctx)
+{
+    struct posix_file *pf = ctx;
+    struct stat st;
+    if (fstat(pf->fd, &st) < 0)
+        return -errno;
+    if (S_ISBLK(st.st_mode)) {
+        off_t end = lseek(pf->fd, 0, SEEK_END);
+        return end < 0 ? -errno : (int64_t)end;
+    }
+    return st.st_size;
+}
+
+static int posix_truncate(void *ctx, uint64_t size)
+{
+    struct posix_file *pf = ctx;
+    return ftruncate(pf->fd, (off_t)size) < 0 ? -errno : 0;
+}
+
+static int posix_zero(void *ctx, uint64_t offset, uint64_t count)
+{
+#ifdef FALLOC_FL_ZERO_RANGE
+    struct posix_file *pf = ctx;
+    if (fallocate(pf->fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)count) == 0)
+        return 0;
+    if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+        return -errno;
+    if (fallocate(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                  (off_t)count) == 0)
+        return 0;
+    return (errno == EOPNOTSUPP || errno == ENOSYS) ? -ENOTSUP : -errno;
+#else
+    (void)ctx;
+    (void)offset;
+    (void)count;
+    return -ENOTSUP;
+#endif
+}
+
+static int posix_discard(void *ctx, uint64_t offset, uint64_t count)
+{
+#ifdef FALLOC_FL_PUNCH_HOLE
+    struct posix_file *pf = ctx;
+    if (fallocate(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                  (off_t)count) == 0)
+        return 0;
+    return (errno == EOPNOTSUPP || errno == ENOSYS) ? -ENOTSUP : -errno;
+#else
+    (void)ctx;
+    (void)offset;
+    (void)count;
+    return -ENOTSUP;
+#endif
+}
+
+static int posix_status(void *ctx, uint64_t offset, uint64_t *count, bool *data)
+{
+    struct posix_file *pf = ctx;
+    off_t d = lseek(pf->fd, (off_t)offset, SEEK_DATA);
+    if (d < 0) {
+        if (errno == ENXIO) { /* no data after offset: a hole up to EOF */
+            *data = false;
+            return 0;
+        }
+        *data = true; /* SEEK_DATA unsupported: assume data */
+        return 0;
+    }
+    if ((uint64_t)d > offset) {
+        *data = false;
+        *count = MIN(*count, (uint64_t)d - offset);
+        return 0;
+    }
+    off_t h = lseek(pf->fd, (off_t)offset, SEEK_HOLE);
+    *data = true;
+    if (h > (off_t)offset)
+        *count = MIN(*count, (uint64_t)h - offset);
+    return 0;
+}
+
+static int64_t posix_allocated_bytes(void *ctx)
+{
+    struct posix_file *pf = ctx;
+    struct stat st;
+    if (fstat(pf->fd, &st) < 0)
+        return -errno;
+    return (int64_t)st.st_blocks * 512;
+}
+
+static void posix_close(void *ctx)
+{
+    struct posix_file *pf = ctx;
+    close(pf->fd);
+    free(pf);
+}
+
+static const struct qcow2_file_ops posix_ops = {
+    .pread = posix_pread,
+    .pwritev = posix_pwritev,
+    .flush = posix_flush,
+    .size = posix_size,
+    .truncate = posix_truncate,
+    .zero = posix_zero,
+    .discard = posix_discard,
+    .status = posix_status,
+    .allocated_bytes = posix_allocated_bytes,
+    .close = posix_close,
+};
+
+struct qcow2_file *file_new(const struct qcow2_file_ops *ops, void *ctx, const char *path,
+                            bool read_only)
+{
+    struct qcow2_file *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->path = strdup(path ? path : "");
+    if (!f->path) {
+        free(f);
+        return NULL;
+    }
+    f->ops = ops;
+    f->ctx = ctx;
+    f->read_only = read_only;
+    return f;
+}
+
+int file_open(const char *path, bool read_only, bool create, struct qcow2_file **out,
+              char *err, size_t errlen)
+{
+    int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    if (create)
+        flags |= O_CREAT | O_TRUNC;
+    int fd = open(path, flags, 0644);
+    if (fd < 0) {
+        int e = errno;
+        return format_error(err, errlen, -e, "%s: cannot open: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        return format_error(err, errlen, -EISDIR, "%s: is a directory", path);
+    }
+    struct posix_file *pf = malloc(sizeof(*pf));
+    struct qcow2_file *f = pf ? file_new(&posix_ops, pf, path, read_only) : NULL;
+    if (!f) {
+        free(pf);
+        close(fd);
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory", path);
+    }
+    pf->fd = fd;
+    *out = f;
+    return 0;
+}
+
+void file_close(struct qcow2_file *f)
+{
+    if (!f)
+        return;
+    if (f->ops->close)
+        f->ops->close(f->ctx);
+    free(f->path);
+    free(f);
+}
+
+int file_pread(struct qcow2_file *f, void *buf, size_t count, uint64_t offset)
+{
+    if (count == 0)
+        return 0;
+    if (offset > (uint64_t)INT64_MAX - count)
+        return -EINVAL;
+    return f->ops->pread(f->ctx, buf, count, offset);
+}
+
+int file_pwrite(struct qcow2_file *f, const void *buf, size_t count, uint64_t offset)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
+    return file_pwritev(f, &iov, 1, offset);
+}
+
+int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint64_t offset)
+{
+    if (f->read_only)
+        return -EROFS;
+    return f->ops->pwritev(f->ctx, iov, iovcnt, offset);
+}
+
+int file_flush(struct qcow2_file *f)
+{
+    if (f->read_only)
+        return 0;
+    return f->ops->flush(f->ctx);
+}
+
+int64_t file_size(struct qcow2_file *f)
+{
+    return f->ops->size(f->ctx);
+}
+
+int file_truncate(struct qcow2_file *f, uint64_t size)
+{
+    if (f->read_only)
+        return -EROFS;
+    return f->ops->truncate(f->ctx, size);
+}
+
+int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count)
+{
+    if (f->read_only)
+        return -EROFS;
+    return f->ops->zero ? f->ops->zero(f->ctx, offset, count) : -ENOTSUP;
+}
+
+int file_discard(struct qcow2_file *f, uint64_t offset, uint64_t count)
+{
+    if (f->read_only)
+        return -EROFS;
+    return f->ops->discard ? f->ops->discard(f->ctx, offset, count) : -ENOTSUP;
+}
+
+int file_status(struct qcow2_file *f, uint64_t offset, uint64_t *count, bool *data)
+{
+    if (!f->ops->status) {
+        *data = true;
+        return 0;
+    }
+    return f->ops->status(f->ctx, offset, count, data);
+}
+
+int64_t file_allocated_bytes(struct qcow2_file *f)
+{
+    return f->ops->allocated_bytes ? f->ops->allocated_bytes(f->ctx) : 0;
+}

@@ -1,0 +1,152 @@
+/* format.h - the qcow2 on-disk layout, named as docs/interop/qcow2.rst names it.
+ * Header fields and offsets, feature bits, L1/L2/refcount entry masks, header extension magics,
+ * and the only big-endian helpers in the project. Pure definitions: no I/O, no state. */
+#ifndef QCOW2_FORMAT_H
+#define QCOW2_FORMAT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
+
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MIN_CLUSTER_BITS_EXTL2 14 /* subclusters must be >= 512 bytes */
+
+#define QCOW2_V2_HEADER_LENGTH 72
+#define QCOW2_V3_HEADER_MIN_LENGTH 104
+#define QCOW2_V3_HEADER_LENGTH 112 /* what we (and QEMU) write */
+
+/* Fixed header field offsets. */
+#define HDR_MAGIC 0
+#define HDR_VERSION 4
+#define HDR_BACKING_FILE_OFFSET 8
+#define HDR_BACKING_FILE_SIZE 16
+#define HDR_CLUSTER_BITS 20
+#define HDR_SIZE 24
+#define HDR_CRYPT_METHOD 32
+#define HDR_L1_SIZE 36
+#define HDR_L1_TABLE_OFFSET 40
+#define HDR_REFCOUNT_TABLE_OFFSET 48
+#define HDR_REFCOUNT_TABLE_CLUSTERS 56
+#define HDR_NB_SNAPSHOTS 60
+#define HDR_SNAPSHOTS_OFFSET 64
+#define HDR_INCOMPATIBLE_FEATURES 72
+#define HDR_COMPATIBLE_FEATURES 80
+#define HDR_AUTOCLEAR_FEATURES 88
+#define HDR_REFCOUNT_ORDER 96
+#define HDR_HEADER_LENGTH 100
+#define HDR_COMPRESSION_TYPE 104
+
+#define QCOW2_MAX_BACKING_FILE_SIZE 1023
+#define QCOW2_MAX_BACKING_FMT_LEN 15
+#define QCOW2_MAX_L1_BYTES (32u * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES (8u * 1024 * 1024)
+#define QCOW2_MAX_SNAPSHOTS 65536
+#define QCOW2_MAX_CLUSTER_OFFSET ((1ull << 56) - 1)
+
+/* crypt_method */
+#define QCOW2_CRYPT_NONE 0
+#define QCOW2_CRYPT_AES 1
+#define QCOW2_CRYPT_LUKS 2
+
+/* Incompatible feature bits. */
+#define QCOW2_INCOMPAT_DIRTY (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
+#define QCOW2_INCOMPAT_MASK 0x1full
+/* Compatible feature bits. */
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+/* Autoclear feature bits. */
+#define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+#define QCOW2_AUTOCLEAR_MASK 0x3ull
+
+/* Feature name table entry types. */
+#define QCOW2_FEAT_TYPE_INCOMPATIBLE 0
+#define QCOW2_FEAT_TYPE_COMPATIBLE 1
+#define QCOW2_FEAT_TYPE_AUTOCLEAR 2
+#define QCOW2_FEATURE_NAME_ENTRY_SIZE 48
+#define QCOW2_FEATURE_NAME_LEN 46
+
+/* compression_type */
+#define QCOW2_COMPRESSION_TYPE_ZLIB 0
+#define QCOW2_COMPRESSION_TYPE_ZSTD 1
+
+/* Header extension magics. */
+#define QCOW2_EXT_END 0x00000000u
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+#define QCOW2_EXT_BITMAPS 0x23852875u
+#define QCOW2_EXT_CRYPTO_HEADER 0x0537be77u
+#define QCOW2_EXT_DATA_FILE 0x44415441u
+
+/* L1 entries. */
+#define L1E_OFFSET_MASK 0x00fffffffffffe00ull
+#define L1E_RESERVED_MASK 0x7f000000000001ffull
+/* L2 entries (the first 64 bits; with extended L2 a 64-bit subcluster bitmap follows). */
+#define QCOW2_OFLAG_COPIED (1ull << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ull << 62)
+#define QCOW2_OFLAG_ZERO (1ull << 0)
+#define L2E_OFFSET_MASK 0x00fffffffffffe00ull
+#define L2E_STD_RESERVED_MASK 0x3f000000000001feull
+/* Refcount table entries. */
+#define REFT_OFFSET_MASK 0xfffffffffffffe00ull
+#define REFT_RESERVED_MASK 0x1ffull
+
+/* Extended L2 subcluster bitmap. */
+#define QCOW2_SUBCLUSTERS_PER_CLUSTER 32
+#define QCOW2_SC_ALLOC(x) (1ull << (x))
+#define QCOW2_SC_ZERO(x) (1ull << ((x) + 32))
+/* Bits for subclusters [x, y), 0 <= x <= y <= 32. */
+#define QCOW2_SC_ALLOC_RANGE(x, y) \
+    ((y) - (x) >= 32 ? 0xffffffffull : (((1ull << ((y) - (x))) - 1) << (x)))
+#define QCOW2_SC_ZERO_RANGE(x, y) (QCOW2_SC_ALLOC_RANGE(x, y) << 32)
+#define QCOW2_SC_ALL_ALLOC 0x00000000ffffffffull
+#define QCOW2_SC_ALL_ZERO 0xffffffff00000000ull
+
+/* Compressed data is counted in these sectors. */
+#define QCOW2_COMPRESSED_SECTOR_SIZE 512
+
+/* Snapshot table entry (fixed part). */
+#define QCOW2_SNAPSHOT_HEADER_SIZE 40
+
+/* Big-endian helpers: the only place that knows the byte order. */
+static inline uint16_t be16_get(const void *p)
+{
+    const uint8_t *b = p;
+    return (uint16_t)((b[0] << 8) | b[1]);
+}
+static inline uint32_t be32_get(const void *p)
+{
+    const uint8_t *b = p;
+    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+static inline uint64_t be64_get(const void *p)
+{
+    const uint8_t *b = p;
+    return ((uint64_t)be32_get(b) << 32) | be32_get(b + 4);
+}
+static inline void be16_put(void *p, uint16_t v)
+{
+    uint8_t *b = p;
+    b[0] = (uint8_t)(v >> 8);
+    b[1] = (uint8_t)v;
+}
+static inline void be32_put(void *p, uint32_t v)
+{
+    uint8_t *b = p;
+    b[0] = (uint8_t)(v >> 24);
+    b[1] = (uint8_t)(v >> 16);
+    b[2] = (uint8_t)(v >> 8);
+    b[3] = (uint8_t)v;
+}
+static inline void be64_put(void *p, uint64_t v)
+{
+    be32_put(p, (uint32_t)(v >> 32));
+    be32_put((uint8_t *)p + 4, (uint32_t)v);
+}
+
+#endif /* QCOW2_FORMAT_H */

@@ -1,0 +1,654 @@
+/* image.c - opening and closing images: header validation, feature gating, geometry, the
+ * backing chain and the external data file; raw images as a trivial format; info; header
+ * writes. Calls header.c to parse, file.c for I/O, cache.c and refcount.c to set up the
+ * metadata layers. Does no guest data I/O (io.c does). */
+#include "internal.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define PROBE_BYTES 512
+
+void qcow2_open_opts_init(struct qcow2_open_opts *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->lazy_refcounts = -1;
+}
+
+int format_error(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return ret;
+}
+
+int set_error(struct qcow2_image *img, int ret, const char *fmt, ...)
+{
+    char msg[QCOW2_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&img->err_lock);
+    /* A message that already names the file (passed up from a layer below) keeps its name. */
+    if (strncmp(msg, img->filename, strlen(img->filename)) == 0)
+        snprintf(img->err, sizeof(img->err), "%.*s", QCOW2_ERROR_MAX - 1, msg);
+    else
+        snprintf(img->err, sizeof(img->err), "%.200s: %.300s", img->filename, msg);
+    pthread_mutex_unlock(&img->err_lock);
+    return ret;
+}
+
+const char *qcow2_error(const struct qcow2_image *img)
+{
+    return img ? img->err : "no image";
+}
+
+int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
+{
+    char msg[QCOW2_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* Stop further damage: a corrupt image is not written again until repaired. */
+    if (!img->read_only && !img->corrupt && !img->opts.repair) {
+        img->corrupt = true;
+        image_set_incompat_bits(img, QCOW2_INCOMPAT_CORRUPT, 0);
+        return set_error(img, -EIO, "image marked corrupt: %s", msg);
+    }
+    return set_error(img, -EIO, "corrupt image: %s", msg);
+}
+
+char *image_resolve_path(const char *image_path, const char *name)
+{
+    if (name[0] == '/' || !strchr(image_path, '/'))
+        return strdup(name);
+    char *copy = strdup(image_path);
+    if (!copy)
+        return NULL;
+    char *dir = dirname(copy);
+    char *out = NULL;
+    if (asprintf(&out, "%s/%s", dir, name) < 0)
+        out = NULL;
+    free(copy);
+    return out;
+}
+
+static bool path_is_confined(const char *name)
+{
+    if (name[0] == '/')
+        return false;
+    for (const char *p = name; (p = strstr(p, "..")) != NULL; p += 2) {
+        bool starts = p == name || p[-1] == '/';
+        bool ends = p[2] == '\0' || p[2] == '/';
+        if (starts && ends)
+            return false;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Header writes. */
+
+int image_write_header_field(struct qcow2_image *img, uint64_t offset, const void *buf,
+                             size_t len)
+{
+    int ret = file_pwrite(img->file, buf, len, offset);
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret < 0)
+        return set_error(img, ret, "updating the header failed: %s", strerror(-ret));
+    return 0;
+}
+
+int image_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear)
+{
+    if (img->hdr.version < 3)
+        return 0;
+    uint64_t v = (img->hdr.incompatible_features | set) & ~clear;
+    if (v == img->hdr.incompatible_features)
+        return 0;
+    uint8_t b[8];
+    be64_put(b, v);
+    int ret = image_write_header_field(img, HDR_INCOMPATIBLE_FEATURES, b, sizeof(b));
+    if (ret == 0)
+        img->hdr.incompatible_features = v;
+    return ret;
+}
+
+int image_update_header(struct qcow2_image *img)
+{
+    uint8_t *c0 = malloc(img->cluster_size);
+    if (!c0)
+        return set_error(img, -ENOMEM, "out of memory");
+    char msg[256];
+    int ret = header_serialize(&img->hdr, c0, img->cluster_size, msg, sizeof(msg));
+    if (ret < 0) {
+        free(c0);
+        return set_error(img, ret, "%s", msg);
+    }
+    ret = file_pwrite(img->file, c0, img->cluster_size, 0);
+    free(c0);
+    if (ret < 0)
+        return set_error(img, ret, "writing the header failed: %s", strerror(-ret));
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Opening. */
+
+struct chain_seen {
+    dev_t dev;
+    ino_t ino;
+    const struct chain_seen *child;
+};
+
+static int open_image(const char *path, const struct qcow2_open_opts *opts, unsigned depth,
+                      const struct chain_seen *seen, struct qcow2_image **out, char *err,
+                      size_t errlen);
+
+static struct qcow2_image *image_alloc(const char *path)
+{
+    struct qcow2_image *img = calloc(1, sizeof(*img));
+    if (!img)
+        return NULL;
+    img->filename = strdup(path);
+    if (!img->filename) {
+        free(img);
+        return NULL;
+    }
+    pthread_mutex_init(&img->lock, NULL);
+    pthread_mutex_init(&img->err_lock, NULL);
+    pthread_cond_init(&img->inflight_cond, NULL);
+    return img;
+}
+
+static void image_free(struct qcow2_image *img)
+{
+    if (!img)
+        return;
+    if (img->backing)
+        qcow2_close(img->backing);
+    cache_free(img->l2_cache);
+    cache_free(img->refcount_cache);
+    refcount_close(img);
+    free(img->l1_table);
+    if (img->data_file && img->data_file != img->file)
+        file_close(img->data_file);
+    file_close(img->file);
+    header_free(&img->hdr);
+    free(img->backing_path);
+    pthread_mutex_destroy(&img->lock);
+    pthread_mutex_destroy(&img->err_lock);
+    pthread_cond_destroy(&img->inflight_cond);
+    free(img->filename);
+    free(img);
+}
+
+static int check_features(struct qcow2_image *img, char *err, size_t errlen)
+{
+    struct qcow2_header *h = &img->hdr;
+    uint64_t unknown = h->incompatible_features & ~QCOW2_INCOMPAT_MASK;
+    if (unknown) {
+        int bit = __builtin_ctzll(unknown);
+        const char *name = header_feature_name(h, QCOW2_FEAT_TYPE_INCOMPATIBLE, bit);
+        if (name)
+            return format_error(err, errlen, -ENOTSUP,
+                                "%s: unsupported feature: %s (incompatible bit %d)",
+                                img->filename, name, bit);
+        return format_error(err, errlen, -ENOTSUP,
+                            "%s: unsupported feature: incompatible bit %d", img->filename, bit);
+    }
+    if (h->crypt_method != QCOW2_CRYPT_NONE)
+        return format_error(err, errlen, -ENOTSUP,
+                            "%s: encrypted images are not supported yet (%s encryption)",
+                            img->filename,
+                            h->crypt_method == QCOW2_CRYPT_AES    ? "AES"
+                            : h->crypt_method == QCOW2_CRYPT_LUKS ? "LUKS"
+                                                                  : "unknown");
+    if (h->has_crypto_ext)
+        return format_error(err, errlen, -EINVAL,
+                            "%s: encryption header extension in an unencrypted image",
+                            img->filename);
+    bool ctype_bit = (h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) != 0;
+    if (h->compression_type > QCOW2_COMPRESSION_TYPE_ZSTD)
+        return format_error(err, errlen, -ENOTSUP, "%s: unknown compression type %u",
+                            img->filename, h->compression_type);
+    if (ctype_bit != (h->compression_type != QCOW2_COMPRESSION_TYPE_ZLIB))
+        return format_error(err, errlen, -EINVAL,
+                            "%s: compression type %u does not match the compression type "
+                            "feature bit",
+                            img->filename, h->compression_type);
+    if ((h->incompatible_features & QCOW2_INCOMPAT_EXTL2) &&
+        h->cluster_bits < QCOW2_MIN_CLUSTER_BITS_EXTL2)
+        return format_error(err, errlen, -EINVAL,
+                            "%s: extended L2 entries need clusters of at least 16 KiB",
+                            img->filename);
+    if ((h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && !img->read_only &&
+        !img->opts.repair)
+        return format_error(err, errlen, -EACCES,
+                            "%s: image is marked corrupt; open it read-only, or repair it "
+                            "with 'qcow2 check -r all'",
+                            img->filename);
+    if (data_file_is_raw(img) && !has_data_file(img))
+        return format_error(err, errlen, -EINVAL,
+                            "%s: raw external data bit set without an external data file",
+                            img->filename);
+    return 0;
+}
+
+static void compute_geometry(struct qcow2_image *img)
+{
+    struct qcow2_header *h = &img->hdr;
+    img->cluster_bits = h->cluster_bits;
+    img->cluster_size = 1ull << h->cluster_bits;
+    img->extended_l2 = (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0;
+    img->l2_entry_size = img->extended_l2 ? 16 : 8;
+    img->l2_bits = img->cluster_bits - (img->extended_l2 ? 4 : 3);
+    img->l2_size = 1ull << img->l2_bits;
+    img->subclusters_per_cluster = img->extended_l2 ? QCOW2_SUBCLUSTERS_PER_CLUSTER : 1;
+    img->subcluster_bits = img->cluster_bits - (img->extended_l2 ? 5 : 0);
+    img->subcluster_size = 1ull << img->subcluster_bits;
+    img->refcount_order = h->refcount_order;
+    img->refcount_bits = 1u << h->refcount_order;
+    img->refcount_max = img->refcount_bits == 64 ? UINT64_MAX
+                                                 : (1ull << img->refcount_bits) - 1;
+    img->refcount_block_bits = img->cluster_bits + 3 - h->refcount_order;
+    img->csize_shift = 62 - (img->cluster_bits - 8);
+    img->csize_mask = (1ull << (img->cluster_bits - 8)) - 1;
+    img->cluster_offset_mask = (1ull << img->csize_shift) - 1;
+    img->size = h->size;
+}
+
+/* Is [offset, offset+len) aligned and inside a file of `file_size` bytes? */
+static int check_table(struct qcow2_image *img, const char *what, uint64_t offset,
+                       uint64_t len, int64_t file_size, char *err, size_t errlen)
+{
+    if (offset & (img->cluster_size - 1))
+        return format_error(err, errlen, -EINVAL,
+                            "%s: %s offset 0x%llx is not cluster aligned", img->filename, what,
+                            (unsigned long long)offset);
+    if (offset == 0 && len > 0)
+        return format_error(err, errlen, -EINVAL, "%s: %s overlaps the header", img->filename,
+                            what);
+    if (offset > (uint64_t)file_size || len > (uint64_t)file_size - offset)
+        return format_error(err, errlen, -EINVAL,
+                            "%s: %s at 0x%llx (%llu bytes) lies past the end of the file",
+                            img->filename, what, (unsigned long long)offset,
+                            (unsigned long long)len);
+    return 0;
+}
+
+static int check_layout(struct qcow2_image *img, char *err, size_t errlen)
+{
+    struct qcow2_header *h = &img->hdr;
+    int64_t fsize = file_size(img->file);
+    if (fsize < 0)
+        return format_error(err, errlen, (int)fsize, "%s: cannot get the file size",
+                            img->filename);
+    if (h->size > (1ull << 62))
+        return format_error(err, errlen, -EFBIG, "%s: virtual size %llu is too large",
+                            img->filename, (unsigned long long)h->size);
+    if ((uint64_t)h->l1_size * 8 > QCOW2_MAX_L1_BYTES)
+        return format_error(err, errlen, -EFBIG,
+                            "%s: L1 table is too large (%u entries, at most %u)",
+                            img->filename, h->l1_size, QCOW2_MAX_L1_BYTES / 8);
+    if (h->l1_size < size_to_l1(img, h->size))
+        return format_error(err, errlen, -EINVAL,
+                            "%s: L1 table is too small (%u entries) for virtual size %llu",
+                            img->filename, h->l1_size, (unsigned long long)h->size);
+    int ret = 0;
+    if (h->l1_size)
+        ret = check_table(img, "L1 table", h->l1_table_offset, (uint64_t)h->l1_size * 8,
+                          fsize, err, errlen);
+    if (ret < 0)
+        return ret;
+    if (h->refcount_table_clusters == 0)
+        return format_error(err, errlen, -EINVAL, "%s: refcount table has no clusters",
+                            img->filename);
+    if ((uint64_t)h->refcount_table_clusters << img->cluster_bits > QCOW2_MAX_REFTABLE_BYTES)
+        return format_error(err, errlen, -EFBIG, "%s: refcount table is too large (%u clusters)",
+                            img->filename, h->refcount_table_clusters);
+    ret = check_table(img, "refcount table", h->refcount_table_offset,
+                      (uint64_t)h->refcount_table_clusters << img->cluster_bits, fsize, err,
+                      errlen);
+    if (ret < 0)
+        return ret;
+    if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
+        return format_error(err, errlen, -EFBIG, "%s: too many snapshots (%u)", img->filename,
+                            h->nb_snapshots);
+    if (h->nb_snapshots)
+        ret = check_table(img, "snapshot table", h->snapshots_offset,
+                          (uint64_t)h->nb_snapshots * QCOW2_SNAPSHOT_HEADER_SIZE, fsize, err,
+                          errlen);
+    return ret;
+}
+
+static int load_l1_table(struct qcow2_image *img, char *err, size_t errlen)
+{
+    img->l1_size = img->hdr.l1_size;
+    if (img->l1_size == 0)
+        return 0;
+    size_t bytes = (size_t)img->l1_size * 8;
+    img->l1_table = malloc(bytes);
+    if (!img->l1_table)
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory for the L1 table",
+                            img->filename);
+    int ret = file_pread(img->file, img->l1_table, bytes, img->hdr.l1_table_offset);
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s: reading the L1 table failed: %s",
+                            img->filename, strerror(-ret));
+    for (uint32_t i = 0; i < img->l1_size; i++)
+        img->l1_table[i] = be64_get(&img->l1_table[i]);
+    return 0;
+}
+
+static int setup_caches(struct qcow2_image *img, char *err, size_t errlen)
+{
+    /* Enough L2 to map the whole disk, bounded by the option or 32 MiB. */
+    uint64_t whole = ROUND_UP(size_to_clusters(img, img->size) * img->l2_entry_size,
+                              img->cluster_size);
+    uint64_t want = img->opts.l2_cache_size ? img->opts.l2_cache_size
+                                            : MIN(whole, QCOW2_DEFAULT_L2_CACHE_MAX);
+    uint64_t slice_bytes = want >= whole ? img->cluster_size : MIN(img->cluster_size, 4096);
+    uint64_t n = MAX(want / slice_bytes, 16);
+    img->l2_slice_size = slice_bytes / img->l2_entry_size;
+    img->l2_slice_bits = (unsigned)__builtin_ctzll(img->l2_slice_size);
+    img->l2_cache = cache_new(img, "L2 table", slice_bytes, (unsigned)MIN(n, 1u << 20));
+    img->refcount_cache =
+        cache_new(img, "refcount block", img->cluster_size, QCOW2_REFCOUNT_CACHE_MIN_ENTRIES * 4);
+    if (!img->l2_cache || !img->refcount_cache)
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory for the caches",
+                            img->filename);
+    return 0;
+}
+
+static int open_data_file(struct qcow2_image *img, char *err, size_t errlen)
+{
+    if (!has_data_file(img)) {
+        img->data_file = img->file;
+        return 0;
+    }
+    if (!img->hdr.data_file)
+        return format_error(err, errlen, -EINVAL,
+                            "%s: image needs an external data file but names none",
+                            img->filename);
+    if (img->opts.confine_paths && !path_is_confined(img->hdr.data_file))
+        return format_error(err, errlen, -EPERM,
+                            "%s: data file name '%s' is not allowed (absolute or '..')",
+                            img->filename, img->hdr.data_file);
+    char *path = image_resolve_path(img->filename, img->hdr.data_file);
+    if (!path)
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory", img->filename);
+    char msg[QCOW2_ERROR_MAX];
+    int ret = file_open(path, img->read_only, false, &img->data_file, msg, sizeof(msg));
+    free(path);
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s: external data file: %s", img->filename,
+                            msg);
+    return 0;
+}
+
+static enum qcow2_format format_by_name(const char *name)
+{
+    if (!name)
+        return QCOW2_FORMAT_PROBE;
+    if (strcmp(name, "qcow2") == 0)
+        return QCOW2_FORMAT_QCOW2;
+    if (strcmp(name, "raw") == 0)
+        return QCOW2_FORMAT_RAW;
+    return (enum qcow2_format)-1;
+}
+
+static int open_backing(struct qcow2_image *img, const struct chain_seen *seen, char *err,
+                        size_t errlen)
+{
+    const char *name = img->hdr.backing_file;
+    if (!name)
+        return 0;
+    if (img->opts.confine_paths && !path_is_confined(name))
+        return format_error(err, errlen, -EPERM,
+                            "%s: backing file name '%s' is not allowed (absolute or '..')",
+                            img->filename, name);
+    img->backing_path = image_resolve_path(img->filename, name);
+    if (!img->backing_path)
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory", img->filename);
+    if (img->opts.no_backing)
+        return 0;
+    unsigned limit = img->opts.max_chain_depth ? img->opts.max_chain_depth
+                                               : QCOW2_DEFAULT_CHAIN_DEPTH;
+    if (img->chain_depth + 1 >= limit)
+        return format_error(err, errlen, -ELOOP,
+                            "%s: backing chain is deeper than %u images", img->filename, limit);
+    struct qcow2_open_opts bopts = img->opts;
+    bopts.read_only = 1;
+    bopts.repair = 0;
+    bopts.format = format_by_name(img->hdr.backing_fmt);
+    if ((int)bopts.format < 0)
+        return format_error(err, errlen, -ENOTSUP, "%s: unsupported backing format '%s'",
+                            img->filename, img->hdr.backing_fmt);
+    char msg[QCOW2_ERROR_MAX];
+    int ret = open_image(img->backing_path, &bopts, img->chain_depth + 1, seen, &img->backing,
+                         msg, sizeof(msg));
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s: backing file: %s", img->filename, msg);
+    return 0;
+}
+
+static int open_qcow2(struct qcow2_image *img, const uint8_t *probe, size_t probe_len,
+                      const struct chain_seen *seen, char *err, size_t errlen)
+{
+    char msg[QCOW2_ERROR_MAX];
+    int ret = header_parse_fixed(probe, probe_len, &img->hdr, msg, sizeof(msg));
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s: %s", img->filename, msg);
+    size_t cs = (size_t)1 << img->hdr.cluster_bits;
+    uint8_t *c0 = malloc(cs);
+    if (!c0)
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory", img->filename);
+    ret = file_pread(img->file, c0, cs, 0);
+    if (ret == 0)
+        ret = header_parse_extensions(c0, cs, &img->hdr, msg, sizeof(msg));
+    else
+        snprintf(msg, sizeof(msg), "reading the header failed: %s", strerror(-ret));
+    free(c0);
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s: %s", img->filename, msg);
+    compute_geometry(img);
+    int64_t fsize = file_size(img->file);
+    img->zero_from = fsize > 0 ? ROUND_UP((uint64_t)fsize, img->cluster_size) : 0;
+    if ((ret = check_features(img, err, errlen)) < 0 ||
+        (ret = check_layout(img, err, errlen)) < 0 ||
+        (ret = load_l1_table(img, err, errlen)) < 0 ||
+        (ret = setup_caches(img, err, errlen)) < 0)
+        return ret;
+    img->corrupt = (img->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) != 0;
+    img->dirty = (img->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
+    img->lazy_refcounts =
+        img->opts.lazy_refcounts >= 0
+            ? (img->opts.lazy_refcounts && img->hdr.version >= 3)
+            : (img->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) != 0;
+    ret = refcount_init(img);
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s", img->err);
+    if ((ret = open_data_file(img, err, errlen)) < 0 ||
+        (ret = open_backing(img, seen, err, errlen)) < 0)
+        return ret;
+    return 0;
+}
+
+/* Writable opens clean up what the header says must not survive a writer. */
+static int prepare_for_writing(struct qcow2_image *img, char *err, size_t errlen)
+{
+    if (img->read_only || img->format != QCOW2_FORMAT_QCOW2)
+        return 0;
+    int ret = 0;
+    if (img->dirty && !img->opts.repair) {
+        struct qcow2_check_result res;
+        ret = qcow2_check(img, QCOW2_CHECK_FIX_LEAKS | QCOW2_CHECK_FIX_ERRORS, &res, NULL,
+                          NULL);
+        if (ret == 0 && (res.corruptions > 0 || res.check_errors > 0))
+            ret = set_error(img, -EIO, "repairing the refcounts of a dirty image failed");
+        if (ret < 0)
+            return format_error(err, errlen, ret, "%s", img->err);
+    }
+    /* Autoclear bits we do not know describe data we will not keep up to date. */
+    uint64_t unknown = img->hdr.autoclear_features & ~QCOW2_AUTOCLEAR_MASK;
+    bool stale_bitmaps = img->hdr.has_bitmaps_ext &&
+                         !(img->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
+    if (unknown || stale_bitmaps) {
+        img->hdr.autoclear_features &= QCOW2_AUTOCLEAR_MASK;
+        if (stale_bitmaps)
+            img->hdr.has_bitmaps_ext = false;
+        ret = image_update_header(img);
+        if (ret == 0)
+            ret = file_flush(img->file);
+        if (ret < 0)
+            return format_error(err, errlen, ret, "%s", img->err);
+    }
+    return 0;
+}
+
+static int open_image(const char *path, const struct qcow2_open_opts *opts, unsigned depth,
+                      const struct chain_seen *seen, struct qcow2_image **out, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        int e = errno;
+        return format_error(err, errlen, -e, "%s: %s", path, strerror(e));
+    }
+    for (const struct chain_seen *s = seen; s; s = s->child)
+        if (s->dev == st.st_dev && s->ino == st.st_ino)
+            return format_error(err, errlen, -ELOOP, "%s: backing chain loops back to itself",
+                                path);
+    struct chain_seen me = {.dev = st.st_dev, .ino = st.st_ino, .child = seen};
+
+    struct qcow2_image *img = image_alloc(path);
+    if (!img)
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory", path);
+    img->opts = *opts;
+    img->read_only = opts->read_only != 0;
+    img->chain_depth = depth;
+    int ret = file_open(path, img->read_only, false, &img->file, err, errlen);
+    if (ret < 0)
+        goto fail;
+
+    uint8_t probe[PROBE_BYTES];
+    ret = file_pread(img->file, probe, sizeof(probe), 0);
+    if (ret < 0) {
+        format_error(err, errlen, ret, "%s: read failed: %s", path, strerror(-ret));
+        goto fail;
+    }
+    int64_t fsize = file_size(img->file);
+    if (fsize < 0) {
+        ret = (int)fsize;
+        format_error(err, errlen, ret, "%s: cannot get the file size", path);
+        goto fail;
+    }
+    img->format = opts->format;
+    if (img->format == QCOW2_FORMAT_PROBE)
+        img->format = fsize >= 4 && be32_get(probe) == QCOW2_MAGIC ? QCOW2_FORMAT_QCOW2
+                                                                    : QCOW2_FORMAT_RAW;
+    if (img->format == QCOW2_FORMAT_RAW) {
+        img->size = (uint64_t)fsize;
+        img->data_file = img->file;
+    } else {
+        ret = open_qcow2(img, probe, MIN(sizeof(probe), (size_t)fsize), &me, err, errlen);
+        if (ret < 0)
+            goto fail;
+    }
+    ret = prepare_for_writing(img, err, errlen);
+    if (ret < 0)
+        goto fail;
+    *out = img;
+    return 0;
+fail:
+    image_free(img);
+    return ret;
+}
+
+int qcow2_open(const char *path, const struct qcow2_open_opts *opts, struct qcow2_image **img,
+               char *err, size_t errlen)
+{
+    struct qcow2_open_opts defaults;
+    if (!opts) {
+        qcow2_open_opts_init(&defaults);
+        opts = &defaults;
+    }
+    if (err && errlen)
+        err[0] = '\0';
+    if (!path || !img)
+        return format_error(err, errlen, -EINVAL, "no file name given");
+    return open_image(path, opts, 0, NULL, img, err, errlen);
+}
+
+int qcow2_close(struct qcow2_image *img)
+{
+    if (!img)
+        return 0;
+    int ret = 0;
+    if (!img->read_only && img->format == QCOW2_FORMAT_QCOW2)
+        ret = io_close_writable(img);
+    image_free(img);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Information. */
+
+uint64_t qcow2_get_size(const struct qcow2_image *img)
+{
+    return img->size;
+}
+
+struct qcow2_image *qcow2_get_backing(struct qcow2_image *img)
+{
+    return img->backing;
+}
+
+int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->filename = img->filename;
+    info->format = img->format;
+    info->virtual_size = img->size;
+    int64_t alloc = file_allocated_bytes(img->file);
+    info->actual_size = alloc > 0 ? (uint64_t)alloc : 0;
+    if (img->data_file && img->data_file != img->file) {
+        alloc = file_allocated_bytes(img->data_file);
+        info->actual_size += alloc > 0 ? (uint64_t)alloc : 0;
+    }
+    if (img->format != QCOW2_FORMAT_QCOW2)
+        return 0;
+    const struct qcow2_header *h = &img->hdr;
+    info->version = (int)h->version;
+    info->cluster_size = (uint32_t)img->cluster_size;
+    info->extended_l2 = img->extended_l2;
+    info->refcount_bits = img->refcount_bits;
+    info->lazy_refcounts = (h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) != 0;
+    info->compression_type = (enum qcow2_compression)h->compression_type;
+    info->corrupt = (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) != 0;
+    info->dirty = (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
+    info->encrypted = h->crypt_method != 0;
+    info->nb_snapshots = h->nb_snapshots;
+    info->nb_bitmaps = h->has_bitmaps_ext ? (int)h->nb_bitmaps : 0;
+    info->backing_file = h->backing_file;
+    info->backing_fmt = h->backing_fmt;
+    info->full_backing_filename = img->backing_path;
+    info->data_file = h->data_file;
+    info->data_file_raw = data_file_is_raw(img);
+    info->incompatible_features = h->incompatible_features;
+    info->compatible_features = h->compatible_features;
+    info->autoclear_features = h->autoclear_features;
+    return 0;
+}

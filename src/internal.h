@@ -1,0 +1,465 @@
+/* internal.h - the in-memory image and the interfaces between the library's layers.
+ * Layers, bottom up (each may call only the ones above it in this list):
+ *   file.c      host file I/O (the only place that touches a file descriptor)
+ *   header.c    header and extension parse/serialize (pure, no I/O)
+ *   cache.c     L2-slice and refcount-block caches over file.c
+ *   refcount.c  refcounts and host cluster allocation
+ *   cluster.c   guest->host mapping, L2 meta records, L2 linking
+ *   compress.c  zlib / zstd cluster (de)compression (pure)
+ *   io.c        the data path: split requests, read/write/zero/discard, block status
+ *   image.c     open/close, backing chain, feature gating, info; create.c, check.c beside it
+ */
+#ifndef QCOW2_INTERNAL_H
+#define QCOW2_INTERNAL_H
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "format.h"
+#include "qcow2.h"
+
+#define QCOW2_DEFAULT_CHAIN_DEPTH 16
+#define QCOW2_DEFAULT_L2_CACHE_MAX (32u * 1024 * 1024)
+#define QCOW2_REFCOUNT_CACHE_MIN_ENTRIES 4
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
+#define ROUND_UP(n, d) (DIV_ROUND_UP(n, d) * (d))
+#define ROUND_DOWN(n, d) ((n) / (d) * (d))
+#define IS_POWER_OF_2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
+
+/* ------------------------------------------------------------------------------------------ */
+/* file.c: the host file. A backend is a table of operations so that tests can record writes,
+ * drop them (crash simulation) or fail them (I/O errors) behind the same interface. Every
+ * operation transfers the whole range or returns -errno: short transfers never escape. Reads
+ * past the end of the file return zeros, as a block device layer would. */
+
+struct qcow2_file_ops {
+    int (*pread)(void *ctx, void *buf, size_t count, uint64_t offset);
+    int (*pwritev)(void *ctx, const struct iovec *iov, int iovcnt, uint64_t offset);
+    int (*flush)(void *ctx);
+    int64_t (*size)(void *ctx);
+    int (*truncate)(void *ctx, uint64_t size);
+    /* Make the range read as zeros without writing data (fallocate); -ENOTSUP if it cannot. */
+    int (*zero)(void *ctx, uint64_t offset, uint64_t count);
+    /* Release the range's storage (punch a hole); contents afterwards are zeros. May fail. */
+    int (*discard)(void *ctx, uint64_t offset, uint64_t count);
+    /* Host allocation status: sets *data false when [offset, offset+*count) is a hole.
+     * May shorten *count. Optional (NULL = all data). */
+    int (*status)(void *ctx, uint64_t offset, uint64_t *count, bool *data);
+    int64_t (*allocated_bytes)(void *ctx);
+    void (*close)(void *ctx);
+};
+
+struct qcow2_file {
+    const struct qcow2_file_ops *ops;
+    void *ctx;
+    char *path;
+    bool read_only;
+};
+
+int file_open(const char *path, bool read_only, bool create, struct qcow2_file **out,
+              char *err, size_t errlen);
+struct qcow2_file *file_new(const struct qcow2_file_ops *ops, void *ctx, const char *path,
+                            bool read_only);
+void file_close(struct qcow2_file *f);
+int file_pread(struct qcow2_file *f, void *buf, size_t count, uint64_t offset);
+int file_pwrite(struct qcow2_file *f, const void *buf, size_t count, uint64_t offset);
+int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint64_t offset);
+int file_flush(struct qcow2_file *f);
+int64_t file_size(struct qcow2_file *f);
+int file_truncate(struct qcow2_file *f, uint64_t size);
+int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count);
+int file_discard(struct qcow2_file *f, uint64_t offset, uint64_t count);
+int file_status(struct qcow2_file *f, uint64_t offset, uint64_t *count, bool *data);
+int64_t file_allocated_bytes(struct qcow2_file *f);
+
+/* ------------------------------------------------------------------------------------------ */
+/* header.c: cluster 0, parsed. */
+
+struct qcow2_feature_name {
+    uint8_t type; /* QCOW2_FEAT_TYPE_* */
+    uint8_t bit;
+    char name[QCOW2_FEATURE_NAME_LEN + 1];
+};
+
+struct qcow2_unknown_ext {
+    uint32_t type;
+    uint32_t len;
+    uint8_t *data;
+};
+
+struct qcow2_header {
+    uint32_t version;
+    uint64_t backing_file_offset;
+    uint32_t backing_file_size;
+    uint32_t cluster_bits;
+    uint64_t size;
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint32_t refcount_order;
+    uint32_t header_length;
+    uint8_t compression_type;
+    /* Header bytes past the 112 we know, kept verbatim for rewrite. */
+    uint8_t *unknown_fields;
+    uint32_t unknown_fields_len;
+
+    char *backing_file; /* NUL-terminated copies; NULL when absent */
+    char *backing_fmt;
+    char *data_file;
+    struct qcow2_feature_name *features;
+    unsigned nb_features;
+    bool has_bitmaps_ext;
+    uint32_t nb_bitmaps;
+    uint64_t bitmap_directory_size;
+    uint64_t bitmap_directory_offset;
+    bool has_crypto_ext;
+    uint64_t crypto_offset;
+    uint64_t crypto_length;
+    struct qcow2_unknown_ext *unknown_exts;
+    unsigned nb_unknown_exts;
+};
+
+/* Parse the fixed header from `buf` (at least 112 bytes or `len`, zero padded by the caller)
+ * and validate what does not need the file: magic, version, cluster_bits, header_length. */
+int header_parse_fixed(const uint8_t *buf, size_t len, struct qcow2_header *h, char *err,
+                       size_t errlen);
+/* Parse extensions and the backing file name from the whole first cluster. */
+int header_parse_extensions(const uint8_t *cluster0, size_t cluster_size,
+                            struct qcow2_header *h, char *err, size_t errlen);
+/* Write the complete first cluster (header, extensions in QEMU's order, end marker, backing
+ * name). Returns -ENOSPC when it does not fit in one cluster. Sets h->backing_file_offset. */
+int header_serialize(struct qcow2_header *h, uint8_t *cluster0, size_t cluster_size,
+                     char *err, size_t errlen);
+void header_free(struct qcow2_header *h);
+/* The name of a feature bit: from the image's feature table, else our own, else NULL. */
+const char *header_feature_name(const struct qcow2_header *h, int type, int bit);
+/* Fill h->features with the table QEMU writes (all features we know). */
+int header_set_default_feature_table(struct qcow2_header *h);
+
+/* ------------------------------------------------------------------------------------------ */
+/* cache.c: fixed-size tables (L2 slices, refcount blocks) cached by host offset, LRU. */
+
+struct table_cache;
+
+/* `what` names the tables in messages ("L2 table", "refcount block"). */
+struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t table_size,
+                              unsigned nb_entries);
+void cache_free(struct table_cache *c);
+/* Get the table at host `offset`, reading it on a miss. Pins it until cache_put(). */
+int cache_get(struct table_cache *c, uint64_t offset, void **table);
+/* Get a pinned entry for a new table without reading it (contents undefined). */
+int cache_get_empty(struct table_cache *c, uint64_t offset, void **table);
+void cache_put(struct table_cache *c, void **table);
+void cache_mark_dirty(struct table_cache *c, void *table);
+/* Write all dirty entries (after the dependency), without fsync. */
+int cache_write(struct table_cache *c);
+/* cache_write, then fsync the image file. */
+int cache_flush(struct table_cache *c);
+/* Before any entry of `c` is written, all of `dep` must be on disk (flushed). */
+int cache_set_dependency(struct table_cache *c, struct table_cache *dep);
+/* Before any entry of `c` is written, the image file must be flushed. */
+void cache_depends_on_flush(struct table_cache *c);
+/* Forget the entry at `offset` (its cluster was freed); a dirty entry is dropped. */
+void cache_discard(struct table_cache *c, uint64_t offset);
+size_t cache_table_size(const struct table_cache *c);
+bool cache_contains(const struct table_cache *c, uint64_t offset);
+bool cache_is_dirty(const struct table_cache *c);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The image. */
+
+enum subcluster_type {
+    SC_UNALLOCATED_PLAIN, /* no host cluster; reads fall through to the backing file */
+    SC_UNALLOCATED_ALLOC, /* host cluster reserved, subcluster not allocated: falls through */
+    SC_ZERO_PLAIN,        /* reads zeros, no host cluster */
+    SC_ZERO_ALLOC,        /* reads zeros, host cluster reserved */
+    SC_NORMAL,            /* data at the host offset */
+    SC_COMPRESSED,        /* compressed cluster */
+    SC_INVALID,           /* contradictory entry: corruption */
+};
+
+/* A region to copy on write, relative to l2_meta.offset. */
+struct cow_region {
+    uint64_t offset;
+    uint64_t nb_bytes;
+};
+
+/* An L2 meta record: one host-contiguous run of clusters of a guest write that needs new L2
+ * entries (new clusters, or new subclusters of an existing cluster with extended L2).
+ *
+ * Invariants (asserted in cluster.c where the record is made, where COW runs and where L2 is
+ * linked):
+ *  - offset is cluster aligned; the run is nb_clusters clusters long, within one L2 slice.
+ *  - cow_start.offset <= cow_start.offset + cow_start.nb_bytes <= cow_end.offset
+ *    <= cow_end.offset + cow_end.nb_bytes <= nb_clusters * cluster_size. Both offsets are valid
+ *    even when nb_bytes is 0: the guest data starts exactly at cow_start.offset +
+ *    cow_start.nb_bytes and ends exactly at cow_end.offset.
+ *  - the COW regions and the data are written before the L2 entries are linked;
+ *  - while the record is in img->inflight, no other request may allocate, COW or link any
+ *    cluster in [offset + cow_start.offset, offset + cow_end.offset + cow_end.nb_bytes)
+ *    rounded out to clusters (it waits on img->inflight_cond). */
+struct l2_meta {
+    uint64_t offset;       /* guest offset of the first cluster */
+    uint64_t alloc_offset; /* host offset of the first cluster */
+    unsigned nb_clusters;
+    bool keep_old_clusters; /* the host clusters existed already (COPIED): nothing to free */
+    bool prealloc;          /* preallocation: link without setting subcluster alloc bits */
+    bool needs_link;        /* L2 entries or bitmaps change (false: a plain overwrite) */
+    bool dest_zero;         /* the new host clusters are known to read as zeros */
+    struct cow_region cow_start;
+    struct cow_region cow_end;
+    /* Guest data merged into the COW write (set by the data path). */
+    const struct iovec *data_iov;
+    int data_iovcnt;
+    struct l2_meta *next;           /* next record of the same request */
+    struct l2_meta *next_in_flight; /* img->inflight list */
+};
+
+struct qcow2_image {
+    char *filename;
+    enum qcow2_format format;
+    bool read_only;
+    struct qcow2_open_opts opts;
+    struct qcow2_file *file;
+    struct qcow2_file *data_file; /* == file unless an external data file is used */
+    struct qcow2_image *backing;
+    char *backing_path;           /* resolved path of the backing file */
+    unsigned chain_depth;         /* 0 for the top image */
+    uint64_t size;                /* virtual size */
+
+    /* qcow2 state (format == QCOW2_FORMAT_QCOW2) */
+    struct qcow2_header hdr;
+    unsigned cluster_bits;
+    uint64_t cluster_size;
+    bool extended_l2;
+    unsigned l2_entry_size;       /* 8 or 16 bytes */
+    unsigned l2_bits;             /* log2 of entries per L2 table */
+    uint64_t l2_size;             /* entries per L2 table */
+    unsigned l2_slice_bits;       /* log2 of entries per cached slice */
+    uint64_t l2_slice_size;       /* entries per cached slice */
+    unsigned subcluster_bits;
+    uint64_t subcluster_size;
+    unsigned subclusters_per_cluster; /* 32 with extended L2, else 1 */
+    unsigned refcount_order;
+    unsigned refcount_bits;
+    uint64_t refcount_max;
+    unsigned refcount_block_bits; /* log2 of entries per refcount block */
+    unsigned csize_shift;
+    uint64_t csize_mask;
+    uint64_t cluster_offset_mask;
+
+    uint64_t *l1_table;           /* host byte order, l1_size entries */
+    uint32_t l1_size;
+    uint64_t *refcount_table;     /* host byte order */
+    uint64_t refcount_table_size; /* entries */
+    struct table_cache *l2_cache;
+    struct table_cache *refcount_cache;
+    uint64_t free_cluster_index;  /* no free cluster below this one */
+    uint64_t free_byte_offset;    /* packing position for compressed clusters, 0 = none */
+    uint64_t zero_from;           /* host bytes from here on were never written: zeros */
+    bool lazy_refcounts;
+    bool dirty;                   /* DIRTY bit set on disk by us */
+    bool corrupt;
+
+    /* Concurrency: `lock` protects all metadata above and below; it is never held across
+     * guest data I/O. `inflight` lists the L2 meta records of allocations in progress; a
+     * request that overlaps one waits on `inflight_cond` and then re-reads the mapping. */
+    pthread_mutex_t lock;
+    pthread_cond_t inflight_cond;
+    struct l2_meta *inflight;
+    pthread_mutex_t err_lock;
+    char err[QCOW2_ERROR_MAX];
+};
+
+/* Set the image's error message: "<filename>: <message>". Returns `ret` (a -errno) so that
+ * callers can write `return set_error(img, -EIO, "...")`. */
+int set_error(struct qcow2_image *img, int ret, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Format into a caller buffer (open/create). Returns ret. */
+int format_error(char *err, size_t errlen, int ret, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Mark the image corrupt on disk (if writable) and fail with -EIO and the message. */
+int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Geometry helpers. */
+static inline uint64_t offset_into_cluster(const struct qcow2_image *img, uint64_t off)
+{
+    return off & (img->cluster_size - 1);
+}
+static inline uint64_t start_of_cluster(const struct qcow2_image *img, uint64_t off)
+{
+    return off & ~(img->cluster_size - 1);
+}
+static inline uint64_t size_to_clusters(const struct qcow2_image *img, uint64_t size)
+{
+    return (size + img->cluster_size - 1) >> img->cluster_bits;
+}
+static inline uint64_t offset_to_l1_index(const struct qcow2_image *img, uint64_t off)
+{
+    return off >> (img->l2_bits + img->cluster_bits);
+}
+static inline uint64_t offset_to_l2_index(const struct qcow2_image *img, uint64_t off)
+{
+    return (off >> img->cluster_bits) & (img->l2_size - 1);
+}
+static inline uint64_t offset_to_l2_slice_index(const struct qcow2_image *img, uint64_t off)
+{
+    return (off >> img->cluster_bits) & (img->l2_slice_size - 1);
+}
+static inline unsigned offset_to_sc_index(const struct qcow2_image *img, uint64_t off)
+{
+    return (unsigned)((off >> img->subcluster_bits) & (img->subclusters_per_cluster - 1));
+}
+static inline uint64_t size_to_l1(const struct qcow2_image *img, uint64_t size)
+{
+    unsigned shift = img->cluster_bits + img->l2_bits;
+    return (size + (1ull << shift) - 1) >> shift;
+}
+static inline bool has_data_file(const struct qcow2_image *img)
+{
+    return (img->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+}
+static inline bool data_file_is_raw(const struct qcow2_image *img)
+{
+    return (img->hdr.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0;
+}
+
+/* L2 entries inside a slice (host byte order conversions). */
+static inline uint64_t l2_get_entry(const struct qcow2_image *img, const void *slice, uint64_t i)
+{
+    return be64_get((const uint8_t *)slice + i * img->l2_entry_size);
+}
+static inline uint64_t l2_get_bitmap(const struct qcow2_image *img, const void *slice, uint64_t i)
+{
+    return img->extended_l2 ? be64_get((const uint8_t *)slice + i * 16 + 8) : 0;
+}
+static inline void l2_set_entry(const struct qcow2_image *img, void *slice, uint64_t i,
+                                uint64_t v)
+{
+    be64_put((uint8_t *)slice + i * img->l2_entry_size, v);
+}
+static inline void l2_set_bitmap(const struct qcow2_image *img, void *slice, uint64_t i,
+                                 uint64_t v)
+{
+    assert(img->extended_l2);
+    be64_put((uint8_t *)slice + i * 16 + 8, v);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* refcount.c (callers hold img->lock) */
+
+int refcount_init(struct qcow2_image *img);  /* load the refcount table */
+void refcount_close(struct qcow2_image *img);
+int refcount_get(struct qcow2_image *img, uint64_t cluster_index, uint64_t *refcount);
+/* Allocate `size` bytes worth of contiguous clusters, refcount 1. Returns host offset. */
+int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size);
+/* Allocate up to `n` clusters at exactly `host` (stops at the first used one). Returns how
+ * many were allocated (0 if the first is used) or -errno. */
+int64_t refcount_alloc_clusters_at(struct qcow2_image *img, uint64_t host, uint64_t n);
+/* Allocate `size` bytes for compressed data, packed after the previous allocation. */
+int64_t refcount_alloc_bytes(struct qcow2_image *img, uint64_t size);
+/* Add `addend` (+1 / -1) to the refcount of every cluster touched by [offset, offset+len). */
+int refcount_update(struct qcow2_image *img, uint64_t offset, uint64_t length, int addend);
+/* Drop a reference held by L2 entry `l2_entry` (normal or compressed); frees host space. */
+int refcount_free_l2_entry(struct qcow2_image *img, uint64_t l2_entry);
+int refcount_free_clusters(struct qcow2_image *img, uint64_t offset, uint64_t size);
+/* Refcount entry accessors for any order (used by check.c too). */
+uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index);
+void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t index,
+                        uint64_t value);
+
+/* ------------------------------------------------------------------------------------------ */
+/* cluster.c (callers hold img->lock) */
+
+enum subcluster_type subcluster_type(const struct qcow2_image *img, uint64_t l2_entry,
+                                     uint64_t l2_bitmap, unsigned sc_index);
+/* Map guest [offset, offset + *bytes): on return *bytes is the length of the prefix that has
+ * one subcluster type and (for NORMAL/ZERO_ALLOC) contiguous host offsets, within one L2
+ * slice. *host is the host offset of `offset` (0 when there is none); for COMPRESSED it is the
+ * raw L2 entry. */
+int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                            uint64_t *host, enum subcluster_type *type);
+/* Decode a compressed L2 entry into host byte offset and length. */
+void cluster_compressed_range(const struct qcow2_image *img, uint64_t l2_entry,
+                              uint64_t *coffset, uint64_t *csize);
+/* Load the L2 slice holding guest `offset`, allocating (COW-ing) the L2 table when `alloc`.
+ * With !alloc and no L2 table, *slice is NULL and returns 0. */
+int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, void **slice,
+                         uint64_t *slice_index);
+/* Give L1 entry `l1_index` a fresh L2 table with refcount 1 (COPIED), copying the old table if
+ * there was one (and dropping its reference). Grows the L1 table when needed. */
+int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index);
+int cluster_ensure_l1_size(struct qcow2_image *img, uint64_t min_size);
+
+/* Write path, in call order: wait for overlapping in-flight records (may return -EAGAIN after
+ * waiting: look again), prepare a record for the longest writable prefix (allocating host
+ * clusters), start it (in flight), write COW and data (io.c, unlocked), link, finish. */
+int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+                              bool whole_clusters);
+int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                          struct l2_meta *m, bool prealloc);
+int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m);
+void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m);
+int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m);
+void cluster_abort(struct qcow2_image *img, struct l2_meta *m);
+void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m);
+void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m);
+/* Before changing L2 entries: set the dirty bit (lazy refcounts) or order L2 after refcounts. */
+int cluster_mark_dirty_for_update(struct qcow2_image *img);
+
+/* ------------------------------------------------------------------------------------------ */
+/* compress.c (pure) */
+
+/* Decompress `src` into exactly `dst_len` bytes. Trailing input bytes are ignored. */
+int compress_decompress(int compression_type, const void *src, size_t src_len, void *dst,
+                        size_t dst_len);
+/* Compress into at most `dst_cap` bytes. Returns the compressed length, -ENOSPC if it does not
+ * fit, other -errno on failure. */
+ssize_t compress_compress(int compression_type, const void *src, size_t src_len, void *dst,
+                          size_t dst_cap);
+
+/* ------------------------------------------------------------------------------------------ */
+/* io.c */
+
+/* Flush everything and mark a lazy-refcounts image clean: the last step of a writable close. */
+int io_close_writable(struct qcow2_image *img);
+/* Read guest data of this image into buf: the one read path, used by COW too. */
+int io_read(struct qcow2_image *img, void *buf, size_t count, uint64_t offset);
+/* Preallocate guest [offset, end) (mode metadata/falloc/full): host clusters and L2 entries,
+ * data left reading as before (zeros, or the backing file with extended L2). */
+int io_preallocate(struct qcow2_image *img, uint64_t offset, uint64_t end,
+                   enum qcow2_prealloc mode);
+
+/* ------------------------------------------------------------------------------------------ */
+/* image.c */
+
+/* Rewrite the whole first cluster from img->hdr. */
+int image_update_header(struct qcow2_image *img);
+/* Write a few header bytes in place (a single sync write). */
+int image_write_header_field(struct qcow2_image *img, uint64_t offset, const void *buf,
+                             size_t len);
+/* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
+int image_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
+/* Resolve a backing/data-file name relative to the image's directory (malloc'd). */
+char *image_resolve_path(const char *image_path, const char *name);
+
+#endif /* QCOW2_INTERNAL_H */

@@ -1,0 +1,950 @@
+/* io.c - the data path: guest requests split into mapped parts, read, write, zero, discard,
+ * compressed writes, block status and flush.
+ * Holds img->lock only around metadata work (cluster.c, refcount.c, cache.c) and never
+ * across guest data I/O, which goes straight to file.c with positional calls. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int check_request(struct qcow2_image *img, uint64_t offset, uint64_t count)
+{
+    if (offset > img->size || count > img->size - offset)
+        return set_error(img, -EINVAL,
+                         "request at offset %llu length %llu is past the end of the image "
+                         "(%llu bytes)",
+                         (unsigned long long)offset, (unsigned long long)count,
+                         (unsigned long long)img->size);
+    return 0;
+}
+
+/* Unallocated ranges read from the backing file, or zeros past its end or without one. */
+static int read_backing(struct qcow2_image *img, uint8_t *buf, uint64_t count, uint64_t offset)
+{
+    uint64_t n = 0;
+    if (img->backing && offset < img->backing->size) {
+        n = MIN(count, img->backing->size - offset);
+        int ret = io_read(img->backing, buf, n, offset);
+        if (ret < 0)
+            return set_error(img, ret, "%s", qcow2_error(img->backing));
+    }
+    memset(buf + n, 0, count - n);
+    return 0;
+}
+
+static int read_compressed(struct qcow2_image *img, uint8_t *buf, uint64_t count,
+                           uint64_t offset, uint64_t l2_entry)
+{
+    uint64_t coffset, csize;
+    cluster_compressed_range(img, l2_entry, &coffset, &csize);
+    int64_t fsize = file_size(img->file);
+    if (fsize >= 0 && coffset >= (uint64_t)fsize)
+        return set_error(img, -EIO, "compressed cluster at 0x%llx lies past the end of the "
+                                    "file (guest offset 0x%llx)",
+                         (unsigned long long)coffset, (unsigned long long)offset);
+    uint8_t *cbuf = malloc(csize);
+    uint8_t *cluster = malloc(img->cluster_size);
+    int ret = -ENOMEM;
+    if (!cbuf || !cluster) {
+        set_error(img, ret, "out of memory");
+        goto out;
+    }
+    ret = file_pread(img->file, cbuf, csize, coffset);
+    if (ret < 0) {
+        set_error(img, ret, "reading compressed cluster at 0x%llx failed: %s",
+                  (unsigned long long)coffset, strerror(-ret));
+        goto out;
+    }
+    ret = compress_decompress(img->hdr.compression_type, cbuf, csize, cluster,
+                              img->cluster_size);
+    if (ret < 0) {
+        set_error(img, -EIO, "compressed cluster at 0x%llx does not decompress (guest offset "
+                             "0x%llx)",
+                  (unsigned long long)coffset, (unsigned long long)offset);
+        ret = -EIO;
+        goto out;
+    }
+    memcpy(buf, cluster + offset_into_cluster(img, offset), count);
+out:
+    free(cbuf);
+    free(cluster);
+    return ret;
+}
+
+static int read_part(struct qcow2_image *img, uint8_t *buf, uint64_t n, uint64_t offset,
+                     enum subcluster_type type, uint64_t host)
+{
+    int ret;
+    switch (type) {
+    case SC_UNALLOCATED_PLAIN:
+    case SC_UNALLOCATED_ALLOC:
+        return read_backing(img, buf, n, offset);
+    case SC_ZERO_PLAIN:
+    case SC_ZERO_ALLOC:
+        memset(buf, 0, n);
+        return 0;
+    case SC_NORMAL:
+        ret = file_pread(img->data_file, buf, n, host);
+        if (ret < 0)
+            return set_error(img, ret, "read at host offset 0x%llx failed: %s",
+                             (unsigned long long)host, strerror(-ret));
+        return 0;
+    case SC_COMPRESSED:
+        return read_compressed(img, buf, n, offset, host);
+    case SC_INVALID:
+        break;
+    }
+    return set_error(img, -EIO, "invalid cluster type");
+}
+
+int io_read(struct qcow2_image *img, void *buf, size_t count, uint64_t offset)
+{
+    if (img->format == QCOW2_FORMAT_RAW) {
+        int ret = file_pread(img->file, buf, count, offset);
+        return ret < 0 ? set_error(img, ret, "read failed: %s", strerror(-ret)) : 0;
+    }
+    uint8_t *p = buf;
+    while (count > 0) {
+        uint64_t n = count, host;
+        enum subcluster_type type;
+        pthread_mutex_lock(&img->lock);
+        int ret = cluster_get_host_offset(img, offset, &n, &host, &type);
+        pthread_mutex_unlock(&img->lock);
+        if (ret < 0)
+            return ret;
+        assert(n > 0 && n <= count);
+        ret = read_part(img, p, n, offset, type, host);
+        if (ret < 0)
+            return ret;
+        p += n;
+        offset += n;
+        count -= n;
+    }
+    return 0;
+}
+
+int qcow2_pread(struct qcow2_image *img, void *buf, size_t count, uint64_t offset)
+{
+    int ret = check_request(img, offset, count);
+    return ret < 0 ? ret : io_read(img, buf, count, offset);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Block status. */
+
+static int block_status(struct qcow2_image *img, int depth, uint64_t offset, uint64_t count,
+                        struct qcow2_extent *ext);
+
+static int status_raw(struct qcow2_image *img, int depth, uint64_t offset, uint64_t count,
+                      struct qcow2_extent *ext)
+{
+    bool data;
+    uint64_t n = count;
+    int ret = file_status(img->file, offset, &n, &data);
+    if (ret < 0)
+        return set_error(img, ret, "block status failed: %s", strerror(-ret));
+    *ext = (struct qcow2_extent){
+        .start = offset,
+        .length = n,
+        .flags = QCOW2_BS_PRESENT | (data ? QCOW2_BS_DATA : QCOW2_BS_ZERO),
+        .depth = depth,
+        .offset = (int64_t)offset,
+        .filename = img->filename,
+    };
+    return 0;
+}
+
+/* An unallocated range: the backing file answers, else it reads as zeros from this layer. */
+static int status_fall_through(struct qcow2_image *img, int depth, uint64_t offset,
+                               uint64_t n, int64_t host, struct qcow2_extent *ext)
+{
+    if (img->backing && offset < img->backing->size) {
+        int ret = block_status(img->backing, depth + 1, offset,
+                               MIN(n, img->backing->size - offset), ext);
+        return ret < 0 ? set_error(img, ret, "%s", qcow2_error(img->backing)) : 0;
+    }
+    *ext = (struct qcow2_extent){.start = offset, .length = n, .flags = QCOW2_BS_ZERO,
+                                 .depth = depth, .offset = host, .filename = img->filename};
+    return 0;
+}
+
+static int block_status(struct qcow2_image *img, int depth, uint64_t offset, uint64_t count,
+                        struct qcow2_extent *ext)
+{
+    if (img->format == QCOW2_FORMAT_RAW)
+        return status_raw(img, depth, offset, count, ext);
+    uint64_t n = count, host;
+    enum subcluster_type type;
+    pthread_mutex_lock(&img->lock);
+    int ret = cluster_get_host_offset(img, offset, &n, &host, &type);
+    pthread_mutex_unlock(&img->lock);
+    if (ret < 0)
+        return ret;
+    *ext = (struct qcow2_extent){.start = offset, .length = n, .depth = depth, .offset = -1,
+                                 .filename = img->data_file->path};
+    switch (type) {
+    case SC_UNALLOCATED_PLAIN:
+        return status_fall_through(img, depth, offset, n, -1, ext);
+    case SC_UNALLOCATED_ALLOC:
+        return status_fall_through(img, depth, offset, n, (int64_t)host, ext);
+    case SC_ZERO_PLAIN:
+        ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_ZERO;
+        return 0;
+    case SC_ZERO_ALLOC:
+        ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_ZERO;
+        ext->offset = (int64_t)host;
+        return 0;
+    case SC_NORMAL:
+        ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_DATA;
+        ext->offset = (int64_t)host;
+        return 0;
+    case SC_COMPRESSED:
+        ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_DATA | QCOW2_BS_COMPRESSED;
+        return 0;
+    case SC_INVALID:
+        break;
+    }
+    return set_error(img, -EIO, "invalid cluster type");
+}
+
+int qcow2_block_status(struct qcow2_image *img, uint64_t offset, uint64_t count,
+                       struct qcow2_extent *ext)
+{
+    int ret = check_request(img, offset, count);
+    if (ret < 0)
+        return ret;
+    if (count == 0)
+        return set_error(img, -EINVAL, "block status of an empty range");
+    return block_status(img, 0, offset, count, ext);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Writes. */
+
+static int check_writable(struct qcow2_image *img)
+{
+    if (img->read_only)
+        return set_error(img, -EROFS, "image is opened read-only");
+    if (img->corrupt && !img->opts.repair)
+        return set_error(img, -EIO, "image is marked corrupt; not writing to it");
+    return 0;
+}
+
+static bool buffer_is_zero(const uint8_t *p, size_t n)
+{
+    /* Check the first bytes, then compare the buffer with itself shifted. */
+    size_t head = MIN(n, 16);
+    for (size_t i = 0; i < head; i++)
+        if (p[i])
+            return false;
+    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
+}
+
+/* Read one COW region through our own read path (old cluster, compressed data, backing file
+ * or zeros). *is_zero tells whether there is anything to copy. */
+static int read_cow_region(struct qcow2_image *img, const struct l2_meta *m,
+                           const struct cow_region *r, uint8_t **buf, bool *is_zero)
+{
+    *buf = NULL;
+    *is_zero = true;
+    if (r->nb_bytes == 0)
+        return 0;
+    *buf = malloc(r->nb_bytes);
+    if (!*buf)
+        return set_error(img, -ENOMEM, "out of memory for copy-on-write");
+    int ret = io_read(img, *buf, r->nb_bytes, m->offset + r->offset);
+    if (ret < 0)
+        return ret;
+    *is_zero = buffer_is_zero(*buf, r->nb_bytes);
+    return 0;
+}
+
+/* A zero COW region needs no data write: skipped when the new cluster is known to be zero,
+ * else zeroed with fallocate. Returns 1 when it still has to be written as data. */
+static int zero_cow_region(struct qcow2_image *img, const struct l2_meta *m,
+                           const struct cow_region *r)
+{
+    if (m->dest_zero)
+        return 0;
+    int ret = file_zero(img->data_file, m->alloc_offset + r->offset, r->nb_bytes);
+    if (ret == -ENOTSUP)
+        return 1;
+    if (ret < 0)
+        return set_error(img, ret, "zeroing host range at 0x%llx failed: %s",
+                         (unsigned long long)(m->alloc_offset + r->offset), strerror(-ret));
+    return 0;
+}
+
+/* Write the COW regions and the guest data of `m`: one vectored write where they are
+ * contiguous on the host. The guest data lies exactly between the two regions. */
+static int write_meta_data(struct qcow2_image *img, struct l2_meta *m, const uint8_t *data,
+                           uint64_t len)
+{
+    cluster_assert_meta(img, m);
+    assert(m->cow_start.offset + m->cow_start.nb_bytes + len == m->cow_end.offset);
+    uint8_t *head = NULL, *tail = NULL;
+    bool head_zero, tail_zero;
+    int ret = read_cow_region(img, m, &m->cow_start, &head, &head_zero);
+    if (ret == 0)
+        ret = read_cow_region(img, m, &m->cow_end, &tail, &tail_zero);
+    if (ret < 0)
+        goto out;
+
+    struct iovec iov[3];
+    int cnt = 0;
+    uint64_t at = m->alloc_offset + m->cow_start.offset;
+    if (m->cow_start.nb_bytes) {
+        ret = head_zero ? zero_cow_region(img, m, &m->cow_start) : 1;
+        if (ret < 0)
+            goto out;
+        if (ret == 1)
+            iov[cnt++] = (struct iovec){head, m->cow_start.nb_bytes};
+        else
+            at += m->cow_start.nb_bytes;
+    }
+    if (len)
+        iov[cnt++] = (struct iovec){(void *)data, len};
+    if (m->cow_end.nb_bytes) {
+        ret = tail_zero ? zero_cow_region(img, m, &m->cow_end) : 1;
+        if (ret < 0)
+            goto out;
+        if (ret == 1)
+            iov[cnt++] = (struct iovec){tail, m->cow_end.nb_bytes};
+    }
+    ret = 0;
+    if (cnt) {
+        ret = file_pwritev(img->data_file, iov, cnt, at);
+        if (ret < 0)
+            set_error(img, ret, "write at host offset 0x%llx failed: %s",
+                      (unsigned long long)at, strerror(-ret));
+    }
+out:
+    free(head);
+    free(tail);
+    return ret;
+}
+
+/* Write one host-contiguous part of a request; returns its length or -errno. */
+static int64_t write_part(struct qcow2_image *img, const uint8_t *buf, uint64_t count,
+                          uint64_t offset)
+{
+    struct l2_meta m;
+    uint64_t n;
+    int ret;
+    pthread_mutex_lock(&img->lock);
+    do {
+        n = count;
+        ret = cluster_wait_dependencies(img, offset, &n, false);
+    } while (ret == -EAGAIN);
+    if (ret == 0)
+        ret = cluster_prepare_write(img, offset, &n, &m, false);
+    if (ret < 0) {
+        pthread_mutex_unlock(&img->lock);
+        return ret;
+    }
+    cluster_meta_start(img, &m);
+    pthread_mutex_unlock(&img->lock);
+
+    ret = write_meta_data(img, &m, buf, n);
+
+    pthread_mutex_lock(&img->lock);
+    if (ret == 0)
+        ret = cluster_link_l2(img, &m);
+    if (ret < 0)
+        cluster_abort(img, &m);
+    cluster_meta_finish(img, &m);
+    pthread_mutex_unlock(&img->lock);
+    return ret < 0 ? ret : (int64_t)n;
+}
+
+static int write_raw(struct qcow2_image *img, const void *buf, size_t count, uint64_t offset)
+{
+    int ret = file_pwrite(img->file, buf, count, offset);
+    return ret < 0 ? set_error(img, ret, "write failed: %s", strerror(-ret)) : 0;
+}
+
+int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_t offset,
+                 unsigned flags)
+{
+    int ret = check_writable(img);
+    if (ret == 0)
+        ret = check_request(img, offset, count);
+    if (ret < 0)
+        return ret;
+    if (img->format == QCOW2_FORMAT_RAW) {
+        ret = write_raw(img, buf, count, offset);
+    } else {
+        const uint8_t *p = buf;
+        while (count > 0) {
+            int64_t n = write_part(img, p, count, offset);
+            if (n < 0)
+                return (int)n;
+            p += n;
+            offset += (uint64_t)n;
+            count -= (size_t)n;
+        }
+    }
+    if (ret == 0 && (flags & QCOW2_WRITE_FUA))
+        ret = qcow2_flush(img);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Flush and close. */
+
+static int write_caches(struct qcow2_image *img)
+{
+    int ret = cache_write(img->l2_cache);
+    /* With lazy refcounts the refcounts stay in memory until close; the dirty bit covers
+     * them. */
+    if (ret == 0 && !img->dirty)
+        ret = cache_write(img->refcount_cache);
+    return ret;
+}
+
+int qcow2_flush(struct qcow2_image *img)
+{
+    if (img->read_only)
+        return 0;
+    int ret = 0;
+    if (img->format == QCOW2_FORMAT_QCOW2) {
+        pthread_mutex_lock(&img->lock);
+        ret = write_caches(img);
+        pthread_mutex_unlock(&img->lock);
+    }
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret == 0 && img->data_file && img->data_file != img->file)
+        ret = file_flush(img->data_file);
+    if (ret < 0 && !img->err[0])
+        set_error(img, ret, "flush failed: %s", strerror(-ret));
+    return ret;
+}
+
+int io_close_writable(struct qcow2_image *img)
+{
+    pthread_mutex_lock(&img->lock);
+    int ret = cache_flush(img->l2_cache);
+    if (ret == 0)
+        ret = cache_flush(img->refcount_cache);
+    if (ret == 0 && img->data_file != img->file)
+        ret = file_flush(img->data_file);
+    /* Everything is on disk: a lazy-refcounts image is consistent again. */
+    if (ret == 0 && img->dirty && img->lazy_refcounts) {
+        ret = image_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY);
+        if (ret == 0)
+            img->dirty = false;
+    }
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Zero writes and discard: metadata only, done under the lock after in-flight allocations
+ * that touch the same clusters have finished. */
+
+#define ZERO_FALLBACK 1 /* a part that metadata cannot express: write zeros as data */
+
+enum zero_mode { ZERO_WRITE, ZERO_DISCARD, ZERO_FULL_DISCARD };
+
+/* New L2 entry and bitmap for a whole cluster being zeroed or discarded. Sets *free_old when
+ * the old host cluster loses its reference. */
+static void zeroed_cluster_entry(const struct qcow2_image *img, enum zero_mode mode,
+                                 bool may_unmap, uint64_t old, uint64_t *entry,
+                                 uint64_t *bitmap, bool *free_old)
+{
+    bool compressed = (old & QCOW2_OFLAG_COMPRESSED) != 0;
+    bool has_host = compressed || (old & L2E_OFFSET_MASK) != 0;
+    bool unmap = mode != ZERO_WRITE || compressed || (may_unmap && has_host);
+    if (has_data_file(img))
+        unmap = false; /* host == guest: the mapping stays, there is nothing to free */
+    *entry = unmap ? 0 : old;
+    *free_old = unmap && has_host;
+    *bitmap = 0;
+    if (mode == ZERO_FULL_DISCARD || img->hdr.version < 3)
+        return;
+    if (img->extended_l2)
+        *bitmap = QCOW2_SC_ALL_ZERO;
+    else
+        *entry |= QCOW2_OFLAG_ZERO;
+}
+
+/* Zero or discard clusters [start, end) (cluster aligned, except that `end` may be the image
+ * end) inside one L2 slice. Returns bytes done, or -errno; a compressed cluster that is only
+ * partly zeroed returns ZERO_FALLBACK via *fallback. */
+static int64_t zero_in_slice(struct qcow2_image *img, uint64_t start, uint64_t end,
+                             enum zero_mode mode, bool may_unmap, bool *fallback)
+{
+    void *slice;
+    uint64_t idx;
+    bool need_table = mode == ZERO_WRITE || img->backing;
+    int ret = cluster_get_l2_slice(img, start, need_table, &slice, &idx);
+    if (ret < 0)
+        return ret;
+    uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
+    uint64_t stop = MIN(end, ROUND_DOWN(start, slice_bytes) + slice_bytes);
+    if (!slice)
+        return (int64_t)(stop - start); /* no table, no backing: reads zeros already */
+    ret = cluster_mark_dirty_for_update(img);
+    if (ret < 0) {
+        cache_put(img->l2_cache, &slice);
+        return ret;
+    }
+    uint64_t to_free[64];
+    unsigned nfree = 0;
+    uint64_t pos = start;
+    while (pos < stop && nfree < 64) {
+        uint64_t i = idx + ((pos - start_of_cluster(img, start)) >> img->cluster_bits);
+        uint64_t cstart = start_of_cluster(img, pos);
+        uint64_t cend = MIN(cstart + img->cluster_size, stop);
+        uint64_t old = l2_get_entry(img, slice, i), old_bitmap = l2_get_bitmap(img, slice, i);
+        uint64_t entry, bitmap;
+        bool whole = pos == cstart && (cend == cstart + img->cluster_size || cend == img->size);
+        if (whole) {
+            bool free_old;
+            zeroed_cluster_entry(img, mode, may_unmap, old, &entry, &bitmap, &free_old);
+            if (free_old)
+                to_free[nfree++] = old;
+        } else {
+            /* Part of a cluster (extended L2: whole subclusters). */
+            assert(img->extended_l2 && mode == ZERO_WRITE);
+            if (old & QCOW2_OFLAG_COMPRESSED) {
+                *fallback = true; /* the caller writes zeros from `pos` */
+                break;
+            }
+            unsigned a = offset_to_sc_index(img, pos);
+            unsigned b = (unsigned)DIV_ROUND_UP(cend - cstart, img->subcluster_size);
+            entry = old;
+            bitmap = (old_bitmap | QCOW2_SC_ZERO_RANGE(a, b)) & ~QCOW2_SC_ALLOC_RANGE(a, b);
+        }
+        if (entry != old || (img->extended_l2 && bitmap != old_bitmap)) {
+            l2_set_entry(img, slice, i, entry);
+            if (img->extended_l2)
+                l2_set_bitmap(img, slice, i, bitmap);
+            cache_mark_dirty(img->l2_cache, slice);
+        }
+        pos = cend;
+    }
+    cache_put(img->l2_cache, &slice);
+    /* The L2 entries no longer point there: now the references may go. */
+    for (unsigned k = 0; k < nfree; k++) {
+        ret = refcount_free_l2_entry(img, to_free[k]);
+        if (ret < 0)
+            return ret;
+    }
+    return (int64_t)(pos - start);
+}
+
+/* Zero or discard [start, end) in metadata. Parts that need data are reported through
+ * *fallback_start/end (the first one only; the caller writes zeros there and calls again). */
+static int zero_range(struct qcow2_image *img, uint64_t start, uint64_t end, enum zero_mode mode,
+                      bool may_unmap, uint64_t *fallback_at)
+{
+    *fallback_at = UINT64_MAX;
+    pthread_mutex_lock(&img->lock);
+    int ret = 0;
+    uint64_t pos = start;
+    while (pos < end) {
+        uint64_t n = end - pos;
+        ret = cluster_wait_dependencies(img, pos, &n, true);
+        if (ret == -EAGAIN) {
+            ret = 0;
+            continue;
+        }
+        if (ret < 0)
+            break;
+        if (n == 0) { /* blocked further on: wait for it from its start */
+            continue;
+        }
+        bool fallback = false;
+        int64_t done = zero_in_slice(img, pos, pos + n, mode, may_unmap, &fallback);
+        if (done < 0) {
+            ret = (int)done;
+            break;
+        }
+        if (fallback) {
+            *fallback_at = pos + (uint64_t)done;
+            break;
+        }
+        pos += (uint64_t)done;
+    }
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+static int write_zero_buffer(struct qcow2_image *img, uint64_t offset, uint64_t count)
+{
+    size_t chunk = (size_t)MIN(count, 1u << 20);
+    uint8_t *z = calloc(1, chunk);
+    if (!z)
+        return set_error(img, -ENOMEM, "out of memory");
+    int ret = 0;
+    while (count > 0 && ret == 0) {
+        size_t n = (size_t)MIN(count, chunk);
+        ret = qcow2_pwrite(img, z, n, offset, 0);
+        offset += n;
+        count -= n;
+    }
+    free(z);
+    return ret;
+}
+
+static int zero_raw(struct qcow2_image *img, uint64_t offset, uint64_t count, unsigned flags)
+{
+    int ret = file_zero(img->file, offset, count);
+    if (ret == -ENOTSUP && !(flags & QCOW2_ZERO_FAST))
+        return write_zero_buffer(img, offset, count);
+    return ret < 0 ? set_error(img, ret, "zeroing failed: %s", strerror(-ret)) : 0;
+}
+
+int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count,
+                        unsigned flags)
+{
+    int ret = check_writable(img);
+    if (ret == 0)
+        ret = check_request(img, offset, count);
+    if (ret < 0 || count == 0)
+        return ret;
+    if (img->format == QCOW2_FORMAT_RAW)
+        return zero_raw(img, offset, count, flags);
+    bool fast = (flags & QCOW2_ZERO_FAST) != 0;
+    /* Version 2 has no zero flag: only "unallocated without a backing file" reads zeros. */
+    if (img->hdr.version < 3 && img->backing)
+        return fast ? set_error(img, -ENOTSUP, "zero writes need data on this image")
+                    : write_zero_buffer(img, offset, count);
+    if (data_file_is_raw(img)) {
+        ret = file_zero(img->data_file, offset, count);
+        if (ret == -ENOTSUP)
+            ret = 0; /* the data clusters are written with zeros below when unmapped */
+        else if (ret < 0)
+            return set_error(img, ret, "zeroing the data file failed: %s", strerror(-ret));
+    }
+    uint64_t end = offset + count;
+    uint64_t align = img->subcluster_size;
+    uint64_t a = MIN(ROUND_UP(offset, align), end);
+    uint64_t b = end == img->size ? end : MAX(ROUND_DOWN(end, align), a);
+    if ((a > offset || b < end) && fast)
+        return set_error(img, -ENOTSUP, "unaligned zero write needs data");
+    if (a > offset && (ret = write_zero_buffer(img, offset, a - offset)) < 0)
+        return ret;
+    enum zero_mode mode = img->hdr.version < 3 ? ZERO_FULL_DISCARD : ZERO_WRITE;
+    while (a < b) {
+        uint64_t fb;
+        ret = zero_range(img, a, b, mode, (flags & QCOW2_ZERO_MAY_UNMAP) != 0, &fb);
+        if (ret < 0)
+            return ret;
+        if (fb == UINT64_MAX)
+            break;
+        /* A partly zeroed compressed cluster: write zeros into that cluster's part. */
+        uint64_t fe = MIN(start_of_cluster(img, fb) + img->cluster_size, b);
+        if (fast)
+            return set_error(img, -ENOTSUP, "zeroing part of a compressed cluster needs data");
+        if ((ret = write_zero_buffer(img, fb, fe - fb)) < 0)
+            return ret;
+        a = fe;
+    }
+    if (b < end && (ret = write_zero_buffer(img, b, end - b)) < 0)
+        return ret;
+    return 0;
+}
+
+int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count)
+{
+    int ret = check_writable(img);
+    if (ret == 0)
+        ret = check_request(img, offset, count);
+    if (ret < 0 || count == 0)
+        return ret;
+    if (img->format == QCOW2_FORMAT_RAW) {
+        ret = file_discard(img->file, offset, count);
+        return ret == -ENOTSUP ? 0 : ret;
+    }
+    if (img->hdr.version < 3 && img->backing)
+        return set_error(img, -ENOTSUP,
+                         "discard is not supported on version 2 images with a backing file");
+    /* Only whole clusters (and the partial cluster at the image end). */
+    uint64_t end = offset + count;
+    uint64_t a = ROUND_UP(offset, img->cluster_size);
+    uint64_t b = end == img->size ? end : ROUND_DOWN(end, img->cluster_size);
+    if (a >= b)
+        return 0;
+    uint64_t fb;
+    return zero_range(img, a, b, ZERO_DISCARD, true, &fb);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Compressed writes. */
+
+/* Link one compressed cluster at guest `offset` whose `clen` bytes are at `host`. */
+static int link_compressed(struct qcow2_image *img, uint64_t offset, uint64_t host,
+                           uint64_t clen)
+{
+    int ret = cluster_mark_dirty_for_update(img);
+    void *slice = NULL;
+    uint64_t idx;
+    if (ret == 0)
+        ret = cluster_get_l2_slice(img, offset, true, &slice, &idx);
+    if (ret < 0)
+        return ret;
+    uint64_t nsec = (host + clen - 1) / QCOW2_COMPRESSED_SECTOR_SIZE -
+                    host / QCOW2_COMPRESSED_SECTOR_SIZE;
+    l2_set_entry(img, slice, idx,
+                 host | QCOW2_OFLAG_COMPRESSED | (nsec << img->csize_shift));
+    if (img->extended_l2)
+        l2_set_bitmap(img, slice, idx, 0);
+    cache_depends_on_flush(img->l2_cache);
+    cache_mark_dirty(img->l2_cache, slice);
+    cache_put(img->l2_cache, &slice);
+    return 0;
+}
+
+/* Is the cluster at `offset` free for a compressed write (no host cluster)? */
+static int compressed_target_ok(struct qcow2_image *img, uint64_t offset)
+{
+    void *slice;
+    uint64_t idx;
+    int ret = cluster_get_l2_slice(img, offset, false, &slice, &idx);
+    if (ret < 0 || !slice)
+        return ret;
+    uint64_t e = l2_get_entry(img, slice, idx);
+    cache_put(img->l2_cache, &slice);
+    if ((e & QCOW2_OFLAG_COMPRESSED) || (e & L2E_OFFSET_MASK))
+        return set_error(img, -EIO,
+                         "compressed write to an allocated cluster (guest offset 0x%llx)",
+                         (unsigned long long)offset);
+    return 0;
+}
+
+static int write_compressed_cluster(struct qcow2_image *img, const uint8_t *data,
+                                    uint64_t offset, uint8_t *cbuf)
+{
+    ssize_t clen = compress_compress(img->hdr.compression_type, data, img->cluster_size, cbuf,
+                                     img->cluster_size - 1);
+    if (clen == -ENOSPC) /* incompressible: store it as is */
+        return qcow2_pwrite(img, data, MIN(img->cluster_size, img->size - offset), offset, 0);
+    if (clen < 0)
+        return set_error(img, (int)clen, "compression failed");
+
+    struct l2_meta m = {.offset = offset, .nb_clusters = 1, .keep_old_clusters = false,
+                        .cow_start = {0, 0}, .cow_end = {img->cluster_size, 0}};
+    pthread_mutex_lock(&img->lock);
+    uint64_t n = img->cluster_size;
+    int ret;
+    while ((ret = cluster_wait_dependencies(img, offset, &n, true)) == -EAGAIN)
+        n = img->cluster_size;
+    if (ret == 0 && n < img->cluster_size)
+        ret = set_error(img, -EBUSY, "compressed write overlaps a write in progress");
+    if (ret == 0)
+        ret = compressed_target_ok(img, offset);
+    int64_t host = ret < 0 ? ret : refcount_alloc_bytes(img, (uint64_t)clen);
+    if (host < 0) {
+        pthread_mutex_unlock(&img->lock);
+        return (int)host;
+    }
+    m.alloc_offset = (uint64_t)host;
+    cluster_meta_start(img, &m);
+    pthread_mutex_unlock(&img->lock);
+
+    ret = file_pwrite(img->file, cbuf, (size_t)clen, (uint64_t)host);
+    if (ret < 0)
+        set_error(img, ret, "writing compressed data at 0x%llx failed: %s",
+                  (unsigned long long)host, strerror(-ret));
+
+    pthread_mutex_lock(&img->lock);
+    if (ret == 0)
+        ret = link_compressed(img, offset, (uint64_t)host, (uint64_t)clen);
+    if (ret < 0)
+        refcount_update(img, (uint64_t)host, (uint64_t)clen, -1);
+    cluster_meta_finish(img, &m);
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t count,
+                            uint64_t offset)
+{
+    int ret = check_writable(img);
+    if (ret == 0)
+        ret = check_request(img, offset, count);
+    if (ret < 0 || count == 0)
+        return ret;
+    if (img->format != QCOW2_FORMAT_QCOW2 || has_data_file(img))
+        return set_error(img, -ENOTSUP, "compressed writes need a qcow2 image without an "
+                                        "external data file");
+    if (offset_into_cluster(img, offset) ||
+        (count % img->cluster_size && offset + count != img->size))
+        return set_error(img, -EINVAL, "compressed writes must cover whole clusters");
+    uint8_t *cbuf = malloc(img->cluster_size);
+    uint8_t *pad = malloc(img->cluster_size);
+    if (!cbuf || !pad) {
+        free(cbuf);
+        free(pad);
+        return set_error(img, -ENOMEM, "out of memory");
+    }
+    const uint8_t *p = buf;
+    while (count > 0 && ret == 0) {
+        uint64_t n = MIN(count, img->cluster_size);
+        const uint8_t *data = p;
+        if (n < img->cluster_size) { /* the last cluster of the image: pad with zeros */
+            memcpy(pad, p, n);
+            memset(pad + n, 0, img->cluster_size - n);
+            data = pad;
+        }
+        ret = write_compressed_cluster(img, data, offset, cbuf);
+        p += n;
+        offset += n;
+        count -= n;
+    }
+    free(cbuf);
+    free(pad);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Preallocation and truncate. */
+
+/* Give [m's clusters] their data blocks as the mode asks. */
+static int prealloc_data(struct qcow2_image *img, const struct l2_meta *m,
+                         enum qcow2_prealloc mode)
+{
+    uint64_t host = m->alloc_offset, len = (uint64_t)m->nb_clusters << img->cluster_bits;
+    int ret = 0;
+    if (mode == QCOW2_PREALLOC_FULL) {
+        size_t chunk = (size_t)MIN(len, 1u << 20);
+        uint8_t *z = calloc(1, chunk);
+        if (!z)
+            return set_error(img, -ENOMEM, "out of memory");
+        for (uint64_t o = 0; o < len && ret == 0; o += chunk)
+            ret = file_pwrite(img->data_file, z, (size_t)MIN(chunk, len - o), host + o);
+        free(z);
+    } else if (mode == QCOW2_PREALLOC_FALLOC || (!m->dest_zero && !img->extended_l2)) {
+        /* falloc reserves blocks; reused clusters that will read as data must read zeros */
+        ret = file_zero(img->data_file, host, len);
+        if (ret == -ENOTSUP && mode != QCOW2_PREALLOC_FALLOC)
+            ret = 0;
+    }
+    if (ret == 0) {
+        int64_t fsize = file_size(img->data_file);
+        if (fsize >= 0 && (uint64_t)fsize < host + len)
+            ret = file_truncate(img->data_file, host + len);
+    }
+    return ret < 0 ? set_error(img, ret, "preallocating host range 0x%llx failed: %s",
+                               (unsigned long long)host, strerror(-ret))
+                   : 0;
+}
+
+int io_preallocate(struct qcow2_image *img, uint64_t offset, uint64_t end,
+                   enum qcow2_prealloc mode)
+{
+    if (mode == QCOW2_PREALLOC_OFF)
+        return 0;
+    offset = start_of_cluster(img, offset);
+    while (offset < end) {
+        struct l2_meta m;
+        uint64_t n = end - offset;
+        pthread_mutex_lock(&img->lock);
+        int ret;
+        while ((ret = cluster_wait_dependencies(img, offset, &n, true)) == -EAGAIN)
+            n = end - offset;
+        if (ret == 0)
+            ret = cluster_prepare_write(img, offset, &n, &m, true);
+        if (ret < 0) {
+            pthread_mutex_unlock(&img->lock);
+            return ret;
+        }
+        cluster_meta_start(img, &m);
+        pthread_mutex_unlock(&img->lock);
+        if (!m.keep_old_clusters)
+            ret = prealloc_data(img, &m, mode);
+        pthread_mutex_lock(&img->lock);
+        if (ret == 0 && !m.keep_old_clusters) {
+            m.needs_link = true;
+            ret = cluster_link_l2(img, &m);
+        }
+        if (ret < 0)
+            cluster_abort(img, &m);
+        cluster_meta_finish(img, &m);
+        pthread_mutex_unlock(&img->lock);
+        if (ret < 0)
+            return ret;
+        offset += n;
+    }
+    return 0;
+}
+
+static int write_size(struct qcow2_image *img, uint64_t size)
+{
+    uint8_t b[8];
+    be64_put(b, size);
+    int ret = image_write_header_field(img, HDR_SIZE, b, sizeof(b));
+    if (ret == 0)
+        img->hdr.size = img->size = size;
+    return ret;
+}
+
+static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc prealloc,
+                          unsigned flags)
+{
+    uint64_t old = img->size;
+    int ret;
+    if (size < old) {
+        if (!(flags & QCOW2_TRUNCATE_SHRINK))
+            return set_error(img, -EINVAL, "shrinking the image needs the shrink flag "
+                                           "(--shrink): data past the new end is lost");
+        if (prealloc != QCOW2_PREALLOC_OFF)
+            return set_error(img, -EINVAL, "preallocation is not possible when shrinking");
+        uint64_t a = ROUND_UP(size, img->cluster_size), fb;
+        if (a < old && (ret = zero_range(img, a, old, ZERO_FULL_DISCARD, true, &fb)) < 0)
+            return ret;
+        pthread_mutex_lock(&img->lock);
+        ret = write_caches(img);
+        pthread_mutex_unlock(&img->lock);
+        return ret < 0 ? ret : write_size(img, size);
+    }
+    pthread_mutex_lock(&img->lock);
+    ret = cluster_ensure_l1_size(img, size_to_l1(img, size));
+    pthread_mutex_unlock(&img->lock);
+    if (ret < 0)
+        return ret;
+    if (ret == 0)
+        ret = io_preallocate(img, ROUND_UP(old, img->cluster_size), size, prealloc);
+    if (ret == 0) { /* new metadata reaches the disk before the size that makes it reachable */
+        pthread_mutex_lock(&img->lock);
+        ret = write_caches(img);
+        pthread_mutex_unlock(&img->lock);
+    }
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret == 0)
+        ret = write_size(img, size);
+    /* Stale bytes past the old end inside its last cluster must read as zeros now. */
+    uint64_t tail_end = MIN(size, ROUND_UP(old, img->cluster_size));
+    if (ret == 0 && tail_end > old)
+        ret = qcow2_pwrite_zeroes(img, old, tail_end - old, 0);
+    return ret;
+}
+
+int qcow2_truncate(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc prealloc,
+                   unsigned flags)
+{
+    int ret = check_writable(img);
+    if (ret < 0)
+        return ret;
+    if (size % 512)
+        return set_error(img, -EINVAL, "image size must be a multiple of 512 bytes");
+    if (img->format == QCOW2_FORMAT_RAW) {
+        if (size < img->size && !(flags & QCOW2_TRUNCATE_SHRINK))
+            return set_error(img, -EINVAL, "shrinking the image needs the shrink flag");
+        ret = file_truncate(img->file, size);
+        if (ret == 0 && size > img->size && prealloc >= QCOW2_PREALLOC_FALLOC)
+            ret = file_zero(img->file, img->size, size - img->size);
+        if (ret < 0)
+            return set_error(img, ret, "resize failed: %s", strerror(-ret));
+        img->size = size;
+        return 0;
+    }
+    if (img->hdr.nb_snapshots && img->hdr.version < 3)
+        return set_error(img, -ENOTSUP, "cannot resize a version 2 image with snapshots");
+    return truncate_qcow2(img, size, prealloc, flags);
+}

@@ -1,0 +1,241 @@
+# lib.sh - helpers shared by the interop scripts (sourced, never run by itself).
+# Owns the scratch directory, the pass/fail counters and the final "N passed, M failed" line,
+# running a command under a timeout with its output captured, reading fields out of qemu-img
+# style JSON, normalizing `map --output=json`, and peeking/poking big-endian header fields.
+# Needs only bash, coreutils, awk (POSIX; mawk is fine), cmp, diff, qemu-img and qemu-io.
+#
+# Environment:
+#   QCOW2            path of the qcow2 CLI under test (default: $QCOW2_BUILD_DIR/qcow2, or
+#                    build/qcow2 next to the source tree). QCOW2=qemu-img runs a script against
+#                    QEMU itself, which checks the script (everything should pass).
+#   QCOW2_BUILD_DIR  the build directory (used only to find the CLI).
+#   QCOW2_TEST_TMPDIR where the scratch directory goes (default $TMPDIR or /tmp).
+#   KEEP_TMP=1       keep the scratch directory for a post-mortem.
+#   VERBOSE=1        also print the commands that passed.
+
+set -u
+
+INTEROP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+if [ -z "${QCOW2:-}" ]; then
+    if [ -n "${QCOW2_BUILD_DIR:-}" ]; then
+        QCOW2=$QCOW2_BUILD_DIR/qcow2
+    else
+        QCOW2=$INTEROP_DIR/../../build/qcow2
+    fi
+fi
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+TEST_NAME=$(basename "$0" .sh)
+
+# Exit code for "cannot run here" (ask CTest for SKIP_RETURN_CODE 77).
+skip_all() {
+    echo "SKIP: $TEST_NAME: $*"
+    exit 77
+}
+
+for tool in qemu-img qemu-io awk cmp diff sha256sum od dd timeout; do
+    command -v "$tool" >/dev/null 2>&1 || skip_all "$tool not found"
+done
+if [ "$QCOW2" != qemu-img ] && [ ! -x "$QCOW2" ]; then
+    echo "FAIL: the qcow2 CLI '$QCOW2' does not exist or is not executable (set QCOW2)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+# The scripts cd into scratch directories: make the path absolute.
+case $QCOW2 in
+    /*) ;;
+    */*) QCOW2=$(cd "$(dirname "$QCOW2")" && pwd)/$(basename "$QCOW2") ;;
+esac
+
+T=$(mktemp -d "${QCOW2_TEST_TMPDIR:-${TMPDIR:-/tmp}}/qcow2-$TEST_NAME.XXXXXX") || exit 1
+cleanup() {
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+        echo "# scratch directory kept: $T"
+    else
+        rm -rf "$T"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Does this qemu-img handle zstd-compressed qcow2 (built with CONFIG_ZSTD)?
+qemu_has_zstd() {
+    if [ -z "${QEMU_HAS_ZSTD:-}" ]; then
+        QEMU_HAS_ZSTD=no
+        qemu-img create -f qcow2 -o compression_type=zstd "$T/zstd-probe.qcow2" 1M >/dev/null 2>&1 &&
+            QEMU_HAS_ZSTD=yes
+        rm -f "$T/zstd-probe.qcow2"
+    fi
+    [ "$QEMU_HAS_ZSTD" = yes ]
+}
+qemu_has_zstd || true # decide once, outside any subshell
+
+pass() {
+    PASSED=$((PASSED + 1))
+    [ "${VERBOSE:-0}" = 1 ] && echo "ok   $*"
+    return 0
+}
+
+# fail NAME [DETAIL...]: count a failure; DETAIL lines are printed indented.
+fail() {
+    FAILED=$((FAILED + 1))
+    echo "FAIL $1"
+    shift
+    local line
+    for line in "$@"; do
+        printf '%s\n' "$line" | sed 's/^/     /'
+    done
+    return 0
+}
+
+skip() {
+    SKIPPED=$((SKIPPED + 1))
+    echo "skip $*"
+}
+
+# Print the summary line and exit non-zero if anything failed.
+finish() {
+    [ "$SKIPPED" -gt 0 ] && echo "# $SKIPPED skipped"
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+    exit
+}
+
+# Harness problems (qemu-img refused to make a test image, ...) are failures too: they mean
+# the script is wrong or the environment differs, and either way nothing was tested.
+harness() {
+    local what=$1
+    shift
+    "$@" >"$T/harness.out" 2>&1 && return 0
+    fail "$what: harness command failed: $*" "$(tail -n 5 "$T/harness.out")"
+    return 1
+}
+
+# run_cli SECONDS OUT ERR CMD ARGS...: run with a timeout, stdout to OUT, stderr to ERR.
+# Returns the command's exit code (124 on timeout).
+run_cli() {
+    local secs=$1 out=$2 err=$3
+    shift 3
+    timeout -k 5 "$secs" "$@" >"$out" 2>"$err"
+}
+
+# Text that must never appear in the CLI's stderr.
+sanitizer_text() {
+    grep -E 'AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|core dumped|Assertion .* failed' "$1"
+}
+
+# q CMD...: print a command with its arguments quoted, for "repro:" lines.
+q() {
+    local out="" a
+    for a in "$@"; do
+        case $a in
+            *[!A-Za-z0-9_./=:,+-]*|'') out="$out '${a//\'/\'\\\'\'}'" ;;
+            *) out="$out $a" ;;
+        esac
+    done
+    printf '%s' "${out# }"
+}
+
+# ---------------------------------------------------------------------------------------------
+# JSON (qemu-img info --output=json style). Values are looked up by key anywhere in the text,
+# first occurrence; strings lose their quotes. Prints nothing if the key is absent.
+# ---------------------------------------------------------------------------------------------
+json_get() {
+    local key=$1 file=$2
+    tr -d '\n\r' <"$file" |
+        grep -Eo "\"$key\"[[:space:]]*:[[:space:]]*(\"[^\"]*\"|[^,}[:space:]]*)" |
+        head -n 1 |
+        sed -e "s/^\"$key\"[[:space:]]*:[[:space:]]*//" -e 's/^"\(.*\)"$/\1/'
+}
+
+# json_has KEY FILE: the key is present.
+json_has() {
+    tr -d '\n\r' <"$2" | grep -q "\"$1\"[[:space:]]*:"
+}
+
+# ---------------------------------------------------------------------------------------------
+# map normalizer. Reads `map --output=json` (any layout: one object per line or not, extra
+# fields ignored) and prints one record per GRAN bytes:
+#     <guest offset> depth=D present=P zero=Z data=D offset=O
+# where O is the host offset of that granule (the range's offset plus the distance into the
+# range) or "-" when the range has none. So two maps that split the disk into different
+# ranges but say the same thing about every byte normalize to the same text. It also prints
+# a line for ranges that do not start where the previous one ended (gaps, overlaps, order),
+# for ranges not aligned to GRAN, and a final "end <offset>".
+# ---------------------------------------------------------------------------------------------
+map_normalize() {
+    local gran=$1
+    awk -v G="$gran" '
+        function field(rec, key,    i, rest, v) {
+            i = index(rec, "\"" key "\":")
+            if (i == 0) return "-"
+            rest = substr(rec, i + length(key) + 3)
+            v = rest
+            sub(/[,\]].*$/, "", v)
+            gsub(/"/, "", v)
+            return v
+        }
+        BEGIN { RS = "}"; expect = 0 }
+        {
+            rec = $0
+            gsub(/[ \t\r\n]/, "", rec)
+            if (index(rec, "\"start\":") == 0) next
+            start = field(rec, "start") + 0
+            len = field(rec, "length") + 0
+            depth = field(rec, "depth"); present = field(rec, "present")
+            zero = field(rec, "zero"); data = field(rec, "data"); off = field(rec, "offset")
+            if (start != expect)
+                printf "range-start-mismatch expected=%.0f got=%.0f\n", expect, start
+            if (start % G != 0 || len <= 0)
+                printf "range-misaligned start=%.0f length=%.0f granularity=%d\n", start, len, G
+            for (s = start; s < start + len; s += G) {
+                if (off == "-") o = "-"; else o = sprintf("%.0f", off + (s - start))
+                printf "%.0f depth=%s present=%s zero=%s data=%s offset=%s\n", s, depth, present, zero, data, o
+            }
+            expect = start + len
+        }
+        END { printf "end %.0f\n", expect }'
+}
+
+# ---------------------------------------------------------------------------------------------
+# Byte patching of image files.
+# ---------------------------------------------------------------------------------------------
+
+# poke_bytes FILE OFF HEXSTRING: write raw bytes (hex digits, e.g. "514649fb") at OFF.
+poke_bytes() {
+    local file=$1 off=$2 hex=$3 fmt="" i
+    for ((i = 0; i < ${#hex}; i += 2)); do
+        fmt="$fmt\\x${hex:i:2}"
+    done
+    # shellcheck disable=SC2059 # the format is the data: \xNN escapes built above
+    printf "$fmt" | dd of="$file" bs=1 seek="$((off))" conv=notrunc status=none
+}
+
+# poke_be16/32/64 FILE OFF VALUE: VALUE is anything bash arithmetic reads (0x.., decimal).
+poke_be() {
+    local n=$1 file=$2 off=$3 v=$(($4)) hex="" i
+    for ((i = n - 1; i >= 0; i--)); do
+        hex="$hex$(printf '%02x' $(((v >> (8 * i)) & 0xff)))"
+    done
+    poke_bytes "$file" "$off" "$hex"
+}
+poke_u8() { poke_be 1 "$@"; }
+poke_be16() { poke_be 2 "$@"; }
+poke_be32() { poke_be 4 "$@"; }
+poke_be64() { poke_be 8 "$@"; }
+
+# peek_hex FILE OFF LEN: the bytes as lowercase hex digits.
+peek_hex() {
+    od -An -v -tx1 -j "$(($2))" -N "$(($3))" "$1" | tr -d ' \n'
+}
+# peek_be32/64 FILE OFF: the value in decimal (64-bit values above 2^63 come out negative).
+peek_be32() { echo $((16#$(peek_hex "$1" "$2" 4))); }
+peek_be64() { echo $((16#$(peek_hex "$1" "$2" 8))); }
+
+# Byte offset of the first occurrence of a string in a file, or nothing.
+find_string_offset() {
+    grep -a -b -o -F -- "$2" "$1" | head -n 1 | cut -d: -f1
+}

@@ -1,0 +1,62 @@
+/* qcow2.c - entry point of the qcow2 command-line tool: global options and the table of
+ * subcommands. Each subcommand lives in its own tools/cmd_NAME.c and parses its own options;
+ * this file only dispatches. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tool.h"
+
+/* Adding a subcommand: write tools/cmd_NAME.c, declare cmd_NAME in tool.h, add one line here. */
+static const struct tool_cmd commands[] = {
+    { "create", cmd_create, "create a new image" },
+    { "info", cmd_info, "show information about an image (and its backing chain)" },
+    { "map", cmd_map, "show how guest ranges map to files, as qemu-img map" },
+    { "convert", cmd_convert, "copy an image, converting its format" },
+    { "io", cmd_io, "run qemu-io style commands (read, write, discard, ...)" },
+};
+
+#define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: " TOOL_NAME " COMMAND [OPTIONS] ...\n"
+            "       " TOOL_NAME " COMMAND --help\n"
+            "       " TOOL_NAME " --help | --version\n"
+            "\n"
+            "Work with qcow2 and raw disk images (libqcow2 " QCOW2_VERSION_STRING
+            "). The syntax follows qemu-img.\n"
+            "\n"
+            "Commands:\n");
+    for (size_t i = 0; i < NB_COMMANDS; i++) {
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    }
+    fprintf(f, "\n"
+               "Sizes take an optional suffix: k, M, G, T, P, E (powers of 1024).\n"
+               "Image formats (-f, -F, -O): qcow2, raw.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *name;
+
+    if (argc < 2) {
+        usage(stderr);
+        return TOOL_EXIT_ERROR;
+    }
+    name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        usage(stdout);
+        return TOOL_EXIT_OK;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+        printf(TOOL_NAME " (libqcow2) version " QCOW2_VERSION_STRING "\n");
+        return TOOL_EXIT_OK;
+    }
+    for (size_t i = 0; i < NB_COMMANDS; i++) {
+        if (strcmp(name, commands[i].name) == 0) {
+            return commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    return tool_usage_error(NULL, "unknown command '%s'", name);
+}

@@ -1,0 +1,121 @@
+/* tool.h - what the subcommands of the qcow2 command-line tool share.
+ * The tool is a thin layer over include/qcow2.h that speaks qemu-img's syntax and prints
+ * qemu-img's output formats. Nothing here knows the on-disk format: every image is reached
+ * through the public API only. */
+#ifndef QCOW2_TOOL_H
+#define QCOW2_TOOL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "qcow2.h"
+
+#define TOOL_NAME "qcow2"
+
+/* Exit status of every subcommand: 0 on success, 1 on any error (as qemu-img). */
+#define TOOL_EXIT_OK 0
+#define TOOL_EXIT_ERROR 1
+
+/* One subcommand. `run` receives argv[0] = the subcommand's name. Adding a subcommand is one
+ * new tools/cmd_NAME.c (picked up by the build) plus one line in the table in tools/qcow2.c. */
+struct tool_cmd {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+int cmd_create(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_map(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_io(int argc, char **argv);
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+/* Print "qcow2: <message>" on one line of stderr. */
+void tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print "qcow2: <message>: <the image's error, or strerror(-ret)>". */
+void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Report a command-line mistake of subcommand `cmd` and return TOOL_EXIT_ERROR. */
+int tool_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- parsing ----------------------------------------------------------------------------- */
+
+/* A size with optional suffix, via qcow2_parse_size. Prints the error itself; returns 0 or
+ * -EINVAL. `what` names the value in the message ("image size", "-S"). */
+int tool_parse_size(const char *s, const char *what, uint64_t *out);
+
+/* "qcow2" or "raw" (and NULL for "probe"). Prints the error itself. */
+int tool_parse_format(const char *s, enum qcow2_format *fmt);
+const char *tool_format_name(enum qcow2_format fmt);
+
+enum tool_output { TOOL_OUTPUT_HUMAN, TOOL_OUTPUT_JSON };
+int tool_parse_output(const char *s, enum tool_output *out);
+
+/* Append "-o" argument `arg` to the comma-separated list *list (qemu-img accepts -o several
+ * times). Returns 0 or -ENOMEM. */
+int tool_append_options(char **list, const char *arg);
+
+/* True when a "-o" list asks for help ("help" or "?" as one of its items). */
+int tool_options_want_help(const char *list);
+
+/* The first key of the "-o" list `list` that is not in `allowed` (a NULL-terminated array),
+ * as a malloc'ed string; NULL when all keys are allowed (or on allocation failure, when the
+ * check is skipped and the library's parser has the last word). Handles ",," escapes. */
+char *tool_options_unknown_key(const char *list, const char *const *allowed);
+
+/* ---- images ------------------------------------------------------------------------------ */
+
+#define TOOL_OPEN_WRITABLE 0x1u
+#define TOOL_OPEN_NO_BACKING 0x2u
+
+/* Open `path` with format `fmt`. On failure prints the error and returns -errno. */
+int tool_open(const char *path, enum qcow2_format fmt, unsigned flags,
+              struct qcow2_image **img);
+
+/* As tool_open, but prints nothing: on failure the reason (without the file name) is left
+ * in `msg`. */
+int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
+                    struct qcow2_image **img, char *msg, size_t msglen);
+
+/* Close and report a failure to close (a failed flush loses data). Returns 0 or -errno. */
+int tool_close(struct qcow2_image *img, const char *path);
+
+/* qemu's path_combine(): `name` relative to the directory of `base` ("dir/base" + "x" ->
+ * "dir/x"; absolute names and bases without '/' leave `name` as is). Returns a malloc'ed
+ * string or NULL. */
+char *tool_path_combine(const char *base, const char *name);
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+/* qemu's size_to_str(): "4.25 MiB", "196 KiB", "0 B". */
+void tool_human_size(char *buf, size_t len, uint64_t val);
+
+/* Print `s` as a JSON string exactly as QEMU's QObject serializer does: quotes, the usual
+ * backslash escapes, \uXXXX (upper-case hex) for control and non-ASCII characters,
+ * surrogate pairs beyond the BMP and U+FFFD for invalid UTF-8. */
+void tool_json_string(FILE *f, const char *s);
+
+/* A small pretty-printer with QEMU's layout (4-space indent, "key": value). Keys are printed
+ * in the order the caller emits them; the caller reproduces QEMU's (hash-table) order. */
+struct tool_json {
+    FILE *f;
+    int depth;
+    int count[16]; /* members printed so far at each depth */
+};
+
+void tool_json_init(struct tool_json *j, FILE *f);
+void tool_json_begin_object(struct tool_json *j, const char *key); /* key NULL: no key */
+void tool_json_end_object(struct tool_json *j);
+void tool_json_begin_array(struct tool_json *j, const char *key);
+void tool_json_end_array(struct tool_json *j);
+void tool_json_str(struct tool_json *j, const char *key, const char *val);
+void tool_json_int(struct tool_json *j, const char *key, int64_t val);
+void tool_json_bool(struct tool_json *j, const char *key, int val);
+/* Ends the document with a newline. */
+void tool_json_finish(struct tool_json *j);
+
+#endif /* QCOW2_TOOL_H */
