@@ -32,7 +32,15 @@ struct table_cache {
     struct table_cache *depends; /* must be flushed before we write */
     bool depends_on_flush;       /* the image file must be flushed before we write */
     unsigned nb_dirty;
+    unsigned overlap_ignore; /* structures this cache's tables may overlap (their own kind) */
+    bool overlap_checks;
 };
+
+void cache_set_overlap_ignore(struct table_cache *c, unsigned ignore)
+{
+    c->overlap_ignore = ignore;
+    c->overlap_checks = true;
+}
 
 static unsigned bucket_of(const struct table_cache *c, uint64_t offset)
 {
@@ -145,6 +153,8 @@ static int write_entry(struct table_cache *c, uint32_t i)
     if (!e->dirty)
         return 0;
     int ret = write_prerequisites(c);
+    if (ret == 0 && c->overlap_checks)
+        ret = overlap_check(c->img, e->offset, c->table_size, c->overlap_ignore);
     if (ret < 0)
         return ret;
     ret = file_pwrite(c->img->file, table_of(c, i), c->table_size, e->offset);

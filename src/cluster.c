@@ -578,6 +578,10 @@ int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
     if (host < 0)
         return (int)host;
     m->alloc_offset = (uint64_t)host;
+    /* Free clusters per the refcounts must not hold metadata: if they do, stop here. */
+    int ret = overlap_check(img, (uint64_t)host, bytes, 0);
+    if (ret < 0)
+        return ret; /* leaked on purpose: freeing would touch the metadata it holds */
     /* Clusters that were never part of the file read as zeros: COW of zeros can be skipped. */
     m->dest_zero = (uint64_t)host >= img->zero_from;
     img->zero_from = MAX(img->zero_from, (uint64_t)host + bytes);

@@ -368,6 +368,8 @@ static int setup_caches(struct qcow2_image *img, char *err, size_t errlen)
     if (!img->l2_cache || !img->refcount_cache)
         return format_error(err, errlen, -ENOMEM, "%s: out of memory for the caches",
                             img->filename);
+    cache_set_overlap_ignore(img->l2_cache, OVERLAP_L2);
+    cache_set_overlap_ignore(img->refcount_cache, OVERLAP_REFCOUNT_BLOCK);
     return 0;
 }
 

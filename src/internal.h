@@ -154,6 +154,21 @@ const char *header_feature_name(const struct qcow2_header *h, int type, int bit)
 int header_set_default_feature_table(struct qcow2_header *h);
 
 /* ------------------------------------------------------------------------------------------ */
+/* overlap.c: does a host range touch metadata? (reads in-memory tables only) */
+
+#define OVERLAP_HEADER 0x01u
+#define OVERLAP_L1 0x02u
+#define OVERLAP_L2 0x04u
+#define OVERLAP_REFCOUNT_TABLE 0x08u
+#define OVERLAP_REFCOUNT_BLOCK 0x10u
+#define OVERLAP_SNAPSHOT_TABLE 0x20u
+
+unsigned overlap_find(const struct qcow2_image *img, uint64_t offset, uint64_t size,
+                      unsigned ignore);
+/* 0, or: mark the image corrupt and fail with -EIO naming the structure. */
+int overlap_check(struct qcow2_image *img, uint64_t offset, uint64_t size, unsigned ignore);
+
+/* ------------------------------------------------------------------------------------------ */
 /* cache.c: fixed-size tables (L2 slices, refcount blocks) cached by host offset, LRU. */
 
 struct table_cache;
@@ -161,6 +176,8 @@ struct table_cache;
 /* `what` names the tables in messages ("L2 table", "refcount block"). */
 struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t table_size,
                               unsigned nb_entries);
+/* Write-back checks each table against metadata overlaps except `ignore` (its own kind). */
+void cache_set_overlap_ignore(struct table_cache *c, unsigned ignore);
 void cache_free(struct table_cache *c);
 /* Get the table at host `offset`, reading it on a miss. Pins it until cache_put(). */
 int cache_get(struct table_cache *c, uint64_t offset, void **table);

@@ -349,7 +349,7 @@ static int update_refcounts(struct qcow2_image *img, uint64_t offset, uint64_t l
     if (addend > 0) {
         for (uint64_t rt = table_index_of(img, first); rt <= table_index_of(img, last); rt++) {
             int ret = ensure_block(img, MAX(first, rt << img->refcount_block_bits));
-            if (0)
+            if (ret == -EAGAIN && img->free_cluster_index > first)
                 img->free_cluster_index = first;
             if (ret < 0)
                 return ret;

@@ -1,28 +1,30 @@
 /* cmd_convert.c - "qcow2 convert": copy the guest view of an image (its whole backing chain
  * merged) into a new raw or qcow2 image, as qemu-img convert.
- * The source is read through the library; ranges that read as zeros (qcow2_block_status) are
- * not copied, and data blocks that turn out to be zero are not written either (-S), so the
- * target stays sparse. A raw target is a plain file written with POSIX calls; a qcow2 target
- * is created and written through the library. Copies sequentially: -W and -m are accepted for
- * qemu-img compatibility but do not parallelise anything yet. */
+ * The source is read through the library. The copy loop follows qemu-img's (convert_iteration_
+ * sectors and convert_co_write in qemu-img.c) so that the target is allocated the same way:
+ * ranges the source reports as zeros are not copied, and inside data, runs of zero sectors of
+ * at least -S bytes are not written either. A raw target is a plain file written with POSIX
+ * calls; a qcow2 target is created and written through the library. The copy is sequential:
+ * -W and -m are accepted for qemu-img compatibility but parallelise nothing yet. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "tool.h"
 
-/* Bytes read from the source at a time; a multiple of every cluster size (at most 2 MiB). */
+#define CONVERT_SECTOR 512u
+/* Largest piece of data read and written at once (qemu-img's IO_BUF_SIZE). */
 #define CONVERT_CHUNK (2u << 20)
-/* Ask the source about at most this many bytes at a time (as qemu-img). */
-#define CONVERT_MAX_QUERY (1ULL << 30)
-/* -S: default granularity of zero detection in data, and its limit (as qemu-img). */
+/* Largest range the source is asked about at once (qemu-img's BDRV_REQUEST_MAX_BYTES). */
+#define CONVERT_MAX_QUERY ((uint64_t)(INT_MAX / CONVERT_SECTOR) * CONVERT_SECTOR)
+/* -S: default and largest run of zeros inside data that is left unwritten (as qemu-img). */
 #define CONVERT_DEFAULT_SPARSE 4096u
 #define CONVERT_MAX_SPARSE (16u << 20)
-#define CONVERT_SECTOR 512u
 /* -m: qemu-img's range of parallel requests. */
 #define CONVERT_MAX_COROUTINES 16
 
@@ -41,8 +43,8 @@ static void convert_usage(FILE *f)
             "  -p          show progress\n"
             "  -q          quiet\n"
             "  -n          do not create DST: write into an existing image of at least SRC's size\n"
-            "  -S SIZE     write only SIZE-aligned blocks that are not all zeros (default 4k);\n"
-            "              -S 0 writes everything: a fully allocated target\n"
+            "  -S SIZE     leave runs of at least SIZE zero bytes unwritten (default 4k);\n"
+            "              -S 0 copies everything: a fully allocated target\n"
             "  -W, -m N    accepted for qemu-img compatibility (the copy is sequential)\n"
             "  -U          accepted for compatibility (the source is opened read-only)\n");
 }
@@ -59,7 +61,10 @@ struct convert {
     int zero_init;           /* the target reads zeros wherever we do not write */
     int compress;
     uint32_t cluster_size;   /* of a qcow2 target */
-    uint64_t min_sparse;     /* -S; 0 = write zeros as data */
+    uint64_t min_sparse;     /* -S; 0 = copy everything as data */
+    uint64_t alignment;      /* end data writes on multiples of this (power of two) */
+    uint64_t src_alignment;  /* the source's cluster size (or a sector) */
+    uint64_t chunk;          /* largest piece of data copied at once */
 
     uint8_t *buf;            /* CONVERT_CHUNK bytes */
     const uint8_t *zeros;    /* CONVERT_CHUNK zero bytes */
@@ -131,20 +136,6 @@ static int target_zero(struct convert *c, uint64_t off, uint64_t n)
 {
     int ret;
 
-    if (c->min_sparse == 0) {
-        /* -S 0: a fully allocated target, zeros written as data. */
-        while (n > 0) {
-            size_t len = n < CONVERT_CHUNK ? (size_t)n : CONVERT_CHUNK;
-
-            ret = target_write(c, c->zeros, len, off);
-            if (ret < 0) {
-                return ret;
-            }
-            off += len;
-            n -= len;
-        }
-        return 0;
-    }
     if (c->zero_init) {
         return 0;
     }
@@ -173,44 +164,85 @@ static int target_zero(struct convert *c, uint64_t off, uint64_t n)
     return 0;
 }
 
-/* Write `n` bytes of source data at `off`, skipping (or zeroing) blocks of min_sparse bytes,
- * aligned to guest offsets, that are all zeros. */
-static int target_write_sparse(struct convert *c, const uint8_t *buf, size_t n, uint64_t off)
+/* ---- zero detection, as qemu-img ------------------------------------------------------------ */
+
+/* qemu-img's is_allocated_sectors(): whether the first sector of `buf` (n bytes, at guest
+ * offset `off`) holds data, and in *pnum how many bytes from the start share that state. The
+ * end of a run is moved to a multiple of `alignment` where that is possible: data runs grow
+ * to it, zero runs shrink to it (the tail is rewritten with the next data anyway). */
+static int is_allocated_sectors(const uint8_t *buf, size_t n, size_t *pnum, uint64_t off,
+                                uint64_t alignment)
 {
-    size_t pos = 0;
+    size_t i, tail;
+    int is_zero;
 
-    if (c->min_sparse == 0) {
-        return target_write(c, buf, n, off);
+    if (n == 0) {
+        *pnum = 0;
+        return 0;
     }
-    while (pos < n) {
-        /* A run of blocks that are all zero, or all not. */
-        int zero = -1;
-        size_t end = pos;
-        int ret;
+    is_zero = buffer_is_zero(buf, n < CONVERT_SECTOR ? n : CONVERT_SECTOR);
+    for (i = CONVERT_SECTOR; i < n; i += CONVERT_SECTOR) {
+        size_t len = n - i < CONVERT_SECTOR ? n - i : CONVERT_SECTOR;
 
-        while (end < n) {
-            uint64_t blk_end = (off + end) / c->min_sparse * c->min_sparse + c->min_sparse;
-            size_t len = (size_t)(blk_end - (off + end));
-            int z;
-
-            if (len > n - end) {
-                len = n - end;
-            }
-            z = buffer_is_zero(buf + end, len);
-            if (zero >= 0 && z != zero) {
-                break;
-            }
-            zero = z;
-            end += len;
+        if (is_zero != buffer_is_zero(buf + i, len)) {
+            break;
         }
-        ret = zero ? target_zero(c, off + pos, end - pos)
-                   : target_write(c, buf + pos, end - pos, off + pos);
-        if (ret < 0) {
-            return ret;
-        }
-        pos = end;
     }
-    return 0;
+    if (i >= n) {
+        *pnum = n;
+        return !is_zero;
+    }
+    tail = (size_t)((off + i) & (alignment - 1));
+    if (tail) {
+        if (is_zero && i <= tail) {
+            is_zero = 0; /* the data right after rewrites this tail anyway */
+        }
+        if (!is_zero) {
+            i += alignment - tail;
+            if (i > n) {
+                i = n;
+            }
+        } else {
+            i -= tail;
+        }
+    }
+    *pnum = i;
+    return !is_zero;
+}
+
+/* qemu-img's is_allocated_sectors_min(): as above, but a run that starts with data swallows
+ * zero runs shorter than `min` bytes, so small holes do not split writes. */
+static int is_allocated_sectors_min(const uint8_t *buf, size_t n, size_t *pnum, uint64_t min,
+                                    uint64_t off, uint64_t alignment)
+{
+    size_t num_used, num_checked;
+    int ret;
+
+    if (n < min) {
+        min = n;
+    }
+    ret = is_allocated_sectors(buf, n, pnum, off, alignment);
+    if (!ret) {
+        return ret;
+    }
+    num_used = num_checked = *pnum;
+    buf += *pnum;
+    off += *pnum;
+    n -= *pnum;
+    while (n > 0) {
+        ret = is_allocated_sectors(buf, n, pnum, off, alignment);
+        buf += *pnum;
+        off += *pnum;
+        n -= *pnum;
+        num_checked += *pnum;
+        if (ret) {
+            num_used = num_checked;
+        } else if (*pnum >= min) {
+            break;
+        }
+    }
+    *pnum = num_used;
+    return 1;
 }
 
 /* ---- the copy ---------------------------------------------------------------------------- */
@@ -219,9 +251,6 @@ static int source_status(struct convert *c, uint64_t off, uint64_t count, struct
 {
     int ret;
 
-    if (count > CONVERT_MAX_QUERY) {
-        count = CONVERT_MAX_QUERY;
-    }
     memset(e, 0, sizeof(*e));
     ret = qcow2_block_status(c->src, off, count, e);
     if (ret < 0) {
@@ -230,130 +259,107 @@ static int source_status(struct convert *c, uint64_t off, uint64_t count, struct
         return ret;
     }
     if (e->start != off || e->length == 0 || e->length > count) {
-        tool_error("%s: block status at offset %" PRIu64 " returned an invalid range", c->src_path,
-                   off);
+        tool_error("%s: block status at offset %" PRIu64 " returned an invalid range",
+                   c->src_path, off);
         return -EIO;
     }
     return 0;
 }
 
-static int source_read(struct convert *c, uint8_t *buf, size_t n, uint64_t off)
+/* Copy `n` bytes of source data at `off` (qemu-img's convert_co_write for BLK_DATA): write
+ * what holds data, treat long enough zero runs as zeros. Compressed: `n` is one cluster (or
+ * the image's tail), written whole unless it is all zeros. */
+static int copy_data(struct convert *c, uint64_t off, size_t n)
 {
-    int ret = qcow2_pread(c->src, buf, n, off);
+    const uint8_t *buf = c->buf;
+    int ret = qcow2_pread(c->src, c->buf, n, off);
 
     if (ret < 0) {
-        tool_image_error(c->src, ret, "%s: error while reading at offset %" PRIu64, c->src_path,
-                         off);
+        tool_image_error(c->src, ret, "%s: error while reading at offset %" PRIu64,
+                         c->src_path, off);
+        return ret;
     }
-    return ret;
-}
+    while (n > 0) {
+        size_t len = n;
 
-/* Uncompressed: follow the source's extents; copy data in chunks, skip zeros. */
-static int copy_plain(struct convert *c)
-{
-    uint64_t off = 0;
-    int ret;
-
-    while (off < c->size) {
-        struct qcow2_extent e;
-        uint64_t end;
-
-        ret = source_status(c, off, c->size - off, &e);
-        if (ret < 0) {
-            return ret;
-        }
-        end = off + e.length;
-        if (e.flags & QCOW2_BS_ZERO) {
-            ret = target_zero(c, off, e.length);
+        if (c->compress && (!c->min_sparse || !buffer_is_zero(buf, n))) {
+            ret = qcow2_pwrite_compressed(c->dst, buf, n, off);
             if (ret < 0) {
-                return ret;
+                tool_image_error(c->dst, ret, "%s: error while compressing at offset %" PRIu64,
+                                 c->dst_path, off);
             }
-            off = end;
-        }
-        while (off < end) {
-            /* Chunks aligned to CONVERT_CHUNK in guest offsets. */
-            uint64_t lim = off / CONVERT_CHUNK * CONVERT_CHUNK + CONVERT_CHUNK;
-            size_t n = (size_t)((lim < end ? lim : end) - off);
-
-            ret = source_read(c, c->buf, n, off);
-            if (ret < 0) {
-                return ret;
-            }
-            ret = target_write_sparse(c, c->buf, n, off);
-            if (ret < 0) {
-                return ret;
-            }
-            off += n;
-            progress_print(c, off, 0);
-        }
-        progress_print(c, off, 0);
-    }
-    return 0;
-}
-
-/* Does [off, off+n) of the source read as zeros according to its metadata? */
-static int source_range_is_zero(struct convert *c, uint64_t off, uint64_t n, int *zero)
-{
-    uint64_t end = off + n;
-
-    while (off < end) {
-        struct qcow2_extent e;
-        int ret = source_status(c, off, end - off, &e);
-
-        if (ret < 0) {
-            return ret;
-        }
-        if (!(e.flags & QCOW2_BS_ZERO)) {
-            *zero = 0;
-            return 0;
-        }
-        off += e.length;
-    }
-    *zero = 1;
-    return 0;
-}
-
-/* Compressed (-c): whole clusters, each compressed on its own; zero clusters are skipped. */
-static int copy_compressed(struct convert *c)
-{
-    uint64_t off = 0;
-    int ret;
-
-    while (off < c->size) {
-        size_t n = c->size - off < CONVERT_CHUNK ? (size_t)(c->size - off) : CONVERT_CHUNK;
-        int zero;
-
-        ret = source_range_is_zero(c, off, n, &zero);
-        if (ret < 0) {
-            return ret;
-        }
-        if (zero && c->min_sparse) {
-            ret = target_zero(c, off, n);
-            if (ret < 0) {
-                return ret;
-            }
+        } else if (!c->compress &&
+                   (!c->min_sparse ||
+                    is_allocated_sectors_min(buf, n, &len, c->min_sparse, off, c->alignment))) {
+            ret = target_write(c, buf, len, off);
         } else {
-            ret = source_read(c, c->buf, n, off);
+            ret = target_zero(c, off, len);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        buf += len;
+        off += len;
+        n -= len;
+    }
+    return 0;
+}
+
+/* qemu-img's convert_iteration_sectors() and its caller: walk the source in ranges of one
+ * status, cut at the source's cluster boundaries; data goes in pieces of at most
+ * CONVERT_CHUNK bytes (one cluster when compressing), zeros are skipped or zeroed. */
+static int copy_image(struct convert *c)
+{
+    uint64_t off = 0, next_status = 0;
+    int data = 1;
+
+    while (off < c->size) {
+        uint64_t n;
+        int ret;
+
+        if (!c->min_sparse) {
+            /* -S 0: the source is not scanned; everything is data. */
+            next_status = c->size;
+            data = 1;
+        } else if (next_status <= off) {
+            struct qcow2_extent e;
+            uint64_t count = c->size - off, tail;
+
+            ret = source_status(c, off, count < CONVERT_MAX_QUERY ? count : CONVERT_MAX_QUERY,
+                                &e);
             if (ret < 0) {
                 return ret;
             }
-            for (size_t pos = 0; pos < n; pos += c->cluster_size) {
-                size_t len = n - pos < c->cluster_size ? n - pos : c->cluster_size;
-
-                if (c->min_sparse && buffer_is_zero(c->buf + pos, len)) {
-                    ret = target_zero(c, off + pos, len);
-                } else {
-                    ret = qcow2_pwrite_compressed(c->dst, c->buf + pos, len, off + pos);
-                    if (ret < 0) {
-                        tool_image_error(c->dst, ret,
-                                         "%s: error while compressing at offset %" PRIu64,
-                                         c->dst_path, off + pos);
-                    }
-                }
-                if (ret < 0) {
-                    return ret;
-                }
+            n = (e.length + CONVERT_SECTOR - 1) / CONVERT_SECTOR * CONVERT_SECTOR;
+            if (n > c->size - off) {
+                n = c->size - off;
             }
+            /* End on a source cluster boundary, so the next range starts on one. */
+            tail = (off + n) % c->src_alignment;
+            if (n > tail) {
+                n -= tail;
+            }
+            data = !(e.flags & QCOW2_BS_ZERO);
+            next_status = off + n;
+        }
+
+        n = next_status - off;
+        if (data && n > c->chunk) {
+            n = c->chunk;
+        }
+        if (c->compress) {
+            /* Compressed clusters are written whole: a shorter range counts as data. */
+            if (n < c->cluster_size) {
+                n = c->size - off < c->cluster_size ? c->size - off : c->cluster_size;
+                data = 1;
+            } else {
+                n = n / c->cluster_size * c->cluster_size;
+            }
+        }
+
+        ret = data ? copy_data(c, off, (size_t)n) : target_zero(c, off, n);
+        if (ret < 0) {
+            return ret;
         }
         off += n;
         progress_print(c, off, 0);
@@ -492,6 +498,7 @@ int cmd_convert(int argc, char **argv)
     const char *fmtname = NULL, *outname = "raw";
     char *optlist = NULL;
     int no_create = 0, quiet = 0, ch, ret = TOOL_EXIT_ERROR;
+    struct qcow2_info src_info;
     enum qcow2_format fmt;
     uint64_t sparse;
     uint8_t *zeros = NULL;
@@ -606,8 +613,30 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
 
+    if (qcow2_get_info(c.src, &src_info) < 0) {
+        tool_image_error(c.src, -EIO, "%s", c.src_path);
+        goto out;
+    }
+    c.src_alignment = CONVERT_SECTOR;
+    if (src_info.format == QCOW2_FORMAT_QCOW2 && src_info.cluster_size > CONVERT_SECTOR) {
+        c.src_alignment = src_info.cluster_size;
+    }
+    c.alignment = CONVERT_SECTOR;
+    while (c.alignment * 2 <= c.min_sparse) {
+        c.alignment *= 2; /* the largest power of two <= -S, as qemu-img */
+    }
+    c.chunk = CONVERT_CHUNK;
+    if (c.compress) {
+        /* One cluster at a time: each is compressed on its own. */
+        if (c.cluster_size < CONVERT_SECTOR || c.cluster_size > CONVERT_CHUNK) {
+            tool_error("%s: unexpected cluster size %u", c.dst_path, c.cluster_size);
+            goto out;
+        }
+        c.chunk = c.cluster_size;
+    }
+
     progress_print(&c, 0, 1);
-    if ((c.compress ? copy_compressed(&c) : copy_plain(&c)) < 0) {
+    if (copy_image(&c) < 0) {
         goto out;
     }
     if (c.fd >= 0 && fsync(c.fd) < 0) {

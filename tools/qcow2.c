@@ -13,6 +13,7 @@ static const struct tool_cmd commands[] = {
     { "map", cmd_map, "show how guest ranges map to files, as qemu-img map" },
     { "convert", cmd_convert, "copy an image, converting its format" },
     { "io", cmd_io, "run qemu-io style commands (read, write, discard, ...)" },
+    { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
 };
 
 #define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -34,17 +34,16 @@ static int t_failed; /* failures in the current test */
         }                                                                                  \
     } while (0)
 
-#define RUN(fn, ...)                                                                       \
+/* RUN(label, call): run one test and count it. */
+#define RUN(label, call)                                                                   \
     do {                                                                                   \
         t_failed = 0;                                                                      \
-        fn(__VA_ARGS__);                                                                   \
-        if (t_failed) {                                                                    \
+        call;                                                                              \
+        if (t_failed)                                                                      \
             g_failed++;                                                                    \
-            printf("FAIL %s(%s)\n", #fn, #__VA_ARGS__);                                    \
-        } else {                                                                           \
+        else                                                                               \
             g_passed++;                                                                    \
-            printf("ok   %s(%s)\n", #fn, #__VA_ARGS__);                                    \
-        }                                                                                  \
+        printf("%s %s\n", t_failed ? "FAIL" : "ok  ", label);                              \
         fflush(stdout);                                                                    \
     } while (0)
 
@@ -570,6 +569,7 @@ static void test_alloc_bytes_packs_and_frees(unsigned refcount_bits)
     enum { N = 40 };
     uint64_t off[N], len[N];
     uint64_t first_cluster = UINT64_MAX, last_cluster = 0;
+    unsigned spills = 0, fresh = 0;
     for (int i = 0; i < N; i++) {
         len[i] = 100 + (uint64_t)(i * 37) % 300;
         int64_t o = refcount_alloc_bytes(img, len[i]);
@@ -577,12 +577,33 @@ static void test_alloc_bytes_packs_and_frees(unsigned refcount_bits)
         off[i] = (uint64_t)o;
         first_cluster = MIN(first_cluster, off[i] >> img->cluster_bits);
         last_cluster = MAX(last_cluster, (off[i] + len[i] - 1) >> img->cluster_bits);
-        if (i > 0 && refcount_bits > 1)
-            CHECK_MSG(off[i] == off[i - 1] + len[i - 1], "piece %d at 0x%llx, previous ends 0x%llx",
-                      i, ull(off[i]), ull(off[i - 1] + len[i - 1]));
-        if (i > 0 && refcount_bits == 1)
-            CHECK(offset_into_cluster(img, off[i]) == 0);
+        if (i == 0)
+            continue;
+        /* Right after the previous piece, unless its last cluster is full (refcount at the
+         * maximum, or the previous piece ended exactly at the cluster end). */
+        uint64_t prev_end = off[i - 1] + len[i - 1];
+        uint64_t prev_last = (prev_end - 1) >> img->cluster_bits;
+        uint64_t holders = 0;
+        for (int j = 0; j < i; j++)
+            holders += (off[j] >> img->cluster_bits) <= prev_last &&
+                       ((off[j] + len[j] - 1) >> img->cluster_bits) >= prev_last;
+        bool full = holders == img->refcount_max || offset_into_cluster(img, prev_end) == 0;
+        if (full) {
+            CHECK_MSG(offset_into_cluster(img, off[i]) == 0 &&
+                          off[i] >> img->cluster_bits == prev_last + 1,
+                      "piece %d at 0x%llx, expected the next cluster after 0x%llx", i,
+                      ull(off[i]), ull(prev_end));
+            fresh++;
+        } else {
+            CHECK_MSG(off[i] == prev_end, "piece %d at 0x%llx, previous ends 0x%llx", i,
+                      ull(off[i]), ull(prev_end));
+            spills += (off[i] >> img->cluster_bits) != ((off[i] + len[i] - 1) >> img->cluster_bits);
+        }
     }
+    if (refcount_bits == 1)
+        CHECK(fresh == N - 1 && spills == 0);
+    else
+        CHECK(spills > 0);
     /* Refcount = number of pieces touching the cluster. */
     for (uint64_t c = first_cluster; c <= last_cluster; c++) {
         uint64_t touching = 0;
@@ -758,26 +779,47 @@ int main(void)
     g_have_qemu = run_cmd("command -v qemu-img >/dev/null 2>&1 && "
                           "command -v qemu-io >/dev/null 2>&1") == 0;
 
+    char label[128];
     for (unsigned order = 0; order <= 6; order++) {
-        RUN(test_entries_round_trip_at_every_index_kind, 9, order);
-        RUN(test_entries_round_trip_at_every_index_kind, 16, order);
+        for (unsigned cb = 9; cb <= 21; cb += 6) {
+            snprintf(label, sizeof(label),
+                     "entries_round_trip_at_every_index_kind (cluster_bits %u, refcount_bits %u)",
+                     cb, 1u << order);
+            RUN(label, test_entries_round_trip_at_every_index_kind(cb, order));
+        }
     }
-    RUN(test_entries_use_the_on_disk_encoding);
+    RUN("entries_use_the_on_disk_encoding", test_entries_use_the_on_disk_encoding());
 
     if (g_have_qemu) {
-        RUN(test_refcount_of_uncovered_clusters_is_zero);
-        RUN(test_bad_refcount_table_entries_are_refused);
-        RUN(test_alloc_free_across_block_creation_and_table_growth, 64, 4);
-        RUN(test_alloc_free_across_block_creation_and_table_growth, 16, 3);
-        RUN(test_alloc_free_across_block_creation_and_table_growth, 1, 2);
-        RUN(test_layout_matches_qemu, 64, 3);
-        RUN(test_layout_matches_qemu, 16, 9);
-        RUN(test_layout_matches_qemu, 1, 5);
-        RUN(test_alloc_bytes_packs_and_frees, 16);
-        RUN(test_alloc_bytes_packs_and_frees, 1);
-        RUN(test_alloc_bytes_packs_and_frees, 64);
-        RUN(test_alloc_at_takes_only_free_clusters);
-        RUN(test_freeing_a_free_cluster_is_corruption);
+        RUN("refcount_of_uncovered_clusters_is_zero",
+            test_refcount_of_uncovered_clusters_is_zero());
+        RUN("bad_refcount_table_entries_are_refused",
+            test_bad_refcount_table_entries_are_refused());
+        static const unsigned growth_cases[][2] = {{64, 4}, {16, 3}, {1, 2}};
+        for (size_t i = 0; i < 3; i++) {
+            snprintf(label, sizeof(label),
+                     "alloc_free_across_block_creation_and_table_growth (refcount_bits %u, "
+                     "%u growths)",
+                     growth_cases[i][0], growth_cases[i][1]);
+            RUN(label, test_alloc_free_across_block_creation_and_table_growth(
+                           growth_cases[i][0], growth_cases[i][1]));
+        }
+        static const unsigned layout_cases[][2] = {{64, 3}, {16, 9}, {1, 5}, {8, 3}};
+        for (size_t i = 0; i < 4; i++) {
+            snprintf(label, sizeof(label),
+                     "layout_matches_qemu (refcount_bits %u, qemu-io write 0 %uM)",
+                     layout_cases[i][0], layout_cases[i][1]);
+            RUN(label, test_layout_matches_qemu(layout_cases[i][0], layout_cases[i][1]));
+        }
+        static const unsigned bytes_cases[] = {1, 2, 16, 64};
+        for (size_t i = 0; i < 4; i++) {
+            snprintf(label, sizeof(label), "alloc_bytes_packs_and_frees (refcount_bits %u)",
+                     bytes_cases[i]);
+            RUN(label, test_alloc_bytes_packs_and_frees(bytes_cases[i]));
+        }
+        RUN("alloc_at_takes_only_free_clusters", test_alloc_at_takes_only_free_clusters());
+        RUN("freeing_a_free_cluster_is_corruption",
+            test_freeing_a_free_cluster_is_corruption());
     } else {
         printf("skip image tests: qemu-img/qemu-io not found\n");
     }
