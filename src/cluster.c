@@ -363,7 +363,9 @@ int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t 
             continue;
         if (ms <= start) {
             /* Our very first byte depends on it: wait, then the caller looks again. */
+            img->nb_waiters++;
             pthread_cond_wait(&img->inflight_cond, &img->lock);
+            img->nb_waiters--;
             return -EAGAIN;
         }
         *bytes = MIN(*bytes, ms - start);
@@ -388,7 +390,8 @@ void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m)
     }
     *link = m->next_in_flight;
     m->next_in_flight = NULL;
-    pthread_cond_broadcast(&img->inflight_cond);
+    if (img->nb_waiters)
+        pthread_cond_broadcast(&img->inflight_cond);
 }
 
 void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)

@@ -240,6 +240,7 @@ struct l2_meta {
     bool prealloc;          /* preallocation: link without setting subcluster alloc bits */
     bool needs_link;        /* L2 entries or bitmaps change (false: a plain overwrite) */
     bool dest_zero;         /* the new host clusters are known to read as zeros */
+    bool is_read;           /* a read guard: host data is being read; only writes wait */
     struct cow_region cow_start;
     struct cow_region cow_end;
     /* Guest data merged into the COW write (set by the data path). */
@@ -301,6 +302,7 @@ struct qcow2_image {
     pthread_mutex_t lock;
     pthread_cond_t inflight_cond;
     struct l2_meta *inflight;
+    unsigned nb_waiters;          /* threads waiting on inflight_cond */
     pthread_mutex_t err_lock;
     char err[QCOW2_ERROR_MAX];
 };

@@ -436,6 +436,15 @@ static void test_alloc_free_across_block_creation_and_table_growth(unsigned refc
     CHECK(blocks_after >= blocks_before + 3);
     CHECK(img->refcount_table_size * 8 ==
           (uint64_t)img->hdr.refcount_table_clusters << img->cluster_bits);
+    /* Table and header were written through (synced), not just changed in memory. */
+    CHECK(peek_be64(name, HDR_REFCOUNT_TABLE_OFFSET) == img->hdr.refcount_table_offset);
+    CHECK((peek_be64(name, HDR_REFCOUNT_TABLE_CLUSTERS - 4) & 0xffffffffu) ==
+          (uint64_t)img->hdr.refcount_table_clusters);
+    for (uint64_t i = 0; i < img->refcount_table_size; i++)
+        if (peek_be64(name, img->hdr.refcount_table_offset + i * 8) != img->refcount_table[i]) {
+            CHECK_MSG(false, "refcount table entry %llu differs on disk", ull(i));
+            break;
+        }
     verify_refcounts(img, &mine, end + epb);
 
     /* Free every third run. The lowest freed cluster is where first fit looks next. */
@@ -498,13 +507,13 @@ static void test_alloc_free_across_block_creation_and_table_growth(unsigned refc
     free(runs);
 }
 
-/* The same allocation sequence as `qemu-io -c 'write 0 SIZE'` on a fresh image with 512-byte
- * clusters (an L2 table, then 64 data clusters, per 32 KiB of guest data) gives exactly
+/* The same allocation sequence as `qemu-io -c 'write 0 SIZE'` on a fresh image (an L2 table,
+ * then the data clusters it maps, per L2 table's worth of guest data) gives exactly
  * QEMU's refcount structures: same blocks at the same places, same table, same refcounts. */
-static void test_layout_matches_qemu(unsigned refcount_bits, unsigned mib)
+static void test_layout_matches_qemu(unsigned cluster_size, unsigned refcount_bits, unsigned mib)
 {
-    CHECK(create_image("q.qcow2", 512, refcount_bits, "64M") == 0);
-    CHECK(create_image("us.qcow2", 512, refcount_bits, "64M") == 0);
+    CHECK(create_image("q.qcow2", cluster_size, refcount_bits, "64M") == 0);
+    CHECK(create_image("us.qcow2", cluster_size, refcount_bits, "64M") == 0);
     char p[4200];
     path_of(p, sizeof(p), "q.qcow2");
     CHECK(run_cmd("qemu-io -c 'write 0 %uM' '%s' >/dev/null", mib, p) == 0);
@@ -515,9 +524,12 @@ static void test_layout_matches_qemu(unsigned refcount_bits, unsigned mib)
     if (!img)
         return;
     pthread_mutex_lock(&img->lock);
-    for (unsigned i = 0; i < mib * 32; i++) {
-        CHECK(refcount_alloc_clusters(img, 512) > 0);
-        CHECK(refcount_alloc_clusters(img, 64 * 512) > 0);
+    /* One L2 table per cluster_size/8 data clusters. */
+    uint64_t per_l2 = cluster_size / 8;
+    uint64_t l2_span = per_l2 * cluster_size;
+    for (uint64_t done = 0; done < (uint64_t)mib << 20; done += l2_span) {
+        CHECK(refcount_alloc_clusters(img, cluster_size) > 0);
+        CHECK(refcount_alloc_clusters(img, MIN(l2_span, ((uint64_t)mib << 20) - done)) > 0);
     }
     CHECK(cache_flush(img->refcount_cache) == 0);
     pthread_mutex_unlock(&img->lock);
@@ -538,7 +550,7 @@ static void test_layout_matches_qemu(unsigned refcount_bits, unsigned mib)
             if (q->refcount_table[i] != u->refcount_table[i] && bad++ < 5)
                 CHECK_MSG(false, "refcount table entry %llu: QEMU 0x%llx, ours 0x%llx", ull(i),
                           ull(q->refcount_table[i]), ull(u->refcount_table[i]));
-        uint64_t end = (uint64_t)mib * 4096 + 4096;
+        uint64_t end = ((uint64_t)mib << 20) / cluster_size * 2 + 4096;
         for (uint64_t c = 0; c < end; c++) {
             uint64_t a = rc_of(q, c), b = rc_of(u, c);
             if (a != b && bad++ < 10)
@@ -618,6 +630,7 @@ static void test_alloc_bytes_packs_and_frees(unsigned refcount_bits)
     CHECK(plain > 0);
     int64_t after = refcount_alloc_bytes(img, cs);
     CHECK(after > 0 && offset_into_cluster(img, (uint64_t)after) == 0 && after != plain);
+    CHECK(img->free_byte_offset == 0); /* it ended at a cluster end: nothing left to pack into */
 
     /* Free through compressed L2 entries. */
     for (int i = 0; i < N; i++) {
@@ -766,6 +779,117 @@ static void test_bad_refcount_table_entries_are_refused(void)
     }
 }
 
+static bool host_bytes_are(const char *name, uint64_t offset, uint8_t value, size_t len)
+{
+    char p[4200];
+    path_of(p, sizeof(p), name);
+    int fd = open(p, O_RDONLY);
+    if (fd < 0)
+        return false;
+    uint8_t *b = calloc(1, len);
+    bool ok = pread(fd, b, len, (off_t)offset) >= 0;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = b[i] == value;
+    free(b);
+    close(fd);
+    return ok;
+}
+
+/* A freed cluster may have been a cached table: its dirty contents must never be written. */
+static void test_freeing_drops_cached_tables(void)
+{
+    const char *name = "drop.qcow2";
+    CHECK(create_image(name, 4096, 16, "64M") == 0);
+    struct qcow2_image *img = open_image(name, false, NULL, 0);
+    CHECK(img != NULL);
+    if (!img)
+        return;
+    pthread_mutex_lock(&img->lock);
+    uint64_t cs = img->cluster_size;
+    int64_t keep = refcount_alloc_clusters(img, cs);
+    int64_t gone = refcount_alloc_clusters(img, cs);
+    CHECK(keep > 0 && gone > 0);
+    CHECK(cache_flush(img->refcount_cache) == 0);
+    /* Two "L2 tables", both dirty in the cache. */
+    int64_t offs[2] = {keep, gone};
+    for (int k = 0; k < 2; k++)
+        for (uint64_t o = 0; o < cs; o += cache_table_size(img->l2_cache)) {
+            void *t;
+            CHECK(cache_get_empty(img->l2_cache, (uint64_t)offs[k] + o, &t) == 0);
+            memset(t, 0xaa, cache_table_size(img->l2_cache));
+            cache_mark_dirty(img->l2_cache, t);
+            cache_put(img->l2_cache, &t);
+        }
+    CHECK(refcount_free_clusters(img, (uint64_t)gone, cs) == 0);
+    CHECK(cache_flush(img->l2_cache) == 0);
+    CHECK(host_bytes_are(name, (uint64_t)keep, 0xaa, cs));
+    CHECK(!host_bytes_are(name, (uint64_t)gone, 0xaa, 1));
+    CHECK(refcount_free_clusters(img, (uint64_t)keep, cs) == 0);
+    CHECK(cache_flush(img->refcount_cache) == 0);
+    pthread_mutex_unlock(&img->lock);
+    qcow2_close(img);
+    CHECK(qemu_check(name).status == 0);
+}
+
+/* Write ordering: a refcount decrease reaches the disk only after the L2 change that dropped
+ * the reference (the refcount cache depends on the L2 cache), unless refcounts are lazy. */
+static void test_decrease_waits_for_l2(bool lazy)
+{
+    const char *name = "order.qcow2";
+    CHECK(create_image(name, 4096, 16, "64M") == 0);
+    struct qcow2_image *img = open_image(name, false, NULL, 0);
+    CHECK(img != NULL);
+    if (!img)
+        return;
+    pthread_mutex_lock(&img->lock);
+    uint64_t cs = img->cluster_size;
+    int64_t l2 = refcount_alloc_clusters(img, cs);
+    int64_t data = refcount_alloc_clusters(img, cs);
+    CHECK(l2 > 0 && data > 0);
+    CHECK(cache_flush(img->refcount_cache) == 0);
+    void *t;
+    CHECK(cache_get_empty(img->l2_cache, (uint64_t)l2, &t) == 0);
+    memset(t, 0xbb, cache_table_size(img->l2_cache));
+    cache_mark_dirty(img->l2_cache, t);
+    cache_put(img->l2_cache, &t);
+
+    img->dirty = lazy; /* what the lazy-refcounts path sets after marking the image dirty */
+    CHECK(refcount_free_clusters(img, (uint64_t)data, cs) == 0);
+    CHECK(cache_write(img->refcount_cache) == 0);
+    bool l2_on_disk = host_bytes_are(name, (uint64_t)l2, 0xbb, cache_table_size(img->l2_cache));
+    CHECK_MSG(l2_on_disk == !lazy, "L2 slice %s written before the refcount block",
+              l2_on_disk ? "was" : "was not");
+    img->dirty = false;
+    CHECK(refcount_free_clusters(img, (uint64_t)l2, cs) == 0);
+    CHECK(cache_flush(img->refcount_cache) == 0);
+    pthread_mutex_unlock(&img->lock);
+    qcow2_close(img);
+    CHECK(qemu_check(name).status == 0);
+}
+
+/* With an external data file, guest data clusters are not refcounted: freeing them is a
+ * no-op for the image file's refcounts. */
+static void test_data_file_clusters_are_not_refcounted(void)
+{
+    char p[4200], d[4200];
+    path_of(p, sizeof(p), "df.qcow2");
+    path_of(d, sizeof(d), "df.raw");
+    CHECK(run_cmd("qemu-img create -q -f qcow2 -o data_file='%s' '%s' 1M", d, p) == 0);
+    struct qcow2_image *img = open_image("df.qcow2", false, NULL, 0);
+    CHECK(img != NULL);
+    if (!img)
+        return;
+    pthread_mutex_lock(&img->lock);
+    CHECK(has_data_file(img));
+    uint64_t l1 = img->hdr.l1_table_offset;
+    CHECK(rc_of(img, l1 >> img->cluster_bits) == 1);
+    CHECK(refcount_free_l2_entry(img, l1 | QCOW2_OFLAG_COPIED) == 0);
+    CHECK(rc_of(img, l1 >> img->cluster_bits) == 1);
+    pthread_mutex_unlock(&img->lock);
+    qcow2_close(img);
+    CHECK(qemu_check("df.qcow2").status == 0);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 int main(void)
@@ -804,12 +928,15 @@ int main(void)
             RUN(label, test_alloc_free_across_block_creation_and_table_growth(
                            growth_cases[i][0], growth_cases[i][1]));
         }
-        static const unsigned layout_cases[][2] = {{64, 3}, {16, 9}, {1, 5}, {8, 3}};
-        for (size_t i = 0; i < 4; i++) {
+        static const unsigned layout_cases[][3] = {
+            {512, 64, 3}, {512, 16, 9}, {512, 1, 5}, {512, 8, 3}, {4096, 64, 10}, {2048, 32, 12},
+        };
+        for (size_t i = 0; i < sizeof(layout_cases) / sizeof(layout_cases[0]); i++) {
             snprintf(label, sizeof(label),
-                     "layout_matches_qemu (refcount_bits %u, qemu-io write 0 %uM)",
-                     layout_cases[i][0], layout_cases[i][1]);
-            RUN(label, test_layout_matches_qemu(layout_cases[i][0], layout_cases[i][1]));
+                     "layout_matches_qemu (cluster_size %u, refcount_bits %u, qemu-io write 0 %uM)",
+                     layout_cases[i][0], layout_cases[i][1], layout_cases[i][2]);
+            RUN(label, test_layout_matches_qemu(layout_cases[i][0], layout_cases[i][1],
+                                                layout_cases[i][2]));
         }
         static const unsigned bytes_cases[] = {1, 2, 16, 64};
         for (size_t i = 0; i < 4; i++) {
@@ -820,6 +947,11 @@ int main(void)
         RUN("alloc_at_takes_only_free_clusters", test_alloc_at_takes_only_free_clusters());
         RUN("freeing_a_free_cluster_is_corruption",
             test_freeing_a_free_cluster_is_corruption());
+        RUN("freeing_drops_cached_tables", test_freeing_drops_cached_tables());
+        RUN("decrease_waits_for_l2 (accurate refcounts)", test_decrease_waits_for_l2(false));
+        RUN("decrease_does_not_wait_for_l2 (lazy refcounts)", test_decrease_waits_for_l2(true));
+        RUN("data_file_clusters_are_not_refcounted",
+            test_data_file_clusters_are_not_refcounted());
     } else {
         printf("skip image tests: qemu-img/qemu-io not found\n");
     }
