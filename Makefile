@@ -9,6 +9,7 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE      ?= cmake
@@ -21,7 +22,7 @@ DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils
 
 CMAKE_FLAGS = -DQCOW2_WERROR=ON
 
-.PHONY: all build deps check check-build check-asan demo install clean
+.PHONY: all build deps check check-build check-asan check-tsan demo install clean
 
 all: build
 
@@ -52,6 +53,7 @@ deps:
 check: deps
 	$(MAKE) --no-print-directory check-build
 	$(MAKE) --no-print-directory check-asan
+	$(MAKE) --no-print-directory check-tsan
 
 check-build: build
 	cd $(BUILD) && $(CTEST) --output-on-failure $(CTEST_ARGS)
@@ -60,6 +62,12 @@ check-asan:
 	$(CMAKE) -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_SANITIZE=ON
 	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && $(CTEST) --output-on-failure -L unit $(CTEST_ARGS)
+
+# The concurrency stress test again under ThreadSanitizer.
+check-tsan:
+	$(CMAKE) -S . -B $(TSAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_TSAN=ON
+	$(CMAKE) --build $(TSAN_BUILD) -j $(JOBS) --target test_stress
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1 $(CTEST) --output-on-failure -R '^test_stress$$' $(CTEST_ARGS)
 
 demo: build
 	bash tools/demo.sh $(BUILD)
@@ -70,4 +78,4 @@ install:
 	$(CMAKE) --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -76,9 +76,7 @@ int qcow2_parse_size(const char *s, uint64_t *out)
 
     uint64_t val = 0;
     uint64_t frac = 0; /* the fraction as a 0.64 fixed-point number */
-    bool hex = false;
     if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
-        hex = true;
         p += 2;
         if (hex_digit(*p) < 0)
             return -EINVAL;
@@ -120,8 +118,7 @@ int qcow2_parse_size(const char *s, uint64_t *out)
     else
         mul = 1;
     if (*p != '\0')
-        return -EINVAL;
-    (void)hex; /* QEMU warns about a suffix on hex numbers but accepts it; so do we */
+        return -EINVAL; /* (a suffix on a hex number is accepted: QEMU only warns) */
 
     if (mul == 1) {
         if (frac != 0)
@@ -511,10 +508,11 @@ static int plan_grow_reftable(struct plan *p, uint64_t c, uint64_t index, uint64
     assert(next_block == table_start);
     assert(DIV_ROUND_UP(end, p->rb_entries) <= total);
     for (uint64_t k = meta_start; k < end; k++) {
-        assert(plan_refcount(p, k) == 0);
-        if (plan_set(p, k, 1) < 0) {
+        /* QEMU asserts this area is free; a plan that breaks the rule is refused, not written */
+        int ret = plan_refcount(p, k) ? -EIO : plan_set(p, k, 1);
+        if (ret < 0) {
             free(table);
-            return -ENOMEM;
+            return ret;
         }
     }
 

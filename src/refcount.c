@@ -275,9 +275,9 @@ static void cluster_freed(struct qcow2_image *img, uint64_t cluster_index)
     if (img->free_byte_offset &&
         img->free_byte_offset >> img->cluster_bits == cluster_index)
         img->free_byte_offset = 0;
-    /* Host discards are deliberately not passed down here: QEMU's default for frees that
-     * are not guest discard requests (pass-discard-other) is off, and a guest discard is
-     * forwarded by io.c where that policy is known. */
+    /* No host discard here, deliberately: QEMU's default for frees that are not guest
+     * discard requests (pass-discard-other) is off. Passing a guest discard down is for the
+     * caller, which knows what kind of request freed the cluster. */
 }
 
 static int ensure_block(struct qcow2_image *img, uint64_t cluster_index);

@@ -84,7 +84,7 @@ static int parse_io_flags(int argc, char **argv, const char *allowed, struct io_
     memset(fl, 0, sizeof(*fl));
     fl->pattern = -1;
     int c;
-    optind = 1;
+    optind = 0; /* glibc: 0 re-initialises getopt fully between commands */
     opterr = 0;
     while ((c = getopt(argc, argv, allowed)) != -1) {
         uint64_t v;
@@ -314,7 +314,7 @@ int cmd_io(int argc, char **argv)
     char **cmds = calloc((size_t)argc, sizeof(*cmds));
     if (!cmds)
         return TOOL_EXIT_ERROR;
-    optind = 1;
+    optind = 0;
     while ((c = getopt_long(argc, argv, "hf:rc:", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':

@@ -1,0 +1,602 @@
+#!/usr/bin/env bash
+# check_repair.sh - `$QCOW2 check` must judge and repair images as `qemu-img check` does.
+# Every case builds an image with qemu-img/qemu-io, optionally damages it by poking bytes
+# (refcounts, L1/L2 entries, refcount table entries, header bits), then:
+#   1. check without -r: same exit code, same JSON (every count), same human output and the
+#      same messages as qemu-img check; the image file is left untouched;
+#   2. for -r leaks and -r all, on two copies (one repaired by us, one by qemu-img): same exit
+#      code and the same leak/corruption counts (remaining and fixed); afterwards `qemu-img
+#      check` says the same about both copies, and both copies read the same guest data.
+# After a refcount rebuild the new structures may sit elsewhere than QEMU puts them, so only
+# image-end-offset and the "Repairing" lines about the old structures may differ then.
+
+. "$(dirname "$0")/lib.sh"
+
+CLI_TIMEOUT=${CLI_TIMEOUT:-120}
+
+CASE=""
+RECIPE=""
+CASE_OK=1
+
+begin_case() {
+    CASE=$1
+    CASE_OK=1
+    RECIPE=""
+    mkdir -p "$T/$CASE"
+    cd "$T/$CASE" || exit 1
+}
+
+# gen CMD...: run an image-building (or damaging) command and record it for the repro recipe.
+gen() {
+    RECIPE="$RECIPE$(q "$@")
+"
+    [ "$CASE_OK" = 1 ] || return 1
+    if ! "$@" >gen.out 2>&1; then
+        fail "$CASE: building the image failed: $(q "$@")" "$(tail -n 3 gen.out)"
+        CASE_OK=0
+        return 1
+    fi
+}
+
+io() {
+    local img=$1 args=() c
+    shift
+    for c in "$@"; do
+        args+=(-c "$c")
+    done
+    gen qemu-io "${args[@]}" "$img"
+}
+
+recipe() {
+    printf 'repro (in an empty directory):\n%s' "$RECIPE"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Finding metadata in an image (from the header fields, as the spec lays them out).
+# ---------------------------------------------------------------------------------------------
+
+L2E_OFFSET_MASK=$((0x00fffffffffffe00))
+
+hdr_cluster_bits() { peek_be32 "$1" 20; }
+hdr_version() { peek_be32 "$1" 4; }
+hdr_refcount_order() {
+    if [ "$(hdr_version "$1")" -ge 3 ]; then peek_be32 "$1" 96; else echo 4; fi
+}
+hdr_extended_l2() {
+    [ "$(hdr_version "$1")" -ge 3 ] && [ $(($(peek_be64 "$1" 72) & 16)) -ne 0 ]
+}
+l2_entry_size() { if hdr_extended_l2 "$1"; then echo 16; else echo 8; fi; }
+
+# l1_entry_pos IMG GUEST_OFFSET: file offset of the L1 entry covering GUEST_OFFSET.
+l1_entry_pos() {
+    local img=$1 g=$2 cb esz l2b
+    cb=$(hdr_cluster_bits "$img")
+    esz=$(l2_entry_size "$img")
+    l2b=$((cb - (esz == 16 ? 4 : 3)))
+    echo $(($(peek_be64 "$img" 40) + 8 * (g >> (cb + l2b))))
+}
+
+# l2_entry_pos IMG GUEST_OFFSET: file offset of the L2 entry mapping GUEST_OFFSET (its
+# subcluster bitmap, with extended L2, follows 8 bytes later).
+l2_entry_pos() {
+    local img=$1 g=$2 cb esz l2b l2
+    cb=$(hdr_cluster_bits "$img")
+    esz=$(l2_entry_size "$img")
+    l2b=$((cb - (esz == 16 ? 4 : 3)))
+    l2=$(($(peek_be64 "$img" "$(l1_entry_pos "$img" "$g")") & L2E_OFFSET_MASK))
+    echo $((l2 + esz * ((g >> cb) & ((1 << l2b) - 1))))
+}
+
+# host_cluster IMG GUEST_OFFSET: index of the host cluster holding that guest cluster.
+host_cluster() {
+    local img=$1
+    echo $((($(peek_be64 "$img" "$(l2_entry_pos "$img" "$2")") & L2E_OFFSET_MASK) >>
+        $(hdr_cluster_bits "$img")))
+}
+
+# l2_cluster IMG GUEST_OFFSET: index of the host cluster holding the L2 table.
+l2_cluster() {
+    local img=$1
+    echo $((($(peek_be64 "$img" "$(l1_entry_pos "$img" "$2")") & L2E_OFFSET_MASK) >>
+        $(hdr_cluster_bits "$img")))
+}
+
+reftable_pos() { peek_be64 "$1" 48; }
+
+# refcount_pos IMG CLUSTER: "BYTE_OFFSET BITS SHIFT" of that cluster's refcount entry.
+refcount_pos() {
+    local img=$1 k=$2 cb bits per rb idx
+    cb=$(hdr_cluster_bits "$img")
+    bits=$((1 << $(hdr_refcount_order "$img")))
+    per=$(((1 << cb) * 8 / bits))
+    rb=$(($(peek_be64 "$img" $(($(reftable_pos "$img") + 8 * (k / per)))) & ~0x1ff))
+    idx=$((k % per))
+    echo $((rb + idx * bits / 8)) $bits $(((idx * bits) % 8))
+}
+
+get_refcount() {
+    local pos bits shift
+    read -r pos bits shift < <(refcount_pos "$1" "$2")
+    if [ "$bits" -lt 8 ]; then
+        echo $(((16#$(peek_hex "$1" "$pos" 1) >> shift) & ((1 << bits) - 1)))
+    else
+        echo $((16#$(peek_hex "$1" "$pos" $((bits / 8)))))
+    fi
+}
+
+# set_refcount IMG CLUSTER VALUE (any refcount width; sub-byte entries LSB first).
+set_refcount() {
+    local pos bits shift b
+    read -r pos bits shift < <(refcount_pos "$1" "$2")
+    if [ "$bits" -lt 8 ]; then
+        b=$((16#$(peek_hex "$1" "$pos" 1)))
+        b=$(((b & ~(((1 << bits) - 1) << shift)) | (($3) << shift)))
+        poke_u8 "$1" "$pos" "$b"
+    else
+        poke_be $((bits / 8)) "$1" "$pos" "$3"
+    fi
+}
+
+# Damage helpers, recorded in the recipe as the equivalent poke.
+damage_set_refcount() {
+    local img=$1 k=$2 v=$3
+    [ "$CASE_OK" = 1 ] || return 1
+    RECIPE="${RECIPE}# refcount of host cluster $k := $v (was $(get_refcount "$img" "$k"))
+"
+    set_refcount "$img" "$k" "$v"
+}
+damage_be64() {
+    local img=$1 pos=$2 v=$3 what=$4
+    [ "$CASE_OK" = 1 ] || return 1
+    RECIPE="${RECIPE}# $what: be64 at $pos := $(printf '0x%x' $((v))) (was 0x$(peek_hex "$img" "$pos" 8))
+"
+    poke_be64 "$img" "$pos" "$v"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The comparisons.
+# ---------------------------------------------------------------------------------------------
+
+# Messages without the program name prefix.
+norm_err() {
+    sed -e 's/^qemu-img: //' -e 's/^qcow2: //' "$1"
+}
+
+# Everything of a check --output=json except the file name; `lax` also drops the image end
+# offset (it depends on where a rebuilt refcount structure was placed).
+json_counts() {
+    local f=$1 lax=${2:-}
+    local k
+    for k in check-errors corruptions leaks corruptions-fixed leaks-fixed total-clusters \
+        allocated-clusters fragmented-clusters compressed-clusters image-end-offset format; do
+        [ "$lax" = lax ] && [ "$k" = image-end-offset ] && continue
+        printf '%s=%s\n' "$k" "$(json_get "$k" "$f")"
+    done
+}
+
+# check_plain IMG: no repair; exit code, JSON, human output and messages must all match, and
+# our check must not modify the file.
+check_plain() {
+    local img=$1 before rq ro
+    [ "$CASE_OK" = 1 ] || return 0
+    before=$(sha256sum <"$img")
+
+    qemu-img check --output=json "$img" >q.json 2>q.jerr
+    rq=$?
+    run_cli "$CLI_TIMEOUT" o.json o.jerr "$QCOW2" check --output=json "$img"
+    ro=$?
+    if [ $rq -ne $ro ]; then
+        fail "$CASE: check exit code $ro, qemu-img check says $rq" "$(norm_err o.jerr | head -n 5)" \
+            "$(recipe)" "$(q "$QCOW2" check "$img")"
+        return 0
+    fi
+    if sanitizer_text o.jerr >/dev/null; then
+        fail "$CASE: check: sanitizer report" "$(head -n 20 o.jerr)" "$(recipe)"
+    fi
+    if ! diff -u <(grep -v '"filename"' q.json) <(grep -v '"filename"' o.json) >json.diff; then
+        fail "$CASE: check --output=json differs from qemu-img's" "$(head -n 20 json.diff)" \
+            "$(recipe)"
+    else
+        pass "$CASE: check --output=json"
+    fi
+    if ! diff -u <(norm_err q.jerr) <(norm_err o.jerr) >err.diff; then
+        fail "$CASE: check messages differ from qemu-img's" "$(head -n 20 err.diff)" "$(recipe)"
+    else
+        pass "$CASE: check messages"
+    fi
+
+    qemu-img check "$img" >q.human 2>/dev/null
+    run_cli "$CLI_TIMEOUT" o.human o.herr "$QCOW2" check "$img"
+    if ! diff -u q.human o.human >human.diff; then
+        fail "$CASE: check (human output) differs from qemu-img's" "$(head -n 20 human.diff)" \
+            "$(recipe)"
+    else
+        pass "$CASE: check (human output)"
+    fi
+    if [ "$(sha256sum <"$img")" != "$before" ]; then
+        fail "$CASE: check without -r modified the image" "$(recipe)"
+    fi
+}
+
+# check_repair IMG MODE: repair one copy with qemu-img and one with us, then compare.
+check_repair() {
+    local img=$1 mode=$2 rq ro lax="" aq ao
+    [ "$CASE_OK" = 1 ] || return 0
+    cp "$img" "q-$mode.qcow2" && cp "$img" "o-$mode.qcow2" || return 0
+    [ -e "$img.data" ] && { cp "$img.data" "q-$mode.data"; cp "$img.data" "o-$mode.data"; }
+
+    qemu-img check -r "$mode" --output=json "q-$mode.qcow2" >"q-$mode.json" 2>"q-$mode.err"
+    rq=$?
+    run_cli "$CLI_TIMEOUT" "o-$mode.json" "o-$mode.err" "$QCOW2" check -r "$mode" \
+        --output=json "o-$mode.qcow2"
+    ro=$?
+    if sanitizer_text "o-$mode.err" >/dev/null; then
+        fail "$CASE: check -r $mode: sanitizer report" "$(head -n 20 "o-$mode.err")" "$(recipe)"
+    fi
+    if [ $rq -ne $ro ]; then
+        fail "$CASE: check -r $mode exit code $ro, qemu-img check -r $mode says $rq" \
+            "$(norm_err "o-$mode.err" | head -n 8)" "$(recipe)" \
+            "$(q "$QCOW2" check -r "$mode" "$img")"
+        return 0
+    fi
+    pass "$CASE: check -r $mode exit code ($ro)"
+
+    grep -q '^Rebuilding refcount structure' "q-$mode.err" && lax=lax
+    if [ -s "q-$mode.json" ] || [ -s "o-$mode.json" ]; then
+        if ! diff -u <(json_counts "q-$mode.json" $lax) <(json_counts "o-$mode.json" $lax) \
+            >repair.diff; then
+            fail "$CASE: check -r $mode results differ from qemu-img's" \
+                "$(head -n 20 repair.diff)" "$(norm_err "o-$mode.err" | head -n 8)" "$(recipe)"
+        else
+            pass "$CASE: check -r $mode results"
+        fi
+    fi
+    # The messages of the repair; after a rebuild only up to the rebuild.
+    if [ -n "$lax" ]; then
+        diff -u <(norm_err "q-$mode.err" | sed '/^Rebuilding refcount structure/q') \
+            <(norm_err "o-$mode.err" | sed '/^Rebuilding refcount structure/q') >msg.diff
+    else
+        diff -u <(norm_err "q-$mode.err") <(norm_err "o-$mode.err") >msg.diff
+    fi
+    if [ -s msg.diff ]; then
+        fail "$CASE: check -r $mode messages differ from qemu-img's" "$(head -n 20 msg.diff)" \
+            "$(recipe)"
+    else
+        pass "$CASE: check -r $mode messages"
+    fi
+
+    # What a fresh qemu-img check thinks of the two repaired copies.
+    qemu-img check "q-$mode.qcow2" >/dev/null 2>&1
+    aq=$?
+    qemu-img check --output=json "o-$mode.qcow2" >"after-$mode.json" 2>"after-$mode.err"
+    ao=$?
+    if [ $aq -ne $ao ]; then
+        fail "$CASE: after our check -r $mode, qemu-img check exits $ao (after its own repair: $aq)" \
+            "$(head -n 8 "after-$mode.err")" "$(recipe)" "$(q "$QCOW2" check -r "$mode" "$img")"
+    else
+        pass "$CASE: qemu-img check after check -r $mode ($ao)"
+    fi
+    # Same guest data, where QEMU's repair left something it can read.
+    if [ $aq -ne 0 ] && [ $aq -ne 3 ]; then
+        return 0
+    fi
+    if qemu-img compare -U "q-$mode.qcow2" "o-$mode.qcow2" >cmp.out 2>&1; then
+        pass "$CASE: guest data after check -r $mode"
+    else
+        fail "$CASE: guest data after our check -r $mode differs from qemu-img's repair" \
+            "$(head -n 5 cmp.out)" "$(recipe)"
+    fi
+}
+
+# check_all IMG: the plain check and both repair modes.
+check_all() {
+    check_plain "$1"
+    check_repair "$1" leaks
+    check_repair "$1" all
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cases.
+# ---------------------------------------------------------------------------------------------
+
+# A default image with data in two L2 tables' worth of guest space.
+make_basic() {
+    gen qemu-img create -q -f qcow2 "$@" img.qcow2 1G
+    io img.qcow2 "write -P 1 0 128k" "write -P 2 1M 64k" "write -P 3 600M 64k"
+}
+
+# --- clean images: both tools must find nothing, and agree on the statistics ---
+
+begin_case clean_default
+make_basic
+check_all img.qcow2
+
+begin_case clean_v2
+make_basic -o compat=0.10
+check_all img.qcow2
+
+begin_case clean_compressed
+gen qemu-img create -q -f raw src.raw 16M
+io src.raw "write -P 7 0 1M" "write -P 9 4M 2M" "write -P 0 8M 64k"
+gen qemu-img convert -c -O qcow2 src.raw img.qcow2
+io img.qcow2 "write -P 5 128k 64k"
+check_all img.qcow2
+
+begin_case clean_snapshots
+make_basic
+gen qemu-img snapshot -c one img.qcow2
+io img.qcow2 "write -P 4 64k 64k" "write -P 5 2M 64k"
+gen qemu-img snapshot -c two img.qcow2
+io img.qcow2 "write -P 6 0 64k"
+check_all img.qcow2
+
+begin_case clean_extended_l2
+gen qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=128k img.qcow2 256M
+io img.qcow2 "write -P 1 0 4k" "write -P 2 132k 8k" "write -z 140k 4k" "write -P 3 1M 128k" \
+    "write -z 2M 128k"
+check_all img.qcow2
+
+begin_case clean_zero_clusters
+make_basic
+io img.qcow2 "write -z 0 64k" "write -z -u 1M 64k" "write -z 5M 64k" "discard 600M 64k"
+check_all img.qcow2
+
+begin_case clean_small_clusters
+gen qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
+io img.qcow2 "write -P 1 0 300k" "write -P 2 20M 4k" "write -P 3 63M 1k"
+check_all img.qcow2
+
+begin_case clean_refcount_bits_64
+make_basic -o refcount_bits=64
+check_all img.qcow2
+
+begin_case clean_bitmaps
+gen qemu-img create -q -f qcow2 img.qcow2 64M
+gen qemu-img bitmap --add img.qcow2 b0
+gen qemu-img bitmap --add -g 512k img.qcow2 b1
+io img.qcow2 "write -P 1 0 1M" "write -P 2 30M 64k"
+check_all img.qcow2
+
+begin_case clean_data_file
+gen qemu-img create -q -f qcow2 -o data_file=img.qcow2.data img.qcow2 64M
+io img.qcow2 "write -P 1 0 1M" "write -P 2 30M 64k"
+check_all img.qcow2
+
+begin_case clean_preallocated
+gen qemu-img create -q -f qcow2 -o preallocation=metadata img.qcow2 32M
+io img.qcow2 "write -P 1 0 64k"
+check_all img.qcow2
+
+# --- (a) leaks ---
+
+begin_case leak_l2_entry_cleared
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)" 0 "L2 entry of guest 64k"
+check_all img.qcow2
+
+begin_case leak_refcount_raised
+make_basic
+[ "$CASE_OK" = 1 ] && damage_set_refcount img.qcow2 "$(host_cluster img.qcow2 1048576)" 2
+check_all img.qcow2
+
+begin_case leak_free_cluster_counted
+make_basic
+io img.qcow2 "discard 64k 64k"
+[ "$CASE_OK" = 1 ] && damage_set_refcount img.qcow2 5 1
+check_all img.qcow2
+
+begin_case leak_v2
+make_basic -o compat=0.10
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 0)" 0 "L2 entry of guest 0"
+check_all img.qcow2
+
+begin_case leak_small_clusters
+gen qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
+io img.qcow2 "write -P 1 0 300k"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 4096)" 0 "L2 entry of guest 4k"
+check_all img.qcow2
+
+# --- (e) leaks with 1-bit refcounts ---
+
+begin_case leak_refcount_bits_1
+make_basic -o refcount_bits=1
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)" 0 "L2 entry of guest 64k"
+check_all img.qcow2
+
+begin_case leak_refcount_bits_1_free_cluster
+make_basic -o refcount_bits=1
+io img.qcow2 "discard 0 64k"
+[ "$CASE_OK" = 1 ] && damage_set_refcount img.qcow2 5 1
+check_all img.qcow2
+
+# --- (b) refcounts too low ---
+
+begin_case low_refcount_zero
+make_basic
+[ "$CASE_OK" = 1 ] && damage_set_refcount img.qcow2 "$(host_cluster img.qcow2 0)" 0
+check_all img.qcow2
+
+begin_case low_refcount_shared
+make_basic
+gen qemu-img snapshot -c snap img.qcow2
+[ "$CASE_OK" = 1 ] && damage_set_refcount img.qcow2 "$(host_cluster img.qcow2 0)" 1
+check_all img.qcow2
+
+begin_case low_refcount_l2_table
+make_basic
+gen qemu-img snapshot -c snap img.qcow2
+[ "$CASE_OK" = 1 ] && damage_set_refcount img.qcow2 "$(l2_cluster img.qcow2 0)" 1
+check_all img.qcow2
+
+begin_case low_refcount_bits_2
+make_basic -o refcount_bits=2
+gen qemu-img snapshot -c snap img.qcow2
+[ "$CASE_OK" = 1 ] && damage_set_refcount img.qcow2 "$(host_cluster img.qcow2 1048576)" 1
+check_all img.qcow2
+
+# --- (c) COPIED flags ---
+
+begin_case copied_cleared_l2
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 0)" \
+    $(($(peek_be64 img.qcow2 "$(l2_entry_pos img.qcow2 0)") & ~(1 << 63))) "L2 entry of guest 0"
+check_all img.qcow2
+
+begin_case copied_cleared_l1
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l1_entry_pos img.qcow2 0)" \
+    $(($(peek_be64 img.qcow2 "$(l1_entry_pos img.qcow2 0)") & ~(1 << 63))) "L1 entry 0"
+check_all img.qcow2
+
+begin_case copied_set_on_shared
+make_basic
+gen qemu-img snapshot -c snap img.qcow2
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 0)" \
+    $(($(peek_be64 img.qcow2 "$(l2_entry_pos img.qcow2 0)") | (1 << 63))) "L2 entry of guest 0"
+check_all img.qcow2
+
+# --- (d) the refcount structure itself ---
+
+begin_case reftable_entry_cleared
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(reftable_pos img.qcow2)" 0 "refcount table entry 0"
+check_all img.qcow2
+
+begin_case reftable_entry_cleared_small_clusters
+gen qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
+io img.qcow2 "write -P 1 0 300k" "write -P 2 40M 8k"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 $(($(reftable_pos img.qcow2) + 8)) 0 \
+    "refcount table entry 1"
+check_all img.qcow2
+
+begin_case refblock_overlaps_l2
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(reftable_pos img.qcow2)" \
+    $(($(l2_cluster img.qcow2 0) << 16)) "refcount table entry 0 -> the first L2 table"
+check_all img.qcow2
+
+begin_case refblock_reserved_bits
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(reftable_pos img.qcow2)" \
+    $(($(peek_be64 img.qcow2 "$(reftable_pos img.qcow2)") | 1)) "refcount table entry 0"
+check_all img.qcow2
+
+begin_case lazy_refcounts_dirty
+gen qemu-img create -q -f qcow2 -o lazy_refcounts=on img.qcow2 1G
+RECIPE="${RECIPE}qemu-io -c 'write -P 1 0 128k' -c 'write -P 2 600M 64k' -c 'sigraise 9' img.qcow2
+"
+qemu-io -c "write -P 1 0 128k" -c "write -P 2 600M 64k" -c "sigraise 9" img.qcow2 >/dev/null 2>&1
+check_all img.qcow2
+# A writable open repairs a dirty image by itself (prepare_for_writing -> check).
+if [ "$CASE_OK" = 1 ]; then
+    cp img.qcow2 open.qcow2
+    if [ "$QCOW2" = qemu-img ]; then
+        qemu-io -c flush open.qcow2 >open.out 2>&1
+    else
+        run_cli "$CLI_TIMEOUT" open.out open.err "$QCOW2" io -c flush open.qcow2
+    fi
+    if [ $(($(peek_be64 open.qcow2 72) & 1)) -ne 0 ]; then
+        fail "$CASE: a writable open left the dirty bit set" "$(recipe)"
+    elif ! qemu-img check open.qcow2 >open.check 2>&1; then
+        fail "$CASE: after a writable open, qemu-img check is not clean" \
+            "$(head -n 8 open.check)" "$(recipe)"
+    elif ! qemu-img compare -U open.qcow2 q-all.qcow2 >open.cmp 2>&1; then
+        fail "$CASE: a writable open changed the guest data" "$(head -n 5 open.cmp)"
+    else
+        pass "$CASE: writable open repairs the image"
+    fi
+fi
+
+begin_case corrupt_bit_set
+make_basic
+[ "$CASE_OK" = 1 ] && poke_be64 img.qcow2 72 $(($(peek_be64 img.qcow2 72) | 2))
+RECIPE="${RECIPE}# incompatible feature bit 1 (corrupt) set
+"
+check_all img.qcow2
+if [ "$CASE_OK" = 1 ] && [ $(($(peek_be64 o-all.qcow2 72) & 2)) -ne 0 ]; then
+    fail "$CASE: check -r all left the corrupt bit set" "$(recipe)"
+fi
+
+# --- table entries ---
+
+begin_case l2_reserved_bits
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 0)" \
+    $(($(peek_be64 img.qcow2 "$(l2_entry_pos img.qcow2 0)") | 2)) "L2 entry of guest 0"
+check_all img.qcow2
+
+begin_case l1_reserved_bits
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l1_entry_pos img.qcow2 0)" \
+    $(($(peek_be64 img.qcow2 "$(l1_entry_pos img.qcow2 0)") | (1 << 56))) "L1 entry 0"
+check_all img.qcow2
+
+begin_case unaligned_zero_cluster
+make_basic
+io img.qcow2 "write -z 64k 64k"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)" \
+    $(($(peek_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)") + 0x2a00)) "L2 entry of guest 64k"
+check_all img.qcow2
+
+begin_case unaligned_data_cluster
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)" \
+    $(($(peek_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)") + 0x2a00)) "L2 entry of guest 64k"
+check_all img.qcow2
+
+begin_case reference_past_eof
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)" \
+    $(((1 << 63) | (1 << 40))) "L2 entry of guest 64k -> 1 TiB"
+check_all img.qcow2
+
+begin_case compressed_with_copied
+gen qemu-img create -q -f raw src.raw 4M
+io src.raw "write -P 7 0 1M"
+gen qemu-img convert -c -O qcow2 src.raw img.qcow2
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)" \
+    $(($(peek_be64 img.qcow2 "$(l2_entry_pos img.qcow2 65536)") | (1 << 63))) "L2 entry of guest 64k"
+check_all img.qcow2
+
+# --- (f) extended L2 subcluster bitmaps ---
+
+begin_case extl2_alloc_and_zero
+gen qemu-img create -q -f qcow2 -o extended_l2=on img.qcow2 64M
+io img.qcow2 "write -P 1 0 64k" "write -P 2 1M 8k"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 $(($(l2_entry_pos img.qcow2 1048576) + 8)) \
+    $(((1 << 32) | 1)) "bitmap of guest 1M: subcluster 0 allocated and zero"
+check_all img.qcow2
+
+begin_case extl2_unallocated_with_alloc_bits
+gen qemu-img create -q -f qcow2 -o extended_l2=on img.qcow2 64M
+io img.qcow2 "write -P 1 0 64k"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 $(($(l2_entry_pos img.qcow2 131072) + 8)) 3 \
+    "bitmap of unallocated guest 128k"
+check_all img.qcow2
+
+begin_case extl2_leak
+gen qemu-img create -q -f qcow2 -o extended_l2=on img.qcow2 64M
+io img.qcow2 "write -P 1 0 64k" "write -P 2 1M 8k"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l2_entry_pos img.qcow2 1048576)" 0 \
+    "L2 entry of guest 1M"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 $(($(l2_entry_pos img.qcow2 1048576) + 8)) 0 \
+    "bitmap of guest 1M"
+check_all img.qcow2
+
+# --- formats without checks ---
+
+begin_case raw_not_supported
+gen qemu-img create -q -f raw img.raw 1M
+if [ "$CASE_OK" = 1 ]; then
+    qemu-img check img.raw >/dev/null 2>&1
+    rq=$?
+    run_cli "$CLI_TIMEOUT" o.out o.err "$QCOW2" check img.raw
+    ro=$?
+    if [ $rq -ne $ro ]; then
+        fail "$CASE: check of a raw image exits $ro, qemu-img check $rq" "$(head -n 3 o.err)"
+    else
+        pass "$CASE: check of a raw image exits $ro"
+    fi
+fi
+
+finish

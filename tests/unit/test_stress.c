@@ -1,0 +1,277 @@
+/* test_stress.c - many threads on one image: overlapping and disjoint writes, zero writes,
+ * discards and reads over a small region of an extended-L2 overlay with a backing file, so
+ * that allocations collide all the time. Every write carries a per-operation tag; at the end
+ * each byte must hold what some operation that was not overtaken left there (an operation B
+ * overtakes A when B started after A had returned), or the backing data if none touched it.
+ * The image must then be `qemu-img check` clean and read the same through qemu-img. Runs
+ * under ThreadSanitizer too (build-tsan). Env STRESS_OPS scales the work. */
+#include "qcow2.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define REGION (512 * 1024)
+
+enum op_kind { OP_WRITE, OP_ZERO, OP_ZERO_UNMAP, OP_DISCARD, OP_READ };
+
+struct op {
+    enum op_kind kind;
+    uint64_t off, len;     /* bytes covered (discard: the whole clusters inside) */
+    uint32_t tag;
+    uint64_t begin, end;   /* global sequence numbers before the call / after it returned */
+};
+
+struct config {
+    const char *name;
+    const char *create_opts;
+    uint64_t cluster;
+    int threads;
+    int ops_per_thread;
+};
+
+struct shared {
+    struct qcow2_image *img;
+    const struct config *cfg;
+    atomic_uint_fast64_t seq;
+    struct op *ops; /* threads * ops_per_thread */
+    atomic_int errors;
+};
+
+struct worker {
+    struct shared *sh;
+    int id;
+    uint64_t rng;
+};
+
+static int failures, passes;
+
+static void check(int cond, const char *what)
+{
+    if (cond) {
+        passes++;
+    } else {
+        failures++;
+        printf("FAIL %s\n", what);
+    }
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static uint8_t tag_byte(uint32_t tag, uint64_t pos)
+{
+    uint64_t h = (tag * 0x9e3779b97f4a7c15ull) ^ (pos * 0xff51afd7ed558ccdull);
+    h ^= h >> 29;
+    return (uint8_t)(h | 1); /* never zero: a tagged byte differs from a zeroed one */
+}
+
+static uint8_t base_byte(uint64_t pos)
+{
+    return (uint8_t)(0x40 + pos / 4096 % 64);
+}
+
+static void pick_range(uint64_t *s, uint64_t cluster, uint64_t *off, uint64_t *len)
+{
+    uint64_t sub = cluster / 32 ? cluster / 32 : 512;
+    switch (rnd(s) % 3) {
+    case 0: *off = rnd(s) % REGION; *len = 1 + rnd(s) % 8192; break;
+    case 1: *off = rnd(s) % (REGION / sub) * sub; *len = (1 + rnd(s) % 6) * sub; break;
+    default: *off = rnd(s) % (REGION / cluster) * cluster; *len = (1 + rnd(s) % 3) * cluster; break;
+    }
+    if (*off + *len > REGION)
+        *len = REGION - *off;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct shared *sh = w->sh;
+    const struct config *cfg = sh->cfg;
+    uint8_t *buf = malloc(4 * cfg->cluster + 8192);
+    for (int i = 0; i < cfg->ops_per_thread; i++) {
+        struct op *op = &sh->ops[(size_t)w->id * cfg->ops_per_thread + i];
+        uint64_t k = rnd(&w->rng) % 20;
+        op->kind = k < 10 ? OP_WRITE : k < 12 ? OP_ZERO : k < 14 ? OP_ZERO_UNMAP
+                 : k < 16 ? OP_DISCARD : OP_READ;
+        pick_range(&w->rng, cfg->cluster, &op->off, &op->len);
+        op->tag = (uint32_t)(w->id * 100000 + i + 1);
+        int ret = 0;
+        if (op->kind == OP_WRITE)
+            for (uint64_t j = 0; j < op->len; j++)
+                buf[j] = tag_byte(op->tag, op->off + j);
+        op->begin = atomic_fetch_add(&sh->seq, 1);
+        switch (op->kind) {
+        case OP_WRITE: ret = qcow2_pwrite(sh->img, buf, op->len, op->off, 0); break;
+        case OP_ZERO: ret = qcow2_pwrite_zeroes(sh->img, op->off, op->len, 0); break;
+        case OP_ZERO_UNMAP:
+            ret = qcow2_pwrite_zeroes(sh->img, op->off, op->len, QCOW2_ZERO_MAY_UNMAP);
+            break;
+        case OP_DISCARD: ret = qcow2_discard(sh->img, op->off, op->len); break;
+        case OP_READ: ret = qcow2_pread(sh->img, buf, op->len, op->off); break;
+        }
+        op->end = atomic_fetch_add(&sh->seq, 1);
+        if (op->kind == OP_DISCARD) { /* only whole clusters are discarded */
+            uint64_t a = (op->off + cfg->cluster - 1) / cfg->cluster * cfg->cluster;
+            uint64_t b = (op->off + op->len) / cfg->cluster * cfg->cluster;
+            op->off = a;
+            op->len = b > a ? b - a : 0;
+        }
+        if (ret < 0) {
+            printf("thread %d op %d failed: %s\n", w->id, i, qcow2_error(sh->img));
+            atomic_fetch_add(&sh->errors, 1);
+        }
+        if (i % 37 == 0 && qcow2_flush(sh->img) < 0)
+            atomic_fetch_add(&sh->errors, 1);
+    }
+    free(buf);
+    return NULL;
+}
+
+/* Every byte must come from an operation that no other covering operation overtook. */
+static int verify_serialization(const struct shared *sh, const uint8_t *final)
+{
+    size_t nops = (size_t)sh->cfg->threads * sh->cfg->ops_per_thread;
+    uint64_t *latest_begin = calloc(REGION, sizeof(uint64_t));
+    uint8_t *covered = calloc(REGION, 1), *ok = calloc(REGION, 1);
+    for (size_t i = 0; i < nops; i++) {
+        const struct op *op = &sh->ops[i];
+        if (op->kind == OP_READ)
+            continue;
+        for (uint64_t b = op->off; b < op->off + op->len; b++) {
+            covered[b] = 1;
+            if (op->begin + 1 > latest_begin[b])
+                latest_begin[b] = op->begin + 1;
+        }
+    }
+    for (size_t i = 0; i < nops; i++) {
+        const struct op *op = &sh->ops[i];
+        if (op->kind == OP_READ)
+            continue;
+        for (uint64_t b = op->off; b < op->off + op->len; b++) {
+            if (op->end + 1 < latest_begin[b])
+                continue; /* overtaken at this byte */
+            uint8_t want = op->kind == OP_WRITE ? tag_byte(op->tag, b) : 0;
+            if (final[b] == want)
+                ok[b] = 1;
+        }
+    }
+    int bad = 0;
+    for (uint64_t b = 0; b < REGION; b++) {
+        int good = covered[b] ? ok[b] : final[b] == base_byte(b);
+        if (!good && bad++ < 5)
+            printf("  byte %" PRIu64 " = 0x%02x matches no admissible operation\n", b, final[b]);
+    }
+    free(latest_begin);
+    free(covered);
+    free(ok);
+    return bad;
+}
+
+static int shell(const char *fmt, const char *a, const char *b)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd), fmt, a, b);
+    return system(cmd);
+}
+
+static void run_config(const struct config *cfg, const char *dir)
+{
+    char base[512], top[512], err[QCOW2_ERROR_MAX];
+    snprintf(base, sizeof(base), "%s/stress-base.raw", dir);
+    snprintf(top, sizeof(top), "%s/stress-%s.qcow2", dir, cfg->name);
+
+    /* Backing file with a known pattern, then an empty overlay. */
+    FILE *f = fopen(base, "wb");
+    for (uint64_t b = 0; b < 2 * REGION; b++)
+        fputc(base_byte(b), f);
+    fclose(f);
+    char opts[1024];
+    snprintf(opts, sizeof(opts), "%s,backing_file=%s,backing_fmt=raw", cfg->create_opts, base);
+    if (shell("qemu-img create -q -f qcow2 -o %s %s 2M", opts, top) != 0) {
+        check(0, "qemu-img create");
+        return;
+    }
+
+    struct shared sh = {.cfg = cfg};
+    struct qcow2_open_opts o;
+    qcow2_open_opts_init(&o);
+    if (qcow2_open(top, &o, &sh.img, err, sizeof(err)) < 0) {
+        printf("open: %s\n", err);
+        check(0, "open");
+        return;
+    }
+    sh.ops = calloc((size_t)cfg->threads * cfg->ops_per_thread, sizeof(struct op));
+    pthread_t tids[64];
+    struct worker ws[64];
+    for (int t = 0; t < cfg->threads; t++) {
+        ws[t] = (struct worker){.sh = &sh, .id = t, .rng = 0x1234567ull * (t + 1) + 99};
+        pthread_create(&tids[t], NULL, worker_main, &ws[t]);
+    }
+    for (int t = 0; t < cfg->threads; t++)
+        pthread_join(tids[t], NULL);
+    char name[256];
+    snprintf(name, sizeof(name), "%s: no operation failed", cfg->name);
+    check(atomic_load(&sh.errors) == 0, name);
+
+    uint8_t *final = malloc(REGION);
+    int ret = qcow2_pread(sh.img, final, REGION, 0);
+    snprintf(name, sizeof(name), "%s: final read", cfg->name);
+    check(ret == 0, name);
+    snprintf(name, sizeof(name), "%s: final content is a serialization of the operations",
+             cfg->name);
+    check(ret == 0 && verify_serialization(&sh, final) == 0, name);
+    snprintf(name, sizeof(name), "%s: close", cfg->name);
+    check(qcow2_close(sh.img) == 0, name);
+
+    snprintf(name, sizeof(name), "%s: qemu-img check clean", cfg->name);
+    check(shell("qemu-img check -q %s%s", top, "") == 0, name);
+    /* qemu reads the same bytes as we did */
+    char out[512];
+    snprintf(out, sizeof(out), "%s/stress-%s.raw", dir, cfg->name);
+    check(shell("qemu-img convert -O raw %s %s", top, out) == 0, "qemu-img convert");
+    f = fopen(out, "rb");
+    uint8_t *theirs = malloc(REGION);
+    size_t got = f ? fread(theirs, 1, REGION, f) : 0;
+    if (f)
+        fclose(f);
+    snprintf(name, sizeof(name), "%s: qemu reads what we read", cfg->name);
+    check(got == REGION && memcmp(theirs, final, REGION) == 0, name);
+    free(theirs);
+    free(final);
+    free(sh.ops);
+    unlink(out);
+    unlink(top);
+    unlink(base);
+}
+
+int main(void)
+{
+    if (system("qemu-img --version >/dev/null 2>&1") != 0) {
+        printf("SKIP: qemu-img not installed\n");
+        return 77;
+    }
+    const char *dir = getenv("QCOW2_TEST_TMPDIR");
+    if (!dir)
+        dir = "/tmp";
+    int scale = getenv("STRESS_OPS") ? atoi(getenv("STRESS_OPS")) : 150;
+    const struct config configs[] = {
+        {"extl2-16k", "cluster_size=16384,extended_l2=on", 16384, 16, scale},
+        {"extl2-64k", "cluster_size=65536,extended_l2=on", 65536, 8, scale},
+        {"std-4k", "cluster_size=4096", 4096, 32, scale / 2},
+        {"std-64k-lazy", "cluster_size=65536,lazy_refcounts=on", 65536, 16, scale},
+    };
+    for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++)
+        run_config(&configs[i], dir);
+    printf("%d passed, %d failed\n", passes, failures);
+    return failures ? 1 : 0;
+}
