@@ -136,7 +136,8 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
                                     (unsigned long long)bitmap, (unsigned long long)pos);
             goto out;
         }
-        if (!img->extended_l2 && img->hdr.version < 3 && (entry & QCOW2_OFLAG_ZERO)) {
+        if (!img->extended_l2 && img->hdr.version < 3 && t != SC_COMPRESSED &&
+            (entry & QCOW2_OFLAG_ZERO)) {
             ret = signal_corruption(img, "zero cluster entry in a version 2 image (guest "
                                          "offset 0x%llx)",
                                     (unsigned long long)pos);
@@ -482,7 +483,9 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
 {
     void *slice;
     uint64_t idx;
-    int ret = cluster_get_l2_slice(img, offset, false, &slice, &idx);
+    /* The L2 table comes first (as in QEMU, so that both lay out files alike): a cluster
+     * whose L1 entry is not COPIED is never written in place, so it will be linked. */
+    int ret = cluster_get_l2_slice(img, offset, true, &slice, &idx);
     if (ret < 0)
         return ret;
     uint64_t in_cluster = offset_into_cluster(img, offset);

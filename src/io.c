@@ -222,10 +222,16 @@ static int block_status(struct qcow2_image *img, int depth, uint64_t offset, uin
         ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_ZERO;
         ext->offset = (int64_t)host;
         return 0;
-    case SC_NORMAL:
-        ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_DATA;
+    case SC_NORMAL: {
+        /* Like QEMU, ask the host file too: a hole there reads as zeros. */
+        bool data = true;
+        uint64_t len = ext->length;
+        if (file_status(img->data_file, host, &len, &data) == 0 && len > 0)
+            ext->length = len;
+        ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_DATA | (data ? 0 : QCOW2_BS_ZERO);
         ext->offset = (int64_t)host;
         return 0;
+    }
     case SC_COMPRESSED:
         ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_DATA | QCOW2_BS_COMPRESSED;
         return 0;
@@ -731,8 +737,8 @@ static int compressed_target_ok(struct qcow2_image *img, uint64_t offset)
 {
     void *slice;
     uint64_t idx;
-    int ret = cluster_get_l2_slice(img, offset, false, &slice, &idx);
-    if (ret < 0 || !slice)
+    int ret = cluster_get_l2_slice(img, offset, true, &slice, &idx);
+    if (ret < 0)
         return ret;
     uint64_t e = l2_get_entry(img, slice, idx);
     cache_put(img->l2_cache, &slice);
@@ -825,6 +831,11 @@ int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t cou
     }
     free(cbuf);
     free(pad);
+    /* Packed compressed data leaves the file end mid-sector: end on a sector boundary, as
+     * QEMU does, so that the last compressed cluster's sector count covers whole sectors. */
+    int64_t fsize = file_size(img->file);
+    if (ret == 0 && fsize > 0 && fsize % QCOW2_COMPRESSED_SECTOR_SIZE)
+        ret = file_truncate(img->file, ROUND_UP((uint64_t)fsize, QCOW2_COMPRESSED_SECTOR_SIZE));
     return ret;
 }
 

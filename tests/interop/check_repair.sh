@@ -157,9 +157,9 @@ damage_be64() {
 # The comparisons.
 # ---------------------------------------------------------------------------------------------
 
-# Messages without the program name prefix.
+# Messages without the program name prefix. Why a check failed is worded our own way.
 norm_err() {
-    sed -e 's/^qemu-img: //' -e 's/^qcow2: //' "$1"
+    sed -e 's/^qemu-img: //' -e 's/^qcow2: //' -e 's/^Check failed: .*/Check failed/' "$1"
 }
 
 # Everything of a check --output=json except the file name; `lax` also drops the image end
@@ -232,6 +232,17 @@ check_repair() {
     ro=$?
     if sanitizer_text "o-$mode.err" >/dev/null; then
         fail "$CASE: check -r $mode: sanitizer report" "$(head -n 20 "o-$mode.err")" "$(recipe)"
+    fi
+    if [ $rq -eq 1 ] && [ $ro -eq 0 ] && grep -q '^qemu-img: ERROR writing' "q-$mode.err"; then
+        # QEMU's rebuild can trip over its own overlap check (a refcount table entry with
+        # reserved bits still counts as a refcount block there); ours must then be clean.
+        if qemu-img check "o-$mode.qcow2" >after.out 2>&1; then
+            pass "$CASE: check -r $mode repaired what qemu-img could not"
+        else
+            fail "$CASE: check -r $mode exits 0 but qemu-img check disagrees" \
+                "$(head -n 8 after.out)" "$(recipe)"
+        fi
+        return 0
     fi
     if [ $rq -ne $ro ]; then
         fail "$CASE: check -r $mode exit code $ro, qemu-img check -r $mode says $rq" \
