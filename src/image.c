@@ -152,8 +152,8 @@ struct chain_seen {
 };
 
 static int open_image(const char *path, const struct qcow2_open_opts *opts, unsigned depth,
-                      const struct chain_seen *seen, struct qcow2_image **out, char *err,
-                      size_t errlen);
+                      const struct chain_seen *seen, struct qcow2_file *file,
+                      struct qcow2_image **out, char *err, size_t errlen);
 
 static struct qcow2_image *image_alloc(const char *path)
 {
@@ -438,8 +438,8 @@ static int open_backing(struct qcow2_image *img, const struct chain_seen *seen, 
         return format_error(err, errlen, -ENOTSUP, "%s: unsupported backing format '%s'",
                             img->filename, img->hdr.backing_fmt);
     char msg[QCOW2_ERROR_MAX];
-    int ret = open_image(img->backing_path, &bopts, img->chain_depth + 1, seen, &img->backing,
-                         msg, sizeof(msg));
+    int ret = open_image(img->backing_path, &bopts, img->chain_depth + 1, seen, NULL,
+                         &img->backing, msg, sizeof(msg));
     if (ret < 0)
         return format_error(err, errlen, ret, "%s: backing file: %s", img->filename, msg);
     return 0;
@@ -520,13 +520,14 @@ static int prepare_for_writing(struct qcow2_image *img, char *err, size_t errlen
 }
 
 static int open_image(const char *path, const struct qcow2_open_opts *opts, unsigned depth,
-                      const struct chain_seen *seen, struct qcow2_image **out, char *err,
-                      size_t errlen)
+                      const struct chain_seen *seen, struct qcow2_file *file,
+                      struct qcow2_image **out, char *err, size_t errlen)
 {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) < 0) {
         int e = errno;
+        file_close(file);
         return format_error(err, errlen, -e, "%s: %s", path, strerror(e));
     }
     for (const struct chain_seen *s = seen; s; s = s->child)
@@ -536,12 +537,18 @@ static int open_image(const char *path, const struct qcow2_open_opts *opts, unsi
     struct chain_seen me = {.dev = st.st_dev, .ino = st.st_ino, .child = seen};
 
     struct qcow2_image *img = image_alloc(path);
-    if (!img)
+    if (!img) {
+        file_close(file);
         return format_error(err, errlen, -ENOMEM, "%s: out of memory", path);
+    }
     img->opts = *opts;
     img->read_only = opts->read_only != 0;
     img->chain_depth = depth;
-    int ret = file_open(path, img->read_only, false, &img->file, err, errlen);
+    int ret = 0;
+    if (file)
+        img->file = file; /* a caller's backend (tests): the image owns it from here */
+    else
+        ret = file_open(path, img->read_only, false, &img->file, err, errlen);
     if (ret < 0)
         goto fail;
 
@@ -591,7 +598,19 @@ int qcow2_open(const char *path, const struct qcow2_open_opts *opts, struct qcow
         err[0] = '\0';
     if (!path || !img)
         return format_error(err, errlen, -EINVAL, "no file name given");
-    return open_image(path, opts, 0, NULL, img, err, errlen);
+    return open_image(path, opts, 0, NULL, NULL, img, err, errlen);
+}
+
+int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
+                         struct qcow2_file *file, struct qcow2_image **img, char *err,
+                         size_t errlen)
+{
+    struct qcow2_open_opts defaults;
+    if (!opts) {
+        qcow2_open_opts_init(&defaults);
+        opts = &defaults;
+    }
+    return open_image(path, opts, 0, NULL, file, img, err, errlen);
 }
 
 int qcow2_close(struct qcow2_image *img)

@@ -478,6 +478,11 @@ int image_write_header_field(struct qcow2_image *img, uint64_t offset, const voi
                              size_t len);
 /* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
 int image_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
+/* qcow2_open with the top image's host file supplied by the caller (a test backend that
+ * records, drops or fails I/O). The image takes ownership of `file`, also on failure. */
+int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
+                         struct qcow2_file *file, struct qcow2_image **img, char *err,
+                         size_t errlen);
 /* Resolve a backing/data-file name relative to the image's directory (malloc'd). */
 char *image_resolve_path(const char *image_path, const char *name);
 

@@ -176,8 +176,12 @@ create_case() {
     else
         local g=512
         while [ $((expect_size / g)) -gt 32768 ]; do g=$((g * 2)); done
-        qemu-img map --output=json twin.qcow2 2>&1 | map_normalize $g | sed 's/ offset=.*//' >twin.norm
-        qemu-img map --output=json img.qcow2 2>&1 | map_normalize $g | sed 's/ offset=.*//' >img.norm
+        # Host offsets differ legitimately, and so does "zero" on data ranges: QEMU reports
+        # preallocated data clusters as zero where the host file has a hole, which depends on
+        # where the metadata went.
+        local strip='s/ offset=.*//; s/zero=[a-z]* data=true/zero=? data=true/'
+        qemu-img map --output=json twin.qcow2 2>&1 | map_normalize $g | sed "$strip" >twin.norm
+        qemu-img map --output=json img.qcow2 2>&1 | map_normalize $g | sed "$strip" >img.norm
         if diff -u twin.norm img.norm >map.diff; then
             pass "$name: layout"
         else
