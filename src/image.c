@@ -544,6 +544,7 @@ static int open_image(const char *path, const struct qcow2_open_opts *opts, unsi
     img->opts = *opts;
     img->read_only = opts->read_only != 0;
     img->chain_depth = depth;
+    img->metadata_prealloc = -1;
     int ret = 0;
     if (file)
         img->file = file; /* a caller's backend (tests): the image owns it from here */

@@ -292,6 +292,9 @@ struct qcow2_image {
     uint64_t free_cluster_index;  /* no free cluster below this one */
     uint64_t free_byte_offset;    /* packing position for compressed clusters, 0 = none */
     uint64_t zero_from;           /* host bytes from here on were never written: zeros */
+    int metadata_prealloc;        /* -1 unknown; 1: more clusters referenced than stored on
+                                   * the host, so data clusters may be holes (block status
+                                   * asks the host file, as QEMU does) */
     bool lazy_refcounts;
     bool dirty;                   /* DIRTY bit set on disk by us */
     bool corrupt;

@@ -182,6 +182,28 @@ static int status_raw(struct qcow2_image *img, int depth, uint64_t offset, uint6
     return 0;
 }
 
+/* Does the image reference clearly more clusters than the host file stores? Then it was
+ * preallocated in metadata and data clusters may be holes: the same heuristic as QEMU's
+ * qcow2_detect_metadata_preallocation(), so that block status answers alike. */
+static int detect_metadata_prealloc(struct qcow2_image *img)
+{
+    int64_t stored = file_allocated_bytes(img->file);
+    int64_t fsize = file_size(img->file);
+    if (stored < 0 || fsize < 0)
+        return 0;
+    uint64_t real_clusters = (uint64_t)stored / img->cluster_size;
+    uint64_t threshold = MAX(real_clusters * 10 / 9, real_clusters + 2);
+    uint64_t nb = size_to_clusters(img, (uint64_t)fsize), used = 0;
+    for (uint64_t i = 0; i < nb; i++) {
+        uint64_t rc;
+        if (refcount_get(img, i, &rc) < 0)
+            return 0;
+        if (rc > 0 && ++used > threshold)
+            return 1;
+    }
+    return 0;
+}
+
 /* An unallocated range: the backing file answers, else it reads as zeros from this layer. */
 static int status_fall_through(struct qcow2_image *img, int depth, uint64_t offset,
                                uint64_t n, int64_t host, struct qcow2_extent *ext)
@@ -223,10 +245,17 @@ static int block_status(struct qcow2_image *img, int depth, uint64_t offset, uin
         ext->offset = (int64_t)host;
         return 0;
     case SC_NORMAL: {
-        /* Like QEMU, ask the host file too: a hole there reads as zeros. */
+        /* On preallocated images, ask the host file too: a hole there reads as zeros. */
         bool data = true;
         uint64_t len = ext->length;
-        if (file_status(img->data_file, host, &len, &data) == 0 && len > 0)
+        if (img->metadata_prealloc < 0) {
+            pthread_mutex_lock(&img->lock);
+            if (img->metadata_prealloc < 0)
+                img->metadata_prealloc = detect_metadata_prealloc(img);
+            pthread_mutex_unlock(&img->lock);
+        }
+        if (img->metadata_prealloc == 1 &&
+            file_status(img->data_file, host, &len, &data) == 0 && len > 0)
             ext->length = len;
         ext->flags = QCOW2_BS_PRESENT | QCOW2_BS_DATA | (data ? 0 : QCOW2_BS_ZERO);
         ext->offset = (int64_t)host;

@@ -14,6 +14,8 @@ static const struct tool_cmd commands[] = {
     { "convert", cmd_convert, "copy an image, converting its format" },
     { "io", cmd_io, "run qemu-io style commands (read, write, discard, ...)" },
     { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
+    { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },
+    { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
 };
 
 #define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))
