@@ -50,9 +50,12 @@ deps:
 	    exit 1; \
 	fi
 
+# Both trees run even when the first fails, so one CI run shows everything.
 check: deps
-	$(MAKE) --no-print-directory check-build
-	$(MAKE) --no-print-directory check-asan
+	@rc=0; \
+	$(MAKE) --no-print-directory check-build || rc=1; \
+	$(MAKE) --no-print-directory check-asan || rc=1; \
+	exit $$rc
 	$(MAKE) --no-print-directory check-tsan
 
 check-build: build

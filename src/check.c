@@ -13,6 +13,7 @@
 /* Limits QEMU puts on what it reads during a check. */
 #define SNAPSHOT_MAX_EXTRA_DATA 1024
 #define SNAPSHOT_MIN_V3_EXTRA_DATA 16 /* vm_state_size_large + disk_size */
+#define SNAPSHOT_EXTRA_DATA_SIZE 24   /* ... + icount: what a rewritten entry carries */
 #define SNAPSHOT_TABLE_MAX_BYTES (64u * 1024 * 1024)
 #define BITMAP_DIR_ENTRY_SIZE 24
 #define BITMAP_MAX_DIRECTORY_BYTES (1024u * 65535)
@@ -35,10 +36,15 @@ enum l2_cluster_type {
     CT_COMPRESSED,
 };
 
+/* One snapshot table entry, kept whole so that a repair can rewrite the table. */
 struct snapshot_ref {
+    uint8_t header[QCOW2_SNAPSHOT_HEADER_SIZE];
     uint64_t l1_offset;
     uint32_t l1_size;
-    uint32_t extra_data_size;
+    uint32_t extra_data_size; /* as kept: truncated to the maximum by a repair */
+    uint8_t *extra;           /* extra_data_size bytes */
+    uint16_t id_size;
+    uint16_t name_size;
     char *id;
     char *name;
 };
@@ -480,6 +486,7 @@ static int check_l1(struct check *ck, struct qcow2_check_result *res, uint64_t l
 static void free_snapshots(struct check *ck)
 {
     for (uint32_t i = 0; i < ck->nb_snaps; i++) {
+        free(ck->snaps[i].extra);
         free(ck->snaps[i].id);
         free(ck->snaps[i].name);
     }
@@ -501,9 +508,9 @@ static char *read_string(struct qcow2_image *img, uint64_t offset, uint32_t len,
     return s;
 }
 
-/* Read the snapshot table (only what the check needs: L1 tables, names, extra data size).
- * A table that cannot be read stops the check, as in QEMU. */
-static int read_snapshots(struct check *ck, struct qcow2_check_result *res)
+/* Read the snapshot table. A table that cannot be read stops the check, as in QEMU; with
+ * FIX_ERRORS, extra data beyond the maximum is dropped (the table is rewritten later). */
+static int read_snapshots(struct check *ck, struct qcow2_check_result *res, unsigned fix)
 {
     struct qcow2_image *img = ck->img;
     uint32_t nb = img->hdr.nb_snapshots;
@@ -530,40 +537,58 @@ static int read_snapshots(struct check *ck, struct qcow2_check_result *res)
         res->check_errors++;
         return set_error(img, -ENOMEM, "out of memory for %u snapshots", nb);
     }
-    uint64_t pos = start;
+    uint64_t pos = start, length = 0;
     for (uint32_t i = 0; i < nb; i++) {
-        uint8_t h[QCOW2_SNAPSHOT_HEADER_SIZE];
-        ret = file_pread(img->file, h, sizeof(h), pos);
-        if (ret < 0)
-            goto io_error;
         struct snapshot_ref *sn = &ck->snaps[i];
-        ck->nb_snaps = i + 1;
-        sn->l1_offset = be64_get(h);
-        sn->l1_size = be32_get(h + 8);
-        uint16_t id_size = be16_get(h + 12);
-        uint16_t name_size = be16_get(h + 14);
-        sn->extra_data_size = be32_get(h + 36);
-        if (sn->extra_data_size > SNAPSHOT_MAX_EXTRA_DATA) {
-            report(ck,
-                   "ERROR failed to read the snapshot table: Too much extra metadata in "
-                   "snapshot table entry %u",
-                   i);
-            res->check_errors++;
-            return set_error(img, -EFBIG,
-                             "too much extra metadata in snapshot table entry %u (%u bytes)", i,
-                             sn->extra_data_size);
-        }
-        pos += sizeof(h) + sn->extra_data_size;
-        sn->id = read_string(img, pos, id_size, &ret);
-        if (ret < 0)
-            goto io_error;
-        pos += id_size;
-        sn->name = read_string(img, pos, name_size, &ret);
-        if (ret < 0)
-            goto io_error;
-        pos += name_size;
         pos = ROUND_UP(pos, 8);
-        if (pos - start > SNAPSHOT_TABLE_MAX_BYTES) {
+        ret = file_pread(img->file, sn->header, sizeof(sn->header), pos);
+        if (ret < 0)
+            goto io_error;
+        ck->nb_snaps = i + 1;
+        sn->l1_offset = be64_get(sn->header);
+        sn->l1_size = be32_get(sn->header + 8);
+        sn->id_size = be16_get(sn->header + 12);
+        sn->name_size = be16_get(sn->header + 14);
+        uint32_t extra_size = be32_get(sn->header + 36);
+        sn->extra_data_size = extra_size;
+        if (extra_size > SNAPSHOT_MAX_EXTRA_DATA) {
+            if (!(fix & QCOW2_CHECK_FIX_ERRORS)) {
+                report(ck,
+                       "ERROR failed to read the snapshot table: Too much extra metadata in "
+                       "snapshot table entry %u",
+                       i);
+                report(ck, "You can force-remove this extra metadata with check -r all");
+                res->check_errors++;
+                return set_error(img, -EFBIG,
+                                 "too much extra metadata in snapshot table entry %u (%u bytes)",
+                                 i, extra_size);
+            }
+            report(ck,
+                   "Discarding too much extra metadata in snapshot table entry %u (%u > %u)", i,
+                   extra_size, SNAPSHOT_MAX_EXTRA_DATA);
+            res->corruptions++;
+            sn->extra_data_size = SNAPSHOT_MAX_EXTRA_DATA;
+        }
+        pos += sizeof(sn->header);
+        sn->extra = malloc(sn->extra_data_size ? sn->extra_data_size : 1);
+        if (!sn->extra) {
+            ret = -ENOMEM;
+            goto io_error;
+        }
+        ret = file_pread(img->file, sn->extra, sn->extra_data_size, pos);
+        if (ret < 0)
+            goto io_error;
+        pos += extra_size;
+        sn->id = read_string(img, pos, sn->id_size, &ret);
+        if (ret < 0)
+            goto io_error;
+        pos += sn->id_size;
+        sn->name = read_string(img, pos, sn->name_size, &ret);
+        if (ret < 0)
+            goto io_error;
+        pos += sn->name_size;
+        length += sizeof(sn->header) + sn->extra_data_size + sn->id_size + sn->name_size;
+        if (length > SNAPSHOT_TABLE_MAX_BYTES) {
             report(ck, "ERROR failed to read the snapshot table: Snapshot table is too big");
             res->check_errors++;
             return set_error(img, -EFBIG, "the snapshot table is too big");
@@ -576,7 +601,8 @@ static int read_snapshots(struct check *ck, struct qcow2_check_result *res)
         for (uint32_t i = 0; i < nb; i++) {
             if (ck->snaps[i].extra_data_size < SNAPSHOT_MIN_V3_EXTRA_DATA) {
                 res->corruptions++;
-                report(ck, "ERROR snapshot table entry %u is incomplete", i);
+                report(ck, "%s snapshot table entry %u is incomplete",
+                       repairing(fix, QCOW2_CHECK_FIX_ERRORS), i);
             }
         }
     }
@@ -590,6 +616,82 @@ io_error:
     report(ck, "ERROR failed to read the snapshot table: %s", strerror(-ret));
     res->check_errors++;
     return set_error(img, ret, "reading the snapshot table failed: %s", strerror(-ret));
+}
+
+/* Rewrite the snapshot table at a new place, every entry with at least the extra data QEMU
+ * writes (missing fields get their defaults: the 32-bit VM state size, the current disk
+ * size, no icount). Refcounts must be right: this allocates and frees clusters. */
+static int rewrite_snapshots(struct check *ck)
+{
+    struct qcow2_image *img = ck->img;
+    uint64_t size = 0;
+    for (uint32_t i = 0; i < ck->nb_snaps; i++) {
+        const struct snapshot_ref *sn = &ck->snaps[i];
+        size = ROUND_UP(size, 8) + QCOW2_SNAPSHOT_HEADER_SIZE +
+               MAX(SNAPSHOT_EXTRA_DATA_SIZE, sn->extra_data_size) + sn->id_size + sn->name_size;
+    }
+    if (size == 0 || size > SNAPSHOT_TABLE_MAX_BYTES)
+        return set_error(img, -EFBIG, "the snapshot table would be too big");
+    uint8_t *buf = calloc(1, size);
+    if (!buf)
+        return set_error(img, -ENOMEM, "out of memory");
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < ck->nb_snaps; i++) {
+        const struct snapshot_ref *sn = &ck->snaps[i];
+        uint8_t extra[SNAPSHOT_EXTRA_DATA_SIZE];
+        uint32_t extra_size = MAX(SNAPSHOT_EXTRA_DATA_SIZE, sn->extra_data_size);
+        /* Known fields present in the entry are kept, whole fields only. */
+        be64_put(extra, be32_get(sn->header + 32));     /* vm_state_size_large */
+        be64_put(extra + 8, ROUND_UP(img->size, 512)); /* disk_size */
+        be64_put(extra + 16, UINT64_MAX);              /* icount: none */
+        memcpy(extra, sn->extra, ROUND_DOWN(MIN(sn->extra_data_size, sizeof(extra)), 8));
+        uint64_t vm_state = be64_get(extra);
+        pos = ROUND_UP(pos, 8);
+        memcpy(buf + pos, sn->header, QCOW2_SNAPSHOT_HEADER_SIZE);
+        /* Readers that know only the 32-bit size see a disk-only snapshot, not a cut one. */
+        be32_put(buf + pos + 32, vm_state <= UINT32_MAX ? (uint32_t)vm_state : 0);
+        be32_put(buf + pos + 36, extra_size);
+        pos += QCOW2_SNAPSHOT_HEADER_SIZE;
+        memcpy(buf + pos, extra, sizeof(extra));
+        if (sn->extra_data_size > sizeof(extra))
+            memcpy(buf + pos + sizeof(extra), sn->extra + sizeof(extra),
+                   sn->extra_data_size - sizeof(extra));
+        pos += extra_size;
+        memcpy(buf + pos, sn->id, sn->id_size);
+        pos += sn->id_size;
+        memcpy(buf + pos, sn->name, sn->name_size);
+        pos += sn->name_size;
+    }
+    assert(pos == size);
+
+    int64_t offset = refcount_alloc_clusters(img, size);
+    int ret = offset < 0 ? (int)offset : cache_flush(img->refcount_cache);
+    if (ret == 0) {
+        ret = file_pwrite(img->file, buf, size, (uint64_t)offset);
+        if (ret == 0)
+            ret = file_flush(img->file);
+        if (ret < 0)
+            set_error(img, ret, "writing the snapshot table failed: %s", strerror(-ret));
+    }
+    free(buf);
+    if (ret == 0) {
+        uint8_t field[12];
+        be32_put(field, ck->nb_snaps);
+        be64_put(field + 4, (uint64_t)offset);
+        ret = image_write_header_field(img, HDR_NB_SNAPSHOTS, field, sizeof(field));
+    }
+    if (ret < 0) {
+        if (offset > 0)
+            (void)refcount_free_clusters(img, (uint64_t)offset, size);
+        return ret;
+    }
+    uint64_t old = img->hdr.snapshots_offset;
+    img->hdr.snapshots_offset = (uint64_t)offset;
+    img->hdr.nb_snapshots = ck->nb_snaps;
+    /* The switch is done: failing to free the old table only leaks it. */
+    (void)refcount_free_clusters(img, old, ck->snaps_size);
+    ck->snaps_size = size;
+    return cache_flush(img->refcount_cache);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1260,16 +1362,30 @@ static int check_pass(struct qcow2_image *img, unsigned fix, struct qcow2_check_
     int64_t len = file_size(img->file);
     ck.file_len = len > 0 ? (uint64_t)len : 0;
 
-    int ret = read_snapshots(&ck, &snap_res);
+    int ret = read_snapshots(&ck, &snap_res, fix);
     if (ret < 0) {
         add_result(result, &snap_res, false);
         goto out;
     }
     ret = check_refcounts(&ck, &rc_res, fix);
     add_result(result, &rc_res, true);
-    add_result(result, &snap_res, false);
-    if (ret < 0)
+    if (ret < 0) {
+        add_result(result, &snap_res, false);
         goto out;
+    }
+    /* A snapshot table with broken entries is rewritten once the refcounts are right. */
+    if (snap_res.corruptions && (fix & QCOW2_CHECK_FIX_ERRORS)) {
+        ret = rewrite_snapshots(&ck);
+        if (ret < 0) {
+            report(&ck, "ERROR failed to update snapshot table: %s", qcow2_error(img));
+            snap_res.check_errors++;
+            add_result(result, &snap_res, false);
+            goto out;
+        }
+        snap_res.corruptions_fixed += snap_res.corruptions;
+        snap_res.corruptions = 0;
+    }
+    add_result(result, &snap_res, false);
 
     /* Writes done by the repairs are on disk before the image is declared clean. */
     if (fix) {

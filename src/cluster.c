@@ -588,9 +588,9 @@ int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
     int ret = overlap_check(img, (uint64_t)host, bytes, 0);
     if (ret < 0)
         return ret; /* leaked on purpose: freeing would touch the metadata it holds */
-    /* Clusters that were never part of the file read as zeros: COW of zeros can be skipped. */
-    m->dest_zero = (uint64_t)host >= img->zero_from;
-    img->zero_from = MAX(img->zero_from, (uint64_t)host + bytes);
+    /* Clusters past the end of the file that nothing has written yet read as zeros: COW of
+     * zeros can be skipped there. (Checked here, under the lock, before anyone writes.) */
+    m->dest_zero = (uint64_t)host >= file_zero_from(img->file, img->zero_from);
     return 0;
 }
 

@@ -280,7 +280,22 @@ int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint
 {
     if (f->read_only)
         return -EROFS;
-    return f->ops->pwritev(f->ctx, iov, iovcnt, offset);
+    int ret = f->ops->pwritev(f->ctx, iov, iovcnt, offset);
+    if (ret == 0) {
+        uint64_t end = offset;
+        for (int i = 0; i < iovcnt; i++)
+            end += iov[i].iov_len;
+        uint64_t cur = __atomic_load_n(&f->written_end, __ATOMIC_RELAXED);
+        while (end > cur && !__atomic_compare_exchange_n(&f->written_end, &cur, end, true,
+                                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+    }
+    return ret;
+}
+
+uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end)
+{
+    return MAX(initial_end, __atomic_load_n(&f->written_end, __ATOMIC_RELAXED));
 }
 
 int file_flush(struct qcow2_file *f)

@@ -64,6 +64,7 @@ struct qcow2_file {
     void *ctx;
     char *path;
     bool read_only;
+    uint64_t written_end; /* highest end of any write through this handle (atomic) */
 };
 
 int file_open(const char *path, bool read_only, bool create, struct qcow2_file **out,
@@ -81,6 +82,9 @@ int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count);
 int file_discard(struct qcow2_file *f, uint64_t offset, uint64_t count);
 int file_status(struct qcow2_file *f, uint64_t offset, uint64_t *count, bool *data);
 int64_t file_allocated_bytes(struct qcow2_file *f);
+/* Host bytes at or past this offset were never written through this handle: they read as
+ * zeros if they were past the end of the file when it was opened (`initial_end`). */
+uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end);
 
 /* ------------------------------------------------------------------------------------------ */
 /* header.c: cluster 0, parsed. */
@@ -291,7 +295,7 @@ struct qcow2_image {
     struct table_cache *refcount_cache;
     uint64_t free_cluster_index;  /* no free cluster below this one */
     uint64_t free_byte_offset;    /* packing position for compressed clusters, 0 = none */
-    uint64_t zero_from;           /* host bytes from here on were never written: zeros */
+    uint64_t zero_from;           /* end of the image file when opened (cluster aligned) */
     int metadata_prealloc;        /* -1 unknown; 1: more clusters referenced than stored on
                                    * the host, so data clusters may be holes (block status
                                    * asks the host file, as QEMU does) */

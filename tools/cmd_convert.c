@@ -25,6 +25,8 @@
 /* -S: default and largest run of zeros inside data that is left unwritten (as qemu-img). */
 #define CONVERT_DEFAULT_SPARSE 4096u
 #define CONVERT_MAX_SPARSE (16u << 20)
+/* Bytes of a new raw target QEMU allocates up front (its MAX_BLOCKSIZE). */
+#define RAW_FIRST_BLOCK 4096u
 /* -m: qemu-img's range of parallel requests. */
 #define CONVERT_MAX_COROUTINES 16
 
@@ -100,13 +102,15 @@ static int raw_pwrite_all(struct convert *c, const uint8_t *buf, size_t n, uint6
     while (n > 0) {
         ssize_t w = pwrite(c->fd, buf, n, (off_t)off);
 
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            int err = w < 0 ? errno : EIO;
+
             tool_error("%s: error while writing at offset %" PRIu64 ": %s", c->dst_path, off,
-                       strerror(errno));
-            return -errno;
+                       strerror(err));
+            return -err;
         }
         buf += w;
         off += (uint64_t)w;
@@ -369,26 +373,33 @@ static int copy_image(struct convert *c)
 
 /* ---- setting up the target --------------------------------------------------------------- */
 
+/* Report a failed system call on the raw target; returns -err. */
+static int raw_error(struct convert *c, const char *what, int err)
+{
+    tool_error("%s: %s: %s", c->dst_path, what, strerror(err));
+    return -err;
+}
+
 static const char *const raw_target_options[] = { "size", "preallocation", NULL };
 
 static int open_raw_target(struct convert *c, char *optlist, int no_create)
 {
     struct qcow2_create_opts o;
     char err[QCOW2_ERROR_MAX] = "";
+    size_t first;
     char *bad;
+    int ret;
 
     if (no_create) {
         off_t end;
 
         c->fd = open(c->dst_path, O_WRONLY);
         if (c->fd < 0) {
-            tool_error("could not open '%s': %s", c->dst_path, strerror(errno));
-            return -errno;
+            return raw_error(c, "could not open", errno);
         }
         end = lseek(c->fd, 0, SEEK_END);
         if (end < 0) {
-            tool_error("%s: %s", c->dst_path, strerror(errno));
-            return -errno;
+            return raw_error(c, "could not find the size", errno);
         }
         if ((uint64_t)end < c->size) {
             tool_error("%s: target is smaller than the source (%lld < %" PRIu64 " bytes)",
@@ -414,22 +425,28 @@ static int open_raw_target(struct convert *c, char *optlist, int no_create)
     }
     c->fd = open(c->dst_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (c->fd < 0) {
-        tool_error("could not create '%s': %s", c->dst_path, strerror(errno));
-        return -errno;
+        return raw_error(c, "could not create", errno);
     }
     if (ftruncate(c->fd, (off_t)c->size) < 0) {
-        tool_error("%s: could not resize to %" PRIu64 " bytes: %s", c->dst_path, c->size,
-                   strerror(errno));
-        return -errno;
+        return raw_error(c, "could not set the size", errno);
     }
     switch (o.preallocation) {
     case QCOW2_PREALLOC_OFF:
     case QCOW2_PREALLOC_METADATA: /* nothing to preallocate in a raw file */
+        /* QEMU allocates the first block of a new raw file (allocate_first_block() in
+         * file-posix.c, for alignment probing); do the same so that our targets are allocated
+         * exactly like qemu-img's. */
+        first = c->size < RAW_FIRST_BLOCK ? CONVERT_SECTOR : RAW_FIRST_BLOCK;
+        if (first > c->size) {
+            first = (size_t)c->size;
+        }
+        if (first && raw_pwrite_all(c, c->zeros, first, 0) < 0) {
+            return -EIO;
+        }
         break;
     case QCOW2_PREALLOC_FALLOC:
-        if (c->size && (errno = posix_fallocate(c->fd, 0, (off_t)c->size)) != 0) {
-            tool_error("%s: could not preallocate: %s", c->dst_path, strerror(errno));
-            return -errno;
+        if (c->size && (ret = posix_fallocate(c->fd, 0, (off_t)c->size)) != 0) {
+            return raw_error(c, "could not preallocate", ret);
         }
         break;
     case QCOW2_PREALLOC_FULL:

@@ -319,10 +319,6 @@ int cmd_create(int argc, char **argv)
         ret = tool_usage_error("create", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if (backing_fmt && !backing) {
-        tool_error("-F requires a backing file (-b)");
-        goto out;
-    }
 
     given_parse(&given, optlist);
     qcow2_create_opts_init(&o);
@@ -361,6 +357,10 @@ int cmd_create(int argc, char **argv)
         goto out;
     }
     o.size = size;
+    if (o.backing_fmt && !o.backing_file) {
+        tool_error("%s: a backing format (-F) needs a backing file (-b)", path);
+        goto out;
+    }
 
     if (o.backing_file && !unsafe) {
         if (inspect_backing(path, &o, size_given) < 0) {

@@ -103,6 +103,33 @@ l2_cluster() {
 
 reftable_pos() { peek_be64 "$1" 48; }
 
+# snapshot_entry_pos IMG N: file offset of snapshot table entry N (0-based).
+snapshot_entry_pos() {
+    local img=$1 n=$2 pos i
+    pos=$(peek_be64 "$img" 64)
+    for ((i = 0; i < n; i++)); do
+        pos=$((pos + 40 + $(peek_be32 "$img" $((pos + 36))) +
+            $((16#$(peek_hex "$img" $((pos + 12)) 2))) + $((16#$(peek_hex "$img" $((pos + 14)) 2)))))
+        pos=$(((pos + 7) / 8 * 8))
+    done
+    echo "$pos"
+}
+
+# resize_snapshot_extra IMG N SIZE: give the last snapshot table entry N an extra data size of
+# SIZE bytes, moving its id and name (the bytes in between keep whatever they were).
+resize_snapshot_extra() {
+    local img=$1 n=$2 size=$3 pos old idlen namelen strings
+    pos=$(snapshot_entry_pos "$img" "$n")
+    old=$(peek_be32 "$img" $((pos + 36)))
+    idlen=$((16#$(peek_hex "$img" $((pos + 12)) 2)))
+    namelen=$((16#$(peek_hex "$img" $((pos + 14)) 2)))
+    strings=$(peek_hex "$img" $((pos + 40 + old)) $((idlen + namelen)))
+    RECIPE="${RECIPE}# snapshot table entry $n: extra data size $old -> $size, id and name moved
+"
+    poke_be32 "$img" $((pos + 36)) "$size"
+    poke_bytes "$img" $((pos + 40 + size)) "$strings"
+}
+
 # refcount_pos IMG CLUSTER: "BYTE_OFFSET BITS SHIFT" of that cluster's refcount entry.
 refcount_pos() {
     local img=$1 k=$2 cb bits per rb idx
@@ -159,7 +186,8 @@ damage_be64() {
 
 # Messages without the program name prefix. Why a check failed is worded our own way.
 norm_err() {
-    sed -e 's/^qemu-img: //' -e 's/^qcow2: //' -e 's/^Check failed: .*/Check failed/' "$1"
+    sed -e 's/^qemu-img: //' -e 's/^qcow2: //' -e 's/^Check failed: .*/Check failed/' \
+        -e 's/with qemu-img check -r all/with check -r all/' "$1"
 }
 
 # Everything of a check --output=json except the file name; `lax` also drops the image end
@@ -496,7 +524,7 @@ begin_case lazy_refcounts_dirty
 gen qemu-img create -q -f qcow2 -o lazy_refcounts=on img.qcow2 1G
 RECIPE="${RECIPE}qemu-io -c 'write -P 1 0 128k' -c 'write -P 2 600M 64k' -c 'sigraise 9' img.qcow2
 "
-qemu-io -c "write -P 1 0 128k" -c "write -P 2 600M 64k" -c "sigraise 9" img.qcow2 >/dev/null 2>&1
+(qemu-io -c "write -P 1 0 128k" -c "write -P 2 600M 64k" -c "sigraise 9" img.qcow2 >/dev/null 2>&1) 2>/dev/null
 check_all img.qcow2
 # A writable open repairs a dirty image by itself (prepare_for_writing -> check).
 if [ "$CASE_OK" = 1 ]; then
@@ -527,6 +555,50 @@ check_all img.qcow2
 if [ "$CASE_OK" = 1 ] && [ $(($(peek_be64 o-all.qcow2 72) & 2)) -ne 0 ]; then
     fail "$CASE: check -r all left the corrupt bit set" "$(recipe)"
 fi
+
+begin_case refblock_past_eof
+gen qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 1G
+io img.qcow2 "write -P 1 0 64k" "write -P 2 500M 64k"
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 $(($(reftable_pos img.qcow2) + 8)) $((64 << 20)) \
+    "refcount table entry 1 -> 64 MiB, past the end of the file"
+check_all img.qcow2
+
+begin_case l2_table_past_eof
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l1_entry_pos img.qcow2 629145600)" \
+    $(((1 << 63) | (1 << 30))) "L1 entry of guest 600M -> 1 GiB, past the end of the file"
+check_all img.qcow2
+
+begin_case l2_table_unaligned
+make_basic
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(l1_entry_pos img.qcow2 629145600)" \
+    $(($(peek_be64 img.qcow2 "$(l1_entry_pos img.qcow2 629145600)") + 0x200)) \
+    "L1 entry of guest 600M, 512 bytes off"
+check_all img.qcow2
+
+begin_case snapshot_l1_unaligned
+make_basic
+gen qemu-img snapshot -c one img.qcow2
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$(snapshot_entry_pos img.qcow2 0)" \
+    $(($(peek_be64 img.qcow2 "$(snapshot_entry_pos img.qcow2 0)") + 0x200)) \
+    "L1 table offset of snapshot 0, 512 bytes off"
+check_all img.qcow2
+
+# --- snapshot table entries ---
+
+begin_case snapshot_entry_incomplete
+make_basic
+gen qemu-img snapshot -c one img.qcow2
+gen qemu-img snapshot -c two img.qcow2
+[ "$CASE_OK" = 1 ] && resize_snapshot_extra img.qcow2 1 8
+check_all img.qcow2
+
+begin_case snapshot_entry_too_much_extra_data
+make_basic
+gen qemu-img snapshot -c one img.qcow2
+gen qemu-img snapshot -c two img.qcow2
+[ "$CASE_OK" = 1 ] && resize_snapshot_extra img.qcow2 1 2048
+check_all img.qcow2
 
 # --- table entries ---
 

@@ -145,7 +145,7 @@ q() {
 # ---------------------------------------------------------------------------------------------
 json_get() {
     local key=$1 file=$2
-    tr -d '\n\r' <"$file" |
+    json_top "$file" |
         grep -Eo "\"$key\"[[:space:]]*:[[:space:]]*(\"[^\"]*\"|[^,}[:space:]]*)" |
         head -n 1 |
         sed -e "s/^\"$key\"[[:space:]]*:[[:space:]]*//" -e 's/^"\(.*\)"$/\1/'
@@ -153,7 +153,30 @@ json_get() {
 
 # json_has KEY FILE: the key is present.
 json_has() {
-    tr -d '\n\r' <"$2" | grep -q "\"$1\"[[:space:]]*:"
+    json_top "$2" | grep -q "\"$1\"[[:space:]]*:"
+}
+
+# json_top FILE: the JSON on one line without any "children": [...] arrays (QEMU 8 and later
+# nest the protocol layer's info there, with its own "format", "virtual-size", ...).
+json_top() {
+    tr -d '\n\r' <"$1" | awk '
+        {
+            out = ""
+            while ((i = index($0, "\"children\"")) > 0) {
+                out = out substr($0, 1, i - 1)
+                rest = substr($0, i)
+                j = index(rest, "[")
+                depth = 0
+                for (k = j; k <= length(rest); k++) {
+                    c = substr(rest, k, 1)
+                    if (c == "[") depth++
+                    else if (c == "]" && --depth == 0) break
+                }
+                $0 = substr(rest, k + 1)
+                sub(/^[[:space:]]*,/, "", $0)
+            }
+            print out $0
+        }'
 }
 
 # ---------------------------------------------------------------------------------------------

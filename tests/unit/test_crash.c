@@ -1,0 +1,588 @@
+/* test_crash.c - crash consistency at every write.
+ * Each workload runs once over the logging backend (testfile.c), from a starting image made by
+ * qemu-img. Then, for every k, the file is rebuilt as a machine that lost power right after
+ * the k-th write would have left it: every write that a flush completed is there; of the
+ * writes since the last flush, (a) none, (b) all, (c) a seeded random subset, (d) a random
+ * subset of their 512-byte sectors (torn writes) survived. Each state must open read-write
+ * (a dirty lazy-refcounts image is repaired by the open), read back every byte that a
+ * completed flush made durable (and nothing but old or newly written values elsewhere), pass
+ * our qcow2_check and `qemu-img check` (leaks allowed).
+ *
+ * CRASH_FULL=1 (make stress) adds bigger workloads; CRASH_SEED=N changes the random subsets.
+ * A failing state is kept as <workload>.k<K>.<variant>.qcow2 in the test directory. */
+#include "testworkload.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int g_passed, g_failed;
+static int t_failed;
+
+#define CHECK_MSG(cond, ...)                                                               \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            t_failed++;                                                                    \
+            fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);     \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fputc('\n', stderr);                                                           \
+        }                                                                                  \
+    } while (0)
+
+#define RUN(label, call)                                                                   \
+    do {                                                                                   \
+        t_failed = 0;                                                                      \
+        call;                                                                              \
+        if (t_failed)                                                                      \
+            g_failed++;                                                                    \
+        else                                                                               \
+            g_passed++;                                                                    \
+        printf("%s %s\n", t_failed ? "FAIL" : "ok  ", label);                              \
+        fflush(stdout);                                                                    \
+    } while (0)
+
+#define KB 1024ull
+#define MB (1024ull * 1024)
+#define MAX_REPORTS 3 /* failing states reported per workload */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Workloads. Offsets are chosen to hit partial clusters (COW), cluster-spanning writes, new L2
+ * tables, in-place rewrites, reuse of freed clusters, and flushes in between. */
+
+static const struct wl_op ops_alloc_write[] = {
+    {WL_WRITE, 1000, 3000, 0},          /* partial cluster: head and tail COW of zeros */
+    {WL_WRITE, 5000, 10000, 0},         /* three clusters, both ends partial */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},  /* second L2 table */
+    {WL_WRITE, 0, 4096, 0},             /* in place over an allocated cluster */
+    {WL_WRITE, 6 * MB, 8192, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 3 * 4096 + 17, 50, 0},   /* in place, partial */
+    {WL_WRITE, 7 * MB - 100, 300, 0},   /* crosses into a new L2 table */
+    {WL_WRITE_FUA, 2 * MB, 12288, 0},
+    {WL_WRITE, 100, 100, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_alloc_write_64k[] = {
+    {WL_WRITE, 70000, 1000, 0},
+    {WL_WRITE, 200000, 150000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 65536, 65536, 0},
+    {WL_WRITE, 1 * MB + 3, 70000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 70500, 20000, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Over a backing file with data in [0, 3M) and [5M, 6M): COW copies from it. */
+static const struct wl_op ops_backing_write[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_WRITE, 4 * MB - 2048, 8192, 0}, /* half over backing data, half over a hole */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},
+    {WL_WRITE, 5 * MB + 4000, 200, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 1500, 100, 0},           /* in place */
+    {WL_WRITE, 6 * MB - 300, 600, 0},
+    {WL_WRITE_FUA, 7 * MB, 4096, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Extended L2, 16 KiB clusters of 32 512-byte subclusters. */
+static const struct wl_op ops_extl2_write[] = {
+    {WL_WRITE, 600, 300, 0},            /* one subcluster, partial: COW inside it only */
+    {WL_WRITE, 16384 + 1024, 2048, 0},  /* subcluster aligned: no COW */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2000, 1000, 0},          /* more subclusters of an allocated cluster */
+    {WL_WRITE, 40000, 30000, 0},        /* spans clusters */
+    {WL_ZERO, 16384 + 1024, 1024, 0},   /* zero subclusters */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 16384 + 1500, 100, 0},   /* over a zero subcluster */
+    {WL_WRITE, 3 * MB, 512, 0},         /* new L2 table */
+    {WL_ZERO, 48 * 1024, 16384, QCOW2_ZERO_MAY_UNMAP},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_zero_write[] = {
+    {WL_ZERO, 0, 8192, 0},                      /* allocated: zero flag, cluster kept */
+    {WL_ZERO, 16384, 8192, QCOW2_ZERO_MAY_UNMAP}, /* allocated: unmapped */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 40000, 10000, 0},                 /* partial clusters: data for the ends */
+    {WL_ZERO, 3 * MB, 1 * MB, QCOW2_ZERO_MAY_UNMAP}, /* unallocated */
+    {WL_WRITE, 16384, 5000, 0},                 /* reallocate an unmapped cluster */
+    {WL_WRITE, 100, 100, 0},                    /* over a zero cluster with a host cluster */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 0, 1 * MB, QCOW2_ZERO_MAY_UNMAP},
+    {WL_WRITE, 500000, 20000, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_discard[] = {
+    {WL_DISCARD, 0, 16384, 0},
+    {WL_WRITE, 300000, 8192, 0},        /* may reuse the freed clusters */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_DISCARD, 30000, 20000, 0},      /* partial clusters stay */
+    {WL_WRITE, 1 * MB + 4096, 12288, 0},
+    {WL_DISCARD, 100 * 1024, 400 * 1024, 0},
+    {WL_WRITE, 2 * MB + 7, 9000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_DISCARD, 0, 4 * MB, 0},
+    {WL_WRITE, 8192, 4096, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* 512-byte clusters: the starting image ends just below a refcount block (1-bit refcounts:
+ * one block covers 2 MiB of file) or a refcount table (64-bit: one table cluster covers
+ * 2 MiB of file) boundary, so that the workload's allocations cross it. */
+static const struct wl_op ops_refcount_growth[] = {
+    {WL_WRITE, 1900 * KB, 60 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2100 * KB + 100, 40 * KB, 0},
+    {WL_WRITE, 100, 1000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2500 * KB, 30 * KB, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* 512-byte clusters: one L2 table maps 32 KiB, one L1 cluster 2 MiB. */
+static const struct wl_op ops_l1_growth[] = {
+    {WL_WRITE, 0, 1000, 0},
+    {WL_TRUNCATE, 4 * MB, 0, 0},        /* L1 grows to two clusters */
+    {WL_WRITE, 3 * MB, 2000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 40 * KB, 1000, 0},
+    {WL_TRUNCATE, 8 * MB, 0, 0},
+    {WL_WRITE, 7 * MB + 100, 1000, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_lazy_refcounts[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},
+    {WL_DISCARD, 1 * MB, 64 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 1 * MB + 4096, 8192, 0},
+    {WL_ZERO, 1 * MB + 32 * KB, 16 * KB, QCOW2_ZERO_MAY_UNMAP},
+    {WL_WRITE, 5 * MB, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 100, 100, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_resize[] = {
+    {WL_WRITE, 3 * MB, 8192, 0},
+    {WL_TRUNCATE, 2 * MB, 0, 0},        /* shrink: frees the data past the end */
+    {WL_WRITE, 1 * MB, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_TRUNCATE, 6 * MB, 0, 0},        /* grow: the new area reads zeros */
+    {WL_WRITE, 5 * MB, 8192, 0},
+    {WL_TRUNCATE, 1 * MB + 512, 0, 0},  /* unaligned shrink */
+    {WL_TRUNCATE, 3 * MB, 0, 0},
+    {WL_WRITE, 1 * MB, 8192, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_compressed[] = {
+    {WL_COMPRESSED, 0, 16384, 0},
+    {WL_COMPRESSED, 64 * KB, 8192, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 4096 + 100, 200, 0},     /* COW out of a compressed cluster */
+    {WL_DISCARD, 8192, 4096, 0},
+    {WL_ZERO, 12288, 1000, 0},          /* part of a compressed cluster: data */
+    {WL_COMPRESSED, 128 * KB, 4096, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_v2[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_ZERO, 8192, 8192, QCOW2_ZERO_MAY_UNMAP},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},
+    {WL_DISCARD, 0, 8192, 0},
+    {WL_WRITE, 100, 100, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Filled by make_random_ops() for CRASH_FULL. */
+static struct wl_op ops_random[257];
+static struct wl_op ops_random_backing[257];
+
+static const struct workload g_workloads[] = {
+    {.name = "alloc_write", .create_opts = "cluster_size=4096", .size = "8M",
+     .cluster_size = 4096, .ops = ops_alloc_write},
+    {.name = "alloc_write_64k", .create_opts = "cluster_size=65536", .size = "2M",
+     .cluster_size = 65536, .ops = ops_alloc_write_64k},
+    {.name = "alloc_write_backing", .create_opts = "cluster_size=4096", .size = "8M",
+     .cluster_size = 4096, .backing_opts = "cluster_size=65536", .backing_size = "8M",
+     .backing_io = "write -P 0x11 0 3M;write -P 0x22 5M 1M", .ops = ops_backing_write},
+    {.name = "extl2_write", .create_opts = "cluster_size=16384,extended_l2=on", .size = "8M",
+     .cluster_size = 16384, .ops = ops_extl2_write},
+    {.name = "extl2_write_backing", .create_opts = "cluster_size=16384,extended_l2=on",
+     .size = "8M", .cluster_size = 16384, .backing_opts = "cluster_size=4096",
+     .backing_size = "8M", .backing_io = "write -P 0x33 0 3M;write -P 0x44 5M 1M",
+     .ops = ops_extl2_write},
+    {.name = "zero_write", .create_opts = "cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .prep_io = "write -P 0x55 0 2M", .ops = ops_zero_write},
+    {.name = "zero_write_backing", .create_opts = "cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .backing_opts = "cluster_size=4096", .backing_size = "4M",
+     .backing_io = "write -P 0x66 0 4M", .prep_io = "write -P 0x77 0 1M",
+     .ops = ops_zero_write},
+    {.name = "discard", .create_opts = "cluster_size=4096", .size = "4M", .cluster_size = 4096,
+     .prep_io = "write -P 0x88 0 3M", .ops = ops_discard},
+    {.name = "refcount_block_growth", .create_opts = "cluster_size=512,refcount_bits=1",
+     .size = "4M", .cluster_size = 512, .prep_io = "write -P 0x99 0 1800k",
+     .ops = ops_refcount_growth},
+    {.name = "refcount_table_growth", .create_opts = "cluster_size=512,refcount_bits=64",
+     .size = "4M", .cluster_size = 512, .prep_io = "write -P 0xaa 0 1800k",
+     .ops = ops_refcount_growth},
+    {.name = "l1_growth", .create_opts = "cluster_size=512", .size = "64k",
+     .cluster_size = 512, .ops = ops_l1_growth},
+    {.name = "lazy_refcounts", .create_opts = "cluster_size=4096,lazy_refcounts=on",
+     .size = "8M", .cluster_size = 4096, .prep_io = "write -P 0xbb 1M 1M",
+     .ops = ops_lazy_refcounts},
+    {.name = "resize", .create_opts = "cluster_size=4096", .size = "4M", .cluster_size = 4096,
+     .prep_io = "write -P 0xcc 0 4M", .ops = ops_resize},
+    {.name = "compressed", .create_opts = "cluster_size=4096", .size = "1M",
+     .cluster_size = 4096, .ops = ops_compressed},
+    {.name = "v2", .create_opts = "compat=0.10,cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .prep_io = "write -P 0xdd 0 64k", .ops = ops_v2},
+    {.name = "random", .create_opts = "cluster_size=4096,refcount_bits=4", .size = "16M",
+     .cluster_size = 4096, .prep_io = "write -P 0xee 0 2M", .ops = ops_random, .big = true},
+    {.name = "random_backing_extl2", .create_opts = "cluster_size=16384,extended_l2=on",
+     .size = "16M", .cluster_size = 16384, .backing_opts = "cluster_size=4096",
+     .backing_size = "16M", .backing_io = "write -P 0x12 0 8M",
+     .ops = ops_random_backing, .big = true},
+};
+
+/* A seeded mix of every operation over a 16 MiB disk. */
+static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t disk)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        unsigned r = (unsigned)(x % 100);
+        uint64_t off = (x >> 8) % disk;
+        uint64_t len = 1 + ((x >> 40) % (r < 50 ? 20000 : 200000));
+        len = MIN(len, disk - off);
+        if (r < 55)
+            ops[i] = (struct wl_op){WL_WRITE, off, len, 0};
+        else if (r < 65)
+            ops[i] = (struct wl_op){WL_ZERO, off, len, (x >> 3) & 1 ? QCOW2_ZERO_MAY_UNMAP : 0};
+        else if (r < 75)
+            ops[i] = (struct wl_op){WL_DISCARD, off, len, 0};
+        else if (r < 88)
+            ops[i] = (struct wl_op){WL_FLUSH, 0, 0, 0};
+        else if (r < 92)
+            ops[i] = (struct wl_op){WL_WRITE_FUA, off, MIN(len, 8192), 0};
+        else
+            ops[i] = (struct wl_op){WL_WRITE, ROUND_DOWN(off, 512), 512, 0};
+    }
+    ops[n] = (struct wl_op){WL_END, 0, 0, 0};
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The recorded run. */
+
+struct op_record {
+    size_t start_ev; /* log length when the op started */
+    size_t end_ev;   /* ... and when it returned */
+};
+
+/* After a successful flush (or FUA write, or close): ops [0, nb_ops) are durable once the
+ * events [0, ev) happened. */
+struct durable_mark {
+    size_t ev;
+    size_t nb_ops;
+};
+
+struct recording {
+    struct testfile *tf;
+    struct op_record *ops;
+    size_t nb_ops;
+    struct durable_mark *marks;
+    size_t nb_marks;
+};
+
+static int record_workload(const struct workload *w, const struct tf_buf *start,
+                           struct recording *rec)
+{
+    char path[4200], err[QCOW2_ERROR_MAX];
+    snprintf(path, sizeof(path), "%s/%s.work.qcow2", wl_dir(), w->name);
+    if (tf_buf_save(start, path) < 0)
+        return -1;
+    rec->tf = testfile_open(path, false, err, sizeof(err));
+    CHECK_MSG(rec->tf != NULL, "%s", err);
+    if (!rec->tf)
+        return -1;
+    struct qcow2_image *img;
+    int ret = image_open_with_file(path, NULL, testfile_attach(rec->tf), &img, err,
+                                   sizeof(err));
+    CHECK_MSG(ret == 0, "%s: open: %s", w->name, err);
+    if (ret < 0)
+        return -1;
+    rec->nb_ops = wl_nb_ops(w);
+    rec->ops = calloc(rec->nb_ops + 1, sizeof(*rec->ops));
+    rec->marks = calloc(rec->nb_ops + 2, sizeof(*rec->marks));
+    if (!rec->ops || !rec->marks)
+        abort();
+    for (size_t i = 0; i < rec->nb_ops; i++) {
+        rec->ops[i].start_ev = testfile_nb_events(rec->tf);
+        ret = wl_exec(img, w, i);
+        rec->ops[i].end_ev = testfile_nb_events(rec->tf);
+        CHECK_MSG(ret == 0, "%s: op %zu failed: %s", w->name, i, qcow2_error(img));
+        if (ret < 0) {
+            qcow2_close(img);
+            return -1;
+        }
+        enum wl_kind k = w->ops[i].kind;
+        if (k == WL_FLUSH || k == WL_WRITE_FUA)
+            rec->marks[rec->nb_marks++] = (struct durable_mark){rec->ops[i].end_ev, i + 1};
+    }
+    ret = qcow2_close(img);
+    CHECK_MSG(ret == 0, "%s: close failed", w->name);
+    /* A completed close makes everything durable. */
+    rec->marks[rec->nb_marks++] =
+        (struct durable_mark){testfile_nb_events(rec->tf), rec->nb_ops};
+    return ret;
+}
+
+static void recording_free(struct recording *rec)
+{
+    testfile_free(rec->tf);
+    free(rec->ops);
+    free(rec->marks);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Crash states. */
+
+enum variant { V_DROP, V_KEEP, V_SUBSET, V_TORN, NB_VARIANTS };
+static const char *const variant_names[] = {"drop", "keep", "subset", "torn"};
+
+struct rng {
+    uint64_t s;
+};
+
+static uint64_t rng_next(struct rng *r)
+{
+    r->s ^= r->s << 13;
+    r->s ^= r->s >> 7;
+    r->s ^= r->s << 17;
+    return r->s;
+}
+
+static bool keep_sector(void *opaque, uint64_t sector)
+{
+    (void)sector;
+    return rng_next(opaque) & 1;
+}
+
+/* qemu-img check verdicts by file content (the check reads nothing else). */
+struct verdict_cache {
+    uint64_t *hashes;
+    size_t n, cap;
+};
+
+static bool cache_has(const struct verdict_cache *c, uint64_t h)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->hashes[i] == h)
+            return true;
+    return false;
+}
+
+static void cache_add(struct verdict_cache *c, uint64_t h)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 256;
+        c->hashes = realloc(c->hashes, c->cap * sizeof(*c->hashes));
+        if (!c->hashes)
+            abort();
+    }
+    c->hashes[c->n++] = h;
+}
+
+struct crash_stats {
+    size_t states, checked, qemu_checks;
+};
+
+static uint32_t g_seed = 1;
+
+static void test_crash_at_every_write(const struct workload *w, size_t wi,
+                                      struct crash_stats *st)
+{
+    struct tf_buf start = {0}, base = {0}, state = {0}, durable = {0};
+    struct recording rec = {0};
+    struct verdict_cache seen = {0};
+    size_t *uncertain = NULL;
+    int reports = 0;
+    if (wl_prepare(w, &start, &base) < 0) {
+        CHECK_MSG(0, "%s: cannot prepare the starting image", w->name);
+        goto out;
+    }
+    if (record_workload(w, &start, &rec) < 0)
+        goto out;
+
+    const size_t nev = testfile_nb_events(rec.tf);
+    if (getenv("CRASH_TRACE")) { /* the log with the op of each event, for debugging */
+        for (size_t i = 0; i < nev; i++) {
+            size_t op = 0;
+            while (op < rec.nb_ops && rec.ops[op].end_ev <= i)
+                op++;
+            const struct tf_event *e = testfile_event(rec.tf, i);
+            char opname[32];
+            if (op < rec.nb_ops)
+                snprintf(opname, sizeof(opname), "op %zu", op);
+            else
+                snprintf(opname, sizeof(opname), "close");
+            printf("     event %3zu %-6s %-8s 0x%llx+%llu\n", i, opname,
+                   testfile_kind_name(e->kind), (unsigned long long)e->offset,
+                   (unsigned long long)e->len);
+        }
+    }
+    uncertain = calloc(rec.nb_ops + 1, sizeof(*uncertain));
+    if (!uncertain)
+        abort();
+    tf_buf_copy(&durable, &base);
+    size_t durable_ops = 0;
+    char crash_path[4200];
+    snprintf(crash_path, sizeof(crash_path), "%s/%s.crash.qcow2", wl_dir(), w->name);
+
+    /* Crash right after event p-1, for every mutating event p-1. */
+    size_t k = 0;
+    for (size_t p = 1; p <= nev; p++) {
+        const struct tf_event *e = testfile_event(rec.tf, p - 1);
+        if (!(e->kind & TF_MUTATING))
+            continue;
+        k++;
+        size_t last_flush = 0; /* events [0, last_flush) are durable */
+        for (size_t i = p; i > 0; i--) {
+            if (testfile_event(rec.tf, i - 1)->kind == TF_FLUSH) {
+                last_flush = i;
+                break;
+            }
+        }
+        /* The guest model: durable ops, and ops that had started (maybe partly on disk). */
+        size_t want_ops = 0;
+        for (size_t m = 0; m < rec.nb_marks; m++)
+            if (rec.marks[m].ev <= p)
+                want_ops = MAX(want_ops, rec.marks[m].nb_ops);
+        for (; durable_ops < want_ops; durable_ops++)
+            wl_apply(w, durable_ops, &durable);
+        size_t nb_unc = 0;
+        for (size_t i = durable_ops; i < rec.nb_ops && rec.ops[i].start_ev < p; i++)
+            uncertain[nb_unc++] = i;
+        struct wl_expect ex = {.durable = &durable, .uncertain = uncertain,
+                               .nb_uncertain = nb_unc, .start_size = base.size};
+
+        bool pending = false;
+        for (size_t i = last_flush; i < p; i++)
+            pending |= (testfile_event(rec.tf, i)->kind & TF_MUTATING) != 0;
+        for (int v = 0; v < NB_VARIANTS; v++) {
+            if (!pending && v != V_DROP)
+                break; /* all variants are the same state */
+            struct rng rng = {((uint64_t)g_seed << 40) ^ ((uint64_t)wi << 24) ^ (k << 2) ^
+                              (uint64_t)v ^ 0x5bd1e995u};
+            rng_next(&rng);
+            tf_buf_copy(&state, &start);
+            for (size_t i = 0; i < p; i++) {
+                const struct tf_event *ev = testfile_event(rec.tf, i);
+                if (i < last_flush || v == V_KEEP)
+                    tf_buf_apply(&state, ev, NULL, NULL);
+                else if (v == V_SUBSET && (rng_next(&rng) & 1))
+                    tf_buf_apply(&state, ev, NULL, NULL);
+                else if (v == V_TORN)
+                    tf_buf_apply(&state, ev, keep_sector, &rng);
+            }
+            st->states++;
+            uint64_t h = tf_buf_hash(&state);
+            bool run_qemu = !cache_has(&seen, h);
+            if (tf_buf_save(&state, crash_path) < 0) {
+                CHECK_MSG(0, "%s: cannot write %s", w->name, crash_path);
+                goto out;
+            }
+            char why[2048];
+            int ret = wl_verify(crash_path, w, &ex, run_qemu, why, sizeof(why));
+            st->checked++;
+            st->qemu_checks += run_qemu;
+            if (ret == 0) {
+                if (run_qemu)
+                    cache_add(&seen, h);
+                continue;
+            }
+            if (reports++ < MAX_REPORTS) {
+                char keep[4200];
+                snprintf(keep, sizeof(keep), "%s/%s.k%zu.%s.qcow2", wl_dir(), w->name, k,
+                         variant_names[v]);
+                tf_buf_save(&state, keep);
+                const struct tf_event *last = testfile_event(rec.tf, p - 1);
+                CHECK_MSG(0,
+                          "%s: crash after write k=%zu (event %zu: %s 0x%llx+%llu, in op %zu), "
+                          "variant %s (seed %u): %s [durable ops %zu, uncertain %zu; state "
+                          "kept as %s]",
+                          w->name, k, p - 1, testfile_kind_name(last->kind),
+                          (unsigned long long)last->offset, (unsigned long long)last->len,
+                          nb_unc ? uncertain[nb_unc - 1] : durable_ops, variant_names[v],
+                          g_seed, why, durable_ops, nb_unc, keep);
+            } else {
+                t_failed++;
+            }
+        }
+    }
+    printf("     %s: %zu ops, %zu events, %zu writes\n", w->name, rec.nb_ops, nev, k);
+out:
+    free(uncertain);
+    free(seen.hashes);
+    recording_free(&rec);
+    tf_buf_free(&start);
+    tf_buf_free(&base);
+    tf_buf_free(&state);
+    tf_buf_free(&durable);
+}
+
+int main(void)
+{
+    const char *base = getenv("QCOW2_TEST_TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/test_crash.XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    wl_set_dir(dir);
+    if (!wl_have_qemu()) {
+        printf("skip: qemu-img/qemu-io not found\n");
+        wl_run_cmd("rm -rf '%s'", dir);
+        return 77;
+    }
+    const char *full_env = getenv("CRASH_FULL");
+    bool full = full_env && *full_env && strcmp(full_env, "0") != 0;
+    const char *seed_env = getenv("CRASH_SEED");
+    if (seed_env && *seed_env)
+        g_seed = (uint32_t)strtoul(seed_env, NULL, 0);
+    make_random_ops(ops_random, 256, g_seed, 16 * MB);
+    make_random_ops(ops_random_backing, 256, g_seed + 1, 16 * MB);
+    const char *only = getenv("CRASH_ONLY");
+
+    struct crash_stats st = {0};
+    time_t t0 = time(NULL);
+    for (size_t i = 0; i < sizeof(g_workloads) / sizeof(g_workloads[0]); i++) {
+        const struct workload *w = &g_workloads[i];
+        if ((w->big && !full) || (only && *only && strcmp(only, w->name) != 0))
+            continue;
+        char label[256];
+        snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)", w->name);
+        RUN(label, test_crash_at_every_write(w, i, &st));
+    }
+    printf("%zu crash states, %zu verified, %zu distinct qemu-img checks, %lds\n", st.states,
+           st.checked, st.qemu_checks, (long)(time(NULL) - t0));
+
+    if (!getenv("KEEP_TMP") && !g_failed)
+        wl_run_cmd("rm -rf '%s'", dir);
+    else
+        printf("test files kept in %s\n", dir);
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}

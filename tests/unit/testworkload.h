@@ -1,0 +1,95 @@
+/* testworkload.h - workloads, a guest-content model and the consistency verdict shared by the
+ * crash test (test_crash.c) and the I/O-error test (test_ioerror.c).
+ * A workload is a starting image made by qemu-img/qemu-io (the reference writer) plus a list
+ * of guest operations run through the library. The model knows what every byte must read
+ * after any prefix of those operations; wl_verify() opens a file with the library, compares
+ * it with the model, runs qcow2_check and `qemu-img check`. */
+#ifndef QCOW2_TESTWORKLOAD_H
+#define QCOW2_TESTWORKLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "testfile.h"
+
+enum wl_kind {
+    WL_END = 0,
+    WL_WRITE,      /* offset, len: pattern data */
+    WL_WRITE_FUA,  /* as WL_WRITE, with QCOW2_WRITE_FUA */
+    WL_ZERO,       /* offset, len; flags = QCOW2_ZERO_* */
+    WL_DISCARD,    /* offset, len */
+    WL_COMPRESSED, /* offset, len: compressible pattern data, whole clusters */
+    WL_FLUSH,
+    WL_TRUNCATE,   /* offset = new size (shrinks with QCOW2_TRUNCATE_SHRINK) */
+};
+
+struct wl_op {
+    enum wl_kind kind;
+    uint64_t offset;
+    uint64_t len;
+    unsigned flags;
+};
+
+struct workload {
+    const char *name;
+    const char *create_opts;  /* qemu-img create -o for the image under test */
+    const char *size;
+    uint32_t cluster_size;    /* must match create_opts (the model's discard granularity) */
+    const char *backing_opts; /* NULL: no backing file; else its qemu-img create -o */
+    const char *backing_size;
+    const char *backing_io;   /* qemu-io commands for the backing file, ';'-separated */
+    const char *prep_io;      /* qemu-io commands on the image before the workload */
+    const struct wl_op *ops;  /* ends with WL_END */
+    bool big;                 /* only with CRASH_FULL=1 (make stress) */
+};
+
+/* ---- files ---- */
+
+/* The test's directory and helpers around it. */
+void wl_set_dir(const char *dir);
+const char *wl_dir(void);
+void wl_path(char *out, size_t len, const char *name);
+int wl_run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool wl_have_qemu(void);
+
+/* Create the backing file (if any) and the starting image "<name>.start.qcow2" in the test
+ * directory; load its bytes into *start and its guest content (via qemu-img convert) into
+ * *base. Returns 0 or -1 with a message on stderr. */
+int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *base);
+
+/* ---- running ---- */
+
+size_t wl_nb_ops(const struct workload *w);
+/* The data of write op `i` (len bytes), a function of the op index and the guest offset. */
+void wl_fill(const struct workload *w, size_t i, uint8_t *buf);
+/* Run op `i` on the image; returns what the library returned. */
+int wl_exec(struct qcow2_image *img, const struct workload *w, size_t i);
+
+/* ---- model ---- */
+
+/* Apply op `i` to a guest content buffer (resizing it on truncate). */
+void wl_apply(const struct workload *w, size_t i, struct tf_buf *guest);
+
+/* ---- verdict ---- */
+
+struct wl_expect {
+    const struct tf_buf *durable; /* content that must be there */
+    const size_t *uncertain;      /* ops that may or may not (or partly) have happened */
+    size_t nb_uncertain;
+    uint64_t start_size;          /* guest size before op 0 */
+};
+
+/* Open `path` read-write with the library (a dirty image is repaired by the open), read every
+ * guest byte and require each one to equal the durable content or a value an uncertain op
+ * wrote there; require qcow2_check to find no corruption; close; with `qemu_check` require
+ * `qemu-img check` to exit 0 or 3 (leaks only). On failure returns -1 and describes the first
+ * problem in `why`. */
+int wl_verify(const char *path, const struct workload *w, const struct wl_expect *ex,
+              bool qemu_check, char *why, size_t whylen);
+
+/* `qemu-img check` exit status for `path`: 0 clean, 3 leaks, 2 corrupt, ... Output of a
+ * failing check goes to stderr. */
+int wl_qemu_check(const char *path);
+
+#endif /* QCOW2_TESTWORKLOAD_H */
