@@ -3,6 +3,8 @@
 #   make                  build into ./build (warnings are errors)
 #   make check            install missing packages (as root), build, run every test; then an
 #                         ASan/UBSan build in ./build-asan runs the unit tests
+#   make bench            build, then the benchmarks against QEMU (bench/run; see bench/README.md)
+#   make bench-quick      the same on small images, once: a smoke run (timings meaningless)
 #   make demo             build, then show the CLI next to qemu-img on a small backing chain
 #   make install PREFIX=/usr/local
 #   make clean
@@ -18,11 +20,11 @@ CTEST      ?= ctest
 CTEST_ARGS ?=
 
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
-DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils
+DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time
 
 CMAKE_FLAGS = -DQCOW2_WERROR=ON
 
-.PHONY: all build deps check check-build check-asan check-tsan demo install clean
+.PHONY: all build deps check check-build check-asan check-tsan demo install clean bench bench-quick
 
 all: build
 
@@ -71,6 +73,15 @@ check-tsan:
 	$(CMAKE) -S . -B $(TSAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_TSAN=ON
 	$(CMAKE) --build $(TSAN_BUILD) -j $(JOBS) --target test_stress
 	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1 $(CTEST) --output-on-failure -R '^test_stress$$' $(CTEST_ARGS)
+
+# Extra arguments for bench/run, e.g. BENCH_ARGS="--only W1,W5 --reps 3".
+BENCH_ARGS ?=
+
+bench: build
+	BUILD=$(abspath $(BUILD)) bash bench/run $(BENCH_ARGS)
+
+bench-quick: build
+	BUILD=$(abspath $(BUILD)) bash bench/run --quick $(BENCH_ARGS)
 
 demo: build
 	bash tools/demo.sh $(BUILD)

@@ -10,6 +10,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Entry sizes of the 64-bit tables. */
+#define L1E_SIZE 8
+#define REFTABLE_ENTRY_SIZE 8
+#define BITMAP_TABLE_ENTRY_SIZE 8
+
+/* Snapshot table entry fields (the fixed part, QCOW2_SNAPSHOT_HEADER_SIZE bytes). */
+#define SN_L1_TABLE_OFFSET 0
+#define SN_L1_SIZE 8
+#define SN_ID_STR_SIZE 12
+#define SN_NAME_SIZE 14
+#define SN_VM_STATE_SIZE 32
+#define SN_EXTRA_DATA_SIZE 36
+/* Its extra data. */
+#define SN_EXTRA_VM_STATE_SIZE_LARGE 0
+#define SN_EXTRA_DISK_SIZE 8
+#define SN_EXTRA_ICOUNT 16
+
+/* Bitmap directory entry fields (the fixed part, BITMAP_DIR_ENTRY_SIZE bytes). */
+#define BME_TABLE_OFFSET 0
+#define BME_TABLE_SIZE 8
+#define BME_FLAGS 12
+#define BME_TYPE 16
+#define BME_GRANULARITY_BITS 17
+#define BME_NAME_SIZE 18
+#define BME_EXTRA_DATA_SIZE 20
+
 /* Limits QEMU puts on what it reads during a check. */
 #define SNAPSHOT_MAX_EXTRA_DATA 1024
 #define SNAPSHOT_MIN_V3_EXTRA_DATA 16 /* vm_state_size_large + disk_size */
@@ -439,7 +465,7 @@ static int check_l1(struct check *ck, struct qcow2_check_result *res, uint64_t l
     struct qcow2_image *img = ck->img;
     if (l1_size == 0)
         return 0;
-    size_t bytes = (size_t)l1_size * 8;
+    size_t bytes = (size_t)l1_size * L1E_SIZE;
     int ret = count_range(ck, res, l1_offset, bytes);
     if (ret < 0)
         return ret;
@@ -545,11 +571,11 @@ static int read_snapshots(struct check *ck, struct qcow2_check_result *res, unsi
         if (ret < 0)
             goto io_error;
         ck->nb_snaps = i + 1;
-        sn->l1_offset = be64_get(sn->header);
-        sn->l1_size = be32_get(sn->header + 8);
-        sn->id_size = be16_get(sn->header + 12);
-        sn->name_size = be16_get(sn->header + 14);
-        uint32_t extra_size = be32_get(sn->header + 36);
+        sn->l1_offset = be64_get(sn->header + SN_L1_TABLE_OFFSET);
+        sn->l1_size = be32_get(sn->header + SN_L1_SIZE);
+        sn->id_size = be16_get(sn->header + SN_ID_STR_SIZE);
+        sn->name_size = be16_get(sn->header + SN_NAME_SIZE);
+        uint32_t extra_size = be32_get(sn->header + SN_EXTRA_DATA_SIZE);
         sn->extra_data_size = extra_size;
         if (extra_size > SNAPSHOT_MAX_EXTRA_DATA) {
             if (!(fix & QCOW2_CHECK_FIX_ERRORS)) {
@@ -641,16 +667,16 @@ static int rewrite_snapshots(struct check *ck)
         uint8_t extra[SNAPSHOT_EXTRA_DATA_SIZE];
         uint32_t extra_size = MAX(SNAPSHOT_EXTRA_DATA_SIZE, sn->extra_data_size);
         /* Known fields present in the entry are kept, whole fields only. */
-        be64_put(extra, be32_get(sn->header + 32));     /* vm_state_size_large */
-        be64_put(extra + 8, ROUND_UP(img->size, 512)); /* disk_size */
-        be64_put(extra + 16, UINT64_MAX);              /* icount: none */
+        be64_put(extra + SN_EXTRA_VM_STATE_SIZE_LARGE, be32_get(sn->header + SN_VM_STATE_SIZE));
+        be64_put(extra + SN_EXTRA_DISK_SIZE, ROUND_UP(img->size, 512));
+        be64_put(extra + SN_EXTRA_ICOUNT, UINT64_MAX); /* none */
         memcpy(extra, sn->extra, ROUND_DOWN(MIN(sn->extra_data_size, sizeof(extra)), 8));
-        uint64_t vm_state = be64_get(extra);
+        uint64_t vm_state = be64_get(extra + SN_EXTRA_VM_STATE_SIZE_LARGE);
         pos = ROUND_UP(pos, 8);
         memcpy(buf + pos, sn->header, QCOW2_SNAPSHOT_HEADER_SIZE);
         /* Readers that know only the 32-bit size see a disk-only snapshot, not a cut one. */
-        be32_put(buf + pos + 32, vm_state <= UINT32_MAX ? (uint32_t)vm_state : 0);
-        be32_put(buf + pos + 36, extra_size);
+        be32_put(buf + pos + SN_VM_STATE_SIZE, vm_state <= UINT32_MAX ? (uint32_t)vm_state : 0);
+        be32_put(buf + pos + SN_EXTRA_DATA_SIZE, extra_size);
         pos += QCOW2_SNAPSHOT_HEADER_SIZE;
         memcpy(buf + pos, extra, sizeof(extra));
         if (sn->extra_data_size > sizeof(extra))
@@ -675,9 +701,10 @@ static int rewrite_snapshots(struct check *ck)
     }
     free(buf);
     if (ret == 0) {
-        uint8_t field[12];
+        /* nb_snapshots and snapshots_offset, in one write */
+        uint8_t field[HDR_SNAPSHOTS_OFFSET + 8 - HDR_NB_SNAPSHOTS];
         be32_put(field, ck->nb_snaps);
-        be64_put(field + 4, (uint64_t)offset);
+        be64_put(field + (HDR_SNAPSHOTS_OFFSET - HDR_NB_SNAPSHOTS), (uint64_t)offset);
         ret = image_write_header_field(img, HDR_NB_SNAPSHOTS, field, sizeof(field));
     }
     if (ret < 0) {
@@ -701,7 +728,7 @@ static int count_bitmap_table(struct check *ck, struct qcow2_check_result *res,
                               uint64_t table_offset, uint32_t table_size)
 {
     struct qcow2_image *img = ck->img;
-    size_t bytes = (size_t)table_size * 8;
+    size_t bytes = (size_t)table_size * BITMAP_TABLE_ENTRY_SIZE;
     int ret = count_range(ck, res, table_offset, bytes);
     if (ret < 0)
         return ret;
@@ -718,7 +745,7 @@ static int count_bitmap_table(struct check *ck, struct qcow2_check_result *res,
                          ull(table_offset), strerror(-ret));
     }
     for (uint32_t i = 0; i < table_size && ret == 0; i++) {
-        uint64_t entry = be64_get(table + (size_t)i * 8);
+        uint64_t entry = be64_get(table + (size_t)i * BITMAP_TABLE_ENTRY_SIZE);
         uint64_t offset = entry & BITMAP_TABLE_OFFSET_MASK;
         if ((entry & BITMAP_TABLE_RESERVED_MASK) ||
             (offset && ((entry & BITMAP_TABLE_ALL_ONES) || offset_into_cluster(img, offset)))) {
@@ -771,13 +798,13 @@ static int count_bitmaps(struct check *ck, struct qcow2_check_result *res)
             goto bad;
         }
         const uint8_t *e = dir + pos;
-        uint64_t table_offset = be64_get(e);
-        uint32_t table_size = be32_get(e + 8);
-        uint32_t flags = be32_get(e + 12);
-        uint8_t type = e[16];
-        uint8_t gran_bits = e[17];
-        uint16_t name_size = be16_get(e + 18);
-        uint32_t extra = be32_get(e + 20);
+        uint64_t table_offset = be64_get(e + BME_TABLE_OFFSET);
+        uint32_t table_size = be32_get(e + BME_TABLE_SIZE);
+        uint32_t flags = be32_get(e + BME_FLAGS);
+        uint8_t type = e[BME_TYPE];
+        uint8_t gran_bits = e[BME_GRANULARITY_BITS];
+        uint16_t name_size = be16_get(e + BME_NAME_SIZE);
+        uint32_t extra = be32_get(e + BME_EXTRA_DATA_SIZE);
         uint64_t len = ROUND_UP(BITMAP_DIR_ENTRY_SIZE + (uint64_t)extra + name_size, 8);
         if (len > size - pos) {
             why = "bitmap directory entry runs past the directory";
@@ -808,8 +835,11 @@ static int count_bitmaps(struct check *ck, struct qcow2_check_result *res)
     }
     for (pos = 0; pos < size && ret == 0;) {
         const uint8_t *e = dir + pos;
-        ret = count_bitmap_table(ck, res, be64_get(e), be32_get(e + 8));
-        pos += ROUND_UP(BITMAP_DIR_ENTRY_SIZE + (uint64_t)be32_get(e + 20) + be16_get(e + 18), 8);
+        ret = count_bitmap_table(ck, res, be64_get(e + BME_TABLE_OFFSET),
+                                 be32_get(e + BME_TABLE_SIZE));
+        pos += ROUND_UP(BITMAP_DIR_ENTRY_SIZE + (uint64_t)be32_get(e + BME_EXTRA_DATA_SIZE) +
+                            be16_get(e + BME_NAME_SIZE),
+                        8);
     }
     free(dir);
     return ret;
@@ -923,7 +953,7 @@ static int calculate_refcounts(struct check *ck, struct qcow2_check_result *res,
             res->corruptions++;
             continue;
         }
-        if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+        if ((uint64_t)sn->l1_size * L1E_SIZE > QCOW2_MAX_L1_BYTES) {
             report(ck,
                    "ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table "
                    "entry corrupted",
@@ -938,7 +968,8 @@ static int calculate_refcounts(struct check *ck, struct qcow2_check_result *res,
     if ((ret = count_range(ck, res, img->hdr.snapshots_offset, ck->snaps_size)) < 0)
         return ret;
     /* the refcount table */
-    ret = count_range(ck, res, img->hdr.refcount_table_offset, img->refcount_table_size * 8);
+    ret = count_range(ck, res, img->hdr.refcount_table_offset,
+                      img->refcount_table_size * REFTABLE_ENTRY_SIZE);
     if (ret < 0)
         return ret;
     /* the LUKS header area */
@@ -1005,7 +1036,7 @@ static int rebuild_refcount_structure(struct check *ck)
     struct qcow2_image *img = ck->img;
     uint64_t cs = img->cluster_size;
     uint64_t per_block = 1ull << img->refcount_block_bits;
-    uint64_t per_table_cluster = cs / 8;
+    uint64_t per_table_cluster = cs / REFTABLE_ENTRY_SIZE;
     int ret;
 
     /* Cached blocks of the old structure must never be written again. */
@@ -1047,7 +1078,8 @@ static int rebuild_refcount_structure(struct check *ck)
         table_clusters = MAX(table_clusters, tc);
     }
     uint64_t entries = table_clusters * per_table_cluster;
-    if (table_clusters * cs > QCOW2_MAX_REFTABLE_BYTES || end > (QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)) {
+    if (table_clusters * cs > QCOW2_MAX_REFTABLE_BYTES ||
+        end > (QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)) {
         free(need);
         return set_error(img, -EFBIG, "the rebuilt refcount table would be too large");
     }
@@ -1059,7 +1091,7 @@ static int rebuild_refcount_structure(struct check *ck)
         refs_set(ck, c, 1);
 
     uint64_t *table = calloc(entries, sizeof(*table));
-    uint8_t *buf = malloc(MAX(cs, entries * 8));
+    uint8_t *buf = malloc(MAX(cs, entries * REFTABLE_ENTRY_SIZE));
     if (!table || !buf) {
         free(need);
         free(table);
@@ -1092,10 +1124,10 @@ static int rebuild_refcount_structure(struct check *ck)
     uint64_t table_offset = (start + nb_blocks) << img->cluster_bits;
     if (ret == 0) {
         for (uint64_t i = 0; i < entries; i++)
-            be64_put(buf + i * 8, table[i]);
+            be64_put(buf + i * REFTABLE_ENTRY_SIZE, table[i]);
         for (uint64_t o = table_offset; o < table_offset + table_clusters * cs; o += cs)
             cache_discard(img->l2_cache, o);
-        ret = file_pwrite(img->file, buf, entries * 8, table_offset);
+        ret = file_pwrite(img->file, buf, entries * REFTABLE_ENTRY_SIZE, table_offset);
     }
     if (ret == 0)
         ret = file_flush(img->file);
@@ -1106,9 +1138,11 @@ static int rebuild_refcount_structure(struct check *ck)
                          strerror(-ret));
     }
 
-    uint8_t field[12];
+    /* refcount_table_offset and refcount_table_clusters, in one write */
+    uint8_t field[HDR_REFCOUNT_TABLE_CLUSTERS + 4 - HDR_REFCOUNT_TABLE_OFFSET];
     be64_put(field, table_offset);
-    be32_put(field + 8, (uint32_t)table_clusters);
+    be32_put(field + (HDR_REFCOUNT_TABLE_CLUSTERS - HDR_REFCOUNT_TABLE_OFFSET),
+             (uint32_t)table_clusters);
     ret = image_write_header_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
     if (ret < 0) {
         free(table);
@@ -1130,9 +1164,9 @@ static int rebuild_refcount_structure(struct check *ck)
 
 static int write_l1_entry(struct qcow2_image *img, uint32_t index)
 {
-    uint8_t b[8];
+    uint8_t b[L1E_SIZE];
     be64_put(b, img->l1_table[index]);
-    uint64_t where = img->hdr.l1_table_offset + (uint64_t)index * 8;
+    uint64_t where = img->hdr.l1_table_offset + (uint64_t)index * L1E_SIZE;
     int ret = file_pwrite(img->file, b, sizeof(b), where);
     if (ret == 0)
         ret = file_flush(img->file);

@@ -15,7 +15,8 @@
 
 static void check_usage(FILE *f)
 {
-    fprintf(f, "usage: " TOOL_NAME " check [-q] [-f FMT] [--output=human|json] [-r leaks|all] FILE\n"
+    fprintf(f, "usage: " TOOL_NAME " check [-q] [-f FMT] [--output=human|json] [-r leaks|all]\n"
+               "                   FILE\n"
                "\n"
                "Check FILE for consistency (refcounts, table entries, COPIED flags) and, with -r,\n"
                "repair what is found.\n"

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tool.h"
 
@@ -31,6 +32,7 @@ static void io_usage(FILE *f)
             "             truncate SIZE\n"
             "             map\n"
             "             info\n"
+            "             sleep MS                  (a test aid: flush stdout, then pause)\n"
             "Numbers take k/M/G/T suffixes and 0x hex.\n");
 }
 
@@ -271,6 +273,25 @@ static int io_info_cmd(struct qcow2_image *img)
     return 0;
 }
 
+/* qemu-io's sleep: pause MS milliseconds. Output so far is flushed first, so that a test
+ * watching stdout knows every earlier command has finished (and can kill the process while
+ * it waits, image still open: a crash at a known point). */
+static int io_sleep_cmd(int argc, char **argv)
+{
+    uint64_t ms;
+    if (argc != 2) {
+        tool_error("sleep: expected MILLISECONDS");
+        return -1;
+    }
+    if (io_num(argv[1], &ms) < 0)
+        return -1;
+    fflush(stdout);
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
 static int run_command(struct qcow2_image *img, const char *cmdline)
 {
     char *line = strdup(cmdline);
@@ -294,6 +315,8 @@ static int run_command(struct qcow2_image *img, const char *cmdline)
         ret = io_map_cmd(img);
     else if (!strcmp(argv[0], "info"))
         ret = io_info_cmd(img);
+    else if (!strcmp(argv[0], "sleep"))
+        ret = io_sleep_cmd(argc, argv);
     else {
         tool_error("unknown command '%s' (see 'qcow2 io --help')", argv[0]);
         ret = -1;

@@ -14,6 +14,7 @@ static const struct tool_cmd commands[] = {
     { "convert", cmd_convert, "copy an image, converting its format" },
     { "io", cmd_io, "run qemu-io style commands (read, write, discard, ...)" },
     { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
+    { "resize", cmd_resize, "change the virtual size of an image, as qemu-img resize" },
     { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },
     { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
 };

@@ -30,6 +30,7 @@ int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

@@ -524,7 +524,12 @@ begin_case lazy_refcounts_dirty
 gen qemu-img create -q -f qcow2 -o lazy_refcounts=on img.qcow2 1G
 RECIPE="${RECIPE}qemu-io -c 'write -P 1 0 128k' -c 'write -P 2 600M 64k' -c 'sigraise 9' img.qcow2
 "
-(qemu-io -c "write -P 1 0 128k" -c "write -P 2 600M 64k" -c "sigraise 9" img.qcow2 >/dev/null 2>&1) 2>/dev/null
+(qemu-io -c "write -P 1 0 128k" -c "write -P 2 600M 64k" -c "sigraise 9" img.qcow2 \
+    >/dev/null 2>&1; true) 2>/dev/null # "; true": the shell reports the kill, not qemu-io
+if [ $(($(peek_be64 img.qcow2 72) & 1)) -eq 0 ]; then
+    fail "$CASE: harness: the killed qemu-io did not leave the image dirty" "$(recipe)"
+    CASE_OK=0
+fi
 check_all img.qcow2
 # A writable open repairs a dirty image by itself (prepare_for_writing -> check).
 if [ "$CASE_OK" = 1 ]; then

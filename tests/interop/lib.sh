@@ -1,4 +1,5 @@
 # lib.sh - helpers shared by the interop scripts (sourced, never run by itself).
+# shellcheck shell=bash
 # Owns the scratch directory, the pass/fail counters and the final "N passed, M failed" line,
 # running a command under a timeout with its output captured, reading fields out of qemu-img
 # style JSON, normalizing `map --output=json`, and peeking/poking big-endian header fields.

@@ -295,6 +295,18 @@ base_image img.qcow2
 set_incompat img.qcow2 2
 check img.qcow2 ok ok ""
 
+# Unknown compatible and autoclear bits must be ignored by a reader, and a read-only open must
+# not clear the autoclear bits (the sha256 check sees that).
+begin_case unknown-compatible-bit
+base_image img.qcow2
+p64 img.qcow2 80 0x20
+check img.qcow2 ok ok ""
+
+begin_case unknown-autoclear-bit
+base_image img.qcow2
+p64 img.qcow2 88 0x80
+check img.qcow2 ok ok ""
+
 begin_case data-file-bit-without-name
 base_image img.qcow2
 set_incompat img.qcow2 $((1 << 2))
@@ -384,6 +396,40 @@ if [ "$CASE_OK" = 1 ]; then
     p64 img.qcow2 $(($(l2_entry_offset img.qcow2 2 16) + 8)) 0x0000000000000003
 fi
 check img.qcow2 any fail "subcluster|bitmap|L2|corrupt"
+
+# Reserved bits in table entries: QEMU ignores them when reading (check counts them); we may
+# too, or refuse, but not crash.
+begin_case l1-entry-reserved-bits
+base_image img.qcow2
+if [ "$CASE_OK" = 1 ]; then
+    e=$(l1_entry_offset img.qcow2 0)
+    p64 img.qcow2 "$e" "$(printf '0x%x' $(($(peek_be64 img.qcow2 "$e") | 0x0100000000000001)))"
+fi
+check img.qcow2 any any "L1|reserved"
+
+begin_case l2-entry-reserved-bits
+base_image img.qcow2
+if [ "$CASE_OK" = 1 ]; then
+    e=$(l2_entry_offset img.qcow2 1)
+    p64 img.qcow2 "$e" "$(printf '0x%x' $(($(peek_be64 img.qcow2 "$e") | 0x0100000000000002)))"
+fi
+check img.qcow2 any any "L2|reserved"
+
+begin_case data-cluster-unaligned
+base_image img.qcow2
+if [ "$CASE_OK" = 1 ]; then
+    e=$(l2_entry_offset img.qcow2 1)
+    p64 img.qcow2 "$e" "$(printf '0x%x' $(($(peek_be64 img.qcow2 "$e") + 0x200)))"
+fi
+check img.qcow2 any fail "align"
+
+begin_case data-cluster-past-eof
+base_image img.qcow2
+if [ "$CASE_OK" = 1 ]; then
+    p64 img.qcow2 "$(l2_entry_offset img.qcow2 1)" "$(printf '0x%x' $((0x200000000 | QCOW_OFLAG_COPIED)))"
+fi
+# QEMU reads zeros past the end of the file; refusing is fine too.
+check img.qcow2 any any "EOF|end of the file|past|beyond"
 
 # ---------------------------------------------------------------------------------------------
 # Files

@@ -445,6 +445,67 @@ gen qemu-img create -f qcow2 -o cluster_size=65536,extended_l2=on -b base.qcow2 
 io img.qcow2 "write -P 0x97 2k 2k" "write -z 66k 4k" "write -P 0x98 1M 64k"
 check_read img.qcow2 2048
 
+# 16. Grown and shrunk images: the L1 table is moved and enlarged by a resize, then written past
+#     the old end; and a shrink that drops data.
+begin_case "resized-grown"
+gen qemu-img create -f qcow2 -o cluster_size=512 img.qcow2 64k
+io img.qcow2 "write -P 0xa1 0 64k"
+gen qemu-img resize img.qcow2 4M
+io img.qcow2 "write -P 0xa2 $((64 * 1024 - 256)) 1k" "write -P 0xa3 3M 100k"
+check_read img.qcow2 512
+
+begin_case "resized-shrunk"
+gen qemu-img create -f qcow2 -o cluster_size=4096 img.qcow2 4M
+io img.qcow2 "write -P 0xa4 0 4M"
+gen qemu-img resize --shrink img.qcow2 $((3 * 1024 * 1024 + 512))
+check_read img.qcow2 512
+
+# 17. Refcount table growth: 512-byte clusters with 64-bit refcounts (one refcount block covers
+#     32 KiB) and a few MiB of data, so the table is reallocated several times.
+begin_case "reftable-growth-c512-rb64"
+gen qemu-img create -f qcow2 -o cluster_size=512,refcount_bits=64 img.qcow2 8M
+io img.qcow2 "write -P 0xa5 0 3M" "write -P 0xa6 5M 1M"
+check_read img.qcow2 512
+
+# 18. Backing file names: a relative path into a subdirectory, "../" from an overlay in another
+#     directory, and an absolute path.
+begin_case "backing-paths"
+gen mkdir -p sub other
+gen qemu-img create -f qcow2 sub/base.qcow2 2M
+io sub/base.qcow2 "write -P 0xa7 0 2M"
+gen qemu-img create -f qcow2 -b base.qcow2 -F qcow2 sub/mid.qcow2
+io sub/mid.qcow2 "write -P 0xa8 64k 64k"
+gen qemu-img create -f qcow2 -b ../sub/mid.qcow2 -F qcow2 other/up.qcow2
+io other/up.qcow2 "write -P 0xa9 128k 64k"
+gen qemu-img create -f qcow2 -b "$PWD/other/up.qcow2" -F qcow2 img.qcow2
+io img.qcow2 "write -P 0xaa 192k 64k"
+check_read img.qcow2 65536
+
+# 19. No backing format stored (the extension's type is patched to an unknown one, which must
+#     be skipped): the backing file's format is probed. Plus a persistent bitmap (bitmaps
+#     extension, autoclear bit 0) in the overlay.
+begin_case "backing-format-probed-unknown-ext-bitmap"
+gen qemu-img create -f qcow2 base.qcow2 2M
+io base.qcow2 "write -P 0xab 0 1M"
+gen qemu-img create -f qcow2 -b base.qcow2 -F qcow2 img.qcow2
+io img.qcow2 "write -P 0xac 64k 64k"
+gen qemu-img bitmap --add img.qcow2 b0
+if [ "$CASE_OK" = 1 ]; then
+    if [ "$(peek_hex img.qcow2 112 4)" = e2792aca ]; then
+        gen poke_be32 img.qcow2 112 0x7a7a7a7a
+    else
+        fail "$CASE: harness: the backing format extension is not the first one"
+        CASE_OK=0
+    fi
+fi
+check_read img.qcow2 65536
+
+# 20. A plain raw file (sparse, size not a multiple of 4k), read directly.
+begin_case "raw-image"
+gen qemu-img create -f raw img.raw $((2 * 1024 * 1024 + 1536))
+io_raw img.raw "write -P 0xad 4k 8k" "write -P 0xae 1M 1536" "write -P 0xaf $((2 * 1024 * 1024)) 1536"
+check_read img.raw 512
+
 cd "$T" || exit 1
 echo "# $TEST_NAME: $(($(date +%s) - start_time)) s"
 finish

@@ -23,6 +23,7 @@ struct testfile {
     int fd;
     bool read_only;
     bool logging;
+    bool trace; /* TESTFILE_TRACE=1: print every I/O on stderr */
     pthread_mutex_t lock;
 
     struct tf_event *events;
@@ -60,9 +61,16 @@ const char *testfile_kind_name(enum tf_kind kind)
 
 /* Count an I/O of `kind` and decide whether it fails: returns 0 or -errno. Called with the
  * lock held. */
-static int account(struct testfile *tf, enum tf_kind kind)
+static int account(struct testfile *tf, enum tf_kind kind, uint64_t offset, uint64_t len)
 {
     tf->counts[kind_index(kind)]++;
+    if (tf->trace) {
+        uint64_t n = 0;
+        for (unsigned i = 0; i < 6; i++)
+            n += tf->counts[i];
+        fprintf(stderr, "    testfile: I/O %llu: %s 0x%llx+%llu\n", (unsigned long long)n,
+                testfile_kind_name(kind), (unsigned long long)offset, (unsigned long long)len);
+    }
     if (!(tf->fail_mask & kind))
         return 0;
     bool fail = false;
@@ -120,7 +128,7 @@ static int tf_pread(void *ctx, void *buf, size_t count, uint64_t offset)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
-    int ret = account(tf, TF_PREAD);
+    int ret = account(tf, TF_PREAD, offset, count);
     pthread_mutex_unlock(&tf->lock);
     if (ret < 0)
         return ret;
@@ -175,7 +183,7 @@ static int tf_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_t o
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
     pthread_mutex_lock(&tf->lock);
-    int ret = account(tf, TF_PWRITE);
+    int ret = account(tf, TF_PWRITE, offset, len);
     uint64_t limit = len;
     if (ret < 0) {
         if (!tf->fail_torn || len == 0) {
@@ -195,7 +203,7 @@ static int tf_flush(void *ctx)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
-    int ret = account(tf, TF_FLUSH);
+    int ret = account(tf, TF_FLUSH, 0, 0);
     /* No fdatasync: the log, not the disk, is what the crash test trusts, and tests stay
      * fast. The order of events is the order of this log. */
     if (ret == 0)
@@ -217,7 +225,7 @@ static int tf_truncate(void *ctx, uint64_t size)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
-    int ret = account(tf, TF_TRUNCATE);
+    int ret = account(tf, TF_TRUNCATE, size, 0);
     if (ret == 0) {
         ret = ftruncate(tf->fd, (off_t)size) < 0 ? -errno : 0;
         if (ret == 0)
@@ -252,7 +260,7 @@ static int tf_zero(void *ctx, uint64_t offset, uint64_t count)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
-    int ret = account(tf, TF_ZERO);
+    int ret = account(tf, TF_ZERO, offset, count);
     if (ret == 0) {
         ret = zero_range(tf->fd, offset, count);
         if (ret == 0)
@@ -266,7 +274,7 @@ static int tf_discard(void *ctx, uint64_t offset, uint64_t count)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
-    int ret = account(tf, TF_DISCARD);
+    int ret = account(tf, TF_DISCARD, offset, count);
     if (ret == 0) {
         /* Inside the file only, like FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE. */
         int64_t size = tf_size(tf);
@@ -357,6 +365,8 @@ struct testfile *testfile_open(const char *path, bool read_only, char *err, size
     tf->fd = fd;
     tf->read_only = read_only;
     tf->logging = true;
+    const char *trace = getenv("TESTFILE_TRACE");
+    tf->trace = trace && *trace && strcmp(trace, "0") != 0;
     pthread_mutex_init(&tf->lock, NULL);
     return tf;
 }

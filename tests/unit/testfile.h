@@ -7,7 +7,8 @@
  *
  * Ownership: the test owns the struct testfile; testfile_attach() makes a struct qcow2_file
  * over it that an image may own (image_open_with_file). Closing the image closes the file
- * descriptor but keeps the log, which the test frees with testfile_free() afterwards. */
+ * descriptor but keeps the log, which the test frees with testfile_free() afterwards.
+ * TESTFILE_TRACE=1 in the environment prints every I/O, numbered as testfile_fail() counts. */
 #ifndef QCOW2_TESTFILE_H
 #define QCOW2_TESTFILE_H
 

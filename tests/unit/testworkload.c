@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#define KB 1024ull
+#define MB (1024ull * 1024)
+
 static char g_dir[4096];
 
 void wl_set_dir(const char *dir)
@@ -98,6 +101,251 @@ int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *ba
 fail:
     fprintf(stderr, "  %s: preparing the starting image failed\n", w->name);
     return -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The workloads. Offsets are chosen to hit partial clusters (COW), cluster-spanning writes,
+ * new L2 tables, in-place rewrites, reuse of freed clusters, and flushes in between. */
+
+static const struct wl_op ops_alloc_write[] = {
+    {WL_WRITE, 1000, 3000, 0},          /* partial cluster: head and tail COW of zeros */
+    {WL_WRITE, 5000, 10000, 0},         /* three clusters, both ends partial */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},  /* second L2 table */
+    {WL_WRITE, 0, 4096, 0},             /* in place over an allocated cluster */
+    {WL_WRITE, 6 * MB, 8192, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 3 * 4096 + 17, 50, 0},   /* in place, partial */
+    {WL_WRITE, 7 * MB - 100, 300, 0},   /* crosses into a new L2 table */
+    {WL_WRITE_FUA, 2 * MB, 12288, 0},
+    {WL_WRITE, 100, 100, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_alloc_write_64k[] = {
+    {WL_WRITE, 70000, 1000, 0},
+    {WL_WRITE, 200000, 150000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 65536, 65536, 0},
+    {WL_WRITE, 1 * MB + 3, 70000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 70500, 20000, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Over a backing file with data in [0, 3M) and [5M, 6M): COW copies from it. */
+static const struct wl_op ops_backing_write[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_WRITE, 4 * MB - 2048, 8192, 0}, /* half over backing data, half over a hole */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},
+    {WL_WRITE, 5 * MB + 4000, 200, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 1500, 100, 0},           /* in place */
+    {WL_WRITE, 6 * MB - 300, 600, 0},
+    {WL_WRITE_FUA, 7 * MB, 4096, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Extended L2, 16 KiB clusters of 32 512-byte subclusters. */
+static const struct wl_op ops_extl2_write[] = {
+    {WL_WRITE, 600, 300, 0},            /* one subcluster, partial: COW inside it only */
+    {WL_WRITE, 16384 + 1024, 2048, 0},  /* subcluster aligned: no COW */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2000, 1000, 0},          /* more subclusters of an allocated cluster */
+    {WL_WRITE, 40000, 30000, 0},        /* spans clusters */
+    {WL_ZERO, 16384 + 1024, 1024, 0},   /* zero subclusters */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 16384 + 1500, 100, 0},   /* over a zero subcluster */
+    {WL_WRITE, 3 * MB, 512, 0},         /* new L2 table */
+    {WL_ZERO, 48 * 1024, 16384, QCOW2_ZERO_MAY_UNMAP},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_zero_write[] = {
+    {WL_ZERO, 0, 8192, 0},                      /* allocated: zero flag, cluster kept */
+    {WL_ZERO, 16384, 8192, QCOW2_ZERO_MAY_UNMAP}, /* allocated: unmapped */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 40000, 10000, 0},                 /* partial clusters: data for the ends */
+    {WL_ZERO, 3 * MB, 1 * MB, QCOW2_ZERO_MAY_UNMAP}, /* unallocated */
+    {WL_WRITE, 16384, 5000, 0},                 /* reallocate an unmapped cluster */
+    {WL_WRITE, 100, 100, 0},                    /* over a zero cluster with a host cluster */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 0, 1 * MB, QCOW2_ZERO_MAY_UNMAP},
+    {WL_WRITE, 500000, 20000, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_discard[] = {
+    {WL_DISCARD, 0, 16384, 0},
+    {WL_WRITE, 300000, 8192, 0},        /* may reuse the freed clusters */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_DISCARD, 30000, 20000, 0},      /* partial clusters stay */
+    {WL_WRITE, 1 * MB + 4096, 12288, 0},
+    {WL_DISCARD, 100 * 1024, 400 * 1024, 0},
+    {WL_WRITE, 2 * MB + 7, 9000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_DISCARD, 0, 4 * MB, 0},
+    {WL_WRITE, 8192, 4096, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* 512-byte clusters: the starting image ends just below a refcount block (1-bit refcounts:
+ * one block covers 2 MiB of file) or a refcount table (64-bit: one table cluster covers
+ * 2 MiB of file) boundary, so that the workload's allocations cross it. */
+static const struct wl_op ops_refcount_growth[] = {
+    {WL_WRITE, 1900 * KB, 60 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2100 * KB + 100, 40 * KB, 0},
+    {WL_WRITE, 100, 1000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2500 * KB, 30 * KB, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* 512-byte clusters: one L2 table maps 32 KiB, one L1 cluster 2 MiB. */
+static const struct wl_op ops_l1_growth[] = {
+    {WL_WRITE, 0, 1000, 0},
+    {WL_TRUNCATE, 4 * MB, 0, 0},        /* L1 grows to two clusters */
+    {WL_WRITE, 3 * MB, 2000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 40 * KB, 1000, 0},
+    {WL_TRUNCATE, 8 * MB, 0, 0},
+    {WL_WRITE, 7 * MB + 100, 1000, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_lazy_refcounts[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},
+    {WL_DISCARD, 1 * MB, 64 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 1 * MB + 4096, 8192, 0},
+    {WL_ZERO, 1 * MB + 32 * KB, 16 * KB, QCOW2_ZERO_MAY_UNMAP},
+    {WL_WRITE, 5 * MB, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 100, 100, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_resize[] = {
+    {WL_WRITE, 3 * MB, 8192, 0},
+    {WL_TRUNCATE, 2 * MB, 0, 0},        /* shrink: frees the data past the end */
+    {WL_WRITE, 1 * MB, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_TRUNCATE, 6 * MB, 0, 0},        /* grow: the new area reads zeros */
+    {WL_WRITE, 5 * MB, 8192, 0},
+    {WL_TRUNCATE, 1 * MB + 512, 0, 0},  /* unaligned shrink */
+    {WL_TRUNCATE, 3 * MB, 0, 0},
+    {WL_WRITE, 1 * MB, 8192, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_compressed[] = {
+    {WL_COMPRESSED, 0, 16384, 0},
+    {WL_COMPRESSED, 64 * KB, 8192, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 4096 + 100, 200, 0},     /* COW out of a compressed cluster */
+    {WL_DISCARD, 8192, 4096, 0},
+    {WL_ZERO, 12288, 1000, 0},          /* part of a compressed cluster: data */
+    {WL_COMPRESSED, 128 * KB, 4096, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_v2[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_ZERO, 8192, 8192, QCOW2_ZERO_MAY_UNMAP},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2 * MB + 100, 5000, 0},
+    {WL_DISCARD, 0, 8192, 0},
+    {WL_WRITE, 100, 100, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Filled by make_random_ops() for CRASH_FULL. */
+static struct wl_op ops_random[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
+static struct wl_op ops_random_backing[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
+
+const struct workload wl_workloads[] = {
+    {.name = "alloc_write", .create_opts = "cluster_size=4096", .size = "8M",
+     .cluster_size = 4096, .ops = ops_alloc_write},
+    {.name = "alloc_write_64k", .create_opts = "cluster_size=65536", .size = "2M",
+     .cluster_size = 65536, .ops = ops_alloc_write_64k},
+    {.name = "alloc_write_backing", .create_opts = "cluster_size=4096", .size = "8M",
+     .cluster_size = 4096, .backing_opts = "cluster_size=65536", .backing_size = "8M",
+     .backing_io = "write -P 0x11 0 3M;write -P 0x22 5M 1M", .ops = ops_backing_write},
+    {.name = "extl2_write", .create_opts = "cluster_size=16384,extended_l2=on", .size = "8M",
+     .cluster_size = 16384, .ops = ops_extl2_write},
+    {.name = "extl2_write_backing", .create_opts = "cluster_size=16384,extended_l2=on",
+     .size = "8M", .cluster_size = 16384, .backing_opts = "cluster_size=4096",
+     .backing_size = "8M", .backing_io = "write -P 0x33 0 3M;write -P 0x44 5M 1M",
+     .ops = ops_extl2_write},
+    {.name = "zero_write", .create_opts = "cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .prep_io = "write -P 0x55 0 2M", .ops = ops_zero_write},
+    {.name = "zero_write_backing", .create_opts = "cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .backing_opts = "cluster_size=4096", .backing_size = "4M",
+     .backing_io = "write -P 0x66 0 4M", .prep_io = "write -P 0x77 0 1M",
+     .ops = ops_zero_write},
+    {.name = "discard", .create_opts = "cluster_size=4096", .size = "4M", .cluster_size = 4096,
+     .prep_io = "write -P 0x88 0 3M", .ops = ops_discard},
+    {.name = "refcount_block_growth", .create_opts = "cluster_size=512,refcount_bits=1",
+     .size = "4M", .cluster_size = 512, .prep_io = "write -P 0x99 0 1800k",
+     .ops = ops_refcount_growth},
+    {.name = "refcount_table_growth", .create_opts = "cluster_size=512,refcount_bits=64",
+     .size = "4M", .cluster_size = 512, .prep_io = "write -P 0xaa 0 1800k",
+     .ops = ops_refcount_growth},
+    {.name = "l1_growth", .create_opts = "cluster_size=512", .size = "64k",
+     .cluster_size = 512, .ops = ops_l1_growth},
+    {.name = "lazy_refcounts", .create_opts = "cluster_size=4096,lazy_refcounts=on",
+     .size = "8M", .cluster_size = 4096, .prep_io = "write -P 0xbb 1M 1M",
+     .ops = ops_lazy_refcounts},
+    {.name = "resize", .create_opts = "cluster_size=4096", .size = "4M", .cluster_size = 4096,
+     .prep_io = "write -P 0xcc 0 4M", .ops = ops_resize},
+    {.name = "compressed", .create_opts = "cluster_size=4096", .size = "1M",
+     .cluster_size = 4096, .ops = ops_compressed},
+    {.name = "v2", .create_opts = "compat=0.10,cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .prep_io = "write -P 0xdd 0 64k", .ops = ops_v2},
+    {.name = "random", .create_opts = "cluster_size=4096,refcount_bits=4", .size = "16M",
+     .cluster_size = 4096, .prep_io = "write -P 0xee 0 2M", .ops = ops_random, .big = true},
+    {.name = "random_backing_extl2", .create_opts = "cluster_size=16384,extended_l2=on",
+     .size = "16M", .cluster_size = 16384, .backing_opts = "cluster_size=4096",
+     .backing_size = "16M", .backing_io = "write -P 0x12 0 8M",
+     .ops = ops_random_backing, .big = true},
+};
+
+const size_t wl_nb_workloads = sizeof(wl_workloads) / sizeof(wl_workloads[0]);
+
+/* A seeded mix of every operation over a disk of `disk` bytes. */
+static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t disk)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        unsigned r = (unsigned)(x % 100);
+        uint64_t off = (x >> 8) % disk;
+        uint64_t len = 1 + ((x >> 40) % (r < 50 ? 20000 : 200000));
+        len = MIN(len, disk - off);
+        if (r < 55)
+            ops[i] = (struct wl_op){WL_WRITE, off, len, 0};
+        else if (r < 65)
+            ops[i] = (struct wl_op){WL_ZERO, off, len, (x >> 3) & 1 ? QCOW2_ZERO_MAY_UNMAP : 0};
+        else if (r < 75)
+            ops[i] = (struct wl_op){WL_DISCARD, off, len, 0};
+        else if (r < 88)
+            ops[i] = (struct wl_op){WL_FLUSH, 0, 0, 0};
+        else if (r < 92)
+            ops[i] = (struct wl_op){WL_WRITE_FUA, off, MIN(len, 8192), 0};
+        else
+            ops[i] = (struct wl_op){WL_WRITE, ROUND_DOWN(off, 512), 512, 0};
+    }
+    ops[n] = (struct wl_op){WL_END, 0, 0, 0};
+}
+
+void wl_make_random(uint32_t seed, size_t nb_ops)
+{
+    nb_ops = MIN(nb_ops, WL_RANDOM_MAX_OPS);
+    make_random_ops(ops_random, nb_ops, seed, 16 * MB);
+    make_random_ops(ops_random_backing, nb_ops, seed + 1, 16 * MB);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -258,8 +506,8 @@ static void collect_report(void *opaque, const char *msg)
 static int compare(const struct workload *w, const struct wl_expect *ex, uint64_t start_size,
                    const uint8_t *got, uint64_t got_size, char *why, size_t whylen)
 {
-    const struct tf_buf *d = ex->durable;
-    bool size_ok = got_size == d->size;
+    const struct tf_buf *d = ex->durable, *alt = ex->alternative;
+    bool size_ok = got_size == d->size || (alt && got_size == alt->size);
     for (size_t k = 0; k < ex->nb_uncertain && !size_ok; k++) {
         const struct wl_op *op = &w->ops[ex->uncertain[k]];
         size_ok = op->kind == WL_TRUNCATE && op->offset == got_size;
@@ -274,7 +522,8 @@ static int compare(const struct workload *w, const struct wl_expect *ex, uint64_
     if (!ok)
         abort();
     for (uint64_t i = 0; i < got_size; i++)
-        ok[i] = i < d->size && got[i] == d->data[i];
+        ok[i] = (i < d->size && got[i] == d->data[i]) ||
+                (alt && i < alt->size && got[i] == alt->data[i]);
     for (size_t k = 0; k < ex->nb_uncertain; k++) {
         size_t opi = ex->uncertain[k];
         uint64_t a, b;
@@ -303,7 +552,9 @@ static int compare(const struct workload *w, const struct wl_expect *ex, uint64_
                  "guest bytes [0x%llx, 0x%llx) are wrong: 0x%02x at 0x%llx, expected 0x%02x%s",
                  (unsigned long long)i, (unsigned long long)j, got[i], (unsigned long long)i,
                  i < d->size ? d->data[i] : 0,
-                 ex->nb_uncertain ? " or the value of an unflushed operation" : "");
+                 alt && i < alt->size ? " or the failed operation's value"
+                 : ex->nb_uncertain  ? " or the value of an unflushed operation"
+                                     : "");
         ret = -1;
         break;
     }

@@ -44,6 +44,13 @@ struct workload {
     bool big;                 /* only with CRASH_FULL=1 (make stress) */
 };
 
+/* Every workload: tens of operations each, so that a test can afford every crash point. The
+ * `big` ones are seeded random mixes, filled by wl_make_random(). */
+extern const struct workload wl_workloads[];
+extern const size_t wl_nb_workloads;
+#define WL_RANDOM_MAX_OPS 1024
+void wl_make_random(uint32_t seed, size_t nb_ops);
+
 /* ---- files ---- */
 
 /* The test's directory and helpers around it. */
@@ -74,10 +81,11 @@ void wl_apply(const struct workload *w, size_t i, struct tf_buf *guest);
 /* ---- verdict ---- */
 
 struct wl_expect {
-    const struct tf_buf *durable; /* content that must be there */
-    const size_t *uncertain;      /* ops that may or may not (or partly) have happened */
+    const struct tf_buf *durable;     /* content that must be there */
+    const struct tf_buf *alternative; /* or, byte by byte, this content (NULL: none) */
+    const size_t *uncertain;          /* ops that may or may not (or partly) have happened */
     size_t nb_uncertain;
-    uint64_t start_size;          /* guest size before op 0 */
+    uint64_t start_size;              /* guest size before op 0 */
 };
 
 /* Open `path` read-write with the library (a dirty image is repaired by the open), read every

@@ -1,0 +1,539 @@
+/* test_ioerror.c - I/O errors at every I/O point.
+ * For each workload (testworkload.c) and every k, the k-th I/O of the run (reads, writes,
+ * flushes, truncates, zeroing, discards; opening and closing included) fails through the test
+ * backend (testfile.c): once with EIO, and with ENOSPC until the failed request has returned
+ * (a full disk stays full while the library handles the error). Required: the request that
+ * met the error fails with that error and a message naming the file and the error; a request
+ * that reports success did not lose the error (a flush or FUA write that succeeded did flush);
+ * once the error is gone later requests work; the image closes; it opens again, passes our
+ * qcow2_check and `qemu-img check` (leaks allowed); every acknowledged byte reads back, and
+ * the failed request's range reads old or new data.
+ *
+ * The POSIX backend (src/file.c) is tested for short and interrupted transfers by interposing
+ * pread/pwritev in this program: it must complete them, and a write that makes no progress
+ * must become an error.
+ *
+ * IOERROR_FULL=1 (make stress) adds torn writes (half a write persists, then EIO) and the
+ * bigger workloads. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
+ * case and prints its I/O. */
+#include "testworkload.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+static int g_passed, g_failed;
+static int t_failed;
+
+#define CHECK_MSG(cond, ...)                                                               \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            t_failed++;                                                                    \
+            fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);     \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fputc('\n', stderr);                                                           \
+        }                                                                                  \
+    } while (0)
+
+#define RUN(label, call)                                                                   \
+    do {                                                                                   \
+        t_failed = 0;                                                                      \
+        call;                                                                              \
+        if (t_failed)                                                                      \
+            g_failed++;                                                                    \
+        else                                                                               \
+            g_passed++;                                                                    \
+        printf("%s %s\n", t_failed ? "FAIL" : "ok  ", label);                              \
+        fflush(stdout);                                                                    \
+    } while (0)
+
+#define MAX_REPORTS 4 /* problems reported per workload and mode */
+
+struct fail_mode {
+    const char *name;
+    const char *tag; /* for file names */
+    unsigned mask;   /* the kinds of I/O counted and failed */
+    int err;
+    enum tf_fail_mode mode;
+    bool torn;
+};
+
+/* A full disk fails what allocates: writes, flushes, truncates, zeroing. */
+static const struct fail_mode g_modes[] = {
+    {"EIO once", "eio", TF_ALL_IO, EIO, TF_FAIL_ONCE, false},
+    {"ENOSPC until the request returns", "enospc", TF_MUTATING | TF_FLUSH, ENOSPC,
+     TF_FAIL_STICKY, false},
+    {"torn write, then EIO", "torn", TF_PWRITE, EIO, TF_FAIL_ONCE, true}, /* full runs only */
+};
+
+struct sweep_stats {
+    size_t runs, swallowed, qemu_checks;
+};
+
+/* qemu-img check verdicts by file content. */
+struct hash_set {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+static bool set_has(const struct hash_set *s, uint64_t h)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i] == h)
+            return true;
+    return false;
+}
+
+static void set_add(struct hash_set *s, uint64_t h)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->v = realloc(s->v, s->cap * sizeof(*s->v));
+        if (!s->v)
+            abort();
+    }
+    s->v[s->n++] = h;
+}
+
+/* Does the message name the file and the error? */
+static bool message_is_clear(const char *msg, const char *path, int err)
+{
+    return msg && strstr(msg, path) && strstr(msg, strerror(err));
+}
+
+/* Run `w` from `start` with the k-th I/O failing. Returns 1 when the run has fewer than k
+ * I/Os (the sweep is over), 0 when every rule held, -1 after reporting a violation in `why`. */
+static int run_with_failure(const struct workload *w, const struct tf_buf *start,
+                            const struct tf_buf *base, uint64_t k, const struct fail_mode *fm,
+                            struct hash_set *checked, struct sweep_stats *st, char *why,
+                            size_t whylen)
+{
+    char path[4200], err[QCOW2_ERROR_MAX];
+    snprintf(path, sizeof(path), "%s/%s.ioerror.qcow2", wl_dir(), w->name);
+    if (tf_buf_save(start, path) < 0) {
+        snprintf(why, whylen, "cannot write %.1000s", path);
+        return -1;
+    }
+    struct testfile *tf = testfile_open(path, false, err, sizeof(err));
+    if (!tf) {
+        snprintf(why, whylen, "%s", err);
+        return -1;
+    }
+    testfile_set_logging(tf, false);
+    testfile_fail(tf, fm->mask, k, fm->err, fm->mode, fm->torn);
+
+    size_t nops = wl_nb_ops(w);
+    size_t failed_op = SIZE_MAX;  /* the request that met the error */
+    size_t durable_ops = 0;       /* ops made durable by a successful flush */
+    bool close_failed = false;
+    bool fired_any = false;
+    int result = 0;
+    struct qcow2_image *img = NULL;
+    struct tf_buf skip = {0}, with = {0};
+    size_t *uncertain = NULL;
+
+    int ret = image_open_with_file(path, NULL, testfile_attach(tf), &img, err, sizeof(err));
+    if (ret < 0) {
+        if (testfile_nb_failures(tf) == 0) {
+            snprintf(why, whylen, "open failed without an injected error: %s", err);
+            goto fail;
+        }
+        if (!message_is_clear(err, path, fm->err)) {
+            snprintf(why, whylen, "open failed (%s) with an unclear message: '%s'",
+                     strerror(-ret), err);
+            goto fail;
+        }
+        /* The error is gone: opening works again. */
+        fired_any = true;
+        testfile_free(tf);
+        tf = testfile_open(path, false, err, sizeof(err));
+        if (!tf) {
+            snprintf(why, whylen, "%s", err);
+            goto fail;
+        }
+        testfile_set_logging(tf, false);
+        ret = image_open_with_file(path, NULL, testfile_attach(tf), &img, err, sizeof(err));
+        if (ret < 0) {
+            snprintf(why, whylen, "open after the failed open failed: %s", err);
+            goto fail;
+        }
+    }
+
+    for (size_t i = 0; i < nops; i++) {
+        uint64_t before = testfile_nb_failures(tf);
+        ret = wl_exec(img, w, i);
+        bool fired = testfile_nb_failures(tf) > before;
+        if (fired) {
+            fired_any = true;
+            testfile_heal(tf); /* the error is gone once the request has returned */
+        }
+        enum wl_kind kind = w->ops[i].kind;
+        if (ret < 0 && !fired) {
+            snprintf(why, whylen, "op %zu failed without an injected error%s: %s", i,
+                     failed_op != SIZE_MAX ? " (after the error was gone)" : "",
+                     qcow2_error(img));
+            goto fail;
+        }
+        if (ret < 0) {
+            failed_op = i;
+            const char *msg = qcow2_error(img);
+            if (ret != -fm->err) {
+                snprintf(why, whylen, "op %zu returned %d (%s), not -%s: '%s'", i, ret,
+                         strerror(-ret), fm->err == EIO ? "EIO" : "ENOSPC", msg);
+                goto fail;
+            }
+            if (!message_is_clear(msg, path, fm->err)) {
+                snprintf(why, whylen, "op %zu failed with an unclear message: '%s'", i, msg);
+                goto fail;
+            }
+            /* Later ops need the new size: a failed truncate is repeated, and must work. */
+            if (kind == WL_TRUNCATE) {
+                ret = wl_exec(img, w, i);
+                if (ret < 0) {
+                    snprintf(why, whylen, "op %zu (truncate) failed again after the error "
+                             "was gone: %s", i, qcow2_error(img));
+                    goto fail;
+                }
+                failed_op = SIZE_MAX;
+            }
+            continue;
+        }
+        if (fired) {
+            st->swallowed++;
+            if (kind == WL_FLUSH || kind == WL_WRITE_FUA) {
+                snprintf(why, whylen,
+                         "op %zu (%s) reported success although its %s failed",
+                         i, kind == WL_FLUSH ? "flush" : "FUA write",
+                         testfile_kind_name(testfile_failed_kind(tf)));
+                goto fail;
+            }
+        }
+        if ((kind == WL_FLUSH || kind == WL_WRITE_FUA))
+            durable_ops = i + 1;
+    }
+    uint64_t before = testfile_nb_failures(tf);
+    ret = qcow2_close(img);
+    img = NULL;
+    bool fired = testfile_nb_failures(tf) > before;
+    if (ret < 0 && !fired) {
+        snprintf(why, whylen, "close failed without an injected error");
+        goto fail;
+    }
+    if (ret == 0 && fired) {
+        st->swallowed++;
+        if (testfile_failed_kind(tf) & (TF_FLUSH | TF_MUTATING)) {
+            snprintf(why, whylen, "close reported success although its %s failed",
+                     testfile_kind_name(testfile_failed_kind(tf)));
+            goto fail;
+        }
+    }
+    close_failed = ret < 0;
+    if (!fired_any && !fired) {
+        testfile_free(tf);
+        return 1;
+    }
+    testfile_free(tf);
+    tf = NULL;
+
+    /* What must read back: every acknowledged request; the failed one may have happened in
+     * part. After a failed close only what a flush made durable is certain. */
+    uncertain = calloc(nops + 1, sizeof(*uncertain));
+    if (!uncertain)
+        abort();
+    struct wl_expect ex = {.start_size = base->size};
+    tf_buf_copy(&skip, base);
+    tf_buf_copy(&with, base);
+    if (close_failed) {
+        for (size_t i = 0; i < durable_ops; i++)
+            wl_apply(w, i, &skip);
+        for (size_t i = durable_ops; i < nops; i++)
+            uncertain[ex.nb_uncertain++] = i;
+    } else {
+        for (size_t i = 0; i < nops; i++) {
+            if (i != failed_op)
+                wl_apply(w, i, &skip);
+            wl_apply(w, i, &with);
+        }
+        if (failed_op != SIZE_MAX)
+            ex.alternative = &with;
+    }
+    ex.durable = &skip;
+    ex.uncertain = uncertain;
+
+    struct tf_buf file = {0};
+    tf_buf_load(&file, path);
+    uint64_t h = tf_buf_hash(&file);
+    tf_buf_free(&file);
+    bool qemu = !set_has(checked, h);
+    st->qemu_checks += qemu;
+    if (wl_verify(path, w, &ex, qemu, why, whylen) < 0) {
+        char keep[4200];
+        snprintf(keep, sizeof(keep), "%s/%s.io%llu.%s.qcow2", wl_dir(), w->name,
+                 (unsigned long long)k, fm->tag);
+        wl_run_cmd("cp '%s' '%s'", path, keep);
+        size_t n = strlen(why);
+        snprintf(why + n, whylen - n, " [the image is kept as %.1000s]", keep);
+        goto fail;
+    }
+    if (qemu)
+        set_add(checked, h);
+    goto out;
+fail:
+    result = -1;
+out:
+    if (img)
+        qcow2_close(img);
+    testfile_free(tf);
+    tf_buf_free(&skip);
+    tf_buf_free(&with);
+    free(uncertain);
+    st->runs++;
+    return result;
+}
+
+/* How many I/Os a clean run of `w` does (open and close included). */
+static uint64_t count_io(const struct workload *w, const struct tf_buf *start, unsigned mask)
+{
+    char path[4200], err[QCOW2_ERROR_MAX];
+    snprintf(path, sizeof(path), "%s/%s.ioerror.qcow2", wl_dir(), w->name);
+    if (tf_buf_save(start, path) < 0)
+        return 0;
+    struct testfile *tf = testfile_open(path, false, err, sizeof(err));
+    if (!tf)
+        return 0;
+    testfile_set_logging(tf, false);
+    struct qcow2_image *img;
+    uint64_t n = 0;
+    if (image_open_with_file(path, NULL, testfile_attach(tf), &img, err, sizeof(err)) == 0) {
+        for (size_t i = 0; i < wl_nb_ops(w); i++)
+            CHECK_MSG(wl_exec(img, w, i) == 0, "%s: op %zu: %s", w->name, i, qcow2_error(img));
+        CHECK_MSG(qcow2_close(img) == 0, "%s: close", w->name);
+        n = testfile_io_count(tf, mask);
+    } else {
+        CHECK_MSG(0, "%s: open: %s", w->name, err);
+    }
+    testfile_free(tf);
+    return n;
+}
+
+static void test_every_io_error_is_reported_and_survived(const struct workload *w,
+                                                         const struct fail_mode *fm,
+                                                         struct sweep_stats *st)
+{
+    struct tf_buf start = {0}, base = {0};
+    struct hash_set checked = {0};
+    if (wl_prepare(w, &start, &base) < 0) {
+        CHECK_MSG(0, "%s: cannot prepare the starting image", w->name);
+        goto out;
+    }
+    uint64_t n = count_io(w, &start, fm->mask);
+    int reports = 0;
+    const char *only_k = getenv("IOERROR_K"); /* one run, for debugging (TESTFILE_TRACE=1) */
+    uint64_t k = only_k && *only_k ? strtoull(only_k, NULL, 0) : 1;
+    for (; k <= n + 1; k++) {
+        char why[2048];
+        int ret = run_with_failure(w, &start, &base, k, fm, &checked, st, why, sizeof(why));
+        if (ret == 1)
+            break;
+        if (ret < 0) {
+            if (reports++ < MAX_REPORTS)
+                CHECK_MSG(0, "%s: I/O %llu of %llu fails (%s): %s", w->name,
+                          (unsigned long long)k, (unsigned long long)n, fm->name, why);
+            else
+                t_failed++;
+        }
+        if (only_k && *only_k)
+            goto out;
+    }
+    CHECK_MSG(k >= n, "%s: the failure stopped firing at I/O %llu of %llu", w->name,
+              (unsigned long long)k, (unsigned long long)n);
+    printf("     %s: %llu I/Os\n", w->name, (unsigned long long)n);
+out:
+    free(checked.v);
+    tf_buf_free(&start);
+    tf_buf_free(&base);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The POSIX backend under short and interrupted transfers. The library is linked statically,
+ * so these definitions replace libc's for src/file.c. */
+
+enum posix_mode { POSIX_PASS, POSIX_SHORT, POSIX_NO_PROGRESS };
+static enum posix_mode g_posix_mode = POSIX_PASS;
+static unsigned long g_posix_calls;
+#define SHORT_MAX 700 /* bytes per call: splits iovecs and sectors */
+
+typedef ssize_t (*pwritev_fn)(int, const struct iovec *, int, off_t);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+
+ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t offset)
+{
+    static pwritev_fn real;
+    if (!real)
+        real = (pwritev_fn)dlsym(RTLD_NEXT, "pwritev");
+    if (g_posix_mode == POSIX_PASS)
+        return real(fd, iov, iovcnt, offset);
+    g_posix_calls++;
+    if (g_posix_mode == POSIX_NO_PROGRESS)
+        return 0;
+    if (g_posix_calls % 3 == 0) {
+        errno = EINTR;
+        return -1;
+    }
+    struct iovec v[8];
+    int n = 0;
+    size_t room = SHORT_MAX;
+    for (int i = 0; i < iovcnt && n < 8 && room > 0; i++) {
+        size_t len = MIN(iov[i].iov_len, room);
+        v[n++] = (struct iovec){iov[i].iov_base, len};
+        room -= len;
+    }
+    return real(fd, v, n, offset);
+}
+
+ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+{
+    static pread_fn real;
+    if (!real)
+        real = (pread_fn)dlsym(RTLD_NEXT, "pread");
+    if (g_posix_mode != POSIX_SHORT)
+        return real(fd, buf, count, offset);
+    g_posix_calls++;
+    if (g_posix_calls % 3 == 0) {
+        errno = EINTR;
+        return -1;
+    }
+    return real(fd, buf, MIN(count, SHORT_MAX), offset);
+}
+
+static void test_posix_backend_completes_short_and_interrupted_io(const struct workload *w)
+{
+    struct tf_buf start = {0}, base = {0}, model = {0};
+    if (wl_prepare(w, &start, &base) < 0) {
+        CHECK_MSG(0, "%s: cannot prepare the starting image", w->name);
+        goto out;
+    }
+    char path[4200], err[QCOW2_ERROR_MAX], why[2048];
+    snprintf(path, sizeof(path), "%s/%s.short.qcow2", wl_dir(), w->name);
+    tf_buf_save(&start, path);
+    g_posix_calls = 0;
+    g_posix_mode = POSIX_SHORT;
+    struct qcow2_image *img;
+    int ret = qcow2_open(path, NULL, &img, err, sizeof(err));
+    CHECK_MSG(ret == 0, "open: %s", err);
+    if (ret == 0) {
+        for (size_t i = 0; i < wl_nb_ops(w); i++) {
+            ret = wl_exec(img, w, i);
+            CHECK_MSG(ret == 0, "op %zu: %s", i, qcow2_error(img));
+        }
+        CHECK_MSG(qcow2_close(img) == 0, "close");
+    }
+    g_posix_mode = POSIX_PASS;
+    if (g_posix_calls == 0) {
+        printf("     pread/pwritev interposition is not in effect here: nothing tested\n");
+        goto out;
+    }
+    tf_buf_copy(&model, &base);
+    for (size_t i = 0; i < wl_nb_ops(w); i++)
+        wl_apply(w, i, &model);
+    struct wl_expect ex = {.durable = &model, .start_size = base.size};
+    CHECK_MSG(wl_verify(path, w, &ex, true, why, sizeof(why)) == 0, "%s", why);
+out:
+    tf_buf_free(&start);
+    tf_buf_free(&base);
+    tf_buf_free(&model);
+}
+
+static void test_posix_backend_fails_a_write_without_progress(void)
+{
+    char path[4200], err[QCOW2_ERROR_MAX];
+    snprintf(path, sizeof(path), "%s/noprogress.qcow2", wl_dir());
+    CHECK_MSG(wl_run_cmd("qemu-img create -q -f qcow2 '%s' 1M", path) == 0, "qemu-img create");
+    struct qcow2_image *img;
+    int ret = qcow2_open(path, NULL, &img, err, sizeof(err));
+    CHECK_MSG(ret == 0, "open: %s", err);
+    if (ret < 0)
+        return;
+    uint8_t buf[4096];
+    memset(buf, 0x5a, sizeof(buf));
+    g_posix_calls = 0;
+    g_posix_mode = POSIX_NO_PROGRESS;
+    ret = qcow2_pwrite(img, buf, sizeof(buf), 8192, 0);
+    g_posix_mode = POSIX_PASS;
+    if (g_posix_calls == 0) {
+        printf("     pwritev interposition is not in effect here: nothing tested\n");
+        qcow2_close(img);
+        return;
+    }
+    CHECK_MSG(ret < 0, "a write that wrote nothing returned %d", ret);
+    CHECK_MSG(qcow2_error(img)[0] != '\0', "no message");
+    ret = qcow2_pwrite(img, buf, sizeof(buf), 8192, 0);
+    CHECK_MSG(ret == 0, "the next write failed: %s", qcow2_error(img));
+    CHECK_MSG(qcow2_close(img) == 0, "close");
+    int st = wl_qemu_check(path);
+    CHECK_MSG(st == 0 || st == 3, "qemu-img check exit status %d", st);
+    uint8_t back[4096];
+    ret = qcow2_open(path, NULL, &img, err, sizeof(err));
+    CHECK_MSG(ret == 0, "reopen: %s", err);
+    if (ret == 0) {
+        CHECK_MSG(qcow2_pread(img, back, sizeof(back), 8192) == 0 &&
+                      memcmp(back, buf, sizeof(buf)) == 0,
+                  "the data of the retried write does not read back");
+        qcow2_close(img);
+    }
+}
+
+int main(void)
+{
+    const char *tmp = getenv("QCOW2_TEST_TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/test_ioerror.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    wl_set_dir(dir);
+    if (!wl_have_qemu()) {
+        printf("skip: qemu-img/qemu-io not found\n");
+        wl_run_cmd("rm -rf '%s'", dir);
+        return 77;
+    }
+    const char *full_env = getenv("IOERROR_FULL");
+    bool full = full_env && *full_env && strcmp(full_env, "0") != 0;
+    const char *only = getenv("IOERROR_ONLY");
+    wl_make_random(1, 40);
+
+    time_t t0 = time(NULL);
+    RUN("posix_backend_completes_short_and_interrupted_io",
+        test_posix_backend_completes_short_and_interrupted_io(&wl_workloads[0]));
+    RUN("posix_backend_fails_a_write_without_progress",
+        test_posix_backend_fails_a_write_without_progress());
+
+    struct sweep_stats st = {0};
+    size_t nb_modes = full ? 3 : 2;
+    for (size_t i = 0; i < wl_nb_workloads; i++) {
+        const struct workload *w = &wl_workloads[i];
+        if ((w->big && !full) || (only && *only && strcmp(only, w->name) != 0))
+            continue;
+        for (size_t m = 0; m < nb_modes; m++) {
+            char label[256];
+            snprintf(label, sizeof(label), "every_io_error_is_reported_and_survived (%s, %s)",
+                     w->name, g_modes[m].name);
+            RUN(label, test_every_io_error_is_reported_and_survived(w, &g_modes[m], &st));
+        }
+    }
+    printf("%zu failing runs, %zu errors absorbed by a successful request, %zu distinct "
+           "qemu-img checks, %lds\n",
+           st.runs, st.swallowed, st.qemu_checks, (long)(time(NULL) - t0));
+
+    if (!getenv("KEEP_TMP") && !g_failed)
+        wl_run_cmd("rm -rf '%s'", dir);
+    else
+        printf("test files kept in %s\n", dir);
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}
