@@ -20,7 +20,8 @@ CTEST      ?= ctest
 CTEST_ARGS ?=
 
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
-DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time
+DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time \
+       nbdkit nbdkit-plugin-dev libnbd-bin fio
 
 CMAKE_FLAGS = -DQCOW2_WERROR=ON
 

@@ -18,7 +18,9 @@
 #define MIN_CLUSTER_SIZE_EXTL2 (1u << QCOW2_MIN_CLUSTER_BITS_EXTL2)
 #define SECTOR_SIZE 512u
 #define MAX_REFCOUNT_BITS 64u
-#define ZERO_CHUNK (1u << 20) /* bytes of zeros written per call */
+#define TABLE_ENTRY_SIZE 8u            /* bytes per L1 and refcount table entry */
+#define FEATURE_TABLE_MIN_CLUSTER 8192u /* qemu-img omits the feature table below this */
+#define ZERO_CHUNK (1u << 20)          /* bytes of zeros written per call */
 
 void qcow2_create_opts_init(struct qcow2_create_opts *opts)
 {
@@ -452,7 +454,7 @@ static uint64_t plan_alloc_noref(struct plan *p, uint64_t n)
  * does when it grows the table. */
 static uint64_t refblocks_needed(uint64_t clusters, const struct plan *p, bool generous)
 {
-    uint64_t per_table_cluster = p->cluster_size / 8;
+    uint64_t per_table_cluster = p->cluster_size / TABLE_ENTRY_SIZE;
     uint64_t blocks = 0, table = 0, n = 0, last;
     do {
         last = n;
@@ -478,10 +480,10 @@ static int plan_grow_reftable(struct plan *p, uint64_t c, uint64_t index, uint64
     uint64_t blocks_used = DIV_ROUND_UP(MAX(c + 1, nb + 1), p->rb_entries);
     uint64_t meta_start = blocks_used * p->rb_entries;
     uint64_t total = refblocks_needed(meta_start, p, true);
-    uint64_t per_cluster = p->cluster_size / 8;
+    uint64_t per_cluster = p->cluster_size / TABLE_ENTRY_SIZE;
     uint64_t table_len = ROUND_UP(total + DIV_ROUND_UP(total, 2), per_cluster);
     uint64_t table_clusters = table_len / per_cluster;
-    if (table_len * 8 > QCOW2_MAX_REFTABLE_BYTES || index >= total)
+    if (table_len * TABLE_ENTRY_SIZE > QCOW2_MAX_REFTABLE_BYTES || index >= total)
         return -EFBIG;
 
     uint64_t *table = calloc(table_len, sizeof(*table));
@@ -538,7 +540,7 @@ static int plan_need_block(struct plan *p, uint64_t c)
     if (index < p->reftable_len && p->reftable[index])
         return 0;
     uint64_t nb = plan_alloc_noref(p, 1);
-    if (0) {
+    if (nb / p->rb_entries == index) {
         if (plan_set(p, nb, 1) < 0) /* the block describes itself */
             return -ENOMEM;
     } else {
@@ -603,7 +605,7 @@ static int plan_layout(struct plan *p, unsigned cluster_bits, unsigned refcount_
     p->cluster_bits = cluster_bits;
     p->cluster_size = 1ull << cluster_bits;
     p->rb_entries = p->cluster_size * 8 >> refcount_order;
-    p->reftable_len = p->cluster_size / 8;
+    p->reftable_len = p->cluster_size / TABLE_ENTRY_SIZE;
     p->reftable = calloc(p->reftable_len, sizeof(*p->reftable));
     if (!p->reftable)
         return -ENOMEM;
@@ -676,11 +678,13 @@ static int write_zeros(struct qcow2_file *f, uint64_t offset, uint64_t len)
  * fallocate where the file system can, else write the zeros (as posix_fallocate() would). */
 static int reserve_zeroed(struct qcow2_file *f, uint64_t offset, uint64_t len)
 {
+    if (len == 0)
+        return 0;
     int64_t before = file_allocated_bytes(f);
     int ret = file_zero(f, offset, len);
     if (ret == 0) {
         int64_t after = file_allocated_bytes(f);
-        if (before >= 0 && after >= 0 && (uint64_t)(after - before) >= len)
+        if (before >= 0 && after >= before && (uint64_t)(after - before) >= len)
             return 0;
         /* The file layer punched a hole instead of reserving space: write the zeros. */
     } else if (ret != -ENOTSUP) {
@@ -696,8 +700,8 @@ static int write_table(struct qcow2_file *f, const uint64_t *entries, uint64_t n
     uint8_t *buf = calloc(1, bytes);
     if (!buf)
         return -ENOMEM;
-    for (uint64_t i = 0; i < nb_entries && i < bytes / 8; i++)
-        be64_put(buf + i * 8, entries[i] << p->cluster_bits);
+    for (uint64_t i = 0; i < nb_entries && i < bytes / TABLE_ENTRY_SIZE; i++)
+        be64_put(buf + i * TABLE_ENTRY_SIZE, entries[i] << p->cluster_bits);
     int ret = file_pwrite(f, buf, bytes, at_cluster << p->cluster_bits);
     free(buf);
     return ret;
@@ -710,7 +714,8 @@ static int write_metadata(struct qcow2_file *f, const struct plan *p, unsigned r
     int ret = 0;
     /* Retired refcount tables first: anything reusing their clusters is written after. */
     for (unsigned i = 0; i < p->nb_old && ret == 0; i++)
-        ret = write_table(f, p->old[i].entries, p->old[i].clusters * p->cluster_size / 8,
+        ret = write_table(f, p->old[i].entries,
+                          p->old[i].clusters * p->cluster_size / TABLE_ENTRY_SIZE,
                           p->old[i].clusters, p, p->old[i].cluster);
     uint8_t *block = malloc(p->cluster_size);
     if (!block)
@@ -932,7 +937,7 @@ static int build_header(const char *path, const struct qcow2_create_opts *o,
         (o->data_file && !(h.data_file = strdup(o->data_file))))
         ret = -ENOMEM;
     /* qemu-img writes the feature name table into v3 images with clusters above 4 KiB. */
-    if (ret == 0 && o->version >= 3 && (1u << cluster_bits) > 4096)
+    if (ret == 0 && o->version >= 3 && (1u << cluster_bits) >= FEATURE_TABLE_MIN_CLUSTER)
         ret = header_set_default_feature_table(&h);
     if (ret < 0) {
         header_free(&h);
@@ -1020,7 +1025,7 @@ static int create_qcow2(const char *path, struct qcow2_create_opts *o, char *err
     unsigned refcount_order = (unsigned)__builtin_ctz(o->refcount_bits);
     unsigned l2_bits = cluster_bits - (o->extended_l2 ? 4 : 3);
     uint64_t l1_size = DIV_ROUND_UP(o->size, 1ull << (cluster_bits + l2_bits));
-    if (l1_size > QCOW2_MAX_L1_BYTES / 8)
+    if (l1_size > QCOW2_MAX_L1_BYTES / TABLE_ENTRY_SIZE)
         return format_error(err, errlen, -EFBIG,
                             "%s: The image size is too large for file format 'qcow2' (try "
                             "using a larger cluster size)",
@@ -1028,7 +1033,8 @@ static int create_qcow2(const char *path, struct qcow2_create_opts *o, char *err
 
     struct plan p;
     uint64_t l1_cluster;
-    ret = plan_layout(&p, cluster_bits, refcount_order, l1_size * 8, &l1_cluster);
+    uint64_t l1_bytes = l1_size * TABLE_ENTRY_SIZE;
+    ret = plan_layout(&p, cluster_bits, refcount_order, l1_bytes, &l1_cluster);
     if (ret < 0) {
         plan_free(&p);
         return format_error(err, errlen, ret, "%s: planning the metadata layout failed: %s",
@@ -1047,7 +1053,7 @@ static int create_qcow2(const char *path, struct qcow2_create_opts *o, char *err
         struct qcow2_file *f;
         ret = file_open(path, false, true, &f, err, errlen);
         if (ret == 0) {
-            ret = write_metadata(f, &p, refcount_order, l1_cluster, l1_size * 8, cluster0);
+            ret = write_metadata(f, &p, refcount_order, l1_cluster, l1_bytes, cluster0);
             file_close(f);
             if (ret < 0)
                 format_error(err, errlen, ret, "%s: writing the image failed: %s", path,

@@ -645,11 +645,7 @@ int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
     info->format = img->format;
     info->virtual_size = img->size;
     int64_t alloc = file_allocated_bytes(img->file);
-    info->actual_size = alloc > 0 ? (uint64_t)alloc : 0;
-    if (img->data_file && img->data_file != img->file) {
-        alloc = file_allocated_bytes(img->data_file);
-        info->actual_size += alloc > 0 ? (uint64_t)alloc : 0;
-    }
+    info->actual_size = alloc > 0 ? (uint64_t)alloc : 0; /* the image file only, as qemu-img */
     if (img->format != QCOW2_FORMAT_QCOW2)
         return 0;
     const struct qcow2_header *h = &img->hdr;

@@ -527,9 +527,9 @@ int main(int argc, char **argv) {
         request(0, 0, 0, 0x7fffffff);          /* an absurd read */
         be32(0xdeadbeef); be64(0); be64(0); be64(0);
         drain();
-    } else if (!strcmp(mode, "readflood")) {   /* 64 reads of 1 MiB, never collected */
+    } else if (!strcmp(mode, "readflood")) {   /* 8 reads of 1 MiB, never collected */
         uint64_t size = handshake();
-        for (int i = 0; i < 64; i++) request(0, 0, ((uint64_t)i << 20) % size, 1 << 20);
+        for (int i = 0; i < 8; i++) request(0, 0, ((uint64_t)i << 20) % size, 1 << 20);
     } else if (!strcmp(mode, "hold")) {        /* stay connected ARG seconds */
         handshake();
         sleep(argc > 3 ? atoi(argv[3]) : 3);

@@ -704,7 +704,9 @@ static void test_create_layout_with_many_refcount_blocks_matches_qemu_img(void)
         {"cluster_size=512", 4ull << 30},                    /* 9 */
         {"cluster_size=512,refcount_bits=64", 1ull << 30},
         {"cluster_size=512,refcount_bits=64", 9ull << 30},   /* refcount table moves */
-        {"cluster_size=512,refcount_bits=32", 20ull << 30},  /* ... to 4 clusters */
+        {"cluster_size=512,refcount_bits=32", 20ull << 30},
+        {"cluster_size=512,refcount_bits=64", 16ull << 30},  /* 4 table clusters with the
+                                                              * 50% slack, 3 without */
         {"cluster_size=1k,refcount_bits=64", 128ull << 30},
         {"cluster_size=2k,refcount_bits=16", 1ull << 40},
         {"cluster_size=512,refcount_bits=1", 128ull << 30},  /* the largest L1 at 512 bytes */
@@ -979,6 +981,8 @@ static void test_create_raw_images(void)
         {"", 0, 0},
         {"preallocation=falloc", 3 << 20, 3 << 20},
         {"preallocation=full", 3 << 20, 3 << 20},
+        {"preallocation=falloc", 0, 0},
+        {"preallocation=full", 0, 0},
         {"preallocation=off", 5ull << 40, 5ull << 40}, /* sparse */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# resize.sh - `$QCOW2 resize` must do what `qemu-img resize` does. Every case runs both tools
+# on two identical images (built by qemu-img/qemu-io) with the same arguments, then compares:
+# the exit code, stdout ("Image resized." or nothing with -q), the error message (with the
+# "qemu-img:"/"qcow2:" prefix stripped; a few messages of our own are listed below), the virtual
+# size (`qemu-img info --output=json`), `qemu-img check` (clean after a success) and the guest
+# data (`qemu-img compare` of the two results, and the part before the old end against a raw
+# model). Sizes: absolute, +N, -N (with and without "--"), growth with every preallocation mode,
+# shrinking to a mid-cluster size and regrowing (the new area reads zeros).
+
+. "$(dirname "$0")/lib.sh"
+
+CLI_TIMEOUT=${CLI_TIMEOUT:-60}
+cd "$T" || exit 1
+
+# Messages that are ours and not qemu-img's word for word (same meaning, same exit code).
+OWN_MESSAGES='image size must be a multiple of 512 bytes|could not open|invalid size|\(try .qcow2 resize --help.\)|Not enough arguments|Expecting image file name and size'
+
+# make IMG OPTS SIZE: an image with data in it (the same bytes every time).
+make_image() {
+    local img=$1 opts=$2 size=$3
+    rm -f "$img"
+    qemu-img create -q -f qcow2 -o "$opts" "$img" "$size" &&
+        qemu-io -c "write -P 0x61 0 64k" -c "write -P 0x62 1m 1536" \
+            -c "write -P 0x63 $((size - 70000)) 70000" "$img" >/dev/null
+}
+
+virtual_size() {
+    qemu-img info --output=json "$1" >"$T/info.json" 2>/dev/null && json_get virtual-size "$T/info.json"
+}
+
+# case NAME OPTS SIZE ARGS...: resize a copy with each tool (ARGS with FILE standing for the
+# image) and compare everything.
+resize_case() {
+    local name=$1 opts=$2 size=$3
+    shift 3
+    local a_ours=() a_qemu=() a
+    for a in "$@"; do
+        if [ "$a" = FILE ]; then
+            a_ours+=(ours.qcow2)
+            a_qemu+=(qemu.qcow2)
+        else
+            a_ours+=("$a")
+            a_qemu+=("$a")
+        fi
+    done
+    if ! make_image ours.qcow2 "$opts" "$size" || ! make_image qemu.qcow2 "$opts" "$size"; then
+        fail "$name: building the image failed"
+        return
+    fi
+    qemu-img convert -O raw ours.qcow2 before.raw
+    local repro
+    repro="repro: qemu-img create -f qcow2 -o $opts x.qcow2 $size; $(q "$QCOW2" resize "${a_ours[@]}")"
+    run_cli "$CLI_TIMEOUT" ours.out ours.err "$QCOW2" resize "${a_ours[@]}"
+    local rc_ours=$?
+    run_cli "$CLI_TIMEOUT" qemu.out qemu.err qemu-img resize "${a_qemu[@]}"
+    local rc_qemu=$?
+    if sanitizer_text ours.err >/dev/null; then
+        fail "$name: sanitizer report" "$(cat ours.err)" "$repro"
+        return
+    fi
+    if [ "$rc_ours" != "$rc_qemu" ]; then
+        fail "$name: exit $rc_ours, qemu-img exits $rc_qemu" "ours: $(cat ours.err)" \
+            "qemu-img: $(cat qemu.err)" "$repro"
+        return
+    fi
+    if ! cmp -s ours.out qemu.out; then
+        fail "$name: stdout differs" "ours: $(cat ours.out)" "qemu-img: $(cat qemu.out)" "$repro"
+        return
+    fi
+    sed -e 's/^qcow2: //' ours.err >ours.msg
+    sed -e 's/^qemu-img: //' -e "s/qemu\.qcow2/ours.qcow2/g" qemu.err >qemu.msg
+    if ! cmp -s ours.msg qemu.msg && ! grep -Eq "$OWN_MESSAGES" ours.msg; then
+        fail "$name: message differs" "ours: $(cat ours.err)" "qemu-img: $(cat qemu.err)" "$repro"
+        return
+    fi
+    local vs_ours vs_qemu
+    vs_ours=$(virtual_size ours.qcow2)
+    vs_qemu=$(virtual_size qemu.qcow2)
+    if [ -z "$vs_ours" ] || [ "$vs_ours" != "$vs_qemu" ]; then
+        fail "$name: virtual size $vs_ours, qemu-img's $vs_qemu" "$repro"
+        return
+    fi
+    local out
+    if ! out=$(qemu-img check ours.qcow2 2>&1); then
+        fail "$name: qemu-img check after our resize" "$out" "$repro"
+        return
+    fi
+    # The data: what was there up to the (new or old) end is still there, the rest reads
+    # zeros - as after qemu-img resize.
+    if ! out=$(qemu-img compare ours.qcow2 qemu.qcow2 2>&1); then
+        fail "$name: data differs from qemu-img resize's result" "$out" "$repro"
+        return
+    fi
+    local keep=$((vs_ours < size ? vs_ours : size))
+    qemu-img convert -O raw ours.qcow2 after.raw
+    if ! cmp -s -n "$keep" before.raw after.raw; then
+        fail "$name: data before the end changed" "$(cmp -n "$keep" before.raw after.raw 2>&1)" "$repro"
+        return
+    fi
+    if [ "$vs_ours" -gt "$keep" ] && ! qemu-io -r -c "read -q -P 0 $keep $((vs_ours - keep))" ours.qcow2 >/dev/null 2>&1; then
+        fail "$name: the new area does not read zeros" "$repro"
+        return
+    fi
+    pass "$name"
+}
+
+M=$((1024 * 1024))
+for opts in cluster_size=65536 cluster_size=512 cluster_size=65536,extended_l2=on \
+    cluster_size=4096,refcount_bits=1,lazy_refcounts=on compat=0.10; do
+    S=$((8 * M))
+    resize_case "[$opts] grow absolute" "$opts" $S FILE 12M
+    resize_case "[$opts] grow +" "$opts" $S FILE +3M
+    resize_case "[$opts] grow + unaligned to clusters" "$opts" $S FILE +1536
+    resize_case "[$opts] same size" "$opts" $S FILE 8M
+    resize_case "[$opts] grow +0" "$opts" $S FILE +0
+    resize_case "[$opts] shrink without --shrink" "$opts" $S FILE 4M
+    resize_case "[$opts] shrink - without --shrink" "$opts" $S FILE -1M
+    resize_case "[$opts] shrink to mid-cluster" "$opts" $S --shrink FILE $((4 * M + 3 * 512))
+    resize_case "[$opts] shrink -" "$opts" $S --shrink FILE -1M
+    resize_case "[$opts] shrink - after --" "$opts" $S --shrink FILE -- -1536
+    resize_case "[$opts] options after FILE" "$opts" $S FILE --shrink -2M
+    resize_case "[$opts] shrink to nothing" "$opts" $S --shrink FILE -8M
+    resize_case "[$opts] shrink past zero" "$opts" $S --shrink FILE -- -9M
+    resize_case "[$opts] quiet" "$opts" $S -q FILE 9M
+    resize_case "[$opts] -f qcow2" "$opts" $S -f qcow2 FILE 9M
+    for mode in off metadata falloc full; do
+        resize_case "[$opts] grow --preallocation=$mode" "$opts" $S --preallocation=$mode FILE +5M
+    done
+    resize_case "[$opts] preallocation when shrinking" "$opts" $S --shrink --preallocation=full FILE 4M
+    resize_case "[$opts] preallocation at the same size" "$opts" $S --preallocation=metadata FILE 8M
+    resize_case "[$opts] bad preallocation mode" "$opts" $S --preallocation=bogus FILE +1M
+    resize_case "[$opts] size not a multiple of 512" "$opts" $S FILE 9000000
+    resize_case "[$opts] bad size" "$opts" $S FILE 12Q
+    resize_case "[$opts] no size" "$opts" $S FILE
+    resize_case "[$opts] two sizes" "$opts" $S FILE 12M 13M
+done
+
+# Shrink, then grow again: the tail of the cut cluster and everything after read zeros.
+for opts in cluster_size=65536 cluster_size=65536,extended_l2=on; do
+    make_image ours.qcow2 "$opts" $((8 * M))
+    qemu-img convert -O raw ours.qcow2 model.raw
+    run_cli "$CLI_TIMEOUT" o1 e1 "$QCOW2" resize -q --shrink ours.qcow2 $((3 * M + 2560)) &&
+        run_cli "$CLI_TIMEOUT" o2 e2 "$QCOW2" resize -q ours.qcow2 8M
+    rc=$?
+    truncate -s $((3 * M + 2560)) model.raw && truncate -s $((8 * M)) model.raw
+    if [ $rc -ne 0 ]; then
+        fail "[$opts] shrink then regrow: exit $rc" "$(cat e1 e2 2>/dev/null)"
+    elif ! out=$(qemu-img check ours.qcow2 2>&1); then
+        fail "[$opts] shrink then regrow: qemu-img check" "$out"
+    elif ! out=$(qemu-img compare -f qcow2 -F raw ours.qcow2 model.raw 2>&1); then
+        fail "[$opts] shrink then regrow: data" "$out"
+    else
+        pass "[$opts] shrink then regrow reads zeros past the cut"
+    fi
+done
+
+# Raw images resize too (no qcow2 metadata involved).
+qemu-img create -q -f raw ours.raw 1M && qemu-img create -q -f raw qemu.raw 1M
+run_cli "$CLI_TIMEOUT" o e "$QCOW2" resize -f raw ours.raw +1M
+rc=$?
+qemu-img resize -q -f raw qemu.raw +1M
+if [ $rc -eq 0 ] && [ "$(stat -c %s ours.raw)" = "$(stat -c %s qemu.raw)" ] && [ "$(cat o)" = "Image resized." ]; then
+    pass "raw grow"
+else
+    fail "raw grow: exit $rc, size $(stat -c %s ours.raw) vs $(stat -c %s qemu.raw)" "$(cat e)"
+fi
+
+finish
