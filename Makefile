@@ -6,12 +6,17 @@
 #   make bench            build, then the benchmarks against QEMU (bench/run; see bench/README.md)
 #   make bench-quick      the same on small images, once: a smoke run (timings meaningless)
 #   make demo             build, then show the CLI next to qemu-img on a small backing chain
+#   make stress           the long crash-at-every-write and I/O-error tests (bigger workloads)
+#   make fuzz             build the libFuzzer targets (clang) in ./build-fuzz and run each for
+#                         FUZZ_SECONDS (default 60); see tests/fuzz/Makefile
 #   make install PREFIX=/usr/local
 #   make clean
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE      ?= cmake
@@ -21,11 +26,12 @@ CTEST_ARGS ?=
 
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
 DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time \
-       nbdkit nbdkit-plugin-dev libnbd-bin fio
+       nbdkit nbdkit-plugin-dev libnbd-bin fio clang libclang-rt-14-dev
 
 CMAKE_FLAGS = -DQCOW2_WERROR=ON
 
-.PHONY: all build deps check check-build check-asan check-tsan demo install clean bench bench-quick
+.PHONY: all build deps check check-build check-asan check-tsan demo install clean bench bench-quick \
+        stress fuzz
 
 all: build
 
@@ -75,6 +81,16 @@ check-tsan:
 	$(CMAKE) --build $(TSAN_BUILD) -j $(JOBS) --target test_stress
 	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1 $(CTEST) --output-on-failure -R '^test_stress$$' $(CTEST_ARGS)
 
+# Crash at every write and I/O errors at every I/O, with the bigger and random workloads.
+stress:
+	$(CMAKE) -S . -B $(BUILD) $(CMAKE_FLAGS)
+	$(CMAKE) --build $(BUILD) -j $(JOBS) --target test_crash test_ioerror
+	cd $(BUILD) && CRASH_FULL=1 IOERROR_FULL=1 $(CTEST) --output-on-failure --timeout 14400 \
+	    -R '^test_(crash|ioerror)$$' $(CTEST_ARGS)
+
+fuzz: deps
+	$(MAKE) -C tests/fuzz run OUT=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$(FUZZ_SECONDS)
+
 # Extra arguments for bench/run, e.g. BENCH_ARGS="--only W1,W5 --reps 3".
 BENCH_ARGS ?=
 
@@ -93,4 +109,4 @@ install:
 	$(CMAKE) --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -32,6 +32,7 @@ struct table_cache {
     struct table_cache *depends; /* must be flushed before we write */
     bool depends_on_flush;       /* the image file must be flushed before we write */
     unsigned nb_dirty;
+    bool unsynced;           /* tables were written since our last fsync */
     unsigned overlap_ignore; /* structures this cache's tables may overlap (their own kind) */
     bool overlap_checks;
 };
@@ -163,6 +164,7 @@ static int write_entry(struct table_cache *c, uint32_t i)
                          (unsigned long long)e->offset, strerror(-ret));
     e->dirty = false;
     c->nb_dirty--;
+    c->unsynced = true;
     return 0;
 }
 
@@ -196,15 +198,17 @@ int cache_write(struct table_cache *c)
 
 int cache_flush(struct table_cache *c)
 {
-    bool had_dirty = c->nb_dirty > 0 || c->depends || c->depends_on_flush;
     int ret = cache_write(c);
     if (ret < 0)
         return ret;
-    if (!had_dirty)
+    /* Tables written earlier without an fsync (cache_write) count too: a cache that depends
+     * on us needs them on disk, not just written. */
+    if (!c->unsynced)
         return 0;
     ret = file_flush(c->img->file);
     if (ret < 0)
         return set_error(c->img, ret, "flush failed: %s", strerror(-ret));
+    c->unsynced = false;
     return 0;
 }
 

@@ -214,11 +214,10 @@ static int grow_l1_table(struct qcow2_image *img, uint64_t min_size)
     uint8_t field[12];
     be32_put(field, (uint32_t)new_size);
     be64_put(field + 4, (uint64_t)new_offset);
-    ret = image_write_header_field(img, HDR_L1_SIZE, field, sizeof(field));
-    if (ret < 0) {
-        refcount_free_clusters(img, (uint64_t)new_offset, bytes);
-        goto out;
-    }
+    int switched = image_write_header_field(img, HDR_L1_SIZE, field, sizeof(field));
+    /* The new table is on disk. Even if the header write failed it may have landed: use the
+     * new table from now on, write the header again at the next flush, and keep the old
+     * table (a leak at worst). */
     uint64_t old_offset = img->hdr.l1_table_offset;
     uint64_t old_bytes = ROUND_UP((uint64_t)img->l1_size * 8, img->cluster_size);
     free(img->l1_table);
@@ -227,6 +226,11 @@ static int grow_l1_table(struct qcow2_image *img, uint64_t min_size)
     img->l1_size = (uint32_t)new_size;
     img->hdr.l1_size = (uint32_t)new_size;
     img->hdr.l1_table_offset = (uint64_t)new_offset;
+    if (switched < 0) {
+        img->header_dirty = true;
+        ret = switched;
+        goto out;
+    }
     if (old_offset && old_bytes)
         ret = refcount_free_clusters(img, old_offset, old_bytes);
 out:
@@ -307,8 +311,10 @@ int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index)
     img->l1_table[l1_index] = (uint64_t)new_offset | QCOW2_OFLAG_COPIED;
     ret = write_l1_entry(img, l1_index);
     if (ret < 0) {
-        img->l1_table[l1_index] = old_entry;
-        goto fail;
+        /* The new table is complete on disk and the entry may have landed: keep using it,
+         * write the L1 table again at the next flush, and keep the old table (a leak). */
+        img->l1_dirty = true;
+        return ret;
     }
     if (old_offset)
         return refcount_free_clusters(img, old_offset, img->cluster_size);
@@ -654,15 +660,15 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
     cache_put(img->l2_cache, &slice);
     if (m->keep_old_clusters)
         return 0;
-    /* Only now may the replaced clusters lose their reference. */
+    /* Only now may the replaced clusters lose their reference. The entries are linked: from
+     * here on the write has succeeded, and a failure to free only leaks the old clusters
+     * (the caller must not abort and free the new ones). */
     for (uint64_t i = 0; i < m->nb_clusters; i++) {
         if (!(old[i] & QCOW2_OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK))
             continue;
-        int r = refcount_free_l2_entry(img, old[i]);
-        if (r < 0 && ret == 0)
-            ret = r;
+        (void)refcount_free_l2_entry(img, old[i]);
     }
-    return ret;
+    return 0;
 }
 
 void cluster_abort(struct qcow2_image *img, struct l2_meta *m)

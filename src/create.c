@@ -1037,8 +1037,9 @@ static int create_qcow2(const char *path, struct qcow2_create_opts *o, char *err
     ret = plan_layout(&p, cluster_bits, refcount_order, l1_bytes, &l1_cluster);
     if (ret < 0) {
         plan_free(&p);
-        return format_error(err, errlen, ret, "%s: planning the metadata layout failed: %s",
-                            path, strerror(-ret));
+        return format_error(err, errlen, ret == -ELOOP ? -EIO : ret,
+                            "%s: planning the metadata layout failed: %s", path,
+                            ret == -ELOOP ? "it does not converge" : strerror(-ret));
     }
     uint8_t *cluster0 = malloc(o->cluster_size);
     if (!cluster0) {

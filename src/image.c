@@ -109,6 +109,51 @@ int image_write_header_field(struct qcow2_image *img, uint64_t offset, const voi
     return 0;
 }
 
+static int write_table_be64(struct qcow2_image *img, const uint64_t *table, uint64_t n,
+                            uint64_t offset, const char *what)
+{
+    uint8_t *buf = malloc(n > 0 ? n * 8 : 1);
+    if (!buf)
+        return set_error(img, -ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < n; i++)
+        be64_put(buf + i * 8, table[i]);
+    int ret = file_pwrite(img->file, buf, n * 8, offset);
+    free(buf);
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret < 0)
+        return set_error(img, ret, "writing the %s failed: %s", what, strerror(-ret));
+    return 0;
+}
+
+int image_write_pending_switches(struct qcow2_image *img)
+{
+    int ret = 0;
+    if (img->l1_dirty) {
+        ret = write_table_be64(img, img->l1_table, img->l1_size, img->hdr.l1_table_offset,
+                               "L1 table");
+        if (ret < 0)
+            return ret;
+        img->l1_dirty = false;
+    }
+    if (img->reftable_dirty) {
+        ret = write_table_be64(img, img->refcount_table, img->refcount_table_size,
+                               img->hdr.refcount_table_offset, "refcount table");
+        if (ret < 0)
+            return ret;
+        img->reftable_dirty = false;
+    }
+    if (img->header_dirty) {
+        ret = image_update_header(img);
+        if (ret == 0)
+            ret = file_flush(img->file);
+        if (ret < 0)
+            return set_error(img, ret, "rewriting the header failed: %s", strerror(-ret));
+        img->header_dirty = false;
+    }
+    return 0;
+}
+
 int image_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear)
 {
     if (img->hdr.version < 3)

@@ -300,6 +300,12 @@ struct qcow2_image {
                                    * the host, so data clusters may be holes (block status
                                    * asks the host file, as QEMU does) */
     bool lazy_refcounts;
+    /* Pointer switches (L1 entry, refcount table entry, header fields) whose synced write
+     * failed after the new structure was on disk: memory already uses the new structure
+     * (the disk may or may not), and the next flush writes them again. */
+    bool l1_dirty;
+    bool reftable_dirty;
+    bool header_dirty;
     bool dirty;                   /* DIRTY bit set on disk by us */
     bool corrupt;
 
@@ -483,6 +489,9 @@ int image_update_header(struct qcow2_image *img);
 /* Write a few header bytes in place (a single sync write). */
 int image_write_header_field(struct qcow2_image *img, uint64_t offset, const void *buf,
                              size_t len);
+/* Write again the pointer switches that failed earlier (l1_dirty, reftable_dirty,
+ * header_dirty). Called first by every flush. */
+int image_write_pending_switches(struct qcow2_image *img);
 /* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
 int image_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
 /* qcow2_open with the top image's host file supplied by the caller (a test backend that

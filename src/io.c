@@ -457,7 +457,9 @@ int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_
 
 static int write_caches(struct qcow2_image *img)
 {
-    int ret = cache_write(img->l2_cache);
+    int ret = image_write_pending_switches(img);
+    if (ret == 0)
+        ret = cache_write(img->l2_cache);
     /* With lazy refcounts the refcounts stay in memory until close; the dirty bit covers
      * them. */
     if (ret == 0 && !img->dirty)
@@ -475,23 +477,24 @@ int qcow2_flush(struct qcow2_image *img)
         ret = write_caches(img);
         pthread_mutex_unlock(&img->lock);
     }
-    if (ret == 0)
-        ret = file_flush(img->file);
-    if (ret == 0 && img->data_file && img->data_file != img->file)
-        ret = file_flush(img->data_file);
-    if (ret < 0 && !img->err[0])
-        set_error(img, ret, "flush failed: %s", strerror(-ret));
+    if (ret == 0 && (ret = file_flush(img->file)) < 0)
+        return set_error(img, ret, "flush failed: %s", strerror(-ret));
+    if (ret == 0 && img->data_file && img->data_file != img->file &&
+        (ret = file_flush(img->data_file)) < 0)
+        return set_error(img, ret, "flushing the data file failed: %s", strerror(-ret));
     return ret;
 }
 
 int io_close_writable(struct qcow2_image *img)
 {
     pthread_mutex_lock(&img->lock);
-    int ret = cache_flush(img->l2_cache);
+    int ret = image_write_pending_switches(img);
+    if (ret == 0)
+        ret = cache_flush(img->l2_cache);
     if (ret == 0)
         ret = cache_flush(img->refcount_cache);
-    if (ret == 0 && img->data_file != img->file)
-        ret = file_flush(img->data_file);
+    if (ret == 0 && img->data_file != img->file && (ret = file_flush(img->data_file)) < 0)
+        set_error(img, ret, "flushing the data file failed: %s", strerror(-ret));
     /* Everything is on disk: a lazy-refcounts image is consistent again. */
     if (ret == 0 && img->dirty && img->lazy_refcounts) {
         ret = image_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY);
@@ -863,8 +866,10 @@ int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t cou
     /* Packed compressed data leaves the file end mid-sector: end on a sector boundary, as
      * QEMU does, so that the last compressed cluster's sector count covers whole sectors. */
     int64_t fsize = file_size(img->file);
-    if (ret == 0 && fsize > 0 && fsize % QCOW2_COMPRESSED_SECTOR_SIZE)
-        ret = file_truncate(img->file, ROUND_UP((uint64_t)fsize, QCOW2_COMPRESSED_SECTOR_SIZE));
+    if (ret == 0 && fsize > 0 && fsize % QCOW2_COMPRESSED_SECTOR_SIZE &&
+        (ret = file_truncate(img->file,
+                             ROUND_UP((uint64_t)fsize, QCOW2_COMPRESSED_SECTOR_SIZE))) < 0)
+        set_error(img, ret, "extending the file to a whole sector failed: %s", strerror(-ret));
     return ret;
 }
 
@@ -981,14 +986,17 @@ static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_pre
         ret = write_caches(img);
         pthread_mutex_unlock(&img->lock);
     }
-    if (ret == 0)
-        ret = file_flush(img->file);
+    if (ret == 0 && (ret = file_flush(img->file)) < 0)
+        set_error(img, ret, "flush failed: %s", strerror(-ret));
     if (ret == 0)
         ret = write_size(img, size);
-    /* Stale bytes past the old end inside its last cluster must read as zeros now. */
-    uint64_t tail_end = MIN(size, ROUND_UP(old, img->cluster_size));
-    if (ret == 0 && tail_end > old)
-        ret = qcow2_pwrite_zeroes(img, old, tail_end - old, 0);
+    /* The new area reads as zeros: stale bytes past the old end inside its last cluster, and
+     * whatever a longer backing file holds there, must not show through (as in QEMU). */
+    uint64_t zero_end = MIN(size, ROUND_UP(old, img->cluster_size));
+    if (img->backing && img->backing->size > old)
+        zero_end = MAX(zero_end, MIN(size, img->backing->size));
+    if (ret == 0 && zero_end > old)
+        ret = qcow2_pwrite_zeroes(img, old, zero_end - old, 0);
     return ret;
 }
 

@@ -544,10 +544,11 @@ static int grow_table(struct qcow2_image *img, uint64_t new_rt, uint64_t new_blo
     be32_put(field + 8, (uint32_t)table_clusters);
     assert(HDR_REFCOUNT_TABLE_CLUSTERS == HDR_REFCOUNT_TABLE_OFFSET + 8);
     ret = image_write_header_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
-    if (ret < 0) {
-        free(table);
-        return ret;
-    }
+    /* The new table is on disk and the header may point to it even if the write failed:
+     * use it from now on; the header is written again at the next flush, and the old table
+     * is kept (a leak at worst). */
+    if (ret < 0)
+        img->header_dirty = true;
 
     uint64_t old_offset = img->hdr.refcount_table_offset;
     uint64_t old_bytes = (uint64_t)img->hdr.refcount_table_clusters << img->cluster_bits;
@@ -557,6 +558,8 @@ static int grow_table(struct qcow2_image *img, uint64_t new_rt, uint64_t new_blo
     img->refcount_table = table;
     img->refcount_table_size = entries;
 
+    if (ret < 0)
+        return ret;
     /* The switch is done; failing to free the old table only leaks it. */
     (void)update_refcounts(img, old_offset, old_bytes, -1);
     return 0;
@@ -626,12 +629,16 @@ static int ensure_block(struct qcow2_image *img, uint64_t cluster_index)
         ret = file_pwrite(img->file, entry, sizeof(entry), where);
         if (ret == 0)
             ret = file_flush(img->file);
-        if (ret < 0)
+        /* The block is on disk; the entry may have landed even if the write failed: use the
+         * block from now on and write the table again at the next flush. */
+        img->refcount_table[rt] = new_block;
+        if (ret < 0) {
+            img->reftable_dirty = true;
             return set_error(img, ret,
                              "writing refcount table entry %llu at 0x%llx (refcount block 0x%llx) "
                              "failed: %s",
                              ull(rt), ull(where), ull(new_block), strerror(-ret));
-        img->refcount_table[rt] = new_block;
+        }
         return -EAGAIN;
     }
 

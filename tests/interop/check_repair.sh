@@ -184,7 +184,8 @@ damage_be64() {
 # The comparisons.
 # ---------------------------------------------------------------------------------------------
 
-# Messages without the program name prefix. Why a check failed is worded our own way.
+# Messages without the program name prefix. Why a check failed is worded our own way, and
+# hints do not name a program.
 norm_err() {
     sed -e 's/^qemu-img: //' -e 's/^qcow2: //' -e 's/^Check failed: .*/Check failed/' \
         -e 's/with qemu-img check -r all/with check -r all/' "$1"
@@ -660,6 +661,14 @@ gen qemu-img create -q -f qcow2 -o extended_l2=on img.qcow2 64M
 io img.qcow2 "write -P 1 0 64k"
 [ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 $(($(l2_entry_pos img.qcow2 131072) + 8)) 3 \
     "bitmap of unallocated guest 128k"
+check_all img.qcow2
+
+begin_case extl2_compressed_with_bitmap
+gen qemu-img create -q -f raw src.raw 4M
+io src.raw "write -P 7 0 1M"
+gen qemu-img convert -c -O qcow2 -o extended_l2=on src.raw img.qcow2
+[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 $(($(l2_entry_pos img.qcow2 65536) + 8)) 1 \
+    "bitmap of compressed guest 64k"
 check_all img.qcow2
 
 begin_case extl2_leak

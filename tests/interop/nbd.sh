@@ -79,16 +79,17 @@ serve_start() {
             case $1 in
                 --readonly) args+=(-r) ;;
                 -e) args+=(-e "$2"); shift ;;
-                --no-backing) target=(--image-opts "driver=qcow2,file.filename=$img,backing=null") ;;
+                --no-backing) target=("json:{\"driver\": \"qcow2\", \"backing\": null, \"file\": {\"driver\": \"file\", \"filename\": \"$img\"}}") ;;
+                --threads) shift ;; # qemu-nbd has no such knob
                 *) echo "serve_start: no qemu-nbd translation for $1" >&2; exit 1 ;;
             esac
             shift
         done
-        timeout -k 5 "$SERVER_TIMEOUT" qemu-nbd "${args[@]}" "${target[@]}" >"$SLOG.out" 2>"$SLOG" &
+        SCMD=(qemu-nbd "${args[@]}" "${target[@]}")
     else
-        timeout -k 5 "$SERVER_TIMEOUT" "$QCOW2" serve "$img" --socket "$SOCK" "$@" \
-            >"$SLOG.out" 2>"$SLOG" &
+        SCMD=("$QCOW2" serve "$img" --socket "$SOCK" "$@")
     fi
+    timeout -k 5 "$SERVER_TIMEOUT" "${SCMD[@]}" >"$SLOG.out" 2>"$SLOG" &
     SPID=$!
     SERVER_PIDS="$SERVER_PIDS $SPID"
     for ((i = 0; i < 200; i++)); do
@@ -100,7 +101,7 @@ serve_start() {
         fi
         sleep 0.05
     done
-    fail "$name: the server did not start: $(q "$QCOW2" serve "$img" --socket "$SOCK" "$@")" \
+    fail "$name: the server did not start: $(q "${SCMD[@]}")" \
         "$(tail -n 5 "$SLOG")"
     serve_stop "$SPID" "$name" signal=KILL >/dev/null 2>&1
     return 1
@@ -110,7 +111,7 @@ serve_start() {
 # server must exit with status 0 and log no error (unless errors=ok: clients sent garbage) and
 # nothing from a sanitizer. Returns 1 (after a FAIL) otherwise.
 serve_stop() {
-    local pid=$1 name=$2 sig=TERM errors_ok=0 opt i status ok=0
+    local pid=$1 name=$2 sig=TERM errors_ok=0 opt i rc status=0 ok=0
     shift 2
     for opt in "$@"; do
         case $opt in
@@ -118,21 +119,34 @@ serve_stop() {
             errors=ok) errors_ok=1 ;;
         esac
     done
-    kill "-$sig" "$pid" 2>/dev/null
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-        SERVER_PIDS=${SERVER_PIDS/ $pid/}
+    # (stderr off: bash reports jobs that die of a signal, and the crash below is wanted)
+    {
+        if [ "$sig" = KILL ]; then
+            # A crash. `timeout` cannot forward SIGKILL: kill the server under it.
+            local child
+            for child in $(ps -o pid= --ppid "$pid"); do
+                kill -KILL "$child"
+            done
+        else
+            kill "-$sig" "$pid"
+        fi
+        for ((i = 0; i < 150; i++)); do
+            kill -0 "$pid" || break
+            sleep 0.1
+        done
+        if kill -0 "$pid"; then
+            kill -KILL "$pid"
+            status=timeout
+        fi
+        wait "$pid"
+        rc=$?
+        [ "$status" = timeout ] || status=$rc
+    } 2>/dev/null
+    SERVER_PIDS=${SERVER_PIDS/ $pid/}
+    if [ "$status" = timeout ]; then
         fail "$name: the server did not stop within 15 s of SIG$sig"
         return 1
     fi
-    wait "$pid" 2>/dev/null
-    status=$?
-    SERVER_PIDS=${SERVER_PIDS/ $pid/}
     local log=$T/$name.server.log
     [ "$sig" = KILL ] && return 0
     if [ "$status" != 0 ]; then
@@ -426,17 +440,17 @@ section_d() {
     fi
     harness d qemu-img create -f qcow2 "$img" 64M || return
     serve_start d "$img" || return
-    if run_cli "$CLI_TIMEOUT" "$T/fio.out" "$T/fio.err" fio --name=d --uri="$URI" "${FIO_JOB[@]}"; then
+    if run_cli "$CLI_TIMEOUT" "$T/fio.out" "$T/fio.err" fio --name=d "${FIO_JOB[@]}" --uri="$URI"; then
         pass "d: fio randwrite with crc32c verification"
     else
-        fail "d: fio failed: $(q fio --name=d --uri="$URI" "${FIO_JOB[@]}")" \
+        fail "d: fio failed: $(q fio --name=d "${FIO_JOB[@]}" --uri="$URI")" \
             "$(grep -iE 'verify|error|bad' "$T/fio.out" "$T/fio.err" | head -n 8)"
     fi
     serve_stop "$SPID" d
     check_clean d "$img"
     # Served again, the data is still there.
     serve_start d2 "$img" || return
-    if run_cli "$CLI_TIMEOUT" "$T/fio.out" "$T/fio.err" fio --name=d --uri="$URI" "${FIO_JOB[@]}" \
+    if run_cli "$CLI_TIMEOUT" "$T/fio.out" "$T/fio.err" fio --name=d "${FIO_JOB[@]}" --uri="$URI" \
         --verify_only; then
         pass "d: fio verification after a server restart"
     else
@@ -544,9 +558,15 @@ EOF
     cc -O1 -o "$T/nbdpoke" "$T/nbdpoke.c" >"$T/cc.out" 2>&1
 }
 
-# still_serving NAME: a new client gets the right answers.
+# still_serving NAME: a new client is served (within 2 s: a server with a connection limit
+# may take a moment to notice that the previous client has gone).
 still_serving() {
-    if timeout 10 nbdinfo --size "$URI" >/dev/null 2>&1; then
+    local i
+    for ((i = 0; i < 20; i++)); do
+        timeout 10 nbdinfo --size "$URI" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    if [ "$i" -lt 20 ]; then
         pass "$1: server still serving"
     else
         fail "$1: the server stopped serving" "$(tail -n 5 "$SLOG")"
@@ -560,13 +580,16 @@ section_e() {
 
     # A client killed mid-write: fio (threads, one process) and qemu-img convert.
     if [ "$HAVE_FIO" = 1 ]; then
-        fio --name=e --uri="$URI" --ioengine=nbd --rw=randwrite --bs=64k --iodepth=32 \
+        fio --name=e --ioengine=nbd --uri="$URI" --rw=randwrite --bs=64k --iodepth=32 \
             --numjobs=2 --thread --size=64m --time_based --runtime=20 >"$T/e.fio.out" 2>&1 &
         pid=$!
         sleep 1
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-        still_serving "e: fio killed with SIGKILL mid-write"
+        if kill -KILL "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null
+            still_serving "e: fio killed with SIGKILL mid-write"
+        else
+            fail "e: fio exited before it could be killed" "$(tail -n 5 "$T/e.fio.out")"
+        fi
     fi
     timeout 30 qemu-img convert -n -f raw -O raw "$SRC" "$URI" >/dev/null 2>&1 &
     pid=$!
@@ -575,8 +598,9 @@ section_e() {
     wait "$pid" 2>/dev/null
     still_serving "e: qemu-img convert killed with SIGKILL"
 
+    # Garbage during the handshake.
     if build_poke; then
-        for mode in garbage badopt midwrite badcmd readflood; do
+        for mode in garbage badopt; do
             timeout 10 "$T/nbdpoke" "$SOCK" "$mode" >"$T/poke.out" 2>&1
             still_serving "e: client '$mode'"
         done
@@ -584,8 +608,7 @@ section_e() {
         skip "e: no C compiler for the garbage-sending client"
     fi
 
-    # After all that, the export still reads back what it is given.
-    qio_nbd "e: write and read back after the bad clients" \
+    qio_nbd "e: write and read back after the killed and garbage clients" \
         'write -P 0x42 0 1M' 'flush' 'read -P 0x42 0 1M'
     serve_stop "$SPID" e errors=ok
     check_clean e "$img"
@@ -593,14 +616,39 @@ section_e() {
         fail "e: sanitizer report in the server log" "$(sanitizer_text "$SLOG" | head -n 5)"
     fi
 
+    # Garbage after the handshake: nonsense requests, unread replies, a write cut short. When
+    # such a client is dropped while other threads of its connection still reply, nbdkit 1.32
+    # itself aborts now and then ("raw_send_socket: Assertion `sock >= 0' failed", with
+    # nbdkit's own memory plugin too), so this server runs one thread per connection: what is
+    # tested here is the plugin and the image, not that nbdkit bug.
+    if [ -x "$T/nbdpoke" ]; then
+        serve_start e-bad "$img" --threads 1 || return
+        for mode in badcmd readflood midwrite midwrite; do
+            timeout 10 "$T/nbdpoke" "$SOCK" "$mode" >"$T/poke.out" 2>&1
+            still_serving "e: client '$mode'"
+        done
+        qio_nbd "e: write and read back after the bad requests" \
+            'write -P 0x43 1M 1M' 'flush' 'read -P 0x43 1M 1M'
+        serve_stop "$SPID" e-bad errors=ok
+        check_clean e-bad "$img"
+    fi
+
     # The server itself killed mid-write: nothing worse than leaked clusters (exit 0 or 3).
     local img2=$T/e2.qcow2 status
     harness e2 qemu-img create -f qcow2 "$img2" 64M || return
     serve_start e2 "$img2" || return
-    timeout 30 nbdcopy --connections=4 "$SRC" "$URI" >/dev/null 2>&1 &
-    pid=$!
-    sleep 0.05
+    if [ "$HAVE_FIO" = 1 ]; then
+        timeout 30 fio --name=e2 --ioengine=nbd --uri="$URI" --rw=randwrite --bs=64k --iodepth=32 \
+            --numjobs=2 --thread --size=64m --time_based --runtime=20 >/dev/null 2>&1 &
+        pid=$!
+        sleep 1
+    else
+        timeout 30 nbdcopy --connections=4 "$SRC" "$URI" >/dev/null 2>&1 &
+        pid=$!
+        sleep 0.05
+    fi
     serve_stop "$SPID" e2 signal=KILL
+    kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     run_cli "$CLI_TIMEOUT" "$T/check.out" "$T/check.err" qemu-img check "$img2"
     status=$?
@@ -670,7 +718,7 @@ section_f() {
 # ---------------------------------------------------------------------------------------------
 
 section_g() {
-    local img=$T/g.qcow2 out port i
+    local img=$T/g.qcow2 port i rc
     harness g qemu-img create -f qcow2 "$img" 1M || return
     if [ "$REF_MODE" = 1 ]; then
         return # the rest is about our command
@@ -697,7 +745,7 @@ section_g() {
     # -e 1: a second client is refused while the first is connected.
     if [ -x "$T/nbdpoke" ] || build_poke; then
         serve_start g-limit "$img" -e 1 || return
-        "$T/nbdpoke" "$SOCK" hold 3 >/dev/null 2>&1 &
+        "$T/nbdpoke" "$SOCK" hold 2 >/dev/null 2>&1 &
         local hold=$!
         sleep 0.5
         if timeout 5 nbdinfo --size "$URI" >/dev/null 2>&1; then
@@ -712,7 +760,7 @@ section_g() {
 
     # TCP on 127.0.0.1 (skipped if the port happens to be taken).
     port=$((20000 + RANDOM % 30000))
-    timeout -k 5 30 "$QCOW2" serve "$img" --port "$port" >"$T/g-tcp.out" 2>"$T/g-tcp.err" &
+    timeout -k 5 30 "$QCOW2" serve "$img" --port "$port" >"$T/g-tcp.out" 2>"$T/g-tcp.server.log" &
     local tpid=$!
     SERVER_PIDS="$SERVER_PIDS $tpid"
     for ((i = 0; i < 100; i++)); do
@@ -722,24 +770,70 @@ section_g() {
     done
     if kill -0 "$tpid" 2>/dev/null &&
         [ "$(timeout 5 nbdinfo --size "nbd://127.0.0.1:$port" 2>/dev/null)" = 1048576 ]; then
-        [ "$(cat "$T/g-tcp.out")" = "nbd://127.0.0.1:$port" ] && pass "g: TCP" ||
+        if [ "$(cat "$T/g-tcp.out")" = "nbd://127.0.0.1:$port" ]; then
+            pass "g: TCP"
+        else
             fail "g: TCP URI printed: '$(cat "$T/g-tcp.out")'"
-    elif grep -qi 'in use' "$T/g-tcp.err"; then
+        fi
+    elif grep -qi 'in use' "$T/g-tcp.server.log"; then
         skip "g: TCP port $port taken"
     else
-        fail "g: serve --port $port" "$(head -n 3 "$T/g-tcp.err")"
+        fail "g: serve --port $port" "$(head -n 3 "$T/g-tcp.server.log")"
     fi
     serve_stop "$tpid" g-tcp
 
-    # Errors: one line, non-zero exit.
-    run_cli 10 "$T/g.out" "$T/g.err" env PATH=/nonexistent "$QCOW2" serve "$img" --socket "$T/x.sock"
-    [ $? = 1 ] && grep -qx 'qcow2: nbdkit is not installed (apt-get install nbdkit)' "$T/g.err" &&
-        pass "g: nbdkit missing" || fail "g: nbdkit missing: $(cat "$T/g.err")"
-    run_cli 10 "$T/g.out" "$T/g.err" env QCOW2_NBDKIT_PLUGIN=/nonexistent.so "$QCOW2" serve "$img" --socket "$T/x.sock"
-    [ $? = 1 ] && [ "$(wc -l <"$T/g.err")" = 1 ] && grep -q 'plugin' "$T/g.err" &&
-        pass "g: plugin missing" || fail "g: plugin missing: $(cat "$T/g.err")"
-    run_cli 10 "$T/g.out" "$T/g.err" "$QCOW2" serve "$T/nonexistent.qcow2" --socket "$T/x.sock"
-    [ $? = 1 ] && [ ! -s "$T/g.out" ] && pass "g: missing image" || fail "g: missing image: $(cat "$T/g.err")"
+    # --background returns once the server listens.
+    local pidfile=$T/g-bg.pid bgpid
+    if run_cli 20 "$T/g-bg.out" "$T/g-bg.server.log" "$QCOW2" serve "$img" --socket "$T/g-bg.sock" \
+        --background --pidfile "$pidfile" && [ -s "$pidfile" ]; then
+        bgpid=$(cat "$pidfile")
+        SERVER_PIDS="$SERVER_PIDS $bgpid"
+        if timeout 5 nbdinfo --size "nbd+unix:///?socket=$T/g-bg.sock" >/dev/null 2>&1; then
+            pass "g: --background serves as soon as it returns"
+        else
+            fail "g: --background returned before the server was ready"
+        fi
+        kill -TERM "$bgpid"
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$bgpid" 2>/dev/null || break
+            sleep 0.05
+        done
+        SERVER_PIDS=${SERVER_PIDS/ $bgpid/}
+        if kill -0 "$bgpid" 2>/dev/null; then
+            kill -KILL "$bgpid"
+            fail "g: --background server did not stop on SIGTERM"
+        fi
+    else
+        fail "g: serve --background --pidfile failed" "$(head -n 3 "$T/g-bg.server.log")"
+    fi
+
+    # Errors: one line on stderr, nothing on stdout, exit status 1.
+    local what expect
+    for what in nbdkit plugin image; do
+        case $what in
+            nbdkit)
+                expect='qcow2: nbdkit is not installed (apt-get install nbdkit)'
+                run_cli 10 "$T/g.out" "$T/g.err" env PATH=/nonexistent "$QCOW2" serve "$img" \
+                    --socket "$T/x.sock" ;;
+            plugin)
+                # shellcheck disable=SC2016 # the message names the variable
+                expect='qcow2: the nbdkit plugin /nonexistent.so (from $QCOW2_NBDKIT_PLUGIN) does not exist'
+                run_cli 10 "$T/g.out" "$T/g.err" env QCOW2_NBDKIT_PLUGIN=/nonexistent.so "$QCOW2" \
+                    serve "$img" --socket "$T/x.sock" ;;
+            image)
+                expect="qcow2: could not open '$T/nonexistent.qcow2': *"
+                run_cli 10 "$T/g.out" "$T/g.err" "$QCOW2" serve "$T/nonexistent.qcow2" \
+                    --socket "$T/x.sock" ;;
+        esac
+        rc=$?
+        # shellcheck disable=SC2053 # $expect is a glob pattern
+        if [ "$rc" = 1 ] && [ ! -s "$T/g.out" ] && [ "$(wc -l <"$T/g.err")" = 1 ] &&
+            [[ "$(cat "$T/g.err")" == $expect ]]; then
+            pass "g: $what missing"
+        else
+            fail "g: $what missing: exit $rc, expected one line '$expect'" "$(cat "$T/g.out" "$T/g.err")"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------------------------

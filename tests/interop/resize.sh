@@ -68,8 +68,9 @@ resize_case() {
         fail "$name: stdout differs" "ours: $(cat ours.out)" "qemu-img: $(cat qemu.out)" "$repro"
         return
     fi
-    sed -e 's/^qcow2: //' ours.err >ours.msg
-    sed -e 's/^qemu-img: //' -e "s/qemu\.qcow2/ours.qcow2/g" qemu.err >qemu.msg
+    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' ours.err >ours.msg
+    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' -e "s/qemu\.qcow2/ours.qcow2/g" \
+        qemu.err >qemu.msg
     if ! cmp -s ours.msg qemu.msg && ! grep -Eq "$OWN_MESSAGES" ours.msg; then
         fail "$name: message differs" "ours: $(cat ours.err)" "qemu-img: $(cat qemu.err)" "$repro"
         return

@@ -8,7 +8,9 @@
  * completed flush made durable (and nothing but old or newly written values elsewhere), pass
  * our qcow2_check and `qemu-img check` (leaks allowed).
  *
- * CRASH_FULL=1 (make stress) adds bigger workloads; CRASH_SEED=N changes the random subsets.
+ * CRASH_FULL=1 (make stress) adds the random workloads and tries 4 random subsets of each
+ * kind per crash point; CRASH_SEED=N changes the random subsets and workloads;
+ * CRASH_ONLY=<workload> runs one workload, CRASH_TRACE=1 prints its log.
  * A failing state is kept as <workload>.k<K>.<variant>.qcow2 in the test directory. */
 #include "testworkload.h"
 
@@ -120,8 +122,11 @@ static void recording_free(struct recording *rec)
 /* ------------------------------------------------------------------------------------------ */
 /* Crash states. */
 
-enum variant { V_DROP, V_KEEP, V_SUBSET, V_TORN, NB_VARIANTS };
+/* What survived of the writes since the last flush. Random variants are tried g_samples
+ * times each (seeded), the others once. */
+enum variant { V_DROP, V_KEEP, V_SUBSET, V_TORN };
 static const char *const variant_names[] = {"drop", "keep", "subset", "torn"};
+static unsigned g_samples = 1;
 
 struct rng {
     uint64_t s;
@@ -255,11 +260,13 @@ static void test_crash_at_every_write(const struct workload *w, size_t wi,
         bool pending = false;
         for (size_t i = last_flush; i < p; i++)
             pending |= (testfile_event(rec.tf, i)->kind & TF_MUTATING) != 0;
-        for (int v = 0; v < NB_VARIANTS; v++) {
+        for (unsigned t = 0; t < 2 + 2 * g_samples; t++) {
+            enum variant v = t < 2 ? (enum variant)t : (t - 2) % 2 ? V_TORN : V_SUBSET;
+            unsigned sample = t < 2 ? 0 : (t - 2) / 2;
             if (!pending && v != V_DROP)
                 break; /* all variants are the same state */
-            struct rng rng = {((uint64_t)g_seed << 40) ^ ((uint64_t)wi << 24) ^ (k << 2) ^
-                              (uint64_t)v ^ 0x5bd1e995u};
+            struct rng rng = {((uint64_t)g_seed << 40) ^ ((uint64_t)wi << 32) ^ (k << 8) ^
+                              ((uint64_t)sample << 2) ^ (uint64_t)v ^ 0x5bd1e995u};
             rng_next(&rng);
             tf_buf_copy(&state, &start);
             for (size_t i = 0; i < p; i++) {
@@ -294,8 +301,8 @@ static void test_crash_at_every_write(const struct workload *w, size_t wi,
             }
             if (reports++ < MAX_REPORTS) {
                 char keep[4200];
-                snprintf(keep, sizeof(keep), "%s/%s.k%zu.%s.qcow2", wl_dir(), w->name, k,
-                         variant_names[v]);
+                snprintf(keep, sizeof(keep), "%s/%s.k%zu.%s%u.qcow2", wl_dir(), w->name, k,
+                         variant_names[v], sample);
                 tf_buf_save(&state, keep);
                 const struct tf_event *last = testfile_event(rec.tf, p - 1);
                 char during[32];
@@ -306,12 +313,12 @@ static void test_crash_at_every_write(const struct workload *w, size_t wi,
                     snprintf(during, sizeof(during), "close");
                 CHECK_MSG(0,
                           "%s: crash after write k=%zu (event %zu: %s 0x%llx+%llu, during %s), "
-                          "variant %s (seed %u): %s [ops [0, %zu) durable, %zu uncertain; "
+                          "variant %s #%u (seed %u): %s [ops [0, %zu) durable, %zu uncertain; "
                           "state kept as %s; CRASH_TRACE=1 CRASH_ONLY=%s shows the log]",
                           w->name, k, p - 1, testfile_kind_name(last->kind),
                           (unsigned long long)last->offset, (unsigned long long)last->len,
-                          during, variant_names[v], g_seed, why, durable_ops, nb_unc, keep,
-                          w->name);
+                          during, variant_names[v], sample, g_seed, why, durable_ops, nb_unc,
+                          keep, w->name);
             } else {
                 t_failed++;
             }
@@ -349,6 +356,8 @@ int main(void)
     const char *seed_env = getenv("CRASH_SEED");
     if (seed_env && *seed_env)
         g_seed = (uint32_t)strtoul(seed_env, NULL, 0);
+    if (full)
+        g_samples = 4;
     wl_make_random(g_seed, 120);
     const char *only = getenv("CRASH_ONLY");
 

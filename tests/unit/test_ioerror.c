@@ -215,6 +215,29 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
         if ((kind == WL_FLUSH || kind == WL_WRITE_FUA))
             durable_ops = i + 1;
     }
+    /* What must read back: every acknowledged request; the failed one may have happened in
+     * part. The open handle must see it now, and the file after a successful close. */
+    uncertain = calloc(nops + 1, sizeof(*uncertain));
+    if (!uncertain)
+        abort();
+    struct wl_expect ex = {.durable = &skip, .uncertain = uncertain, .start_size = base->size};
+    tf_buf_copy(&skip, base);
+    tf_buf_copy(&with, base);
+    for (size_t i = 0; i < nops; i++) {
+        if (i != failed_op)
+            wl_apply(w, i, &skip);
+        wl_apply(w, i, &with);
+    }
+    if (failed_op != SIZE_MAX)
+        ex.alternative = &with;
+    /* (Only when the error is behind us: otherwise these reads would meet it instead of
+     * close.) */
+    if (fired_any && wl_check_content(img, w, &ex, why, whylen) < 0) {
+        size_t n = strlen(why);
+        snprintf(why + n, whylen - n, " (read through the handle that met the error)");
+        goto fail;
+    }
+
     uint64_t before = testfile_nb_failures(tf);
     ret = qcow2_close(img);
     img = NULL;
@@ -234,35 +257,22 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
     close_failed = ret < 0;
     if (!fired_any && !fired) {
         testfile_free(tf);
-        return 1;
+        tf = NULL;
+        result = 1;
+        goto out;
     }
     testfile_free(tf);
     tf = NULL;
 
-    /* What must read back: every acknowledged request; the failed one may have happened in
-     * part. After a failed close only what a flush made durable is certain. */
-    uncertain = calloc(nops + 1, sizeof(*uncertain));
-    if (!uncertain)
-        abort();
-    struct wl_expect ex = {.start_size = base->size};
-    tf_buf_copy(&skip, base);
-    tf_buf_copy(&with, base);
+    /* After a failed close only what a flush made durable is certain. */
     if (close_failed) {
+        tf_buf_copy(&skip, base);
         for (size_t i = 0; i < durable_ops; i++)
             wl_apply(w, i, &skip);
         for (size_t i = durable_ops; i < nops; i++)
             uncertain[ex.nb_uncertain++] = i;
-    } else {
-        for (size_t i = 0; i < nops; i++) {
-            if (i != failed_op)
-                wl_apply(w, i, &skip);
-            wl_apply(w, i, &with);
-        }
-        if (failed_op != SIZE_MAX)
-            ex.alternative = &with;
+        ex.alternative = NULL;
     }
-    ex.durable = &skip;
-    ex.uncertain = uncertain;
 
     struct tf_buf file = {0};
     tf_buf_load(&file, path);

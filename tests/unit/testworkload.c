@@ -563,6 +563,27 @@ static int compare(const struct workload *w, const struct wl_expect *ex, uint64_
     return ret;
 }
 
+int wl_check_content(struct qcow2_image *img, const struct workload *w,
+                     const struct wl_expect *ex, char *why, size_t whylen)
+{
+    uint64_t got_size = qcow2_get_size(img);
+    uint8_t *got = malloc(got_size ? got_size : 1);
+    if (!got)
+        abort();
+    int ret = 0;
+    for (uint64_t off = 0; off < got_size && ret == 0;) {
+        uint64_t n = MIN(got_size - off, 1u << 20);
+        ret = qcow2_pread(img, got + off, n, off);
+        off += n;
+    }
+    if (ret < 0)
+        snprintf(why, whylen, "read failed: %s", qcow2_error(img));
+    else
+        ret = compare(w, ex, ex->start_size, got, got_size, why, whylen);
+    free(got);
+    return ret < 0 ? -1 : 0;
+}
+
 int wl_verify(const char *path, const struct workload *w, const struct wl_expect *ex,
               bool qemu_check, char *why, size_t whylen)
 {
@@ -573,21 +594,7 @@ int wl_verify(const char *path, const struct workload *w, const struct wl_expect
         snprintf(why, whylen, "open failed: %s", err);
         return -1;
     }
-    uint64_t got_size = qcow2_get_size(img);
-    uint8_t *got = malloc(got_size ? got_size : 1);
-    if (!got)
-        abort();
-    ret = 0;
-    for (uint64_t off = 0; off < got_size && ret == 0;) {
-        uint64_t n = MIN(got_size - off, 1u << 20);
-        ret = qcow2_pread(img, got + off, n, off);
-        off += n;
-    }
-    if (ret < 0) {
-        snprintf(why, whylen, "read failed: %s", qcow2_error(img));
-        goto fail;
-    }
-    if (compare(w, ex, ex->start_size, got, got_size, why, whylen) < 0)
+    if (wl_check_content(img, w, ex, why, whylen) < 0)
         goto fail;
     struct qcow2_check_result res;
     struct report_buf rep = {.len = 0};
@@ -598,8 +605,6 @@ int wl_verify(const char *path, const struct workload *w, const struct wl_expect
                  ret, (long long)res.corruptions, (long long)res.check_errors, rep.text);
         goto fail;
     }
-    free(got);
-    got = NULL;
     ret = qcow2_close(img);
     img = NULL;
     if (ret < 0) {
@@ -613,7 +618,6 @@ int wl_verify(const char *path, const struct workload *w, const struct wl_expect
     }
     return 0;
 fail:
-    free(got);
     if (img)
         qcow2_close(img);
     return -1;

@@ -96,6 +96,10 @@ struct wl_expect {
 int wl_verify(const char *path, const struct workload *w, const struct wl_expect *ex,
               bool qemu_check, char *why, size_t whylen);
 
+/* Read every guest byte through `img` and compare as wl_verify does. */
+int wl_check_content(struct qcow2_image *img, const struct workload *w,
+                     const struct wl_expect *ex, char *why, size_t whylen);
+
 /* `qemu-img check` exit status for `path`: 0 clean, 3 leaks, 2 corrupt, ... Output of a
  * failing check goes to stderr. */
 int wl_qemu_check(const char *path);
