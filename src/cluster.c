@@ -69,7 +69,9 @@ int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, v
     uint64_t l2_index = offset_to_l2_index(img, offset);
     *slice_index = offset_to_l2_slice_index(img, offset);
     uint64_t l1_entry = l1_index < img->l1_size ? img->l1_table[l1_index] : 0;
-    if (alloc && !(l1_entry & QCOW2_OFLAG_COPIED)) {
+    /* A table we do not own alone (or none: COPIED without an offset is nonsense, treat it
+     * as absent) gets a new one before anything is written to it. */
+    if (alloc && (!(l1_entry & QCOW2_OFLAG_COPIED) || !(l1_entry & L1E_OFFSET_MASK))) {
         int ret = cluster_alloc_l2_table(img, l1_index);
         if (ret < 0)
             return ret;

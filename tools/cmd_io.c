@@ -1,6 +1,6 @@
 /* cmd_io.c - "qcow2 io": qemu-io's command language over the library, so that one test
  * script runs through both tools. Commands: read, write (-P, -z, -u, -c), discard, flush,
- * truncate, map, info. Exit status is non-zero when any command failed, including a read -P
+ * truncate, map, info, sleep. Exit status is non-zero when any command failed, including a read -P
  * whose data does not match. Thin over include/qcow2.h; knows nothing of the format. */
 #include <errno.h>
 #include <getopt.h>

@@ -20,6 +20,8 @@
 CLI_TIMEOUT=${CLI_TIMEOUT:-120}
 cd "$T" || exit 1
 
+# qemu-io's output is block buffered into a file: line buffering shows the marker at once.
+# (Our `sleep` flushes stdout itself; stdbuf's preload would also upset a sanitizer build.)
 STDBUF=()
 command -v stdbuf >/dev/null 2>&1 && STDBUF=(stdbuf -oL)
 
@@ -41,7 +43,7 @@ crash_writer() {
     done
     rm -f "$out" # not a stale marker from an earlier run
     if [ "$tool" = ours ]; then
-        "${STDBUF[@]}" "$QCOW2" io "${args[@]}" "$img" >"$out" 2>&1 &
+        "$QCOW2" io "${args[@]}" "$img" >"$out" 2>&1 &
     else
         "${STDBUF[@]}" qemu-io "${args[@]}" "$img" >"$out" 2>&1 &
     fi
@@ -73,7 +75,8 @@ check_dirty() {
     if qemu-img info "$img" 2>&1 | grep -q '^cleanly shut down: no$'; then
         pass "$name: qemu-img info: cleanly shut down: no"
     else
-        fail "$name: qemu-img info does not say 'cleanly shut down: no'" "$(qemu-img info "$img" 2>&1)"
+        fail "$name: qemu-img info does not say 'cleanly shut down: no'" \
+            "$(qemu-img info "$img" 2>&1)"
     fi
     sum=$(sha256sum <"$img")
     qemu-img check "$img" >qcheck.out 2>&1
@@ -147,7 +150,8 @@ check_repaired() {
     if cmp -s -n "$prefix" repaired.raw "$model"; then
         pass "$name: flushed writes read back after the repair"
     else
-        fail "$name: flushed writes lost by the repair" "$(cmp -n "$prefix" repaired.raw "$model" 2>&1)"
+        fail "$name: flushed writes lost by the repair" \
+            "$(cmp -n "$prefix" repaired.raw "$model" 2>&1)"
     fi
     if out=$(qemu-img compare "$img" qemu-repaired.qcow2 2>&1); then
         pass "$name: same data as QEMU's repair of the same crash"

@@ -1761,8 +1761,8 @@ int main(void)
         const char *bk = b ? "with backing file" : "no backing file";
 #define NAMED(fn)                                                                          \
     do {                                                                                   \
-        snprintf(label, sizeof(label), #fn " (%s)", bk);                                   \
-        RUN(label + 5, fn(b));                                                             \
+        snprintf(label, sizeof(label), "%s (%s)", #fn + strlen("test_"), bk);             \
+        RUN(label, fn(b));                                                                 \
     } while (0)
         NAMED(test_overwrite_of_allocated_subcluster_changes_no_metadata);
         NAMED(test_partial_write_to_unallocated_subcluster_of_copied_cluster_cows_only_edges);

@@ -83,7 +83,8 @@ static int run_cmd(const char *fmt, ...)
 }
 
 /* The output of a shell command (at most `len` - 1 bytes); returns its exit status. */
-static int capture(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int capture(char *out, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int capture(char *out, size_t len, const char *fmt, ...)
 {
     char cmd[16384];
