@@ -107,7 +107,8 @@ struct qcow2_create_opts {
     int lazy_refcounts;           /* v3 only */
     enum qcow2_compression compression_type;
     const char *backing_file;     /* stored as given; relative names resolve against FILE */
-    const char *backing_fmt;      /* "qcow2" or "raw"; NULL = probe at create time */
+    const char *backing_fmt;      /* "qcow2" or "raw"; required with a backing file (as
+                                   * qemu-img; the CLI probes it when -F is not given) */
     enum qcow2_prealloc preallocation;
     const char *data_file;        /* external data file (v3); created or truncated */
     int data_file_raw;            /* the data file is a valid raw image by itself */
@@ -118,7 +119,8 @@ void qcow2_create_opts_init(struct qcow2_create_opts *opts);
 /* Set one option by its qemu-img name ("cluster_size", "extended_l2", "refcount_bits",
  * "compat", "lazy_refcounts", "compression_type", "backing_file", "backing_fmt",
  * "preallocation", "data_file", "data_file_raw", "size"). String values are not copied: they
- * must outlive `opts`. Returns 0, or -EINVAL with a message in `err`. */
+ * must outlive `opts`. Returns 0, or -EINVAL with a message in `err` (-ENOTSUP for options
+ * we know but do not support, such as encryption). */
 int qcow2_create_opts_set(struct qcow2_create_opts *opts, const char *key, const char *value,
                           char *err, size_t errlen);
 
@@ -192,7 +194,8 @@ struct qcow2_extent {
     int depth;        /* layer that answers: 0 = this image, 1 = its backing file, ... */
     int64_t offset;   /* host offset of the data in `filename`, or -1 (compressed, zero,
                        * unallocated) */
-    const char *filename; /* the file at `offset` (the data file for external data) */
+    const char *filename; /* the file at `offset` (the data file for external data); valid
+                           * until the image is closed */
 };
 
 /* Describe the range starting at `offset`: fills `ext` with the longest prefix of

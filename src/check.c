@@ -1464,8 +1464,10 @@ int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result
     pthread_mutex_lock(&img->lock);
     int ret = 0;
     if (!img->read_only) {
-        /* What the caches hold is what the image says: put it on disk first. */
-        ret = cache_flush(img->l2_cache);
+        /* What memory holds is what the image says: put it on disk first. */
+        ret = image_write_pending_switches(img);
+        if (ret == 0)
+            ret = cache_flush(img->l2_cache);
         if (ret == 0)
             ret = cache_flush(img->refcount_cache);
     }
