@@ -164,9 +164,22 @@ int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count
 int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count);
 
 /* Write `count` bytes compressed. `offset` must be cluster aligned, `count` a multiple of the
- * cluster size (or reach the end of the image), and the clusters unallocated. */
+ * cluster size (or reach the end of the image), and the clusters unallocated. Clusters that
+ * do not shrink are written uncompressed. A call with `count` 0 finishes a series of
+ * compressed writes (the file is made to end on a whole sector, as qemu-img does). */
 int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t count,
                             uint64_t offset);
+
+/* Compressed writes in two steps, so that a program can compress clusters on several threads
+ * and still write them in an order of its choosing (deterministic layout):
+ * qcow2_compress_cluster() compresses one whole cluster (cluster-size bytes) into `out` (at
+ * least cluster-size bytes) without any I/O and returns the compressed length, or -ENOSPC
+ * when the data does not shrink (write it with qcow2_pwrite instead), or -errno.
+ * qcow2_pwrite_compressed_data() then stores that result for the cluster at `offset` (cluster
+ * aligned, unallocated). */
+int64_t qcow2_compress_cluster(struct qcow2_image *img, const void *cluster, void *out);
+int qcow2_pwrite_compressed_data(struct qcow2_image *img, const void *cdata, size_t clen,
+                                 uint64_t offset);
 
 /* Make everything written before the call durable. */
 int qcow2_flush(struct qcow2_image *img);

@@ -781,16 +781,10 @@ static int compressed_target_ok(struct qcow2_image *img, uint64_t offset)
     return 0;
 }
 
-static int write_compressed_cluster(struct qcow2_image *img, const uint8_t *data,
-                                    uint64_t offset, uint8_t *cbuf)
+/* Store `clen` bytes of compressed data for the cluster at guest `offset`. */
+static int store_compressed(struct qcow2_image *img, const uint8_t *cbuf, uint64_t clen,
+                            uint64_t offset)
 {
-    ssize_t clen = compress_compress(img->hdr.compression_type, data, img->cluster_size, cbuf,
-                                     img->cluster_size - 1);
-    if (clen == -ENOSPC) /* incompressible: store it as is */
-        return qcow2_pwrite(img, data, MIN(img->cluster_size, img->size - offset), offset, 0);
-    if (clen < 0)
-        return set_error(img, (int)clen, "compression failed");
-
     struct l2_meta m = {.offset = offset, .nb_clusters = 1, .keep_old_clusters = false,
                         .cow_start = {0, 0}, .cow_end = {img->cluster_size, 0}};
     pthread_mutex_lock(&img->lock);
@@ -802,7 +796,7 @@ static int write_compressed_cluster(struct qcow2_image *img, const uint8_t *data
         ret = set_error(img, -EBUSY, "compressed write overlaps a write in progress");
     if (ret == 0)
         ret = compressed_target_ok(img, offset);
-    int64_t host = ret < 0 ? ret : refcount_alloc_bytes(img, (uint64_t)clen);
+    int64_t host = ret < 0 ? ret : refcount_alloc_bytes(img, clen);
     if (host < 0) {
         pthread_mutex_unlock(&img->lock);
         return (int)host;
@@ -818,21 +812,32 @@ static int write_compressed_cluster(struct qcow2_image *img, const uint8_t *data
 
     pthread_mutex_lock(&img->lock);
     if (ret == 0)
-        ret = link_compressed(img, offset, (uint64_t)host, (uint64_t)clen);
+        ret = link_compressed(img, offset, (uint64_t)host, clen);
     if (ret < 0)
-        refcount_update(img, (uint64_t)host, (uint64_t)clen, -1);
+        refcount_update(img, (uint64_t)host, clen, -1);
     cluster_meta_finish(img, &m);
     pthread_mutex_unlock(&img->lock);
     return ret;
 }
 
-int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t count,
-                            uint64_t offset)
+int64_t qcow2_compress_cluster(struct qcow2_image *img, const void *cluster, void *out)
+{
+    if (img->format != QCOW2_FORMAT_QCOW2)
+        return set_error(img, -ENOTSUP, "compression needs a qcow2 image");
+    /* Output limited to less than a cluster: compression must save something. */
+    ssize_t clen = compress_compress(img->hdr.compression_type, cluster, img->cluster_size, out,
+                                     img->cluster_size - 1);
+    if (clen < 0 && clen != -ENOSPC)
+        return set_error(img, (int)clen, "compression failed");
+    return clen;
+}
+
+static int check_compressed_target(struct qcow2_image *img, uint64_t offset, uint64_t count)
 {
     int ret = check_writable(img);
     if (ret == 0)
         ret = check_request(img, offset, count);
-    if (ret < 0 || count == 0)
+    if (ret < 0)
         return ret;
     if (img->format != QCOW2_FORMAT_QCOW2 || has_data_file(img))
         return set_error(img, -ENOTSUP, "compressed writes need a qcow2 image without an "
@@ -840,6 +845,55 @@ int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t cou
     if (offset_into_cluster(img, offset) ||
         (count % img->cluster_size && offset + count != img->size))
         return set_error(img, -EINVAL, "compressed writes must cover whole clusters");
+    return 0;
+}
+
+int qcow2_pwrite_compressed_data(struct qcow2_image *img, const void *cdata, size_t clen,
+                                 uint64_t offset)
+{
+    int ret = check_compressed_target(img, offset, MIN(img->cluster_size, img->size - offset));
+    if (ret < 0)
+        return ret;
+    if (clen == 0 || clen >= img->cluster_size)
+        return set_error(img, -EINVAL, "compressed data of %zu bytes for a %llu-byte cluster",
+                         clen, (unsigned long long)img->cluster_size);
+    return store_compressed(img, cdata, clen, offset);
+}
+
+static int write_compressed_cluster(struct qcow2_image *img, const uint8_t *data,
+                                    uint64_t offset, uint8_t *cbuf)
+{
+    int64_t clen = qcow2_compress_cluster(img, data, cbuf);
+    if (clen == -ENOSPC) /* incompressible: store it as is */
+        return qcow2_pwrite(img, data, MIN(img->cluster_size, img->size - offset), offset, 0);
+    if (clen < 0)
+        return (int)clen;
+    return store_compressed(img, cbuf, (uint64_t)clen, offset);
+}
+
+/* Packed compressed data leaves the file end mid-sector: end on a sector boundary, as QEMU
+ * does, so that the last compressed cluster's sector count covers whole sectors. */
+static int align_compressed_end(struct qcow2_image *img)
+{
+    int64_t fsize = file_size(img->file);
+    int ret = 0;
+    if (fsize > 0 && fsize % QCOW2_COMPRESSED_SECTOR_SIZE &&
+        (ret = file_truncate(img->file,
+                             ROUND_UP((uint64_t)fsize, QCOW2_COMPRESSED_SECTOR_SIZE))) < 0)
+        set_error(img, ret, "extending the file to a whole sector failed: %s", strerror(-ret));
+    return ret;
+}
+
+int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t count,
+                            uint64_t offset)
+{
+    if (count == 0) { /* "finish": as QEMU's empty compressed write */
+        int ret = check_writable(img);
+        return ret < 0 || img->format != QCOW2_FORMAT_QCOW2 ? ret : align_compressed_end(img);
+    }
+    int ret = check_compressed_target(img, offset, count);
+    if (ret < 0)
+        return ret;
     uint8_t *cbuf = malloc(img->cluster_size);
     uint8_t *pad = malloc(img->cluster_size);
     if (!cbuf || !pad) {
@@ -863,14 +917,7 @@ int qcow2_pwrite_compressed(struct qcow2_image *img, const void *buf, size_t cou
     }
     free(cbuf);
     free(pad);
-    /* Packed compressed data leaves the file end mid-sector: end on a sector boundary, as
-     * QEMU does, so that the last compressed cluster's sector count covers whole sectors. */
-    int64_t fsize = file_size(img->file);
-    if (ret == 0 && fsize > 0 && fsize % QCOW2_COMPRESSED_SECTOR_SIZE &&
-        (ret = file_truncate(img->file,
-                             ROUND_UP((uint64_t)fsize, QCOW2_COMPRESSED_SECTOR_SIZE))) < 0)
-        set_error(img, ret, "extending the file to a whole sector failed: %s", strerror(-ret));
-    return ret;
+    return ret == 0 ? align_compressed_end(img) : ret;
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -4,8 +4,8 @@
  * sectors and convert_co_write in qemu-img.c) so that the target is allocated the same way:
  * ranges the source reports as zeros are not copied, and inside data, runs of zero sectors of
  * at least -S bytes are not written either. A raw target is a plain file written with POSIX
- * calls; a qcow2 target is created and written through the library. The copy is sequential:
- * -W and -m are accepted for qemu-img compatibility but parallelise nothing yet. */
+ * calls; a qcow2 target is created and written through the library. -m N threads copy in
+ * parallel; without -W (and always when compressing) writes are issued in source order. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -27,8 +28,9 @@
 #define CONVERT_MAX_SPARSE (16u << 20)
 /* Bytes of a new raw target QEMU allocates up front (its MAX_BLOCKSIZE). */
 #define RAW_FIRST_BLOCK 4096u
-/* -m: qemu-img's range of parallel requests. */
+/* -m: qemu-img's range of parallel requests (and its default), done here with threads. */
 #define CONVERT_MAX_COROUTINES 16
+#define CONVERT_DEFAULT_WORKERS 8
 
 static void convert_usage(FILE *f)
 {
@@ -47,7 +49,9 @@ static void convert_usage(FILE *f)
             "  -n          do not create DST: write into an existing image of at least SRC's size\n"
             "  -S SIZE     leave runs of at least SIZE zero bytes unwritten (default 4k);\n"
             "              -S 0 copies everything: a fully allocated target\n"
-            "  -W, -m N    accepted for qemu-img compatibility (the copy is sequential)\n"
+            "  -W          write out of order (faster; the target's layout may vary)\n"
+            "  -m N        N requests in parallel (threads), 1 to 16, default 8; compressed\n"
+            "              clusters are compressed in parallel and written in order\n"
             "  -U          accepted for compatibility (the source is opened read-only)\n");
 }
 
@@ -73,6 +77,23 @@ struct convert {
 
     int progress;
     double last_pct;
+
+    /* Parallel copy (-m N workers). Tasks are cut in order by next_task() under gen_lock;
+     * with `ordered` (no -W, or compression) their writes happen in that order too (a
+     * turnstile on `turn`), so the target's layout does not depend on thread timing. */
+    int workers;
+    int ordered;
+    pthread_mutex_t gen_lock;
+    pthread_cond_t turn_cond;
+    uint64_t next_seq, turn;
+    uint64_t gen_off, gen_next_status;
+    int gen_data;
+    int failed;
+};
+
+struct task {
+    uint64_t seq, off, n;
+    int data;
 };
 
 static int buffer_is_zero(const uint8_t *p, size_t n)
@@ -270,31 +291,16 @@ static int source_status(struct convert *c, uint64_t off, uint64_t count, struct
     return 0;
 }
 
-/* Copy `n` bytes of source data at `off` (qemu-img's convert_co_write for BLK_DATA): write
- * what holds data, treat long enough zero runs as zeros. Compressed: `n` is one cluster (or
- * the image's tail), written whole unless it is all zeros. */
-static int copy_data(struct convert *c, uint64_t off, size_t n)
+/* Write `n` bytes of source data at `off` from `buf` (qemu-img's convert_co_write for
+ * BLK_DATA): write what holds data, treat long enough zero runs as zeros. */
+static int write_data(struct convert *c, const uint8_t *buf, uint64_t off, size_t n)
 {
-    const uint8_t *buf = c->buf;
-    int ret = qcow2_pread(c->src, c->buf, n, off);
-
-    if (ret < 0) {
-        tool_image_error(c->src, ret, "%s: error while reading at offset %" PRIu64,
-                         c->src_path, off);
-        return ret;
-    }
+    int ret = 0;
     while (n > 0) {
         size_t len = n;
 
-        if (c->compress && (!c->min_sparse || !buffer_is_zero(buf, n))) {
-            ret = qcow2_pwrite_compressed(c->dst, buf, n, off);
-            if (ret < 0) {
-                tool_image_error(c->dst, ret, "%s: error while compressing at offset %" PRIu64,
-                                 c->dst_path, off);
-            }
-        } else if (!c->compress &&
-                   (!c->min_sparse ||
-                    is_allocated_sectors_min(buf, n, &len, c->min_sparse, off, c->alignment))) {
+        if (!c->min_sparse ||
+            is_allocated_sectors_min(buf, n, &len, c->min_sparse, off, c->alignment)) {
             ret = target_write(c, buf, len, off);
         } else {
             ret = target_zero(c, off, len);
@@ -309,66 +315,221 @@ static int copy_data(struct convert *c, uint64_t off, size_t n)
     return 0;
 }
 
-/* qemu-img's convert_iteration_sectors() and its caller: walk the source in ranges of one
- * status, cut at the source's cluster boundaries; data goes in pieces of at most
- * CONVERT_CHUNK bytes (one cluster when compressing), zeros are skipped or zeroed. */
-static int copy_image(struct convert *c)
+/* qemu-img's convert_iteration_sectors() and its caller, one step: the next range of one
+ * status, cut at the source's cluster boundaries; data in pieces of at most `chunk` bytes
+ * (one cluster when compressing). Returns 1 with a task, 0 at the end, or -errno. Called
+ * under gen_lock. */
+static int next_task(struct convert *c, struct task *t)
 {
-    uint64_t off = 0, next_status = 0;
-    int data = 1;
+    uint64_t off = c->gen_off, n;
+    int ret;
 
-    while (off < c->size) {
-        uint64_t n;
-        int ret;
+    if (off >= c->size) {
+        return 0;
+    }
+    if (!c->min_sparse) {
+        /* -S 0: the source is not scanned; everything is data. */
+        c->gen_next_status = c->size;
+        c->gen_data = 1;
+    } else if (c->gen_next_status <= off) {
+        struct qcow2_extent e;
+        uint64_t count = c->size - off, tail;
 
-        if (!c->min_sparse) {
-            /* -S 0: the source is not scanned; everything is data. */
-            next_status = c->size;
-            data = 1;
-        } else if (next_status <= off) {
-            struct qcow2_extent e;
-            uint64_t count = c->size - off, tail;
-
-            ret = source_status(c, off, count < CONVERT_MAX_QUERY ? count : CONVERT_MAX_QUERY,
-                                &e);
-            if (ret < 0) {
-                return ret;
-            }
-            n = (e.length + CONVERT_SECTOR - 1) / CONVERT_SECTOR * CONVERT_SECTOR;
-            if (n > c->size - off) {
-                n = c->size - off;
-            }
-            /* End on a source cluster boundary, so the next range starts on one. */
-            tail = (off + n) % c->src_alignment;
-            if (n > tail) {
-                n -= tail;
-            }
-            data = !(e.flags & QCOW2_BS_ZERO);
-            next_status = off + n;
-        }
-
-        n = next_status - off;
-        if (data && n > c->chunk) {
-            n = c->chunk;
-        }
-        if (c->compress) {
-            /* Compressed clusters are written whole: a shorter range counts as data. */
-            if (n < c->cluster_size) {
-                n = c->size - off < c->cluster_size ? c->size - off : c->cluster_size;
-                data = 1;
-            } else {
-                n = n / c->cluster_size * c->cluster_size;
-            }
-        }
-
-        ret = data ? copy_data(c, off, (size_t)n) : target_zero(c, off, n);
+        ret = source_status(c, off, count < CONVERT_MAX_QUERY ? count : CONVERT_MAX_QUERY, &e);
         if (ret < 0) {
             return ret;
         }
-        off += n;
-        progress_print(c, off, 0);
+        n = (e.length + CONVERT_SECTOR - 1) / CONVERT_SECTOR * CONVERT_SECTOR;
+        if (n > c->size - off) {
+            n = c->size - off;
+        }
+        /* End on a source cluster boundary, so the next range starts on one. */
+        tail = (off + n) % c->src_alignment;
+        if (n > tail) {
+            n -= tail;
+        }
+        c->gen_data = !(e.flags & QCOW2_BS_ZERO);
+        c->gen_next_status = off + n;
     }
-    return 0;
+
+    int data = c->gen_data;
+    n = c->gen_next_status - off;
+    if (data && n > c->chunk) {
+        n = c->chunk;
+    }
+    if (c->compress) {
+        /* Compressed clusters are written whole: a shorter range counts as data. */
+        if (n < c->cluster_size) {
+            n = c->size - off < c->cluster_size ? c->size - off : c->cluster_size;
+            data = 1;
+        } else {
+            n = n / c->cluster_size * c->cluster_size;
+        }
+    }
+    *t = (struct task){ .seq = c->next_seq++, .off = off, .n = n, .data = data };
+    c->gen_off = off + n;
+    progress_print(c, off, 0);
+    return 1;
+}
+
+struct worker {
+    struct convert *c;
+    uint8_t *buf;  /* CONVERT_CHUNK bytes of source data */
+    uint8_t *cbuf; /* one compressed cluster */
+    pthread_t tid;
+};
+
+/* Wait until it is task `seq`'s turn to write (ordered copies only). 0, or -1 on failure. */
+static int wait_turn(struct convert *c, uint64_t seq)
+{
+    int ret = 0;
+    pthread_mutex_lock(&c->gen_lock);
+    while (c->ordered && c->turn != seq && !c->failed) {
+        pthread_cond_wait(&c->turn_cond, &c->gen_lock);
+    }
+    if (c->failed) {
+        ret = -1;
+    }
+    pthread_mutex_unlock(&c->gen_lock);
+    return ret;
+}
+
+static void end_turn(struct convert *c, int failed)
+{
+    pthread_mutex_lock(&c->gen_lock);
+    c->turn++;
+    if (failed) {
+        c->failed = 1;
+    }
+    pthread_cond_broadcast(&c->turn_cond);
+    pthread_mutex_unlock(&c->gen_lock);
+}
+
+/* One task: read (and compress) in parallel with other workers, then write in turn. */
+static int run_task(struct worker *w, const struct task *t)
+{
+    struct convert *c = w->c;
+    int64_t clen = 0;
+    int ret = 0, skip = 0;
+
+    if (t->data) {
+        ret = qcow2_pread(c->src, w->buf, t->n, t->off);
+        if (ret < 0) {
+            tool_image_error(c->src, ret, "%s: error while reading at offset %" PRIu64,
+                             c->src_path, t->off);
+            return ret;
+        }
+        if (c->compress) {
+            if (c->min_sparse && buffer_is_zero(w->buf, t->n)) {
+                skip = 1; /* an all-zero cluster stays unallocated */
+            } else {
+                if (t->n < c->cluster_size) { /* the image's tail: pad the cluster */
+                    memset(w->buf + t->n, 0, c->cluster_size - t->n);
+                }
+                clen = qcow2_compress_cluster(c->dst, w->buf, w->cbuf);
+                if (clen < 0 && clen != -ENOSPC) {
+                    tool_image_error(c->dst, (int)clen, "%s: compression failed",
+                                     c->dst_path);
+                    return (int)clen;
+                }
+            }
+        }
+    }
+    if (wait_turn(c, t->seq) < 0) {
+        return -ECANCELED;
+    }
+    if (!t->data) {
+        ret = target_zero(c, t->off, t->n);
+    } else if (skip) {
+        ret = 0;
+    } else if (c->compress && clen > 0) {
+        ret = qcow2_pwrite_compressed_data(c->dst, w->cbuf, (size_t)clen, t->off);
+        if (ret < 0) {
+            tool_image_error(c->dst, ret, "%s: error while compressing at offset %" PRIu64,
+                             c->dst_path, t->off);
+        }
+    } else if (c->compress) { /* did not shrink: stored as is */
+        ret = target_write(c, w->buf, t->n, t->off);
+    } else {
+        ret = write_data(c, w->buf, t->off, (size_t)t->n);
+    }
+    end_turn(c, ret < 0);
+    return ret;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct convert *c = w->c;
+
+    for (;;) {
+        struct task t;
+        int r;
+
+        pthread_mutex_lock(&c->gen_lock);
+        r = c->failed ? 0 : next_task(c, &t);
+        if (r < 0) {
+            c->failed = 1;
+            pthread_cond_broadcast(&c->turn_cond);
+        }
+        pthread_mutex_unlock(&c->gen_lock);
+        if (r <= 0 || run_task(w, &t) < 0) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Copy the whole image with c->workers threads. */
+static int copy_image(struct convert *c)
+{
+    struct worker *ws = calloc((size_t)c->workers, sizeof(*ws));
+    int started = 0, ret = 0;
+
+    if (!ws) {
+        tool_error("out of memory");
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&c->gen_lock, NULL);
+    pthread_cond_init(&c->turn_cond, NULL);
+    for (int i = 0; i < c->workers; i++) {
+        ws[i].c = c;
+        ws[i].buf = malloc(CONVERT_CHUNK);
+        ws[i].cbuf = malloc(c->cluster_size ? c->cluster_size : CONVERT_SECTOR);
+        if (!ws[i].buf || !ws[i].cbuf) {
+            tool_error("out of memory");
+            c->failed = 1;
+            break;
+        }
+    }
+    for (int i = 0; i < c->workers && !c->failed; i++) {
+        if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
+            tool_error("cannot start a worker thread");
+            pthread_mutex_lock(&c->gen_lock);
+            c->failed = 1;
+            pthread_cond_broadcast(&c->turn_cond);
+            pthread_mutex_unlock(&c->gen_lock);
+            break;
+        }
+        started++;
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(ws[i].tid, NULL);
+    }
+    for (int i = 0; i < c->workers; i++) {
+        free(ws[i].buf);
+        free(ws[i].cbuf);
+    }
+    free(ws);
+    if (c->failed) {
+        ret = -EIO;
+    } else if (c->compress && qcow2_pwrite_compressed(c->dst, NULL, 0, 0) < 0) {
+        tool_image_error(c->dst, -EIO, "%s: finishing compressed writes", c->dst_path);
+        ret = -EIO;
+    }
+    pthread_mutex_destroy(&c->gen_lock);
+    pthread_cond_destroy(&c->turn_cond);
+    return ret;
 }
 
 /* ---- setting up the target --------------------------------------------------------------- */
@@ -511,10 +672,11 @@ int cmd_convert(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { NULL, 0, NULL, 0 },
     };
-    struct convert c = { .fd = -1, .min_sparse = CONVERT_DEFAULT_SPARSE, .last_pct = -100.0 };
+    struct convert c = { .fd = -1, .min_sparse = CONVERT_DEFAULT_SPARSE, .last_pct = -100.0,
+                         .workers = CONVERT_DEFAULT_WORKERS };
     const char *fmtname = NULL, *outname = "raw";
     char *optlist = NULL;
-    int no_create = 0, quiet = 0, ch, ret = TOOL_EXIT_ERROR;
+    int no_create = 0, quiet = 0, out_of_order = 0, ch, ret = TOOL_EXIT_ERROR;
     struct qcow2_info src_info;
     enum qcow2_format fmt;
     uint64_t sparse;
@@ -564,6 +726,7 @@ int cmd_convert(int argc, char **argv)
             c.min_sparse = sparse;
             break;
         case 'W':
+            out_of_order = 1;
             break;
         case 'm':
             errno = 0;
@@ -573,6 +736,7 @@ int cmd_convert(int argc, char **argv)
                            CONVERT_MAX_COROUTINES);
                 goto out;
             }
+            c.workers = (int)m;
             break;
         case 'U':
             break;
@@ -652,6 +816,7 @@ int cmd_convert(int argc, char **argv)
         c.chunk = c.cluster_size;
     }
 
+    c.ordered = !out_of_order || c.compress;
     progress_print(&c, 0, 1);
     if (copy_image(&c) < 0) {
         goto out;

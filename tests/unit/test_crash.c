@@ -208,7 +208,14 @@ static void test_crash_at_every_write(const struct workload *w, size_t wi,
         goto out;
 
     const size_t nev = testfile_nb_events(rec.tf);
-    if (getenv("CRASH_TRACE")) { /* the log with the op of each event, for debugging */
+    if (getenv("CRASH_TRACE")) { /* the ops and the log, for debugging */
+        static const char *const kinds[] = {"end", "write", "write-fua", "zero", "discard",
+                                            "compressed", "flush", "truncate"};
+        for (size_t i = 0; i < rec.nb_ops; i++)
+            printf("     op %3zu %-10s 0x%llx+%llu flags %u (events %zu..%zu)\n", i,
+                   kinds[w->ops[i].kind], (unsigned long long)w->ops[i].offset,
+                   (unsigned long long)w->ops[i].len, w->ops[i].flags, rec.ops[i].start_ev,
+                   rec.ops[i].end_ev);
         for (size_t i = 0; i < nev; i++) {
             size_t op = op_of_event(&rec, i);
             const struct tf_event *e = testfile_event(rec.tf, i);
