@@ -35,7 +35,7 @@
 static void convert_usage(FILE *f)
 {
     fprintf(f,
-            "usage: " TOOL_NAME " convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-c] [-p] [-q] [-n]\n"
+            "usage: " TOOL_NAME " convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-c] [-p] [-q] [-n]\n"
             "                     [-S SIZE] [-W] [-m N] [-U] SRC DST\n"
             "\n"
             "Copy SRC (with its backing chain merged) to DST.\n"
@@ -43,6 +43,7 @@ static void convert_usage(FILE *f)
             "  -f FMT      source format (qcow2 or raw); probed if omitted\n"
             "  -O FMT      target format: raw (default) or qcow2\n"
             "  -o OPTIONS  target creation options, as for 'create' ('-o help' lists them)\n"
+            "  -B BACKING  create DST (qcow2) over BACKING and write only what differs from it\n"
             "  -c          compress the target's clusters (qcow2 only)\n"
             "  -p          show progress\n"
             "  -q          quiet\n"
@@ -81,6 +82,7 @@ struct convert {
     /* Parallel copy (-m N workers). Tasks are cut in order by next_task() under gen_lock;
      * with `ordered` (no -W, or compression) their writes happen in that order too (a
      * turnstile on `turn`), so the target's layout does not depend on thread timing. */
+    const char *out_backing; /* -B: the target's backing file; only differences are written */
     int workers;
     int ordered;
     pthread_mutex_t gen_lock;
@@ -374,6 +376,7 @@ static int next_task(struct convert *c, struct task *t)
 
 struct worker {
     struct convert *c;
+    uint8_t *tbuf; /* -B: CONVERT_CHUNK bytes of what the target reads (its backing file) */
     uint8_t *buf;  /* CONVERT_CHUNK bytes of source data */
     uint8_t *cbuf; /* one compressed cluster */
     pthread_t tid;
@@ -405,6 +408,46 @@ static void end_turn(struct convert *c, int failed)
     pthread_mutex_unlock(&c->gen_lock);
 }
 
+/* -B: write only the sectors where the source differs from what the new target already
+ * reads through its backing file; differing runs of zeros become zero writes. */
+static int write_differences(struct convert *c, const uint8_t *src, const uint8_t *cur,
+                             uint64_t off, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t len = n - i < CONVERT_SECTOR ? n - i : CONVERT_SECTOR;
+        if (memcmp(src + i, cur + i, len) == 0) {
+            i += len;
+            continue;
+        }
+        /* a run of differing sectors, all zero or all data in the source */
+        int zero = buffer_is_zero(src + i, len);
+        size_t j = i + len;
+        while (j < n) {
+            size_t l = n - j < CONVERT_SECTOR ? n - j : CONVERT_SECTOR;
+            if (memcmp(src + j, cur + j, l) == 0 || buffer_is_zero(src + j, l) != zero) {
+                break;
+            }
+            j += l;
+        }
+        int ret;
+        if (zero) {
+            ret = qcow2_pwrite_zeroes(c->dst, off + i, j - i, 0);
+            if (ret < 0) {
+                tool_image_error(c->dst, ret, "%s: error while zeroing at offset %" PRIu64,
+                                 c->dst_path, off + i);
+            }
+        } else {
+            ret = target_write(c, src + i, j - i, off + i);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        i = j;
+    }
+    return 0;
+}
+
 /* One task: read (and compress) in parallel with other workers, then write in turn. */
 static int run_task(struct worker *w, const struct task *t)
 {
@@ -412,15 +455,33 @@ static int run_task(struct worker *w, const struct task *t)
     int64_t clen = 0;
     int ret = 0, skip = 0;
 
-    if (t->data) {
+    if (c->out_backing) {
+        /* Zero ranges too: the backing file may hold data there. */
+        ret = t->data ? qcow2_pread(c->src, w->buf, t->n, t->off) : 0;
+        if (!t->data) {
+            memset(w->buf, 0, t->n);
+        }
+        if (ret == 0) {
+            ret = qcow2_pread(c->dst, w->tbuf, t->n, t->off);
+        }
+        if (ret < 0) {
+            tool_error("%s: error while reading at offset %" PRIu64, c->src_path, t->off);
+            return ret;
+        }
+        if (memcmp(w->buf, w->tbuf, t->n) == 0) {
+            skip = 1; /* the backing file has it already */
+        }
+    } else if (t->data) {
         ret = qcow2_pread(c->src, w->buf, t->n, t->off);
         if (ret < 0) {
             tool_image_error(c->src, ret, "%s: error while reading at offset %" PRIu64,
                              c->src_path, t->off);
             return ret;
         }
+    }
+    if (t->data && !skip) {
         if (c->compress) {
-            if (c->min_sparse && buffer_is_zero(w->buf, t->n)) {
+            if (c->min_sparse && buffer_is_zero(w->buf, t->n) && !c->out_backing) {
                 skip = 1; /* an all-zero cluster stays unallocated */
             } else {
                 if (t->n < c->cluster_size) { /* the image's tail: pad the cluster */
@@ -438,10 +499,13 @@ static int run_task(struct worker *w, const struct task *t)
     if (wait_turn(c, t->seq) < 0) {
         return -ECANCELED;
     }
-    if (!t->data) {
-        ret = target_zero(c, t->off, t->n);
-    } else if (skip) {
+    if (skip) {
         ret = 0;
+    } else if (c->out_backing && !(c->compress && clen > 0)) {
+        ret = c->compress ? target_write(c, w->buf, t->n, t->off)
+                          : write_differences(c, w->buf, w->tbuf, t->off, (size_t)t->n);
+    } else if (!t->data) {
+        ret = target_zero(c, t->off, t->n);
     } else if (c->compress && clen > 0) {
         ret = qcow2_pwrite_compressed_data(c->dst, w->cbuf, (size_t)clen, t->off);
         if (ret < 0) {
@@ -495,8 +559,9 @@ static int copy_image(struct convert *c)
     for (int i = 0; i < c->workers; i++) {
         ws[i].c = c;
         ws[i].buf = malloc(CONVERT_CHUNK);
+        ws[i].tbuf = c->out_backing ? malloc(CONVERT_CHUNK) : NULL;
         ws[i].cbuf = malloc(c->cluster_size ? c->cluster_size : CONVERT_SECTOR);
-        if (!ws[i].buf || !ws[i].cbuf) {
+        if (!ws[i].buf || !ws[i].cbuf || (c->out_backing && !ws[i].tbuf)) {
             tool_error("out of memory");
             c->failed = 1;
             break;
@@ -518,6 +583,7 @@ static int copy_image(struct convert *c)
     }
     for (int i = 0; i < c->workers; i++) {
         free(ws[i].buf);
+        free(ws[i].tbuf);
         free(ws[i].cbuf);
     }
     free(ws);
@@ -632,12 +698,24 @@ static int open_qcow2_target(struct convert *c, char *optlist, int no_create)
             tool_error("%s: %s", c->dst_path, err[0] ? err : "invalid options");
             return -EINVAL;
         }
-        if (o.backing_file) {
-            /* The target would need only what differs from the backing file: not done yet. */
-            tool_error("%s: convert does not support a backing file for the target yet",
-                       c->dst_path);
-            return -ENOTSUP;
+        if (c->out_backing) {
+            o.backing_file = c->out_backing;
         }
+        if (o.backing_file && !o.backing_fmt) {
+            /* qemu-img requires the format; probe it as create does. */
+            struct qcow2_image *b;
+            struct qcow2_info bi;
+            char *path = tool_path_combine(c->dst_path, o.backing_file);
+            int r = path ? tool_open(path, QCOW2_FORMAT_PROBE, TOOL_OPEN_NO_BACKING, &b) : -ENOMEM;
+            free(path);
+            if (r < 0) {
+                return r;
+            }
+            qcow2_get_info(b, &bi);
+            o.backing_fmt = bi.format == QCOW2_FORMAT_QCOW2 ? "qcow2" : "raw";
+            qcow2_close(b);
+        }
+        c->out_backing = o.backing_file;
         o.format = QCOW2_FORMAT_QCOW2;
         o.size = c->size;
         if (qcow2_create(c->dst_path, &o, err, sizeof(err)) < 0) {
@@ -661,7 +739,7 @@ static int open_qcow2_target(struct convert *c, char *optlist, int no_create)
     }
     c->cluster_size = info.cluster_size;
     /* A new image without a backing file reads zeros everywhere (preallocated or not). */
-    c->zero_init = !no_create;
+    c->zero_init = !no_create && !c->out_backing;
     return 0;
 }
 
@@ -685,7 +763,7 @@ int cmd_convert(int argc, char **argv)
     long m;
 
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "+hf:O:o:cpqnS:Wm:U", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+hf:O:o:B:cpqnS:Wm:U", longopts, NULL)) != -1) {
         switch (ch) {
         case 'h':
             convert_usage(stdout);
@@ -701,6 +779,9 @@ int cmd_convert(int argc, char **argv)
                 tool_error("out of memory");
                 goto out;
             }
+            break;
+        case 'B':
+            c.out_backing = optarg;
             break;
         case 'c':
             c.compress = 1;
@@ -768,6 +849,10 @@ int cmd_convert(int argc, char **argv)
     }
     if (c.compress && c.out_fmt != QCOW2_FORMAT_QCOW2) {
         tool_error("compression is not supported for format '%s'", outname);
+        goto out;
+    }
+    if (c.out_backing && (c.out_fmt != QCOW2_FORMAT_QCOW2 || no_create)) {
+        tool_error("-B needs a new qcow2 target (-O qcow2, without -n)");
         goto out;
     }
     if (no_create && optlist) {
