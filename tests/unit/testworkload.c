@@ -178,7 +178,7 @@ static const struct wl_op ops_zero_write[] = {
 
 static const struct wl_op ops_discard[] = {
     {WL_DISCARD, 0, 16384, 0},
-    {WL_WRITE, 300000, 8192, 0},        /* may reuse the freed clusters */
+    {WL_WRITE, 3 * MB + 4096, 8192, 0}, /* allocates: reuses the freed clusters */
     {WL_FLUSH, 0, 0, 0},
     {WL_DISCARD, 30000, 20000, 0},      /* partial clusters stay */
     {WL_WRITE, 1 * MB + 4096, 12288, 0},
