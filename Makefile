@@ -64,8 +64,8 @@ check: deps
 	@rc=0; \
 	$(MAKE) --no-print-directory check-build || rc=1; \
 	$(MAKE) --no-print-directory check-asan || rc=1; \
+	$(MAKE) --no-print-directory check-tsan || rc=1; \
 	exit $$rc
-	$(MAKE) --no-print-directory check-tsan
 
 check-build: build
 	cd $(BUILD) && $(CTEST) --output-on-failure $(CTEST_ARGS)
