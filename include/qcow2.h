@@ -80,8 +80,9 @@ int qcow2_open(const char *path, const struct qcow2_open_opts *opts, struct qcow
  * image clean. Returns 0 or -errno; the handle is freed either way. */
 int qcow2_close(struct qcow2_image *img);
 
-/* The message describing the last failure on this image ("" if none). Valid until the next
- * call on the image. */
+/* The message describing the last failure on this image ("" if none): the calling thread's
+ * own last failure on it when there is one, so concurrent failures do not mix. Valid until the
+ * thread's next call on the image. */
 const char *qcow2_error(const struct qcow2_image *img);
 
 /* ---------------------------------------------------------------------------------------------

@@ -42,13 +42,22 @@ int set_error(struct qcow2_image *img, int ret, const char *fmt, ...)
         snprintf(img->err, sizeof(img->err), "%.*s", QCOW2_ERROR_MAX - 1, msg);
     else
         snprintf(img->err, sizeof(img->err), "%.200s: %.300s", img->filename, msg);
+    memcpy(tls_err, img->err, sizeof(tls_err));
+    tls_err_img = img;
     pthread_mutex_unlock(&img->err_lock);
     return ret;
 }
 
+/* The last message set by this thread, and for which image: with several threads on one
+ * image, each thread reads its own failure (as libnbd's errors are per thread). */
+static __thread const struct qcow2_image *tls_err_img;
+static __thread char tls_err[QCOW2_ERROR_MAX];
+
 const char *qcow2_error(const struct qcow2_image *img)
 {
-    return img ? img->err : "no image";
+    if (!img)
+        return "no image";
+    return tls_err_img == img ? tls_err : img->err;
 }
 
 int signal_corruption(struct qcow2_image *img, const char *fmt, ...)

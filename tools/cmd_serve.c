@@ -1,7 +1,8 @@
 /* cmd_serve.c - "qcow2 serve": export an image over NBD by running nbdkit with our plugin
  * (tools/nbdkit-plugin.c). Builds nbdkit's command line, prints the NBD URI and execs nbdkit,
  * which then owns the process: Ctrl-C (or SIGTERM to our pid) stops it and closes the image.
- * Never opens the image itself; every I/O goes through the plugin. */
+ * With --background, runs nbdkit as a child instead and returns once it has daemonized.
+ * Opens the image only to report an unusable one early; all I/O goes through the plugin. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -11,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -22,6 +24,7 @@
 #define SERVE_DEFAULT_THREADS 16 /* nbdkit's default */
 #define SERVE_ADDRESS "127.0.0.1"
 #define SERVE_MAX_ARGS 32
+#define SERVE_PIDFILE_WAIT_MS 10000
 
 static void serve_usage(FILE *f)
 {
@@ -45,8 +48,8 @@ static void serve_usage(FILE *f)
             "      --cache-size SIZE  L2 cache size (default: enough for the disk, <= 32 MiB)\n"
             "      --threads N        requests served in parallel per connection (default %d)\n"
             "  -f, --foreground       stay in the foreground until Ctrl-C (the default)\n"
-            "      --background       return once the server is listening; stop it with\n"
-            "                         kill $(cat PIDFILE)\n"
+            "      --background       return once the server is listening (and FILE written);\n"
+            "                         stop it with kill $(cat FILE)\n"
             "      --pidfile FILE     write the server's pid to FILE\n"
             "\n"
             "Environment: " SERVE_PLUGIN_ENV " = the plugin to load (default: " SERVE_PLUGIN_NAME
@@ -206,6 +209,74 @@ static int clear_stale_socket(const char *path)
     if (unlink(path) < 0) {
         tool_error("%s: cannot remove the stale socket: %s", path, strerror(errno));
         return -errno;
+    }
+    return 0;
+}
+
+static void print_uri(const char *sock, long port)
+{
+    if (sock) {
+        fputs("nbd+unix:///?socket=", stdout);
+        print_uri_escaped(sock);
+        putchar('\n');
+    } else {
+        printf("nbd://" SERVE_ADDRESS ":%ld\n", port);
+    }
+    fflush(stdout);
+}
+
+/* Has nbdkit finished writing its pid file ("PID\n")? */
+static int pidfile_written(const char *path)
+{
+    char buf[32];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f) {
+        return 0;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    return n > 0 && buf[n - 1] == '\n';
+}
+
+/* Run nbdkit (without -f) and wait for it to daemonize, then for its pid file. nbdkit prints
+ * its own errors. Returns 0 or -1. */
+static int run_nbdkit_background(char **args, const char *pidfile)
+{
+    int status, i;
+    pid_t pid;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) {
+        tool_error("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        execvp(SERVE_NBDKIT, args);
+        tool_error("could not run nbdkit: %s", strerror(errno));
+        _exit(TOOL_EXIT_ERROR);
+    }
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            tool_error("waitpid: %s", strerror(errno));
+            return -1;
+        }
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        return -1;
+    }
+    for (i = 0; pidfile && i < SERVE_PIDFILE_WAIT_MS / 10; i++) {
+        if (pidfile_written(pidfile)) {
+            return 0;
+        }
+        usleep(10 * 1000);
+    }
+    if (pidfile) {
+        tool_error("nbdkit started but did not write its pid file %s", pidfile);
+        return -1;
     }
     return 0;
 }
@@ -399,15 +470,23 @@ int cmd_serve(int argc, char **argv)
     }
     args[n] = NULL;
 
-    if (sock) {
-        fputs("nbd+unix:///?socket=", stdout);
-        print_uri_escaped(sock);
-        putchar('\n');
-    } else {
-        printf("nbd://" SERVE_ADDRESS ":%ld\n", port);
+    if (background) {
+        /* Returns once nbdkit listens (it forks into the background after binding) and its
+         * pid file, written by the daemon just after that, is there. */
+        if (pidfile && unlink(pidfile) < 0 && errno != ENOENT) {
+            tool_error("%s: %s", pidfile, strerror(errno));
+            goto fail;
+        }
+        if (run_nbdkit_background(args, pidfile) < 0) {
+            goto fail;
+        }
+        print_uri(sock, port);
+        free(plugin);
+        free(sock);
+        free(file_arg);
+        return TOOL_EXIT_OK;
     }
-    fflush(stdout);
-
+    print_uri(sock, port);
     execvp(SERVE_NBDKIT, args);
     tool_error("could not run nbdkit: %s", strerror(errno));
 fail:

@@ -182,6 +182,10 @@ static int qcow2_plugin_zero(void *h, uint32_t count, uint64_t offset, uint32_t 
 static int qcow2_plugin_trim(void *h, uint32_t count, uint64_t offset, uint32_t flags)
 {
     int ret = qcow2_discard(h, offset, count);
+    /* NBD_CMD_TRIM is advisory: where the image cannot deallocate (a v2 image with a backing
+     * file refuses with -ENOTSUP), keeping the data is a valid answer, as with qemu-nbd. */
+    if (ret == -ENOTSUP)
+        ret = 0;
     return ret < 0 ? fail(ret) : flush_if_fua(h, flags);
 }
 

@@ -457,6 +457,61 @@ section_d() {
         fail "d: fio --verify_only after a restart failed" "$(grep -iE 'verify|error|bad' "$T/fio.out" "$T/fio.err" | head -n 8)"
     fi
     serve_stop "$SPID" d2
+
+    # Overlapping unaligned writes, then trims, from several connections at once into an
+    # extended-L2 overlay over data: the image stays consistent and the file reads what the
+    # export read.
+    local ov=$T/d-ov.qcow2
+    harness d-ov qemu-img create -f qcow2 "$T/d-back.qcow2" 16M || return
+    harness d-ov qemu-io -f qcow2 -c 'write -P 0x77 0 16M' "$T/d-back.qcow2" || return
+    harness d-ov qemu-img create -f qcow2 -o extended_l2=on -b "$T/d-back.qcow2" -F qcow2 "$ov" ||
+        return
+    serve_start d-ov "$ov" || return
+    if run_cli "$CLI_TIMEOUT" "$T/fio.out" "$T/fio.err" fio --name=ov --ioengine=nbd --uri="$URI" \
+        --rw=randwrite --bsrange=512-192k --bs_unaligned=1 --iodepth=16 --numjobs=4 --thread \
+        --size=16m --io_size=24m --norandommap --randseed=99 &&
+        run_cli "$CLI_TIMEOUT" "$T/fio.out" "$T/fio.err" fio --name=tr --ioengine=nbd --uri="$URI" \
+            --rw=randtrim --bs=64k --iodepth=8 --numjobs=2 --thread --size=16m --io_size=4m \
+            --norandommap --randseed=98; then
+        pass "d-ov: overlapping writes and trims from 4 connections"
+    else
+        fail "d-ov: fio overlapping writes/trims failed" "$(grep -iE 'error|bad' "$T/fio.out" "$T/fio.err" | head -n 5)"
+    fi
+    rm -f "$T/d-ov.nbd.raw"
+    run_cli "$CLI_TIMEOUT" "$T/nbdcopy.out" "$T/nbdcopy.err" nbdcopy "$URI" "$T/d-ov.nbd.raw" ||
+        fail "d-ov: nbdcopy out failed" "$(head -n 3 "$T/nbdcopy.err")"
+    serve_stop "$SPID" d-ov
+    check_clean d-ov "$ov"
+    same_data d-ov "$T/d-ov.nbd.raw" raw "$ov" qcow2
+
+    # fio verification over other kinds of image.
+    local opts name
+    head -c 16M "$SRC" >"$T/d16.raw"
+    for opts in cluster_size=2M refcount_bits=1 compat=0.10 lazy_refcounts=on \
+        extended_l2=on,cluster_size=16k "data_file=$T/d-m.data" compressed; do
+        img=$T/d-m.qcow2
+        case $opts in
+            data_file=*) name="d-m data_file" ;;
+            *) name="d-m $opts" ;;
+        esac
+        rm -f "$img" "$T/d-m.data"
+        if [ "$opts" = compressed ]; then
+            harness "$name" qemu-img convert -c -f raw -O qcow2 "$T/d16.raw" "$img" || continue
+            harness "$name" qemu-img resize -f qcow2 "$img" 32M || continue
+        else
+            harness "$name" qemu-img create -f qcow2 -o "$opts" "$img" 32M || continue
+        fi
+        serve_start d-m "$img" || continue
+        if run_cli "$CLI_TIMEOUT" "$T/fio.out" "$T/fio.err" fio --name=m --ioengine=nbd --uri="$URI" \
+            --rw=randwrite --bsrange=4k-128k --iodepth=16 --numjobs=2 --thread --size=16m \
+            --offset_increment=16m --verify=crc32c --verify_fatal=1 --randseed=7; then
+            pass "$name: fio verification"
+        else
+            fail "$name ($opts): fio verification failed" "$(grep -iE 'verify|error|bad' "$T/fio.out" "$T/fio.err" | head -n 5)"
+        fi
+        serve_stop "$SPID" d-m
+        check_clean "$name" "$img"
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -633,6 +688,22 @@ section_e() {
         check_clean e-bad "$img"
     fi
 
+    # SIGTERM (as Ctrl-C) while 4 connections write: the server stops at once with status 0,
+    # and the image it closed is clean.
+    if [ "$HAVE_FIO" = 1 ]; then
+        local img3=$T/e3.qcow2
+        harness e3 qemu-img create -f qcow2 -o extended_l2=on "$img3" 64M || return
+        serve_start e3 "$img3" || return
+        timeout 30 fio --name=e3 --ioengine=nbd --uri="$URI" --rw=randwrite --bsrange=512-192k \
+            --bs_unaligned=1 --iodepth=16 --numjobs=4 --thread --size=64m --time_based \
+            --runtime=20 --norandommap >/dev/null 2>&1 &
+        pid=$!
+        sleep 1
+        serve_stop "$SPID" e3 errors=ok # the clients' broken connections are logged
+        wait "$pid" 2>/dev/null
+        check_clean e3 "$img3"
+    fi
+
     # The server itself killed mid-write: nothing worse than leaked clusters (exit 0 or 3).
     local img2=$T/e2.qcow2 status
     harness e2 qemu-img create -f qcow2 "$img2" 64M || return
@@ -711,6 +782,21 @@ section_f() {
         fail "f: map after NBD zero/discard differs from qemu-io applied directly (< direct, > NBD)" \
             "$(diff "$T/f-ref.gran" "$T/f.gran" | head -n 12)"
     fi
+
+    # A v2 image with a backing file cannot deallocate: trim is advisory, so it succeeds and
+    # the data stays (as qemu-nbd does).
+    local v2=$T/f-v2.qcow2
+    harness f-v2 qemu-img create -f qcow2 "$T/f-v2-back.qcow2" 4M || return
+    harness f-v2 qemu-io -f qcow2 -c 'write -P 0x77 0 4M' "$T/f-v2-back.qcow2" || return
+    harness f-v2 qemu-img create -f qcow2 -o compat=0.10 -b "$T/f-v2-back.qcow2" -F qcow2 "$v2" ||
+        return
+    harness f-v2 qemu-io -f qcow2 -c 'write -P 3 0 1M' "$v2" || return
+    serve_start f-v2 "$v2" || return
+    qio_nbd "f-v2: trim on a v2 image with a backing file" \
+        'discard 0 128k' 'read -P 3 0 128k' 'write -z 128k 128k' 'read -P 0 128k 128k' \
+        'read -P 0x77 1M 64k'
+    serve_stop "$SPID" f-v2
+    check_clean f-v2 "$v2"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -782,13 +868,23 @@ section_g() {
     fi
     serve_stop "$tpid" g-tcp
 
-    # --background returns once the server listens.
-    local pidfile=$T/g-bg.pid bgpid
-    if run_cli 20 "$T/g-bg.out" "$T/g-bg.server.log" "$QCOW2" serve "$img" --socket "$T/g-bg.sock" \
-        --background --pidfile "$pidfile" && [ -s "$pidfile" ]; then
-        bgpid=$(cat "$pidfile")
-        SERVER_PIDS="$SERVER_PIDS $bgpid"
-        if timeout 5 nbdinfo --size "nbd+unix:///?socket=$T/g-bg.sock" >/dev/null 2>&1; then
+    # --background returns once the server listens and its pid file is written. (Should that
+    # fail, the pid file is still waited for: without the pid the server could not be stopped.)
+    local pidfile=$T/g-bg.pid bgpid="" bgstatus
+    run_cli 20 "$T/g-bg.out" "$T/g-bg.server.log" "$QCOW2" serve "$img" --socket "$T/g-bg.sock" \
+        --background --pidfile "$pidfile"
+    bgstatus=$?
+    if [ "$bgstatus" = 0 ] && [ ! -s "$pidfile" ]; then
+        fail "g: serve --background returned before the pid file was written"
+    fi
+    for ((i = 0; i < 100; i++)); do
+        [ -s "$pidfile" ] && bgpid=$(cat "$pidfile") && break
+        sleep 0.05
+    done
+    [ -n "$bgpid" ] && SERVER_PIDS="$SERVER_PIDS $bgpid"
+    if [ "$bgstatus" = 0 ] && [ -n "$bgpid" ]; then
+        if [ "$(cat "$T/g-bg.out")" = "nbd+unix:///?socket=$T/g-bg.sock" ] &&
+            timeout 5 nbdinfo --size "nbd+unix:///?socket=$T/g-bg.sock" >/dev/null 2>&1; then
             pass "g: --background serves as soon as it returns"
         else
             fail "g: --background returned before the server was ready"
@@ -804,7 +900,8 @@ section_g() {
             fail "g: --background server did not stop on SIGTERM"
         fi
     else
-        fail "g: serve --background --pidfile failed" "$(head -n 3 "$T/g-bg.server.log")"
+        fail "g: serve --background --pidfile: exit $bgstatus, pid '$bgpid'" \
+            "$(head -n 3 "$T/g-bg.server.log")"
     fi
 
     # Errors: one line on stderr, nothing on stdout, exit status 1.
