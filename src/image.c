@@ -12,6 +12,12 @@
 
 #define PROBE_BYTES 512
 
+/* The last message set by this thread, and for which image: with several threads on one
+ * image, each thread reads its own failure (as libnbd's errors are per thread). */
+static __thread const struct qcow2_image *tls_err_img;
+static __thread char tls_err[QCOW2_ERROR_MAX];
+
+
 void qcow2_open_opts_init(struct qcow2_open_opts *opts)
 {
     memset(opts, 0, sizeof(*opts));
@@ -47,11 +53,6 @@ int set_error(struct qcow2_image *img, int ret, const char *fmt, ...)
     pthread_mutex_unlock(&img->err_lock);
     return ret;
 }
-
-/* The last message set by this thread, and for which image: with several threads on one
- * image, each thread reads its own failure (as libnbd's errors are per thread). */
-static __thread const struct qcow2_image *tls_err_img;
-static __thread char tls_err[QCOW2_ERROR_MAX];
 
 const char *qcow2_error(const struct qcow2_image *img)
 {
