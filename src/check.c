@@ -1153,6 +1153,7 @@ static int rebuild_refcount_structure(struct check *ck)
     free(img->refcount_table);
     img->refcount_table = table;
     img->refcount_table_size = entries;
+    img->metadata_gen++;
     img->free_cluster_index = 0;
     img->free_byte_offset = 0;
     ck->file_len = MAX(ck->file_len, end << img->cluster_bits);
@@ -1481,6 +1482,7 @@ int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result
         res->corruptions_fixed = corruptions_fixed;
         res->leaks_fixed = leaks_fixed;
     }
+    img->metadata_gen++; /* repairs may have moved tables: rebuild the overlap index */
     pthread_mutex_unlock(&img->lock);
     return ret;
 }

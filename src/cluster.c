@@ -52,7 +52,7 @@ static int check_l1_entry(struct qcow2_image *img, uint64_t l1_index, uint64_t l
                                  (unsigned long long)l2_offset, (unsigned long long)l1_index);
     if (cache_contains(img->l2_cache, l2_offset))
         return 0;
-    int64_t fsize = file_size(img->file);
+    int64_t fsize = file_size_cached(img->file);
     if (fsize >= 0 && l2_offset + img->cluster_size > (uint64_t)fsize &&
         l2_offset >= (uint64_t)fsize)
         return signal_corruption(img, "L2 table offset 0x%llx lies past the end of the file "
@@ -228,6 +228,7 @@ static int grow_l1_table(struct qcow2_image *img, uint64_t min_size)
     img->l1_size = (uint32_t)new_size;
     img->hdr.l1_size = (uint32_t)new_size;
     img->hdr.l1_table_offset = (uint64_t)new_offset;
+    img->metadata_gen++;
     if (switched < 0) {
         img->header_dirty = true;
         ret = switched;
@@ -311,6 +312,7 @@ int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index)
     if (ret < 0)
         goto fail;
     img->l1_table[l1_index] = (uint64_t)new_offset | QCOW2_OFLAG_COPIED;
+    img->metadata_gen++;
     ret = write_l1_entry(img, l1_index);
     if (ret < 0) {
         /* The new table is complete on disk and the entry may have landed: keep using it,

@@ -220,6 +220,7 @@ struct qcow2_file *file_new(const struct qcow2_file_ops *ops, void *ctx, const c
     f->ops = ops;
     f->ctx = ctx;
     f->read_only = read_only;
+    f->known_size = -1;
     return f;
 }
 
@@ -281,13 +282,19 @@ int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint
     if (f->read_only)
         return -EROFS;
     int ret = f->ops->pwritev(f->ctx, iov, iovcnt, offset);
-    if (ret == 0) {
+    /* Even a failed write may have landed in part: from now on the range is not known zero. */
+    {
         uint64_t end = offset;
         for (int i = 0; i < iovcnt; i++)
             end += iov[i].iov_len;
         uint64_t cur = __atomic_load_n(&f->written_end, __ATOMIC_RELAXED);
         while (end > cur && !__atomic_compare_exchange_n(&f->written_end, &cur, end, true,
                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+        int64_t known = __atomic_load_n(&f->known_size, __ATOMIC_RELAXED);
+        while (known >= 0 && (int64_t)end > known &&
+               !__atomic_compare_exchange_n(&f->known_size, &known, (int64_t)end, true,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             ;
     }
     return ret;
@@ -307,14 +314,25 @@ int file_flush(struct qcow2_file *f)
 
 int64_t file_size(struct qcow2_file *f)
 {
-    return f->ops->size(f->ctx);
+    int64_t size = f->ops->size(f->ctx);
+    if (size >= 0)
+        __atomic_store_n(&f->known_size, size, __ATOMIC_RELAXED);
+    return size;
+}
+
+int64_t file_size_cached(struct qcow2_file *f)
+{
+    int64_t known = __atomic_load_n(&f->known_size, __ATOMIC_RELAXED);
+    return known >= 0 ? known : file_size(f);
 }
 
 int file_truncate(struct qcow2_file *f, uint64_t size)
 {
     if (f->read_only)
         return -EROFS;
-    return f->ops->truncate(f->ctx, size);
+    int ret = f->ops->truncate(f->ctx, size);
+    __atomic_store_n(&f->known_size, ret == 0 ? (int64_t)size : -1, __ATOMIC_RELAXED);
+    return ret;
 }
 
 int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count)

@@ -235,6 +235,7 @@ static void image_free(struct qcow2_image *img)
     cache_free(img->l2_cache);
     cache_free(img->refcount_cache);
     refcount_close(img);
+    overlap_index_free(img);
     free(img->l1_table);
     if (img->data_file && img->data_file != img->file)
         file_close(img->data_file);

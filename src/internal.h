@@ -65,6 +65,7 @@ struct qcow2_file {
     char *path;
     bool read_only;
     uint64_t written_end; /* highest end of any write through this handle (atomic) */
+    int64_t known_size;   /* file size as of our last fstat/write/truncate; -1 unknown */
 };
 
 int file_open(const char *path, bool read_only, bool create, struct qcow2_file **out,
@@ -77,6 +78,9 @@ int file_pwrite(struct qcow2_file *f, const void *buf, size_t count, uint64_t of
 int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint64_t offset);
 int file_flush(struct qcow2_file *f);
 int64_t file_size(struct qcow2_file *f);
+/* The file size without a system call: what file_size() said last, grown by our own writes
+ * and truncates (nobody else writes an open image). For validating offsets on hot paths. */
+int64_t file_size_cached(struct qcow2_file *f);
 int file_truncate(struct qcow2_file *f, uint64_t size);
 int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count);
 int file_discard(struct qcow2_file *f, uint64_t offset, uint64_t count);
@@ -167,8 +171,9 @@ int header_set_default_feature_table(struct qcow2_header *h);
 #define OVERLAP_REFCOUNT_BLOCK 0x10u
 #define OVERLAP_SNAPSHOT_TABLE 0x20u
 
-unsigned overlap_find(const struct qcow2_image *img, uint64_t offset, uint64_t size,
+unsigned overlap_find(struct qcow2_image *img, uint64_t offset, uint64_t size,
                       unsigned ignore);
+void overlap_index_free(struct qcow2_image *img);
 /* 0, or: mark the image corrupt and fail with -EIO naming the structure. */
 int overlap_check(struct qcow2_image *img, uint64_t offset, uint64_t size, unsigned ignore);
 
@@ -293,6 +298,16 @@ struct qcow2_image {
     uint64_t refcount_table_size; /* entries */
     struct table_cache *l2_cache;
     struct table_cache *refcount_cache;
+    /* Sorted host offsets of the active L2 tables and refcount blocks, for overlap checks;
+     * rebuilt when `metadata_gen` (bumped wherever an L1 or refcount table entry changes)
+     * differs from the one it was built for. */
+    uint64_t metadata_gen;
+    struct {
+        uint64_t *l2, *refblocks;
+        size_t nb_l2, nb_refblocks;
+        uint64_t gen;
+        bool valid;
+    } overlap_index;
     uint64_t free_cluster_index;  /* no free cluster below this one */
     uint64_t free_byte_offset;    /* packing position for compressed clusters, 0 = none */
     uint64_t zero_from;           /* end of the image file when opened (cluster aligned) */
@@ -307,6 +322,11 @@ struct qcow2_image {
     bool reftable_dirty;
     bool header_dirty;
     bool dirty;                   /* DIRTY bit set on disk by us */
+    /* Clusters are freed (free_gen++) before the L2/L1 change that freed them is on disk;
+     * they must not be reused before an L2 flush covers them (synced_gen == free_gen), else a
+     * crash could leave them referenced and reused. */
+    uint64_t free_gen;
+    uint64_t synced_gen;
     bool corrupt;
 
     /* Concurrency: `lock` protects all metadata above and below; it is never held across

@@ -38,7 +38,7 @@ static int read_compressed(struct qcow2_image *img, uint8_t *buf, uint64_t count
 {
     uint64_t coffset, csize;
     cluster_compressed_range(img, l2_entry, &coffset, &csize);
-    int64_t fsize = file_size(img->file);
+    int64_t fsize = file_size_cached(img->file);
     if (fsize >= 0 && coffset >= (uint64_t)fsize)
         return set_error(img, -EIO, "compressed cluster at 0x%llx lies past the end of the "
                                     "file (guest offset 0x%llx)",
@@ -472,13 +472,22 @@ int qcow2_flush(struct qcow2_image *img)
     if (img->read_only)
         return 0;
     int ret = 0;
+    uint64_t free_gen = 0;
     if (img->format == QCOW2_FORMAT_QCOW2) {
         pthread_mutex_lock(&img->lock);
+        free_gen = img->free_gen; /* frees up to here have their L2 changes written below */
         ret = write_caches(img);
         pthread_mutex_unlock(&img->lock);
     }
     if (ret == 0 && (ret = file_flush(img->file)) < 0)
         return set_error(img, ret, "flush failed: %s", strerror(-ret));
+    if (img->format == QCOW2_FORMAT_QCOW2) {
+        /* the L2 changes written above are durable: those freed clusters may be reused */
+        pthread_mutex_lock(&img->lock);
+        if (free_gen > img->synced_gen)
+            img->synced_gen = free_gen;
+        pthread_mutex_unlock(&img->lock);
+    }
     if (ret == 0 && img->data_file && img->data_file != img->file &&
         (ret = file_flush(img->data_file)) < 0)
         return set_error(img, ret, "flushing the data file failed: %s", strerror(-ret));

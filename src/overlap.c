@@ -5,13 +5,87 @@
  * means the refcounts lie about what is in use: the image is marked corrupt. */
 #include "internal.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 static bool hits(uint64_t off, uint64_t size, uint64_t start, uint64_t len)
 {
     return len && off < start + len && start < off + size;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void overlap_index_free(struct qcow2_image *img)
+{
+    free(img->overlap_index.l2);
+    free(img->overlap_index.refblocks);
+    memset(&img->overlap_index, 0, sizeof(img->overlap_index));
+}
+
+/* Collect the non-zero offsets of `table` (masked), sorted. */
+static uint64_t *collect(const uint64_t *table, uint64_t n, uint64_t mask, size_t *count)
+{
+    uint64_t *out = malloc(sizeof(*out) * (n ? n : 1));
+    size_t k = 0;
+    if (!out)
+        return NULL;
+    for (uint64_t i = 0; i < n; i++)
+        if (table[i] & mask)
+            out[k++] = table[i] & mask;
+    qsort(out, k, sizeof(*out), cmp_u64);
+    *count = k;
+    return out;
+}
+
+/* The index is rebuilt only when a table entry changed (rare: new L2 tables and refcount
+ * blocks), so a check costs two binary searches instead of a walk over both tables. */
+static bool index_ready(struct qcow2_image *img)
+{
+    if (img->overlap_index.valid && img->overlap_index.gen == img->metadata_gen)
+        return true;
+    overlap_index_free(img);
+    size_t n1 = 0, n2 = 0;
+    uint64_t *l2 = collect(img->l1_table, img->l1_size, L1E_OFFSET_MASK, &n1);
+    uint64_t *rb = img->refcount_table
+                       ? collect(img->refcount_table, img->refcount_table_size,
+                                 REFT_OFFSET_MASK, &n2)
+                       : calloc(1, sizeof(uint64_t));
+    if (!l2 || !rb) {
+        free(l2);
+        free(rb);
+        return false;
+    }
+    img->overlap_index.l2 = l2;
+    img->overlap_index.nb_l2 = n1;
+    img->overlap_index.refblocks = rb;
+    img->overlap_index.nb_refblocks = n2;
+    img->overlap_index.gen = img->metadata_gen;
+    img->overlap_index.valid = true;
+    return true;
+}
+
+/* Does any cluster starting at one of the sorted `offs` intersect [off, off + size)? */
+static bool sorted_hits(const uint64_t *offs, size_t n, uint64_t cs, uint64_t off,
+                        uint64_t size)
+{
+    /* first entry whose cluster ends after `off` */
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (offs[mid] + cs <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && offs[lo] < off + size;
+}
+
 /* Which structure (OVERLAP_*) [offset, offset + size) touches, or 0. */
-unsigned overlap_find(const struct qcow2_image *img, uint64_t offset, uint64_t size,
+unsigned overlap_find(struct qcow2_image *img, uint64_t offset, uint64_t size,
                       unsigned ignore)
 {
     uint64_t cs = img->cluster_size;
@@ -28,20 +102,18 @@ unsigned overlap_find(const struct qcow2_image *img, uint64_t offset, uint64_t s
         hits(offset, size, img->hdr.snapshots_offset,
              (uint64_t)img->hdr.nb_snapshots * QCOW2_SNAPSHOT_HEADER_SIZE))
         return OVERLAP_SNAPSHOT_TABLE;
-    if (!(ignore & OVERLAP_L2)) {
-        for (uint32_t i = 0; i < img->l1_size; i++) {
-            uint64_t l2 = img->l1_table[i] & L1E_OFFSET_MASK;
-            if (hits(offset, size, l2, l2 ? cs : 0))
-                return OVERLAP_L2;
-        }
-    }
-    if (!(ignore & OVERLAP_REFCOUNT_BLOCK) && img->refcount_table) {
-        for (uint64_t i = 0; i < img->refcount_table_size; i++) {
-            uint64_t rb = img->refcount_table[i] & REFT_OFFSET_MASK;
-            if (hits(offset, size, rb, rb ? cs : 0))
-                return OVERLAP_REFCOUNT_BLOCK;
-        }
-    }
+    if ((ignore & (OVERLAP_L2 | OVERLAP_REFCOUNT_BLOCK)) ==
+        (OVERLAP_L2 | OVERLAP_REFCOUNT_BLOCK))
+        return 0;
+    if (!index_ready(img))
+        return 0; /* out of memory: the check is a safety net, not a requirement */
+    if (!(ignore & OVERLAP_L2) &&
+        sorted_hits(img->overlap_index.l2, img->overlap_index.nb_l2, cs, offset, size))
+        return OVERLAP_L2;
+    if (!(ignore & OVERLAP_REFCOUNT_BLOCK) &&
+        sorted_hits(img->overlap_index.refblocks, img->overlap_index.nb_refblocks, cs, offset,
+                    size))
+        return OVERLAP_REFCOUNT_BLOCK;
     return 0;
 }
 

@@ -144,6 +144,7 @@ int refcount_init(struct qcow2_image *img)
     }
     img->refcount_table = table;
     img->refcount_table_size = n;
+    img->metadata_gen++;
     return 0;
 }
 
@@ -170,7 +171,7 @@ static int load_block(struct qcow2_image *img, uint64_t rt, void **block)
                                  "refcount block offset 0x%llx is invalid (refcount table "
                                  "entry %llu is 0x%llx)",
                                  ull(offset), ull(rt), ull(entry));
-    int64_t fsize = file_size(img->file);
+    int64_t fsize = file_size_cached(img->file);
     if (fsize >= 0 && offset + img->cluster_size > (uint64_t)fsize)
         return set_error(img, -EIO,
                          "refcount block at 0x%llx (refcount table entry %llu) is past the "
@@ -271,6 +272,7 @@ static void cluster_freed(struct qcow2_image *img, uint64_t cluster_index)
 {
     if (cluster_index < img->free_cluster_index)
         img->free_cluster_index = cluster_index;
+    img->free_gen++;
     /* The compressed packing cluster is gone: do not pack into it any more. */
     if (img->free_byte_offset &&
         img->free_byte_offset >> img->cluster_bits == cluster_index)
@@ -281,6 +283,23 @@ static void cluster_freed(struct qcow2_image *img, uint64_t cluster_index)
 }
 
 static int ensure_block(struct qcow2_image *img, uint64_t cluster_index);
+
+/* Before an allocation may hand out a cluster freed since the last L2 flush, the change that
+ * dropped its last reference must be on disk: otherwise a crash could leave the old L2 entry
+ * pointing at the cluster while it already holds new data. One flush per free-then-allocate
+ * sequence; none while nothing was freed. */
+static int sync_before_reuse(struct qcow2_image *img)
+{
+    if (img->free_gen == img->synced_gen || !img->l2_cache)
+        return 0;
+    uint64_t gen = img->free_gen;
+    int ret = image_write_pending_switches(img);
+    if (ret == 0)
+        ret = cache_flush(img->l2_cache);
+    if (ret == 0)
+        img->synced_gen = gen;
+    return ret;
+}
 
 /* Add `addend` to refcounts [first, last] (cluster indexes); every block must exist and
  * every result must be in range (checked by the caller). Stops at the first failure and
@@ -557,6 +576,7 @@ static int grow_table(struct qcow2_image *img, uint64_t new_rt, uint64_t new_blo
     free(img->refcount_table);
     img->refcount_table = table;
     img->refcount_table_size = entries;
+    img->metadata_gen++;
 
     if (ret < 0)
         return ret;
@@ -632,6 +652,7 @@ static int ensure_block(struct qcow2_image *img, uint64_t cluster_index)
         /* The block is on disk; the entry may have landed even if the write failed: use the
          * block from now on and write the table again at the next flush. */
         img->refcount_table[rt] = new_block;
+        img->metadata_gen++;
         if (ret < 0) {
             img->reftable_dirty = true;
             return set_error(img, ret,
@@ -654,7 +675,9 @@ int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size)
     if (size == 0 || size > QCOW2_MAX_CLUSTER_OFFSET)
         return set_error(img, -EINVAL, "cannot allocate 0x%llx bytes of clusters", ull(size));
     uint64_t n = size_to_clusters(img, size);
-    int ret;
+    int ret = sync_before_reuse(img);
+    if (ret < 0)
+        return ret;
     int64_t offset;
     do {
         offset = find_free_clusters(img, n, QCOW2_MAX_CLUSTER_OFFSET);
@@ -673,6 +696,9 @@ int64_t refcount_alloc_clusters_at(struct qcow2_image *img, uint64_t host, uint6
                          ull(n), ull(host));
     if (n == 0)
         return 0;
+    int sync = sync_before_reuse(img);
+    if (sync < 0)
+        return sync;
     uint64_t first = host >> img->cluster_bits;
     uint64_t count;
     int ret;
@@ -701,6 +727,9 @@ int64_t refcount_alloc_bytes(struct qcow2_image *img, uint64_t size)
         return set_error(img, -EINVAL, "cannot allocate %llu bytes for a compressed cluster",
                          ull(size));
     assert(!img->free_byte_offset || offset_into_cluster(img, img->free_byte_offset));
+    int sync = sync_before_reuse(img);
+    if (sync < 0)
+        return sync;
     uint64_t max = MIN(img->cluster_offset_mask, QCOW2_MAX_CLUSTER_OFFSET);
 
     uint64_t offset = img->free_byte_offset;

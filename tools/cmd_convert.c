@@ -537,7 +537,15 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&c->turn_cond);
         }
         pthread_mutex_unlock(&c->gen_lock);
-        if (r <= 0 || run_task(w, &t) < 0) {
+        if (r <= 0) {
+            break;
+        }
+        if (run_task(w, &t) < 0) {
+            /* Stop everyone: workers waiting for this task's turn would wait forever. */
+            pthread_mutex_lock(&c->gen_lock);
+            c->failed = 1;
+            pthread_cond_broadcast(&c->turn_cond);
+            pthread_mutex_unlock(&c->gen_lock);
             break;
         }
     }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +71,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!g_buf)
         exit(1);
     struct rlimit fsize = {MAX_FILE_SIZE, MAX_FILE_SIZE};
-    signal(SIGXFSZ, SIG_IGN);
     if (setrlimit(RLIMIT_FSIZE, &fsize) < 0)
         perror("setrlimit");
     atexit(cleanup);
@@ -98,12 +98,12 @@ static void walk(struct qcow2_image *img)
     (void)qcow2_pread(img, g_buf, 1024, size > 512 ? size - 512 : 0);
 }
 
-static void read_only_pass(void)
+static void read_only_pass(bool backing)
 {
     struct qcow2_open_opts o;
     qcow2_open_opts_init(&o);
     o.read_only = 1;
-    o.no_backing = 1;
+    o.no_backing = !backing;
     o.confine_paths = 1;
     struct qcow2_image *img;
     char err[QCOW2_ERROR_MAX];
@@ -155,9 +155,15 @@ static void writable_pass(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t zeros[65536];
+    static bool once;
+    if (!once) { /* after libFuzzer's own handlers: growth past the limit is just EFBIG */
+        signal(SIGXFSZ, SIG_IGN);
+        once = true;
+    }
     if (write_file(g_image, data, size) < 0 || write_file(g_data, zeros, sizeof(zeros)) < 0)
         return 0;
-    read_only_pass();
+    read_only_pass(false);
+    read_only_pass(true); /* backing names resolve to data.raw, the image itself, or nothing */
     writable_pass();
     return 0;
 }

@@ -12,6 +12,7 @@ command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || {
     exit 1
 }
 mkdir -p "$out/open" "$out/header" "$out/io"
+out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -34,6 +35,7 @@ img() {
 # A raw data file for the external-data images: the fuzz target provides one as data.raw.
 truncate -s 64k data.raw
 qemu-img create -q -f qcow2 -o cluster_size=512 base.qcow2 64k
+cp base.qcow2 image.qcow2
 
 img empty_v3_512 cluster_size=512 64k
 img empty_v2_512 compat=0.10,cluster_size=512 64k
@@ -54,6 +56,8 @@ img refblocks_512 cluster_size=512,refcount_bits=64 256k "write -P 0xbb 0 40k"
 img extl2_16k cluster_size=16384,extended_l2=on 256k "write -P 0xcc 1k 2k" \
     "write -z 4k 1k" "write -P 0xcd 20k 512"
 img backing_name_512 cluster_size=512,backing_file=base.qcow2,backing_fmt=qcow2 64k
+img backing_raw_512 cluster_size=512,backing_file=data.raw,backing_fmt=raw 64k "write -P 0x15 1k 1k"
+img backing_self_512 cluster_size=512,backing_file=image.qcow2,backing_fmt=qcow2 64k
 img data_file_512 cluster_size=512,data_file=data.raw 64k "write -P 0xdd 0 2k"
 img data_file_raw_512 cluster_size=512,data_file=data.raw,data_file_raw=on 64k
 img prealloc_512 cluster_size=512,preallocation=metadata 16k

@@ -1,8 +1,10 @@
 /* test_ioerror.c - I/O errors at every I/O point.
  * For each workload (testworkload.c) and every k, the k-th I/O of the run (reads, writes,
  * flushes, truncates, zeroing, discards; opening and closing included) fails through the test
- * backend (testfile.c): once with EIO, and with ENOSPC until the failed request has returned
- * (a full disk stays full while the library handles the error). Required: the request that
+ * backend (testfile.c): once with EIO; with ENOSPC until the failed request has returned (a
+ * full disk stays full while the library handles the error), counting only I/O that can run
+ * out of space; and as a torn write (the first half of the k-th write reaches the file, then
+ * EIO: a short write that ended in an error). Required: the request that
  * met the error fails with that error and a message naming the file and the error; a request
  * that reports success did not lose the error (a flush or FUA write that succeeded did flush);
  * once the error is gone later requests work; the image closes; it opens again, passes our
@@ -13,8 +15,7 @@
  * pread/pwritev in this program: it must complete them, and a write that makes no progress
  * must become an error.
  *
- * IOERROR_FULL=1 (make stress) adds torn writes (half a write persists, then EIO) and the
- * bigger workloads. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
+ * IOERROR_FULL=1 (make stress) adds the random workloads. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
  * case and prints its I/O. */
 #include "testworkload.h"
 
@@ -67,7 +68,7 @@ static const struct fail_mode g_modes[] = {
     {"EIO once", "eio", TF_ALL_IO, EIO, TF_FAIL_ONCE, false},
     {"ENOSPC until the request returns", "enospc", TF_MUTATING | TF_FLUSH, ENOSPC,
      TF_FAIL_STICKY, false},
-    {"torn write, then EIO", "torn", TF_PWRITE, EIO, TF_FAIL_ONCE, true}, /* full runs only */
+    {"torn write, then EIO", "torn", TF_PWRITE, EIO, TF_FAIL_ONCE, true},
 };
 
 struct sweep_stats {
@@ -204,6 +205,9 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
         }
         if (fired) {
             st->swallowed++;
+            printf("     %s: I/O %llu (%s, a %s) failed inside op %zu, which succeeded\n",
+                   w->name, (unsigned long long)k, fm->name,
+                   testfile_kind_name(testfile_failed_kind(tf)), i);
             if (kind == WL_FLUSH || kind == WL_WRITE_FUA) {
                 snprintf(why, whylen,
                          "op %zu (%s) reported success although its %s failed",
@@ -248,6 +252,8 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
     }
     if (ret == 0 && fired) {
         st->swallowed++;
+        printf("     %s: I/O %llu (%s, a %s) failed inside close, which succeeded\n", w->name,
+               (unsigned long long)k, fm->name, testfile_kind_name(testfile_failed_kind(tf)));
         if (testfile_failed_kind(tf) & (TF_FLUSH | TF_MUTATING)) {
             snprintf(why, whylen, "close reported success although its %s failed",
                      testfile_kind_name(testfile_failed_kind(tf)));
@@ -524,7 +530,7 @@ int main(void)
         test_posix_backend_fails_a_write_without_progress());
 
     struct sweep_stats st = {0};
-    size_t nb_modes = full ? 3 : 2;
+    size_t nb_modes = sizeof(g_modes) / sizeof(g_modes[0]);
     for (size_t i = 0; i < wl_nb_workloads; i++) {
         const struct workload *w = &wl_workloads[i];
         if ((w->big && !full) || (only && *only && strcmp(only, w->name) != 0))

@@ -18,6 +18,7 @@
 #endif
 
 #define TF_SECTOR 512u
+#define TF_NB_KINDS 6 /* bits of enum tf_kind */
 
 struct testfile {
     int fd;
@@ -29,7 +30,7 @@ struct testfile {
     struct tf_event *events;
     size_t nb_events, cap_events;
 
-    uint64_t counts[6]; /* per kind bit */
+    uint64_t counts[TF_NB_KINDS]; /* by kind bit */
     /* Failure injection. */
     unsigned fail_mask;
     uint64_t fail_left; /* matching I/Os until the failing one; 0 = disarmed */
@@ -66,7 +67,7 @@ static int account(struct testfile *tf, enum tf_kind kind, uint64_t offset, uint
     tf->counts[kind_index(kind)]++;
     if (tf->trace) {
         uint64_t n = 0;
-        for (unsigned i = 0; i < 6; i++)
+        for (unsigned i = 0; i < TF_NB_KINDS; i++)
             n += tf->counts[i];
         fprintf(stderr, "    testfile: I/O %llu: %s 0x%llx+%llu\n", (unsigned long long)n,
                 testfile_kind_name(kind), (unsigned long long)offset, (unsigned long long)len);
@@ -192,10 +193,17 @@ static int tf_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_t o
         }
         limit = len / 2 >= TF_SECTOR ? ROUND_DOWN(len / 2, TF_SECTOR) : MAX(len / 2, 1);
     }
+    /* While logging, the log order must be the write order: write under the lock. Otherwise
+     * writes run in parallel, as on a real file. */
+    bool logging = tf->logging;
+    if (!logging)
+        pthread_mutex_unlock(&tf->lock);
     int wret = write_vector(tf->fd, iov, iovcnt, offset, limit);
-    if (wret == 0)
-        log_event(tf, TF_PWRITE, offset, limit, iov, iovcnt, limit);
-    pthread_mutex_unlock(&tf->lock);
+    if (logging) {
+        if (wret == 0)
+            log_event(tf, TF_PWRITE, offset, limit, iov, iovcnt, limit);
+        pthread_mutex_unlock(&tf->lock);
+    }
     return ret < 0 ? ret : wret;
 }
 
@@ -390,7 +398,9 @@ void testfile_free(struct testfile *tf)
 
 void testfile_set_logging(struct testfile *tf, bool on)
 {
+    pthread_mutex_lock(&tf->lock);
     tf->logging = on;
+    pthread_mutex_unlock(&tf->lock);
 }
 
 size_t testfile_nb_events(const struct testfile *tf)
@@ -426,22 +436,34 @@ void testfile_heal(struct testfile *tf)
     pthread_mutex_unlock(&tf->lock);
 }
 
+/* The counters change under the lock; readers may run beside I/O threads. */
 uint64_t testfile_nb_failures(const struct testfile *tf)
 {
-    return tf->nb_failures;
+    struct testfile *t = (struct testfile *)tf;
+    pthread_mutex_lock(&t->lock);
+    uint64_t n = t->nb_failures;
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 enum tf_kind testfile_failed_kind(const struct testfile *tf)
 {
-    return tf->failed_kind;
+    struct testfile *t = (struct testfile *)tf;
+    pthread_mutex_lock(&t->lock);
+    enum tf_kind k = t->failed_kind;
+    pthread_mutex_unlock(&t->lock);
+    return k;
 }
 
 uint64_t testfile_io_count(const struct testfile *tf, unsigned mask)
 {
+    struct testfile *t = (struct testfile *)tf;
     uint64_t n = 0;
-    for (unsigned i = 0; i < 6; i++)
+    pthread_mutex_lock(&t->lock);
+    for (unsigned i = 0; i < TF_NB_KINDS; i++)
         if (mask & (1u << i))
-            n += tf->counts[i];
+            n += t->counts[i];
+    pthread_mutex_unlock(&t->lock);
     return n;
 }
 

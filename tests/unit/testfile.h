@@ -56,7 +56,8 @@ void testfile_free(struct testfile *tf);
 
 /* ---- the log ---- */
 
-/* Logging is on from open; off, only counting and failing are done (cheaper). */
+/* Logging is on from open. Off, only counting and failing are done: cheaper, and writes from
+ * several threads then run in parallel instead of one at a time. */
 void testfile_set_logging(struct testfile *tf, bool on);
 size_t testfile_nb_events(const struct testfile *tf);
 const struct tf_event *testfile_event(const struct testfile *tf, size_t i);

@@ -521,9 +521,17 @@ static int compare(const struct workload *w, const struct wl_expect *ex, uint64_
     uint8_t *val = NULL;
     if (!ok)
         abort();
-    for (uint64_t i = 0; i < got_size; i++)
-        ok[i] = (i < d->size && got[i] == d->data[i]) ||
-                (alt && i < alt->size && got[i] == alt->data[i]);
+    /* Whole equal chunks first (memcmp), byte by byte only where they differ. */
+    for (uint64_t c = 0; c < got_size; c += 4096) {
+        uint64_t n = MIN(4096, got_size - c);
+        if (c + n <= d->size && memcmp(got + c, d->data + c, n) == 0) {
+            memset(ok + c, 1, n);
+            continue;
+        }
+        for (uint64_t i = c; i < c + n; i++)
+            ok[i] = (i < d->size && got[i] == d->data[i]) ||
+                    (alt && i < alt->size && got[i] == alt->data[i]);
+    }
     for (size_t k = 0; k < ex->nb_uncertain; k++) {
         size_t opi = ex->uncertain[k];
         uint64_t a, b;
@@ -542,7 +550,10 @@ static int compare(const struct workload *w, const struct wl_expect *ex, uint64_
                 ok[i] = 1;
     }
     int ret = 0;
-    for (uint64_t i = 0; i < got_size; i++) {
+    uint64_t first = 0;
+    while (first < got_size && memchr(ok + first, 0, MIN(4096, got_size - first)) == NULL)
+        first += 4096;
+    for (uint64_t i = first; i < got_size; i++) {
         if (ok[i])
             continue;
         uint64_t j = i;
