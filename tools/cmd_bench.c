@@ -1,8 +1,10 @@
 /* cmd_bench.c - "qcow2 bench": qemu-img bench over the library, so that one command line
  * measures both tools. Same options, same request sequence (request i goes to
  * (OFFSET + i * STEP) mod image size), same output, plus a line with IOPS and MiB/s.
- * The queue depth is real concurrency: DEPTH threads share one atomic request counter, each
- * with its own buffer. Thin over include/qcow2.h: knows nothing of the format. */
+ * The queue depth is real concurrency: DEPTH threads share one atomic request counter. As in
+ * qemu-img bench (every request goes from or to its first buffer), all requests share one
+ * buffer; only --verify gives each thread its own. Thin over include/qcow2.h: knows nothing
+ * of the format. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -94,7 +96,7 @@ struct bench {
 struct bench_worker {
     struct bench *b;
     pthread_t thread;
-    uint8_t *buf;
+    uint8_t *buf; /* the shared buffer, or (--verify) this thread's own */
 };
 
 static uint64_t request_offset(const struct bench *b, int64_t i)
@@ -298,8 +300,12 @@ static int run_bench(struct bench *b)
     }
     for (int k = 0; k < nthreads; k++) {
         workers[k].b = b;
+        if (k > 0 && !b->verify) {
+            workers[k].buf = workers[0].buf; /* the data is never looked at: share it */
+            continue;
+        }
         if (posix_memalign((void **)&workers[k].buf, BENCH_BUF_ALIGN, b->bufsize) != 0) {
-            tool_error("out of memory for %d buffers of %zu bytes", nthreads, b->bufsize);
+            tool_error("out of memory for a buffer of %zu bytes", b->bufsize);
             ret = -ENOMEM;
             goto out;
         }
@@ -337,7 +343,9 @@ static int run_bench(struct bench *b)
            secs > 0 ? bytes / secs / (1024.0 * 1024.0) : 0.0);
 out:
     for (int k = 0; k < nthreads; k++) {
-        free(workers[k].buf);
+        if (k == 0 || b->verify) {
+            free(workers[k].buf);
+        }
     }
     free(workers);
     return ret;

@@ -118,6 +118,18 @@ static int off_len(int argc, char **argv, int first, uint64_t *off, uint64_t *le
     return io_num(argv[first], off) < 0 || io_num(argv[first + 1], len) < 0 ? -1 : 0;
 }
 
+/* A request past the end of the image is refused before any buffer is allocated for it. */
+static int in_image(struct qcow2_image *img, const char *cmd, uint64_t off, uint64_t len)
+{
+    uint64_t size = qcow2_get_size(img);
+    if (off > size || len > size - off) {
+        tool_error("%s: offset %" PRIu64 " length %" PRIu64 " is past the end of the image "
+                   "(%" PRIu64 " bytes)", cmd, off, len, size);
+        return -1;
+    }
+    return 0;
+}
+
 static uint8_t *alloc_buf(uint64_t len)
 {
     uint8_t *b = malloc(len ? len : 1);
@@ -131,7 +143,8 @@ static int io_read_cmd(struct qcow2_image *img, int argc, char **argv)
     struct io_flags fl;
     uint64_t off, len;
     int first = parse_io_flags(argc, argv, "P:vq", &fl);
-    if (first < 0 || off_len(argc, argv, first, &off, &len) < 0)
+    if (first < 0 || off_len(argc, argv, first, &off, &len) < 0 ||
+        in_image(img, "read", off, len) < 0)
         return -1;
     uint8_t *buf = alloc_buf(len);
     if (!buf)
@@ -166,7 +179,8 @@ static int io_write_cmd(struct qcow2_image *img, int argc, char **argv)
     struct io_flags fl;
     uint64_t off, len;
     int first = parse_io_flags(argc, argv, "P:zucq", &fl);
-    if (first < 0 || off_len(argc, argv, first, &off, &len) < 0)
+    if (first < 0 || off_len(argc, argv, first, &off, &len) < 0 ||
+        in_image(img, "write", off, len) < 0)
         return -1;
     if (fl.unmap && !fl.zero) {
         tool_error("write: -u needs -z");

@@ -8,8 +8,8 @@
  * completed flush made durable (and nothing but old or newly written values elsewhere), pass
  * our qcow2_check and `qemu-img check` (leaks allowed).
  *
- * CRASH_FULL=1 (make stress) adds the random workloads and tries 4 random subsets of each
- * kind per crash point; CRASH_SEED=N changes the random subsets and workloads;
+ * CRASH_FULL=1 (make stress) adds the random workloads (three seeds) and tries 4 random
+ * subsets of each kind per crash point; CRASH_SEED=N changes the random subsets and workloads;
  * CRASH_ONLY=<workload> runs one workload, CRASH_TRACE=1 prints its log.
  * A failing state is kept as <workload>.k<K>.<variant>.qcow2 in the test directory. */
 #include "testworkload.h"
@@ -190,7 +190,7 @@ struct crash_stats {
     size_t states, checked, qemu_checks;
 };
 
-static uint32_t g_seed = 1;
+static uint32_t g_seed = 1; /* of the current round: random subsets and random workloads */
 
 static void test_crash_at_every_write(const struct workload *w, size_t wi,
                                       struct crash_stats *st)
@@ -365,18 +365,30 @@ int main(void)
         g_seed = (uint32_t)strtoul(seed_env, NULL, 0);
     if (full)
         g_samples = 4;
-    wl_make_random(g_seed, 120);
     const char *only = getenv("CRASH_ONLY");
 
     struct crash_stats st = {0};
     time_t t0 = time(NULL);
-    for (size_t i = 0; i < wl_nb_workloads; i++) {
-        const struct workload *w = &wl_workloads[i];
-        if ((w->big && !full) || (only && *only && strcmp(only, w->name) != 0))
-            continue;
-        char label[256];
-        snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)", w->name);
-        RUN(label, test_crash_at_every_write(w, i, &st));
+    /* The random workloads (full runs only) are run with a few seeds. */
+    unsigned rounds = full ? 3 : 1;
+    const uint32_t first_seed = g_seed;
+    for (unsigned round = 0; round < rounds; round++) {
+        g_seed = first_seed + 1000 * round;
+        wl_make_random(g_seed, 120);
+        for (size_t i = 0; i < wl_nb_workloads; i++) {
+            const struct workload *w = &wl_workloads[i];
+            if ((w->big && !full) || (round > 0 && !w->big) ||
+                (only && *only && strcmp(only, w->name) != 0))
+                continue;
+            char label[256];
+            if (w->big)
+                snprintf(label, sizeof(label),
+                         "crash_at_every_write_is_consistent (%s, seed %u)", w->name, g_seed);
+            else
+                snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)",
+                         w->name);
+            RUN(label, test_crash_at_every_write(w, i, &st));
+        }
     }
     printf("%zu crash states, %zu verified, %zu distinct qemu-img checks, %lds\n", st.states,
            st.checked, st.qemu_checks, (long)(time(NULL) - t0));
