@@ -82,11 +82,10 @@ check-tsan:
 	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1 $(CTEST) --output-on-failure -R '^test_stress$$' $(CTEST_ARGS)
 
 # Crash at every write and I/O errors at every I/O, with the bigger and random workloads.
-stress:
-	$(CMAKE) -S . -B $(BUILD) $(CMAKE_FLAGS)
-	$(CMAKE) --build $(BUILD) -j $(JOBS) --target test_crash test_ioerror
-	cd $(BUILD) && CRASH_FULL=1 IOERROR_FULL=1 $(CTEST) --output-on-failure --timeout 14400 \
-	    -R '^test_(crash|ioerror)$$' $(CTEST_ARGS)
+stress: build
+	cd $(BUILD) && CRASH_FULL=1 IOERROR_FULL=1 STRESS_OPS=2000 WRITE_DIFF_SEEDS=16 \
+	    WRITE_DIFF_OPS=400 $(CTEST) --output-on-failure --timeout 14400 \
+	    -R '^(test_(crash|ioerror|stress)|interop_write_diff)$$' $(CTEST_ARGS)
 
 fuzz: deps
 	$(MAKE) -C tests/fuzz run OUT=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$(FUZZ_SECONDS)
