@@ -31,6 +31,7 @@
 /* -m: qemu-img's range of parallel requests (and its default), done here with threads. */
 #define CONVERT_MAX_COROUTINES 16
 #define CONVERT_DEFAULT_WORKERS 8
+#define CONVERT_BUFFER_BUDGET (8u << 20)
 
 static void convert_usage(FILE *f)
 {
@@ -356,7 +357,8 @@ static int next_task(struct convert *c, struct task *t)
 
     int data = c->gen_data;
     n = c->gen_next_status - off;
-    if (data && n > c->chunk) {
+    /* Data is read into a chunk buffer; with -B zero ranges are compared through it too. */
+    if ((data || c->out_backing) && n > c->chunk) {
         n = c->chunk;
     }
     if (c->compress) {
@@ -566,8 +568,10 @@ static int copy_image(struct convert *c)
     pthread_cond_init(&c->turn_cond, NULL);
     for (int i = 0; i < c->workers; i++) {
         ws[i].c = c;
-        ws[i].buf = malloc(CONVERT_CHUNK);
-        ws[i].tbuf = c->out_backing ? malloc(CONVERT_CHUNK) : NULL;
+        /* a chunk, and a whole cluster when compressing (padding of the image's tail) */
+        size_t bufsize = c->chunk > c->cluster_size ? c->chunk : c->cluster_size;
+        ws[i].buf = malloc(bufsize);
+        ws[i].tbuf = c->out_backing ? malloc(bufsize) : NULL;
         ws[i].cbuf = malloc(c->cluster_size ? c->cluster_size : CONVERT_SECTOR);
         if (!ws[i].buf || !ws[i].cbuf || (c->out_backing && !ws[i].tbuf)) {
             tool_error("out of memory");
@@ -899,7 +903,11 @@ int cmd_convert(int argc, char **argv)
     while (c.alignment * 2 <= c.min_sparse) {
         c.alignment *= 2; /* the largest power of two <= -S, as qemu-img */
     }
+    /* Bound the data in flight: about 8 MiB over all workers (qemu-img's budget too). */
     c.chunk = CONVERT_CHUNK;
+    while (c.chunk > 64 * 1024 && c.chunk * (uint64_t)c.workers > CONVERT_BUFFER_BUDGET) {
+        c.chunk /= 2;
+    }
     if (c.compress) {
         /* One cluster at a time: each is compressed on its own. */
         if (c.cluster_size < CONVERT_SECTOR || c.cluster_size > CONVERT_CHUNK) {
