@@ -19,30 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-static int g_passed, g_failed;
-static int t_failed;
-
-#define CHECK_MSG(cond, ...)                                                               \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            t_failed++;                                                                    \
-            fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);     \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fputc('\n', stderr);                                                           \
-        }                                                                                  \
-    } while (0)
-
-#define RUN(label, call)                                                                   \
-    do {                                                                                   \
-        t_failed = 0;                                                                      \
-        call;                                                                              \
-        if (t_failed)                                                                      \
-            g_failed++;                                                                    \
-        else                                                                               \
-            g_passed++;                                                                    \
-        printf("%s %s\n", t_failed ? "FAIL" : "ok  ", label);                              \
-        fflush(stdout);                                                                    \
-    } while (0)
+#include "testharness.h"
 
 #define MAX_REPORTS 3 /* failing states reported per workload */
 

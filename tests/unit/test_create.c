@@ -14,38 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int g_passed, g_failed;
-static int t_failed; /* failures in the current test */
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            t_failed++;                                                                    \
-            fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);     \
-        }                                                                                  \
-    } while (0)
-
-#define CHECK_MSG(cond, ...)                                                               \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            t_failed++;                                                                    \
-            fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);     \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fputc('\n', stderr);                                                           \
-        }                                                                                  \
-    } while (0)
-
-#define RUN(label, call)                                                                   \
-    do {                                                                                   \
-        t_failed = 0;                                                                      \
-        call;                                                                              \
-        if (t_failed)                                                                      \
-            g_failed++;                                                                    \
-        else                                                                               \
-            g_passed++;                                                                    \
-        printf("%s %s\n", t_failed ? "FAIL" : "ok  ", label);                              \
-        fflush(stdout);                                                                    \
-    } while (0)
+#include "testharness.h"
 
 #define QEMU_TEST(label, call)                                                             \
     do {                                                                                   \
