@@ -331,8 +331,24 @@ done
 
 for fmt in aes luks; do
     begin_case "encrypted-$fmt"
-    gen qemu-img create --object secret,id=sec0,data=123456 -f qcow2 \
-        -o encrypt.format=$fmt,encrypt.key-secret=sec0 img.qcow2 1M
+    # qemu-img's LUKS key-derivation benchmark fails now and then on a loaded machine
+    # ("Unable to get accurate CPU usage"): try twice quietly before the recorded attempt.
+    made=0
+    for _ in 1 2; do
+        if qemu-img create -q --object secret,id=sec0,data=123456 -f qcow2 \
+            -o encrypt.format=$fmt,encrypt.key-secret=sec0 img.qcow2 1M >/dev/null 2>&1; then
+            made=1
+            break
+        fi
+    done
+    if [ "$made" = 1 ]; then
+        RECIPE="$RECIPE$(q qemu-img create --object secret,id=sec0,data=123456 -f qcow2 \
+            -o encrypt.format=$fmt,encrypt.key-secret=sec0 img.qcow2 1M)
+"
+    else
+        gen qemu-img create --object secret,id=sec0,data=123456 -f qcow2 \
+            -o encrypt.format=$fmt,encrypt.key-secret=sec0 img.qcow2 1M
+    fi
     check img.qcow2 any fail "encrypt"
 done
 
