@@ -62,8 +62,84 @@ int compress_decompress(int compression_type, const void *src, size_t src_len, v
     }
 }
 
+/* Incompressibility pre-check. deflate spends about twice as long on random or already
+ * compressed data as on text, only to fail; one cheap pass recognises most such clusters.
+ * It is conservative: it says "incompressible" only when neither of deflate's two tools could
+ * help. Literal coding: every 4 KiB piece has a near-uniform byte histogram (sum of squared
+ * counts at most 1.1 x a uniform one's: collision entropy >= 7.86 bits per byte, so Huffman
+ * codes cannot save 2%; random data sits at 1.06, > 6 standard deviations away). String
+ * matching: a greedy scan for repeated 4-byte strings finds them covering less than 1/256 of
+ * the cluster. Its 4096-entry table remembers positions within deflate's 4 KiB window with
+ * probability > 1/e, and a repeat found once is followed to its end, so repeats deflate can
+ * use are found; repeats farther away may be missed, which is why only zlib uses the check.
+ * A wrong "compressible" only costs time; a wrong "incompressible" could cost at most ~2% of
+ * one cluster's size, never data. */
+#define PRECHECK_PIECE 4096u
+#define PRECHECK_HASH_BITS 12
+
+static int piece_is_uniform(const uint8_t *p, size_t n)
+{
+    uint32_t count[256] = {0};
+    for (size_t i = 0; i < n; i++)
+        count[p[i]]++;
+    uint64_t sum = 0;
+    for (int b = 0; b < 256; b++)
+        sum += (uint64_t)count[b] * count[b];
+    /* sum / (n * n / 256) <= 1.1 */
+    return 2560 * sum <= 11 * (uint64_t)n * n;
+}
+
+static uint32_t load32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* Bytes covered by repeats of earlier 4-byte strings (greedy, one candidate per hash), counting
+ * stops at `limit`. A repeat found once is extended as far as it goes, so long-period data is
+ * caught even though the small table forgets most positions. */
+static size_t repeated_bytes(const uint8_t *p, size_t n, size_t limit)
+{
+    uint32_t last[1u << PRECHECK_HASH_BITS] = {0}; /* position + 1, 0 = none */
+    size_t covered = 0, i = 0;
+    while (i + 4 <= n && covered < limit) {
+        uint32_t v = load32(p + i);
+        uint32_t h = (v * 2654435761u) >> (32 - PRECHECK_HASH_BITS);
+        size_t cand = last[h];
+        last[h] = (uint32_t)i + 1;
+        if (cand && load32(p + cand - 1) == v) {
+            size_t len = 4;
+            while (i + len < n && p[cand - 1 + len] == p[i + len])
+                len++;
+            covered += len;
+            i += len;
+        } else {
+            i++;
+        }
+    }
+    return covered;
+}
+
+int compress_looks_incompressible(const void *src, size_t len)
+{
+    const uint8_t *p = src;
+    if (len < PRECHECK_PIECE)
+        return 0; /* too few bytes for the histogram test to mean anything */
+    for (size_t off = 0; off + PRECHECK_PIECE <= len; off += PRECHECK_PIECE) {
+        if (!piece_is_uniform(p + off, PRECHECK_PIECE))
+            return 0;
+    }
+    size_t limit = len / 256;
+    return repeated_bytes(p, len, limit) < limit;
+}
+
 static ssize_t deflate_raw(const void *src, size_t src_len, void *dst, size_t dst_cap)
 {
+    /* Only when the caller needs a saving (output smaller than the input) can a pre-check
+     * stand in for the real attempt. zstd needs none: it bails out of random data quickly. */
+    if (dst_cap < src_len && compress_looks_incompressible(src, src_len))
+        return -ENOSPC;
     z_stream z = {0};
     if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, DEFLATE_WINDOW_BITS, 9,
                      Z_DEFAULT_STRATEGY) != Z_OK)

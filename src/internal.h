@@ -485,9 +485,13 @@ int cluster_mark_dirty_for_update(struct qcow2_image *img);
 int compress_decompress(int compression_type, const void *src, size_t src_len, void *dst,
                         size_t dst_len);
 /* Compress into at most `dst_cap` bytes. Returns the compressed length, -ENOSPC if it does not
- * fit, other -errno on failure. */
+ * fit (for zlib with `dst_cap` < `src_len` also when the pre-check below says it cannot shrink,
+ * without trying), other -errno on failure. */
 ssize_t compress_compress(int compression_type, const void *src, size_t src_len, void *dst,
                           size_t dst_cap);
+/* 1 if `len` bytes (>= 4 KiB) are certainly not worth compressing: near-uniform byte
+ * histograms in every 4 KiB piece and almost no repeated strings. A cheap, conservative test. */
+int compress_looks_incompressible(const void *src, size_t len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* io.c */

@@ -8,6 +8,9 @@ cd "$T" || exit 1
 head -c 24M /dev/urandom >src.raw
 dd if=/dev/zero of=src.raw bs=1M count=6 seek=4 conv=notrunc status=none   # 25% zeros
 qemu-io -f raw -c 'write -P 0x33 16M 2M' src.raw >/dev/null
+# 3 MiB of text, so that compressed converts store compressed and uncompressed clusters mixed
+seq -f "%g: line of text that compresses well" 1 200000 | head -c 3M |
+    dd of=src.raw bs=1M seek=19 conv=notrunc status=none
 
 same() { # same NAME A B
     if out=$(qemu-img compare "$2" "$3" 2>&1); then pass "$1"; else fail "$1" "$out"; fi
@@ -38,6 +41,9 @@ for ctype in zlib zstd; do
         fail "-c $ctype -m 8" "$(cat err)"
     same "-c $ctype" src.raw c8.qcow2
     clean "-c $ctype" c8.qcow2
+    if qemu-img check c8.qcow2 | grep -q " [1-9][0-9.]*% compressed clusters"; then
+        pass "-c $ctype: compressed clusters stored"
+    else fail "-c $ctype: no compressed clusters" "$(qemu-img check c8.qcow2)"; fi
     if cmp -s c1.qcow2 c8.qcow2; then pass "-c $ctype: same file with 1 and 8 threads"
     else fail "-c $ctype: the layout depends on the thread count"; fi
 done
