@@ -50,15 +50,14 @@ static int check_l1_entry(struct qcow2_image *img, uint64_t l1_index, uint64_t l
         return signal_corruption(img, "L2 table offset 0x%llx is not cluster aligned "
                                       "(L1 index %llu)",
                                  (unsigned long long)l2_offset, (unsigned long long)l1_index);
-    if (cache_contains(img->l2_cache, l2_offset))
-        return 0;
+    /* The cheap test first: almost every table lies inside the file. A cached table past
+     * the end is one we allocated and have not written yet. */
     int64_t fsize = file_size_cached(img->file);
-    if (fsize >= 0 && l2_offset + img->cluster_size > (uint64_t)fsize &&
-        l2_offset >= (uint64_t)fsize)
-        return signal_corruption(img, "L2 table offset 0x%llx lies past the end of the file "
-                                      "(L1 index %llu)",
-                                 (unsigned long long)l2_offset, (unsigned long long)l1_index);
-    return 0;
+    if (fsize < 0 || l2_offset < (uint64_t)fsize || cache_contains(img->l2_cache, l2_offset))
+        return 0;
+    return signal_corruption(img, "L2 table offset 0x%llx lies past the end of the file "
+                                  "(L1 index %llu)",
+                             (unsigned long long)l2_offset, (unsigned long long)l1_index);
 }
 
 int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, void **slice,
@@ -356,6 +355,42 @@ static void meta_guard_range(const struct qcow2_image *img, const struct l2_meta
     }
 }
 
+/* Reads in slots overlapping [s, e): clip *bytes before the first one, or, when our first
+ * byte is being read, wait until a slot is given back and return -EAGAIN. Under `lock`. */
+static int wait_read_slots(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+                           bool whole_clusters, uint64_t s, uint64_t *e)
+{
+    uint64_t used = __atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST);
+    while (used) {
+        int i = __builtin_ctzll(used);
+        used &= used - 1;
+        /* start/end change only under `lock` (we hold it): a slot being given back right now
+         * still shows the range of the read that is ending. */
+        uint64_t ms = img->read_slots[i].start, me = img->read_slots[i].end;
+        if (whole_clusters) {
+            ms = start_of_cluster(img, ms);
+            me = ROUND_UP(me, img->cluster_size);
+        }
+        if (!ranges_overlap(s, *e, ms, me))
+            continue;
+        if (ms > start) {
+            *bytes = MIN(*bytes, ms - start);
+            *e = start + *bytes;
+            continue;
+        }
+        /* Announce ourselves before looking at the bit again: a reader clears its bit and
+         * then reads the waiter count, both sequentially consistent, so either we see the
+         * slot free or it sees us and wakes us (it must take `lock`, which we hold until
+         * pthread_cond_wait releases it). */
+        __atomic_fetch_add(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST) & (1ull << i))
+            pthread_cond_wait(&img->inflight_cond, &img->lock);
+        __atomic_fetch_sub(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
+        return -EAGAIN;
+    }
+    return 0;
+}
+
 int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
                               bool whole_clusters)
 {
@@ -363,6 +398,9 @@ int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t 
     uint64_t e = start + *bytes;
     if (whole_clusters)
         e = ROUND_UP(e, img->cluster_size);
+    int ret = wait_read_slots(img, start, bytes, whole_clusters, s, &e);
+    if (ret < 0)
+        return ret;
     for (struct l2_meta *m = img->inflight; m; m = m->next_in_flight) {
         uint64_t ms, me;
         meta_guard_range(img, m, &ms, &me);
@@ -389,20 +427,66 @@ void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m)
 {
     cluster_assert_meta(img, m);
     m->next_in_flight = img->inflight;
+    m->pprev_in_flight = &img->inflight;
+    if (img->inflight)
+        img->inflight->pprev_in_flight = &m->next_in_flight;
     img->inflight = m;
 }
 
 void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m)
 {
-    struct l2_meta **link = &img->inflight;
-    while (*link != m) {
-        assert(*link);
-        link = &(*link)->next_in_flight;
-    }
-    *link = m->next_in_flight;
+    assert(m->pprev_in_flight && *m->pprev_in_flight == m);
+    *m->pprev_in_flight = m->next_in_flight;
+    if (m->next_in_flight)
+        m->next_in_flight->pprev_in_flight = m->pprev_in_flight;
     m->next_in_flight = NULL;
+    m->pprev_in_flight = NULL;
     if (img->nb_waiters)
         pthread_cond_broadcast(&img->inflight_cond);
+}
+
+void cluster_read_guard_start(struct qcow2_image *img, struct read_guard *g, uint64_t offset,
+                              uint64_t n)
+{
+    uint64_t free_slots =
+        ~__atomic_load_n(&img->read_slots_used, __ATOMIC_RELAXED) & img->read_slots_enabled;
+    if (free_slots) {
+        /* Slots are claimed only under `lock`, so this free one stays ours to take; others
+         * may only clear their own bits meanwhile. */
+        g->slot = __builtin_ctzll(free_slots);
+        img->read_slots[g->slot].start = offset;
+        img->read_slots[g->slot].end = offset + n;
+        __atomic_fetch_or(&img->read_slots_used, 1ull << g->slot, __ATOMIC_SEQ_CST);
+        return;
+    }
+    /* All slots busy: an in-flight record, exact range (keep_old_clusters). */
+    uint64_t base = start_of_cluster(img, offset);
+    g->slot = -1;
+    g->meta = (struct l2_meta){
+        .offset = base,
+        .nb_clusters = (unsigned)DIV_ROUND_UP(offset + n - base, img->cluster_size),
+        .keep_old_clusters = true,
+        .is_read = true,
+        .cow_start = {offset - base, 0},
+        .cow_end = {offset + n - base, 0},
+    };
+    cluster_meta_start(img, &g->meta);
+}
+
+void cluster_read_guard_end(struct qcow2_image *img, struct read_guard *g)
+{
+    if (g->slot < 0) {
+        pthread_mutex_lock(&img->lock);
+        cluster_meta_finish(img, &g->meta);
+        pthread_mutex_unlock(&img->lock);
+        return;
+    }
+    __atomic_fetch_and(&img->read_slots_used, ~(1ull << g->slot), __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&img->read_slot_waiters, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&img->lock);
+        pthread_cond_broadcast(&img->inflight_cond);
+        pthread_mutex_unlock(&img->lock);
+    }
 }
 
 void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)

@@ -257,6 +257,7 @@ struct l2_meta {
     int data_iovcnt;
     struct l2_meta *next;           /* next record of the same request */
     struct l2_meta *next_in_flight; /* img->inflight list */
+    struct l2_meta **pprev_in_flight; /* the link pointing at us: O(1) removal */
 };
 
 struct qcow2_image {
@@ -336,6 +337,18 @@ struct qcow2_image {
     pthread_cond_t inflight_cond;
     struct l2_meta *inflight;
     unsigned nb_waiters;          /* threads waiting on inflight_cond */
+    /* Read guards in slots (cluster.c): a reader claims a free slot under `lock` and gives it
+     * back without the lock, so a read takes the lock once. Bit i of `read_slots_used`
+     * (atomic) says slot i holds a read in progress of guest range [start, end); the range
+     * is written only while claiming, under `lock`. `read_slot_waiters` (atomic) counts
+     * requests waiting for a slot to be given back: the releasing reader then takes the lock
+     * to wake them. Reads beyond the slots use l2_meta records in `inflight`. */
+    struct read_slot {
+        uint64_t start, end;
+    } read_slots[64];
+    uint64_t read_slots_used;
+    uint64_t read_slots_enabled; /* all 64; tests narrow it to reach the overflow path */
+    unsigned read_slot_waiters;
     pthread_mutex_t err_lock;
     char err[QCOW2_ERROR_MAX];
 };
@@ -475,6 +488,18 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m);
 void cluster_abort(struct qcow2_image *img, struct l2_meta *m);
 void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m);
 void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m);
+
+/* Read guards: while guest range [offset, offset + n) is read from its host clusters, no
+ * write, zero or discard may change or free them (cluster_wait_dependencies waits), so a read
+ * returns old or new data, never a cluster freed and reused under it. Start under `lock`;
+ * end without it (it locks only when a request waits). */
+struct read_guard {
+    int slot;          /* read_slots index, or -1: `meta` is in img->inflight */
+    struct l2_meta meta;
+};
+void cluster_read_guard_start(struct qcow2_image *img, struct read_guard *g, uint64_t offset,
+                              uint64_t n);
+void cluster_read_guard_end(struct qcow2_image *img, struct read_guard *g);
 /* Before changing L2 entries: set the dirty bit (lazy refcounts) or order L2 after refcounts. */
 int cluster_mark_dirty_for_update(struct qcow2_image *img);
 

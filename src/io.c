@@ -98,24 +98,6 @@ static int read_part(struct qcow2_image *img, uint8_t *buf, uint64_t n, uint64_t
     return set_error(img, -EIO, "invalid cluster type");
 }
 
-/* A read guard: while host data of this image is read, no write, zero or discard may change
- * or free the clusters it reads (they wait), so a read returns old or new content, never a
- * cluster that was freed and reused under it. Reads never wait for each other. */
-static void read_guard_start(struct qcow2_image *img, struct l2_meta *g, uint64_t offset,
-                             uint64_t n)
-{
-    uint64_t base = start_of_cluster(img, offset);
-    *g = (struct l2_meta){
-        .offset = base,
-        .nb_clusters = (unsigned)DIV_ROUND_UP(offset + n - base, img->cluster_size),
-        .keep_old_clusters = true,
-        .is_read = true,
-        .cow_start = {offset - base, 0},
-        .cow_end = {offset + n - base, 0},
-    };
-    cluster_meta_start(img, g);
-}
-
 int io_read(struct qcow2_image *img, void *buf, size_t count, uint64_t offset)
 {
     if (img->format == QCOW2_FORMAT_RAW) {
@@ -126,22 +108,20 @@ int io_read(struct qcow2_image *img, void *buf, size_t count, uint64_t offset)
     while (count > 0) {
         uint64_t n = count, host;
         enum subcluster_type type;
-        struct l2_meta guard;
+        struct read_guard guard;
         pthread_mutex_lock(&img->lock);
         int ret = cluster_get_host_offset(img, offset, &n, &host, &type);
+        /* Host data is read: guard it (reads never wait for each other). */
         bool guarded = ret == 0 && (type == SC_NORMAL || type == SC_COMPRESSED);
         if (guarded)
-            read_guard_start(img, &guard, offset, n);
+            cluster_read_guard_start(img, &guard, offset, n);
         pthread_mutex_unlock(&img->lock);
         if (ret < 0)
             return ret;
         assert(n > 0 && n <= count);
         ret = read_part(img, p, n, offset, type, host);
-        if (guarded) {
-            pthread_mutex_lock(&img->lock);
-            cluster_meta_finish(img, &guard);
-            pthread_mutex_unlock(&img->lock);
-        }
+        if (guarded)
+            cluster_read_guard_end(img, &guard);
         if (ret < 0)
             return ret;
         p += n;

@@ -3,12 +3,17 @@
  * that allocations collide all the time. Every write carries a per-operation tag; at the end
  * each byte must hold what some operation that was not overtaken left there (an operation B
  * overtakes A when B started after A had returned), or the backing data if none touched it.
+ * Reads are checked too: each sampled byte is the backing data, zero, or what a write that
+ * began before the read ended left at that very place (a read guard keeps clusters from being
+ * freed and reused while they are read; one configuration has only 2 guard slots, so most
+ * reads overflow into in-flight records).
  * The image must then be `qemu-img check` clean and read the same through qemu-img. Runs
  * under ThreadSanitizer too (build-tsan). Env STRESS_OPS scales the work.
  * Fault configurations open the image through the test file backend and make every write
  * and flush fail with EIO for a while in the middle of the run: operations may fail then
  * (their effect is uncertain: they may or may not show), but nothing deadlocks, later
  * operations work, and the image stays consistent (leaks allowed). */
+#include "internal.h"
 #include "qcow2.h"
 #include "testfile.h"
 
@@ -31,7 +36,12 @@ struct op {
     uint32_t tag;
     uint64_t begin, end;   /* global sequence numbers before the call / after it returned */
     int failed;            /* returned an error (only expected with injected faults) */
+    uint8_t *data;         /* reads: sampled bytes of what was read (READ_SAMPLES) */
 };
+
+/* Bytes of each read kept for checking: enough to catch data from a wrong place (a cluster
+ * freed and reused while being read) with near certainty. */
+#define READ_SAMPLES 16
 
 struct config {
     const char *name;
@@ -40,6 +50,7 @@ struct config {
     int threads;
     int ops_per_thread;
     int faults; /* inject EIO on writes and flushes for a while */
+    int read_slots; /* 0: all; else so few read-guard slots that reads overflow them */
 };
 
 struct shared {
@@ -88,6 +99,12 @@ static uint8_t base_byte(uint64_t pos)
     return (uint8_t)(0x40 + pos / 4096 % 64);
 }
 
+/* Where read sample j of a read lies: its first and last byte and points in between. */
+static uint64_t read_sample_pos(const struct op *op, int j)
+{
+    return op->off + (op->len - 1) * (uint64_t)j / (READ_SAMPLES - 1);
+}
+
 static void pick_range(uint64_t *s, uint64_t cluster, uint64_t *off, uint64_t *len)
 {
     uint64_t sub = cluster / 32 ? cluster / 32 : 512;
@@ -128,6 +145,9 @@ static void *worker_main(void *arg)
         case OP_READ: ret = qcow2_pread(sh->img, buf, op->len, op->off); break;
         }
         op->end = atomic_fetch_add(&sh->seq, 1);
+        if (op->kind == OP_READ && ret == 0 && (op->data = malloc(READ_SAMPLES)))
+            for (int j = 0; j < READ_SAMPLES; j++)
+                op->data[j] = buf[read_sample_pos(op, j) - op->off];
         if (op->kind == OP_DISCARD) { /* only whole clusters are discarded */
             uint64_t a = (op->off + cfg->cluster - 1) / cfg->cluster * cfg->cluster;
             uint64_t b = (op->off + op->len) / cfg->cluster * cfg->cluster;
@@ -191,6 +211,34 @@ static int verify_serialization(const struct shared *sh, const uint8_t *final)
     return bad;
 }
 
+/* Every sampled byte of every read is the backing data, zero, or what a write that began
+ * before the read ended put at that very position (not data of another place: a read must
+ * never see a cluster that was freed and reused while it read). */
+static int verify_reads(const struct shared *sh)
+{
+    size_t nops = (size_t)sh->cfg->threads * sh->cfg->ops_per_thread;
+    int bad = 0;
+    for (size_t r = 0; r < nops; r++) {
+        const struct op *rd = &sh->ops[r];
+        if (rd->kind != OP_READ || !rd->data)
+            continue;
+        for (int j = 0; j < READ_SAMPLES; j++) {
+            uint64_t b = read_sample_pos(rd, j);
+            uint8_t v = rd->data[j];
+            int good = v == base_byte(b) || v == 0;
+            for (size_t i = 0; i < nops && !good; i++) {
+                const struct op *w = &sh->ops[i];
+                good = w->kind == OP_WRITE && w->begin < rd->end && b >= w->off &&
+                       b < w->off + w->len && tag_byte(w->tag, b) == v;
+            }
+            if (!good && bad++ < 5)
+                printf("  read %zu: byte %" PRIu64 " = 0x%02x matches no write there\n", r, b,
+                       v);
+        }
+    }
+    return bad;
+}
+
 static int shell(const char *fmt, const char *a, const char *b)
 {
     char cmd[4096];
@@ -235,6 +283,8 @@ static void run_config(const struct config *cfg, const char *dir)
         check(0, "open");
         return;
     }
+    if (cfg->read_slots)
+        sh.img->read_slots_enabled = (1ull << cfg->read_slots) - 1;
     sh.ops = calloc((size_t)cfg->threads * cfg->ops_per_thread, sizeof(struct op));
     pthread_t tids[64];
     struct worker ws[64];
@@ -266,6 +316,8 @@ static void run_config(const struct config *cfg, const char *dir)
     snprintf(name, sizeof(name), "%s: final content is a serialization of the operations",
              cfg->name);
     check(ret == 0 && verify_serialization(&sh, final) == 0, name);
+    snprintf(name, sizeof(name), "%s: every read returned data of its own place", cfg->name);
+    check(verify_reads(&sh) == 0, name);
     snprintf(name, sizeof(name), "%s: close", cfg->name);
     check(qcow2_close(sh.img) == 0, name);
     testfile_free(tf);
@@ -288,6 +340,8 @@ static void run_config(const struct config *cfg, const char *dir)
     check(got == REGION && memcmp(theirs, final, REGION) == 0, name);
     free(theirs);
     free(final);
+    for (size_t i = 0; i < (size_t)cfg->threads * cfg->ops_per_thread; i++)
+        free(sh.ops[i].data);
     free(sh.ops);
     unlink(out);
     unlink(top);
@@ -305,12 +359,13 @@ int main(void)
         dir = "/tmp";
     int scale = getenv("STRESS_OPS") ? atoi(getenv("STRESS_OPS")) : 150;
     const struct config configs[] = {
-        {"extl2-16k", "cluster_size=16384,extended_l2=on", 16384, 16, scale, 0},
-        {"extl2-64k", "cluster_size=65536,extended_l2=on", 65536, 8, scale, 0},
-        {"std-4k", "cluster_size=4096", 4096, 32, scale / 2, 0},
-        {"std-64k-lazy", "cluster_size=65536,lazy_refcounts=on", 65536, 16, scale, 0},
-        {"extl2-16k-faults", "cluster_size=16384,extended_l2=on", 16384, 16, scale, 1},
-        {"std-4k-faults", "cluster_size=4096", 4096, 16, scale, 1},
+        {"extl2-16k", "cluster_size=16384,extended_l2=on", 16384, 16, scale, 0, 0},
+        {"extl2-64k", "cluster_size=65536,extended_l2=on", 65536, 8, scale, 0, 0},
+        {"std-4k", "cluster_size=4096", 4096, 32, scale / 2, 0, 0},
+        {"std-64k-lazy", "cluster_size=65536,lazy_refcounts=on", 65536, 16, scale, 0, 0},
+        {"extl2-16k-faults", "cluster_size=16384,extended_l2=on", 16384, 16, scale, 1, 0},
+        {"std-4k-faults", "cluster_size=4096", 4096, 16, scale, 1, 0},
+        {"std-4k-2slots", "cluster_size=4096", 4096, 16, scale, 0, 2},
     };
     for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++)
         run_config(&configs[i], dir);
