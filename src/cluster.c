@@ -355,6 +355,19 @@ static void meta_guard_range(const struct qcow2_image *img, const struct l2_meta
     }
 }
 
+/* Wait (under `lock`, which the wait releases) until the read in slot `i` gives its slot
+ * back, or at least until something in flight finishes. Announce ourselves before looking at
+ * the bit again: a reader clears its bit and then reads the waiter count, both sequentially
+ * consistent, so either we see the slot free or it sees us and wakes us (it must take `lock`,
+ * which we hold until pthread_cond_wait releases it). */
+static void wait_read_slot(struct qcow2_image *img, int i)
+{
+    __atomic_fetch_add(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST) & (1ull << i))
+        pthread_cond_wait(&img->inflight_cond, &img->lock);
+    __atomic_fetch_sub(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
+}
+
 /* Reads in slots overlapping [s, e): clip *bytes before the first one, or, when our first
  * byte is being read, wait until a slot is given back and return -EAGAIN. Under `lock`. */
 static int wait_read_slots(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
@@ -378,14 +391,7 @@ static int wait_read_slots(struct qcow2_image *img, uint64_t start, uint64_t *by
             *e = start + *bytes;
             continue;
         }
-        /* Announce ourselves before looking at the bit again: a reader clears its bit and
-         * then reads the waiter count, both sequentially consistent, so either we see the
-         * slot free or it sees us and wakes us (it must take `lock`, which we hold until
-         * pthread_cond_wait releases it). */
-        __atomic_fetch_add(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST) & (1ull << i))
-            pthread_cond_wait(&img->inflight_cond, &img->lock);
-        __atomic_fetch_sub(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
+        wait_read_slot(img, i);
         return -EAGAIN;
     }
     return 0;
@@ -456,6 +462,7 @@ void cluster_read_guard_start(struct qcow2_image *img, struct read_guard *g, uin
         g->slot = __builtin_ctzll(free_slots);
         img->read_slots[g->slot].start = offset;
         img->read_slots[g->slot].end = offset + n;
+        img->read_slots[g->slot].gen = img->read_gen;
         __atomic_fetch_or(&img->read_slots_used, 1ull << g->slot, __ATOMIC_SEQ_CST);
         return;
     }
@@ -467,6 +474,7 @@ void cluster_read_guard_start(struct qcow2_image *img, struct read_guard *g, uin
         .nb_clusters = (unsigned)DIV_ROUND_UP(offset + n - base, img->cluster_size),
         .keep_old_clusters = true,
         .is_read = true,
+        .read_gen = img->read_gen,
         .cow_start = {offset - base, 0},
         .cow_end = {offset + n - base, 0},
     };
@@ -716,6 +724,43 @@ int cluster_mark_dirty_for_update(struct qcow2_image *img)
     return 0;
 }
 
+/* A write checks for reads in progress when it starts, but it drops `lock` while its data
+ * goes to disk, and reads that begin meanwhile map the old clusters of its range. Once the
+ * new entries are linked, new reads see the new clusters; before the old ones lose their
+ * reference (and could be reused by any allocation), wait for the reads of guest range
+ * [start, end) that mapped them, those of an older read generation. Under `lock` (released
+ * while waiting). Never waits for reads that begin later, so readers cannot starve it. */
+static void wait_older_reads(struct qcow2_image *img, uint64_t start, uint64_t end)
+{
+    uint64_t gen = ++img->read_gen;
+    for (;;) {
+        int slot = -1;
+        uint64_t used = __atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST);
+        while (used && slot < 0) {
+            int i = __builtin_ctzll(used);
+            used &= used - 1;
+            const struct read_slot *r = &img->read_slots[i];
+            if (r->gen < gen && ranges_overlap(start, end, r->start, r->end))
+                slot = i;
+        }
+        if (slot >= 0) {
+            wait_read_slot(img, slot);
+            continue;
+        }
+        const struct l2_meta *g = img->inflight;
+        for (; g; g = g->next_in_flight) {
+            uint64_t gs = g->offset + g->cow_start.offset, ge = g->offset + g->cow_end.offset;
+            if (g->is_read && g->read_gen < gen && ranges_overlap(start, end, gs, ge))
+                break;
+        }
+        if (!g)
+            return;
+        img->nb_waiters++; /* cluster_meta_finish() wakes us */
+        pthread_cond_wait(&img->inflight_cond, &img->lock);
+        img->nb_waiters--;
+    }
+}
+
 int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
 {
     /* The COW regions and the guest data are written: now the entries may point there. */
@@ -748,10 +793,16 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
     cache_put(img->l2_cache, &slice);
     if (m->keep_old_clusters)
         return 0;
+    bool frees = false;
+    for (uint64_t i = 0; i < m->nb_clusters; i++)
+        frees |= (old[i] & QCOW2_OFLAG_COMPRESSED) || (old[i] & L2E_OFFSET_MASK);
+    if (frees)
+        wait_older_reads(img, m->offset,
+                         m->offset + ((uint64_t)m->nb_clusters << img->cluster_bits));
     /* Only now may the replaced clusters lose their reference. The entries are linked: from
      * here on the write has succeeded, and a failure to free only leaks the old clusters
      * (the caller must not abort and free the new ones). */
-    for (uint64_t i = 0; i < m->nb_clusters; i++) {
+    for (uint64_t i = 0; frees && i < m->nb_clusters; i++) {
         if (!(old[i] & QCOW2_OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK))
             continue;
         (void)refcount_free_l2_entry(img, old[i]);

@@ -250,6 +250,7 @@ struct l2_meta {
     bool needs_link;        /* L2 entries or bitmaps change (false: a plain overwrite) */
     bool dest_zero;         /* the new host clusters are known to read as zeros */
     bool is_read;           /* a read guard: host data is being read; only writes wait */
+    uint64_t read_gen;      /* read guards: img->read_gen when the read mapped its clusters */
     struct cow_region cow_start;
     struct cow_region cow_end;
     /* Guest data merged into the COW write (set by the data path). */
@@ -345,10 +346,14 @@ struct qcow2_image {
      * to wake them. Reads beyond the slots use l2_meta records in `inflight`. */
     struct read_slot {
         uint64_t start, end;
+        uint64_t gen; /* read_gen when the read mapped its clusters */
     } read_slots[64];
     uint64_t read_slots_used;
     uint64_t read_slots_enabled; /* all 64; tests narrow it to reach the overflow path */
     unsigned read_slot_waiters;
+    /* Bumped (under `lock`) when a write links new clusters in place of old ones it will
+     * free: reads of an older generation may still be reading the old clusters. */
+    uint64_t read_gen;
     pthread_mutex_t err_lock;
     char err[QCOW2_ERROR_MAX];
 };

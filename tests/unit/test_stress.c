@@ -348,6 +348,118 @@ static void run_config(const struct config *cfg, const char *dir)
     unlink(base);
 }
 
+/* ---- a slow read and a write that replaces the clusters it reads ---------------------- */
+
+#define SLOW_CLUSTER 65536u
+
+struct slow_read {
+    struct qcow2_image *img;
+    uint64_t offset;
+    size_t len;
+    uint8_t *buf;
+    const void *wbuf; /* writes */
+    int ret;
+    atomic_int done;
+};
+
+static void *slow_reader(void *arg)
+{
+    struct slow_read *r = arg;
+    r->ret = qcow2_pread(r->img, r->buf, r->len, r->offset);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+static void *slow_writer(void *arg)
+{
+    struct slow_read *r = arg;
+    r->ret = qcow2_pwrite(r->img, r->wbuf, r->len, r->offset, 0);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+/* A write to a compressed cluster COWs it into a new one and stalls in its COW read; a read
+ * of the cluster starts then (the write has passed its check for reads in progress, and the
+ * entry is not linked yet: the read maps the compressed data) and stalls in its pread. The
+ * write goes on and links the copy; other writes allocate clusters after a flush. Had the
+ * write freed the compressed cluster while the read still had to read it, those allocations
+ * would reuse it and the read would decompress foreign data. The read must return the old
+ * data, and the image stay consistent. */
+static void test_slow_read_of_replaced_cluster(const char *dir)
+{
+    char path[512], err[QCOW2_ERROR_MAX];
+    snprintf(path, sizeof(path), "%s/stress-slowread.qcow2", dir);
+    if (shell("qemu-img create -q -f qcow2 -o cluster_size=65536 %s %s", path, "4M") != 0) {
+        check(0, "slow read: qemu-img create");
+        return;
+    }
+    uint8_t *a = malloc(SLOW_CLUSTER), *got = malloc(SLOW_CLUSTER), *c = malloc(SLOW_CLUSTER);
+    uint8_t b[4096];
+    for (uint32_t i = 0; i < SLOW_CLUSTER; i++) {
+        a[i] = (uint8_t)(i % 251); /* compresses well */
+        c[i] = 0xcc;
+    }
+    memset(b, 0xbb, sizeof(b));
+    struct testfile *tf = testfile_open(path, false, err, sizeof(err));
+    struct qcow2_image *img = NULL;
+    struct qcow2_open_opts o;
+    qcow2_open_opts_init(&o);
+    if (!tf || image_open_with_file(path, &o, testfile_attach(tf), &img, err, sizeof(err)) < 0) {
+        printf("slow read: open: %s\n", err);
+        check(0, "slow read: open");
+        testfile_free(tf);
+        return;
+    }
+    testfile_set_logging(tf, false);
+    check(qcow2_pwrite_compressed(img, a, SLOW_CLUSTER, 0) == 0 &&
+              qcow2_pwrite_compressed(img, NULL, 0, 0) == 0 && qcow2_flush(img) == 0,
+          "slow read: a compressed cluster written");
+
+    /* Where the compressed data lies: the read stalls there. */
+    uint64_t n = SLOW_CLUSTER, entry = 0, coffset = 0, csize = 0;
+    enum subcluster_type type;
+    pthread_mutex_lock(&img->lock);
+    int ret = cluster_get_host_offset(img, 0, &n, &entry, &type);
+    pthread_mutex_unlock(&img->lock);
+    check(ret == 0 && type == SC_COMPRESSED, "slow read: cluster 0 is compressed");
+    cluster_compressed_range(img, entry, &coffset, &csize);
+    testfile_pause_read(tf, coffset);
+
+    struct slow_read rd = {.img = img, .offset = 0, .len = SLOW_CLUSTER, .buf = got};
+    struct slow_read wr = {.img = img, .offset = 0, .len = sizeof(b), .wbuf = b};
+    pthread_t rt, wt;
+    pthread_create(&wt, NULL, slow_writer, &wr);
+    testfile_wait_paused(tf); /* the write, in its COW read */
+    testfile_pause_read(tf, coffset);
+    pthread_create(&rt, NULL, slow_reader, &rd);
+    testfile_wait_paused(tf); /* the read */
+    testfile_resume(tf);      /* the write goes on */
+    usleep(100000); /* the write links the copy (and waits for the read to free the old) */
+    /* A flush first: freed clusters become reusable only once the L2 change is on disk. */
+    int others_ok = qcow2_flush(img) == 0;
+    for (uint64_t off = SLOW_CLUSTER; off < 8 * SLOW_CLUSTER; off += SLOW_CLUSTER)
+        others_ok &= qcow2_pwrite(img, c, SLOW_CLUSTER, off, 0) == 0;
+    others_ok &= qcow2_flush(img) == 0;
+    check(others_ok, "slow read: other clusters written meanwhile");
+    testfile_resume(tf);
+    pthread_join(rt, NULL);
+    pthread_join(wt, NULL);
+    check(rd.ret == 0 && memcmp(got, a, SLOW_CLUSTER) == 0,
+          "slow read: the read returned the data it mapped, not a reused cluster");
+    check(wr.ret == 0, "slow read: the write finished once the read had");
+    memcpy(a, b, sizeof(b));
+    ret = qcow2_pread(img, got, SLOW_CLUSTER, 0);
+    check(ret == 0 && memcmp(got, a, SLOW_CLUSTER) == 0, "slow read: cluster 0 holds the write");
+    check(qcow2_close(img) == 0, "slow read: close");
+    testfile_free(tf);
+    int st = shell("qemu-img check -q %s%s >/dev/null 2>&1", path, "");
+    check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "slow read: qemu-img check clean");
+    unlink(path);
+    free(a);
+    free(got);
+    free(c);
+}
+
 int main(void)
 {
     if (system("qemu-img --version >/dev/null 2>&1") != 0) {
@@ -369,6 +481,7 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++)
         run_config(&configs[i], dir);
+    test_slow_read_of_replaced_cluster(dir);
     printf("%d passed, %d failed\n", passes, failures);
     return failures ? 1 : 0;
 }

@@ -40,6 +40,13 @@ struct testfile {
     bool failing; /* sticky mode: the failure fired and is not healed */
     uint64_t nb_failures;
     enum tf_kind failed_kind;
+    /* Pausing reads (testfile_pause_read): paused reads are numbered 1, 2, ... in the order
+     * they blocked and released in that order. */
+    pthread_cond_t pause_cond;
+    bool pause_armed;    /* the next pread covering pause_at blocks */
+    uint64_t pause_at;
+    uint64_t nb_paused;  /* reads that blocked so far */
+    uint64_t nb_resumed; /* reads released so far */
 };
 
 static unsigned kind_index(enum tf_kind k)
@@ -130,6 +137,14 @@ static int tf_pread(void *ctx, void *buf, size_t count, uint64_t offset)
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
     int ret = account(tf, TF_PREAD, offset, count);
+    if (tf->pause_armed && tf->pause_at >= offset && tf->pause_at < offset + count) {
+        /* Block before reading, as a slow disk or a descheduled thread would. */
+        tf->pause_armed = false;
+        uint64_t ticket = ++tf->nb_paused;
+        pthread_cond_broadcast(&tf->pause_cond);
+        while (tf->nb_resumed < ticket)
+            pthread_cond_wait(&tf->pause_cond, &tf->lock);
+    }
     pthread_mutex_unlock(&tf->lock);
     if (ret < 0)
         return ret;
@@ -376,6 +391,7 @@ struct testfile *testfile_open(const char *path, bool read_only, char *err, size
     const char *trace = getenv("TESTFILE_TRACE");
     tf->trace = trace && *trace && strcmp(trace, "0") != 0;
     pthread_mutex_init(&tf->lock, NULL);
+    pthread_cond_init(&tf->pause_cond, NULL);
     return tf;
 }
 
@@ -393,6 +409,7 @@ void testfile_free(struct testfile *tf)
         free(tf->events[i].data);
     free(tf->events);
     pthread_mutex_destroy(&tf->lock);
+    pthread_cond_destroy(&tf->pause_cond);
     free(tf);
 }
 
@@ -587,4 +604,29 @@ uint64_t tf_buf_hash(const struct tf_buf *b)
     for (; i < b->size; i++)
         h = (h ^ b->data[i]) * 0x100000001b3ull;
     return h;
+}
+
+void testfile_pause_read(struct testfile *tf, uint64_t host_offset)
+{
+    pthread_mutex_lock(&tf->lock);
+    tf->pause_armed = true;
+    tf->pause_at = host_offset;
+    pthread_mutex_unlock(&tf->lock);
+}
+
+void testfile_wait_paused(struct testfile *tf)
+{
+    pthread_mutex_lock(&tf->lock);
+    while (tf->pause_armed)
+        pthread_cond_wait(&tf->pause_cond, &tf->lock);
+    pthread_mutex_unlock(&tf->lock);
+}
+
+void testfile_resume(struct testfile *tf)
+{
+    pthread_mutex_lock(&tf->lock);
+    if (tf->nb_resumed < tf->nb_paused)
+        tf->nb_resumed++;
+    pthread_cond_broadcast(&tf->pause_cond);
+    pthread_mutex_unlock(&tf->lock);
 }

@@ -79,6 +79,16 @@ enum tf_kind testfile_failed_kind(const struct testfile *tf);
 uint64_t testfile_io_count(const struct testfile *tf, unsigned mask);
 const char *testfile_kind_name(enum tf_kind kind);
 
+/* ---- pausing a read ---- */
+
+/* The next pread whose range covers `host_offset` blocks before reading until
+ * testfile_resume(); testfile_wait_paused() returns once it is blocked. Several reads may be
+ * paused (arm, wait, arm again); each testfile_resume() releases the one that blocked
+ * first. For tests of what may happen while a read is slow. */
+void testfile_pause_read(struct testfile *tf, uint64_t host_offset);
+void testfile_wait_paused(struct testfile *tf);
+void testfile_resume(struct testfile *tf);
+
 /* ---- replay ---- */
 
 /* A file image in memory. */
