@@ -52,8 +52,8 @@ static void convert_usage(FILE *f)
             "  -S SIZE     leave runs of at least SIZE zero bytes unwritten (default 4k);\n"
             "              -S 0 copies everything: a fully allocated target\n"
             "  -W          write out of order (faster; the target's layout may vary)\n"
-            "  -m N        N requests in parallel (threads), 1 to 16, default 8; compressed\n"
-            "              clusters are compressed in parallel and written in order\n"
+            "  -m N        N requests in parallel (threads), 1 to 16, default 8; with -c at most\n"
+            "              one thread per CPU compresses, and clusters are written in order\n"
             "  -U          accepted for compatibility (the source is opened read-only)\n");
 }
 
