@@ -355,31 +355,31 @@ static void meta_guard_range(const struct qcow2_image *img, const struct l2_meta
     }
 }
 
-/* Wait (under `lock`, which the wait releases) until the read in slot `i` gives its slot
+/* Wait (under `lock`, which the wait releases) until the request in slot `i` gives its slot
  * back, or at least until something in flight finishes. Announce ourselves before looking at
- * the bit again: a reader clears its bit and then reads the waiter count, both sequentially
+ * the bit again: a request clears its bit and then reads the waiter count, both sequentially
  * consistent, so either we see the slot free or it sees us and wakes us (it must take `lock`,
  * which we hold until pthread_cond_wait releases it). */
-static void wait_read_slot(struct qcow2_image *img, int i)
+static void wait_guard_slot(struct qcow2_image *img, int i)
 {
-    __atomic_fetch_add(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST) & (1ull << i))
+    __atomic_fetch_add(&img->guard_slot_waiters, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&img->guard_slots_used, __ATOMIC_SEQ_CST) & (1ull << i))
         pthread_cond_wait(&img->inflight_cond, &img->lock);
-    __atomic_fetch_sub(&img->read_slot_waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_sub(&img->guard_slot_waiters, 1, __ATOMIC_SEQ_CST);
 }
 
-/* Reads in slots overlapping [s, e): clip *bytes before the first one, or, when our first
- * byte is being read, wait until a slot is given back and return -EAGAIN. Under `lock`. */
-static int wait_read_slots(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+/* Guards in slots overlapping [s, e): clip *bytes before the first one, or, when our first
+ * byte is guarded, wait until a slot is given back and return -EAGAIN. Under `lock`. */
+static int wait_guard_slots(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
                            bool whole_clusters, uint64_t s, uint64_t *e)
 {
-    uint64_t used = __atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST);
+    uint64_t used = __atomic_load_n(&img->guard_slots_used, __ATOMIC_SEQ_CST);
     while (used) {
         int i = __builtin_ctzll(used);
         used &= used - 1;
         /* start/end change only under `lock` (we hold it): a slot being given back right now
-         * still shows the range of the read that is ending. */
-        uint64_t ms = img->read_slots[i].start, me = img->read_slots[i].end;
+         * still shows the range of the request that is ending. */
+        uint64_t ms = img->guard_slots[i].start, me = img->guard_slots[i].end;
         if (whole_clusters) {
             ms = start_of_cluster(img, ms);
             me = ROUND_UP(me, img->cluster_size);
@@ -391,7 +391,7 @@ static int wait_read_slots(struct qcow2_image *img, uint64_t start, uint64_t *by
             *e = start + *bytes;
             continue;
         }
-        wait_read_slot(img, i);
+        wait_guard_slot(img, i);
         return -EAGAIN;
     }
     return 0;
@@ -404,7 +404,7 @@ int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t 
     uint64_t e = start + *bytes;
     if (whole_clusters)
         e = ROUND_UP(e, img->cluster_size);
-    int ret = wait_read_slots(img, start, bytes, whole_clusters, s, &e);
+    int ret = wait_guard_slots(img, start, bytes, whole_clusters, s, &e);
     if (ret < 0)
         return ret;
     for (struct l2_meta *m = img->inflight; m; m = m->next_in_flight) {
@@ -451,19 +451,19 @@ void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m)
         pthread_cond_broadcast(&img->inflight_cond);
 }
 
-void cluster_read_guard_start(struct qcow2_image *img, struct read_guard *g, uint64_t offset,
+void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uint64_t offset,
                               uint64_t n)
 {
     uint64_t free_slots =
-        ~__atomic_load_n(&img->read_slots_used, __ATOMIC_RELAXED) & img->read_slots_enabled;
+        ~__atomic_load_n(&img->guard_slots_used, __ATOMIC_RELAXED) & img->guard_slots_enabled;
     if (free_slots) {
         /* Slots are claimed only under `lock`, so this free one stays ours to take; others
          * may only clear their own bits meanwhile. */
         g->slot = __builtin_ctzll(free_slots);
-        img->read_slots[g->slot].start = offset;
-        img->read_slots[g->slot].end = offset + n;
-        img->read_slots[g->slot].gen = img->read_gen;
-        __atomic_fetch_or(&img->read_slots_used, 1ull << g->slot, __ATOMIC_SEQ_CST);
+        img->guard_slots[g->slot].start = offset;
+        img->guard_slots[g->slot].end = offset + n;
+        img->guard_slots[g->slot].gen = img->guard_gen;
+        __atomic_fetch_or(&img->guard_slots_used, 1ull << g->slot, __ATOMIC_SEQ_CST);
         return;
     }
     /* All slots busy: an in-flight record, exact range (keep_old_clusters). */
@@ -474,14 +474,14 @@ void cluster_read_guard_start(struct qcow2_image *img, struct read_guard *g, uin
         .nb_clusters = (unsigned)DIV_ROUND_UP(offset + n - base, img->cluster_size),
         .keep_old_clusters = true,
         .is_read = true,
-        .read_gen = img->read_gen,
+        .guard_gen = img->guard_gen,
         .cow_start = {offset - base, 0},
         .cow_end = {offset + n - base, 0},
     };
     cluster_meta_start(img, &g->meta);
 }
 
-void cluster_read_guard_end(struct qcow2_image *img, struct read_guard *g)
+void cluster_data_guard_end(struct qcow2_image *img, struct data_guard *g)
 {
     if (g->slot < 0) {
         pthread_mutex_lock(&img->lock);
@@ -489,8 +489,8 @@ void cluster_read_guard_end(struct qcow2_image *img, struct read_guard *g)
         pthread_mutex_unlock(&img->lock);
         return;
     }
-    __atomic_fetch_and(&img->read_slots_used, ~(1ull << g->slot), __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&img->read_slot_waiters, __ATOMIC_SEQ_CST)) {
+    __atomic_fetch_and(&img->guard_slots_used, ~(1ull << g->slot), __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&img->guard_slot_waiters, __ATOMIC_SEQ_CST)) {
         pthread_mutex_lock(&img->lock);
         pthread_cond_broadcast(&img->inflight_cond);
         pthread_mutex_unlock(&img->lock);
@@ -724,33 +724,33 @@ int cluster_mark_dirty_for_update(struct qcow2_image *img)
     return 0;
 }
 
-/* A write checks for reads in progress when it starts, but it drops `lock` while its data
+/* A write checks for guarded requests when it starts, but it drops `lock` while its data
  * goes to disk, and reads that begin meanwhile map the old clusters of its range. Once the
  * new entries are linked, new reads see the new clusters; before the old ones lose their
- * reference (and could be reused by any allocation), wait for the reads of guest range
- * [start, end) that mapped them, those of an older read generation. Under `lock` (released
- * while waiting). Never waits for reads that begin later, so readers cannot starve it. */
-static void wait_older_reads(struct qcow2_image *img, uint64_t start, uint64_t end)
+ * reference (and could be reused by any allocation), wait for the guards of guest range
+ * [start, end) that mapped them, those of an older generation. Under `lock` (released while
+ * waiting). Never waits for reads that begin later, so readers cannot starve it. */
+static void wait_older_guards(struct qcow2_image *img, uint64_t start, uint64_t end)
 {
-    uint64_t gen = ++img->read_gen;
+    uint64_t gen = ++img->guard_gen;
     for (;;) {
         int slot = -1;
-        uint64_t used = __atomic_load_n(&img->read_slots_used, __ATOMIC_SEQ_CST);
+        uint64_t used = __atomic_load_n(&img->guard_slots_used, __ATOMIC_SEQ_CST);
         while (used && slot < 0) {
             int i = __builtin_ctzll(used);
             used &= used - 1;
-            const struct read_slot *r = &img->read_slots[i];
+            const struct guard_slot *r = &img->guard_slots[i];
             if (r->gen < gen && ranges_overlap(start, end, r->start, r->end))
                 slot = i;
         }
         if (slot >= 0) {
-            wait_read_slot(img, slot);
+            wait_guard_slot(img, slot);
             continue;
         }
         const struct l2_meta *g = img->inflight;
         for (; g; g = g->next_in_flight) {
             uint64_t gs = g->offset + g->cow_start.offset, ge = g->offset + g->cow_end.offset;
-            if (g->is_read && g->read_gen < gen && ranges_overlap(start, end, gs, ge))
+            if (g->is_read && g->guard_gen < gen && ranges_overlap(start, end, gs, ge))
                 break;
         }
         if (!g)
@@ -797,7 +797,7 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
     for (uint64_t i = 0; i < m->nb_clusters; i++)
         frees |= (old[i] & QCOW2_OFLAG_COMPRESSED) || (old[i] & L2E_OFFSET_MASK);
     if (frees)
-        wait_older_reads(img, m->offset,
+        wait_older_guards(img, m->offset,
                          m->offset + ((uint64_t)m->nb_clusters << img->cluster_bits));
     /* Only now may the replaced clusters lose their reference. The entries are linked: from
      * here on the write has succeeded, and a failure to free only leaks the old clusters

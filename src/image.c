@@ -223,7 +223,7 @@ static struct qcow2_image *image_alloc(const char *path)
     pthread_mutex_init(&img->lock, NULL);
     pthread_mutex_init(&img->err_lock, NULL);
     pthread_cond_init(&img->inflight_cond, NULL);
-    img->read_slots_enabled = ~0ull;
+    img->guard_slots_enabled = ~0ull;
     return img;
 }
 

@@ -249,8 +249,8 @@ struct l2_meta {
     bool prealloc;          /* preallocation: link without setting subcluster alloc bits */
     bool needs_link;        /* L2 entries or bitmaps change (false: a plain overwrite) */
     bool dest_zero;         /* the new host clusters are known to read as zeros */
-    bool is_read;           /* a read guard: host data is being read; only writes wait */
-    uint64_t read_gen;      /* read guards: img->read_gen when the read mapped its clusters */
+    bool is_read;           /* a data guard (struct data_guard) that overflowed the slots */
+    uint64_t guard_gen;     /* data guards: img->guard_gen when the request mapped its clusters */
     struct cow_region cow_start;
     struct cow_region cow_end;
     /* Guest data merged into the COW write (set by the data path). */
@@ -338,22 +338,23 @@ struct qcow2_image {
     pthread_cond_t inflight_cond;
     struct l2_meta *inflight;
     unsigned nb_waiters;          /* threads waiting on inflight_cond */
-    /* Read guards in slots (cluster.c): a reader claims a free slot under `lock` and gives it
-     * back without the lock, so a read takes the lock once. Bit i of `read_slots_used`
-     * (atomic) says slot i holds a read in progress of guest range [start, end); the range
-     * is written only while claiming, under `lock`. `read_slot_waiters` (atomic) counts
-     * requests waiting for a slot to be given back: the releasing reader then takes the lock
-     * to wake them. Reads beyond the slots use l2_meta records in `inflight`. */
-    struct read_slot {
+    /* Data guards in slots (cluster.c): a read or an in-place overwrite claims a free slot
+     * under `lock` and gives it back without the lock, so it takes the lock once. Bit i of
+     * `guard_slots_used` (atomic) says slot i holds a request in progress on guest range
+     * [start, end); the range is written only while claiming, under `lock`.
+     * `guard_slot_waiters` (atomic) counts requests waiting for a slot to be given back: the
+     * releasing request then takes the lock to wake them. Beyond the slots, guards are
+     * l2_meta records in `inflight`. */
+    struct guard_slot {
         uint64_t start, end;
-        uint64_t gen; /* read_gen when the read mapped its clusters */
-    } read_slots[64];
-    uint64_t read_slots_used;
-    uint64_t read_slots_enabled; /* all 64; tests narrow it to reach the overflow path */
-    unsigned read_slot_waiters;
+        uint64_t gen; /* guard_gen when the request mapped its clusters */
+    } guard_slots[64];
+    uint64_t guard_slots_used;
+    uint64_t guard_slots_enabled; /* all 64; tests narrow it to reach the overflow path */
+    unsigned guard_slot_waiters;
     /* Bumped (under `lock`) when a write links new clusters in place of old ones it will
-     * free: reads of an older generation may still be reading the old clusters. */
-    uint64_t read_gen;
+     * free: guards of an older generation may still be reading the old clusters. */
+    uint64_t guard_gen;
     pthread_mutex_t err_lock;
     char err[QCOW2_ERROR_MAX];
 };
@@ -494,17 +495,19 @@ void cluster_abort(struct qcow2_image *img, struct l2_meta *m);
 void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m);
 void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m);
 
-/* Read guards: while guest range [offset, offset + n) is read from its host clusters, no
- * write, zero or discard may change or free them (cluster_wait_dependencies waits), so a read
- * returns old or new data, never a cluster freed and reused under it. Start under `lock`;
- * end without it (it locks only when a request waits). */
-struct read_guard {
-    int slot;          /* read_slots index, or -1: `meta` is in img->inflight */
+/* Data guards: while guest range [offset, offset + n) is read from, or overwritten in place
+ * in, its host clusters, no other write, zero or discard of the range may start
+ * (cluster_wait_dependencies waits) and the clusters are not freed, so a read returns old or
+ * new data, never a cluster freed and reused under it, and an overwrite never lands in a
+ * freed cluster. Reads never wait for guards. Start under `lock`; end without it (it locks
+ * only when a request waits). */
+struct data_guard {
+    int slot;          /* guard_slots index, or -1: `meta` is in img->inflight */
     struct l2_meta meta;
 };
-void cluster_read_guard_start(struct qcow2_image *img, struct read_guard *g, uint64_t offset,
+void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uint64_t offset,
                               uint64_t n);
-void cluster_read_guard_end(struct qcow2_image *img, struct read_guard *g);
+void cluster_data_guard_end(struct qcow2_image *img, struct data_guard *g);
 /* Before changing L2 entries: set the dirty bit (lazy refcounts) or order L2 after refcounts. */
 int cluster_mark_dirty_for_update(struct qcow2_image *img);
 

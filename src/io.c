@@ -108,20 +108,20 @@ int io_read(struct qcow2_image *img, void *buf, size_t count, uint64_t offset)
     while (count > 0) {
         uint64_t n = count, host;
         enum subcluster_type type;
-        struct read_guard guard;
+        struct data_guard guard;
         pthread_mutex_lock(&img->lock);
         int ret = cluster_get_host_offset(img, offset, &n, &host, &type);
         /* Host data is read: guard it (reads never wait for each other). */
         bool guarded = ret == 0 && (type == SC_NORMAL || type == SC_COMPRESSED);
         if (guarded)
-            cluster_read_guard_start(img, &guard, offset, n);
+            cluster_data_guard_start(img, &guard, offset, n);
         pthread_mutex_unlock(&img->lock);
         if (ret < 0)
             return ret;
         assert(n > 0 && n <= count);
         ret = read_part(img, p, n, offset, type, host);
         if (guarded)
-            cluster_read_guard_end(img, &guard);
+            cluster_data_guard_end(img, &guard);
         if (ret < 0)
             return ret;
         p += n;
@@ -385,10 +385,23 @@ static int64_t write_part(struct qcow2_image *img, const uint8_t *buf, uint64_t 
         pthread_mutex_unlock(&img->lock);
         return ret;
     }
-    cluster_meta_start(img, &m);
+    /* A plain overwrite of allocated subclusters changes no metadata: a data guard (like a
+     * read's) keeps the clusters from being freed or rewritten meanwhile, and gives itself
+     * back without the lock. */
+    bool in_place = m.keep_old_clusters && !m.needs_link && !m.cow_start.nb_bytes &&
+                    !m.cow_end.nb_bytes;
+    struct data_guard guard;
+    if (in_place)
+        cluster_data_guard_start(img, &guard, offset, n);
+    else
+        cluster_meta_start(img, &m);
     pthread_mutex_unlock(&img->lock);
 
     ret = write_meta_data(img, &m, buf, n);
+    if (in_place) {
+        cluster_data_guard_end(img, &guard);
+        return ret < 0 ? ret : (int64_t)n;
+    }
 
     pthread_mutex_lock(&img->lock);
     if (ret == 0)

@@ -50,7 +50,7 @@ struct config {
     int threads;
     int ops_per_thread;
     int faults; /* inject EIO on writes and flushes for a while */
-    int read_slots; /* 0: all; else so few read-guard slots that reads overflow them */
+    int guard_slots; /* 0: all; else so few read-guard slots that reads overflow them */
 };
 
 struct shared {
@@ -283,8 +283,8 @@ static void run_config(const struct config *cfg, const char *dir)
         check(0, "open");
         return;
     }
-    if (cfg->read_slots)
-        sh.img->read_slots_enabled = (1ull << cfg->read_slots) - 1;
+    if (cfg->guard_slots)
+        sh.img->guard_slots_enabled = (1ull << cfg->guard_slots) - 1;
     sh.ops = calloc((size_t)cfg->threads * cfg->ops_per_thread, sizeof(struct op));
     pthread_t tids[64];
     struct worker ws[64];
