@@ -62,7 +62,9 @@ static int posix_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_
             left--;
             continue;
         }
-        ssize_t n = pwritev(pf->fd, cur, MIN(left, IOV_MAX), (off_t)offset);
+        /* One buffer (most guest writes): pwrite spares the kernel importing a vector. */
+        ssize_t n = left == 1 ? pwrite(pf->fd, cur->iov_base, cur->iov_len, (off_t)offset)
+                              : pwritev(pf->fd, cur, MIN(left, IOV_MAX), (off_t)offset);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
