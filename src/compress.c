@@ -1,13 +1,93 @@
 /* compress.c - cluster compression: raw deflate (qcow2's "zlib") and zstd.
- * Pure functions over buffers. Decompression stops once the output cluster is full, because
- * the stored range may end with sector padding or the start of the next compressed cluster. */
+ * Functions over buffers; the only state is an optional cache of zstd contexts (struct
+ * compress_cache, owned by an image), because making a zstd context costs as much as
+ * compressing a cluster. Decompression stops once the output cluster is full, because the
+ * stored range may end with sector padding or the start of the next compressed cluster.
+ * Calls nothing else in the library. */
 #include "internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
 
 #include <zlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
 #define DEFLATE_WINDOW_BITS (-12) /* raw deflate, 4 KiB window: what QEMU writes */
+
+/* ---- the context cache ---- */
+
+#define COMPRESS_CACHE_MAX 16 /* contexts kept per kind: more threads make their own */
+
+struct compress_cache {
+    pthread_mutex_t lock;
+    ZSTD_CCtx *cctx[COMPRESS_CACHE_MAX];
+    unsigned nb_cctx;
+    ZSTD_DCtx *dctx[COMPRESS_CACHE_MAX];
+    unsigned nb_dctx;
+};
+
+struct compress_cache *compress_cache_new(void)
+{
+    struct compress_cache *c = calloc(1, sizeof(*c));
+    if (c)
+        pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+void compress_cache_free(struct compress_cache *c)
+{
+    if (!c)
+        return;
+    for (unsigned i = 0; i < c->nb_cctx; i++)
+        ZSTD_freeCCtx(c->cctx[i]);
+    for (unsigned i = 0; i < c->nb_dctx; i++)
+        ZSTD_freeDCtx(c->dctx[i]);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+/* A context from the cache, or a new one (NULL when out of memory). */
+static void *cache_take(struct compress_cache *c, bool compress)
+{
+    void *ctx = NULL;
+    if (c) {
+        pthread_mutex_lock(&c->lock);
+        if (compress && c->nb_cctx)
+            ctx = c->cctx[--c->nb_cctx];
+        else if (!compress && c->nb_dctx)
+            ctx = c->dctx[--c->nb_dctx];
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (!ctx)
+        return compress ? (void *)ZSTD_createCCtx() : (void *)ZSTD_createDCtx();
+    /* A context that failed mid-frame last time starts clean. */
+    if (!compress)
+        ZSTD_DCtx_reset(ctx, ZSTD_reset_session_only);
+    return ctx;
+}
+
+/* Give a context back to the cache, or free it when the cache is full (or absent). */
+static void cache_give(struct compress_cache *c, bool compress, void *ctx)
+{
+    if (c && ctx) {
+        pthread_mutex_lock(&c->lock);
+        if (compress && c->nb_cctx < COMPRESS_CACHE_MAX) {
+            c->cctx[c->nb_cctx++] = ctx;
+            ctx = NULL;
+        } else if (!compress && c->nb_dctx < COMPRESS_CACHE_MAX) {
+            c->dctx[c->nb_dctx++] = ctx;
+            ctx = NULL;
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (compress)
+        ZSTD_freeCCtx(ctx);
+    else
+        ZSTD_freeDCtx(ctx);
+}
+
+/* ---- decompression ---- */
 
 static int inflate_raw(const void *src, size_t src_len, void *dst, size_t dst_len)
 {
@@ -24,9 +104,10 @@ static int inflate_raw(const void *src, size_t src_len, void *dst, size_t dst_le
     return ret;
 }
 
-static int unzstd(const void *src, size_t src_len, void *dst, size_t dst_len)
+static int unzstd(struct compress_cache *cache, const void *src, size_t src_len, void *dst,
+                  size_t dst_len)
 {
-    ZSTD_DCtx *d = ZSTD_createDCtx();
+    ZSTD_DCtx *d = cache_take(cache, false);
     if (!d)
         return -ENOMEM;
     ZSTD_inBuffer in = {src, src_len, 0};
@@ -45,18 +126,18 @@ static int unzstd(const void *src, size_t src_len, void *dst, size_t dst_len)
             break;
         }
     }
-    ZSTD_freeDCtx(d);
+    cache_give(cache, false, d);
     return ret;
 }
 
-int compress_decompress(int compression_type, const void *src, size_t src_len, void *dst,
-                        size_t dst_len)
+int compress_decompress(struct compress_cache *cache, int compression_type, const void *src,
+                        size_t src_len, void *dst, size_t dst_len)
 {
     switch (compression_type) {
     case QCOW2_COMPRESSION_TYPE_ZLIB:
         return inflate_raw(src, src_len, dst, dst_len);
     case QCOW2_COMPRESSION_TYPE_ZSTD:
-        return unzstd(src, src_len, dst, dst_len);
+        return unzstd(cache, src, src_len, dst, dst_len);
     default:
         return -ENOTSUP;
     }
@@ -155,22 +236,28 @@ static ssize_t deflate_raw(const void *src, size_t src_len, void *dst, size_t ds
     return ret;
 }
 
-static ssize_t zstd_compress(const void *src, size_t src_len, void *dst, size_t dst_cap)
+static ssize_t zstd_compress(struct compress_cache *cache, const void *src, size_t src_len,
+                             void *dst, size_t dst_cap)
 {
-    size_t r = ZSTD_compress(dst, dst_cap, src, src_len, ZSTD_CLEVEL_DEFAULT);
+    ZSTD_CCtx *c = cache_take(cache, true);
+    if (!c)
+        return -ENOMEM;
+    /* compressCCtx starts a new frame whatever the context did before. */
+    size_t r = ZSTD_compressCCtx(c, dst, dst_cap, src, src_len, ZSTD_CLEVEL_DEFAULT);
+    cache_give(cache, true, c);
     if (ZSTD_isError(r))
         return ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall ? -ENOSPC : -EIO;
     return (ssize_t)r;
 }
 
-ssize_t compress_compress(int compression_type, const void *src, size_t src_len, void *dst,
-                          size_t dst_cap)
+ssize_t compress_compress(struct compress_cache *cache, int compression_type, const void *src,
+                          size_t src_len, void *dst, size_t dst_cap)
 {
     switch (compression_type) {
     case QCOW2_COMPRESSION_TYPE_ZLIB:
         return deflate_raw(src, src_len, dst, dst_cap);
     case QCOW2_COMPRESSION_TYPE_ZSTD:
-        return zstd_compress(src, src_len, dst, dst_cap);
+        return zstd_compress(cache, src, src_len, dst, dst_cap);
     default:
         return -ENOTSUP;
     }

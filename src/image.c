@@ -224,6 +224,8 @@ static struct qcow2_image *image_alloc(const char *path)
     pthread_mutex_init(&img->err_lock, NULL);
     pthread_cond_init(&img->inflight_cond, NULL);
     img->guard_slots_enabled = ~0ull;
+    /* NULL on failure: compression then makes a context per call, slower but correct. */
+    img->compress_cache = compress_cache_new();
     return img;
 }
 
@@ -243,6 +245,7 @@ static void image_free(struct qcow2_image *img)
     file_close(img->file);
     header_free(&img->hdr);
     free(img->backing_path);
+    compress_cache_free(img->compress_cache);
     pthread_mutex_destroy(&img->lock);
     pthread_mutex_destroy(&img->err_lock);
     pthread_cond_destroy(&img->inflight_cond);

@@ -355,6 +355,7 @@ struct qcow2_image {
     /* Bumped (under `lock`) when a write links new clusters in place of old ones it will
      * free: guards of an older generation may still be reading the old clusters. */
     uint64_t guard_gen;
+    struct compress_cache *compress_cache; /* zstd contexts kept between clusters */
     pthread_mutex_t err_lock;
     char err[QCOW2_ERROR_MAX];
 };
@@ -514,14 +515,19 @@ int cluster_mark_dirty_for_update(struct qcow2_image *img);
 /* ------------------------------------------------------------------------------------------ */
 /* compress.c (pure) */
 
+/* Compression contexts kept for reuse (thread-safe; NULL works everywhere and makes a context
+ * per call): creating a zstd context costs about as much as compressing a 64 KiB cluster. */
+struct compress_cache;
+struct compress_cache *compress_cache_new(void);
+void compress_cache_free(struct compress_cache *cache);
 /* Decompress `src` into exactly `dst_len` bytes. Trailing input bytes are ignored. */
-int compress_decompress(int compression_type, const void *src, size_t src_len, void *dst,
-                        size_t dst_len);
+int compress_decompress(struct compress_cache *cache, int compression_type, const void *src,
+                        size_t src_len, void *dst, size_t dst_len);
 /* Compress into at most `dst_cap` bytes. Returns the compressed length, -ENOSPC if it does not
  * fit (for zlib with `dst_cap` < `src_len` also when the pre-check below says it cannot shrink,
  * without trying), other -errno on failure. */
-ssize_t compress_compress(int compression_type, const void *src, size_t src_len, void *dst,
-                          size_t dst_cap);
+ssize_t compress_compress(struct compress_cache *cache, int compression_type, const void *src,
+                          size_t src_len, void *dst, size_t dst_cap);
 /* 1 if `len` bytes (>= 4 KiB) are certainly not worth compressing: near-uniform byte
  * histograms in every 4 KiB piece and almost no repeated strings. A cheap, conservative test. */
 int compress_looks_incompressible(const void *src, size_t len);

@@ -56,8 +56,8 @@ static int read_compressed(struct qcow2_image *img, uint8_t *buf, uint64_t count
                   (unsigned long long)coffset, strerror(-ret));
         goto out;
     }
-    ret = compress_decompress(img->hdr.compression_type, cbuf, csize, cluster,
-                              img->cluster_size);
+    ret = compress_decompress(img->compress_cache, img->hdr.compression_type, cbuf, csize,
+                              cluster, img->cluster_size);
     if (ret < 0) {
         set_error(img, -EIO, "compressed cluster at 0x%llx does not decompress (guest offset "
                              "0x%llx)",
@@ -827,8 +827,8 @@ int64_t qcow2_compress_cluster(struct qcow2_image *img, const void *cluster, voi
     if (img->format != QCOW2_FORMAT_QCOW2)
         return set_error(img, -ENOTSUP, "compression needs a qcow2 image");
     /* Output limited to less than a cluster: compression must save something. */
-    ssize_t clen = compress_compress(img->hdr.compression_type, cluster, img->cluster_size, out,
-                                     img->cluster_size - 1);
+    ssize_t clen = compress_compress(img->compress_cache, img->hdr.compression_type, cluster,
+                                     img->cluster_size, out, img->cluster_size - 1);
     if (clen < 0 && clen != -ENOSPC)
         return set_error(img, (int)clen, "compression failed");
     return clen;

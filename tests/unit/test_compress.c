@@ -140,7 +140,7 @@ static void test_precheck_sound(void)
         if (!compress_looks_incompressible(buf, n))
             continue;
         judged++;
-        ssize_t clen = compress_compress(QCOW2_COMPRESSION_TYPE_ZLIB, buf, n, out, 2 * n);
+        ssize_t clen = compress_compress(NULL, QCOW2_COMPRESSION_TYPE_ZLIB, buf, n, out, 2 * n);
         CHECK_MSG(clen > 0 && (size_t)clen * 100 >= n * 98,
                   "round %d: called incompressible but deflate made %zd of %zu bytes", round,
                   clen, n);
@@ -152,7 +152,7 @@ static void test_precheck_sound(void)
 
 /* Compress with a cap of one byte less than the input (what a cluster write asks) and
  * decompress; incompressible input reports -ENOSPC. */
-static void test_round_trip(int type)
+static void test_round_trip(int type, struct compress_cache *cache)
 {
     size_t max = 2u << 20;
     uint8_t *buf = malloc(max), *out = malloc(max), *back = malloc(max);
@@ -160,7 +160,7 @@ static void test_round_trip(int type)
         size_t n = sizes[s];
         for (int k = 0; k < K_COUNT; k++) {
             fill_kind((enum kind)k, buf, n);
-            ssize_t clen = compress_compress(type, buf, n, out, n - 1);
+            ssize_t clen = compress_compress(cache, type, buf, n, out, n - 1);
             if (k == K_RANDOM) {
                 CHECK_MSG(clen == -ENOSPC, "random, %zu bytes: %zd", n, clen);
                 continue;
@@ -176,10 +176,35 @@ static void test_round_trip(int type)
             if (clen <= 0)
                 continue;
             memset(back, 0xa5, n);
-            int ret = compress_decompress(type, out, (size_t)clen, back, n);
+            int ret = compress_decompress(cache, type, out, (size_t)clen, back, n);
             CHECK_MSG(ret == 0 && memcmp(back, buf, n) == 0, "%s, %zu bytes: round trip",
                       kind_name[k], n);
         }
+    }
+    free(buf);
+    free(out);
+    free(back);
+}
+
+/* Garbage and truncated input fail cleanly; the context given back still works. */
+static void test_bad_input(struct compress_cache *cache)
+{
+    size_t n = 65536;
+    uint8_t *buf = malloc(n), *out = malloc(n), *back = malloc(n);
+    fill_text(buf, n);
+    ssize_t clen = compress_compress(cache, QCOW2_COMPRESSION_TYPE_ZSTD, buf, n, out, n - 1);
+    CHECK(clen > 16);
+    if (clen > 16) {
+        CHECK(compress_decompress(cache, QCOW2_COMPRESSION_TYPE_ZSTD, out, (size_t)clen / 2, back,
+                                  n) < 0);
+        uint8_t junk[512];
+        fill_random(junk, sizeof(junk));
+        CHECK(compress_decompress(cache, QCOW2_COMPRESSION_TYPE_ZSTD, junk, sizeof(junk), back,
+                                  n) < 0);
+        memset(back, 0, n);
+        CHECK(compress_decompress(cache, QCOW2_COMPRESSION_TYPE_ZSTD, out, (size_t)clen, back,
+                                  n) == 0 &&
+              memcmp(back, buf, n) == 0);
     }
     free(buf);
     free(out);
@@ -190,8 +215,17 @@ int main(void)
 {
     RUN("pre-check verdicts per kind and size", test_precheck_verdicts());
     RUN("pre-check agrees with real deflate", test_precheck_sound());
-    RUN("zlib round trips", test_round_trip(QCOW2_COMPRESSION_TYPE_ZLIB));
-    RUN("zstd round trips", test_round_trip(QCOW2_COMPRESSION_TYPE_ZSTD));
+    RUN("zlib round trips", test_round_trip(QCOW2_COMPRESSION_TYPE_ZLIB, NULL));
+    RUN("zstd round trips", test_round_trip(QCOW2_COMPRESSION_TYPE_ZSTD, NULL));
+    /* The same through a context cache: contexts are reused from one cluster to the next,
+     * also after a failed (incompressible) attempt and after a failed decompression. */
+    struct compress_cache *cache = compress_cache_new();
+    RUN("zstd round trips, cached contexts",
+        test_round_trip(QCOW2_COMPRESSION_TYPE_ZSTD, cache));
+    RUN("zstd round trips, cached contexts again",
+        test_round_trip(QCOW2_COMPRESSION_TYPE_ZSTD, cache));
+    RUN("a failed decompression leaves a usable context", test_bad_input(cache));
+    compress_cache_free(cache);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }
