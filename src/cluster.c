@@ -473,7 +473,7 @@ void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uin
         .offset = base,
         .nb_clusters = (unsigned)DIV_ROUND_UP(offset + n - base, img->cluster_size),
         .keep_old_clusters = true,
-        .is_read = true,
+        .is_guard = true,
         .guard_gen = img->guard_gen,
         .cow_start = {offset - base, 0},
         .cow_end = {offset + n - base, 0},
@@ -749,8 +749,9 @@ static void wait_older_guards(struct qcow2_image *img, uint64_t start, uint64_t 
         }
         const struct l2_meta *g = img->inflight;
         for (; g; g = g->next_in_flight) {
-            uint64_t gs = g->offset + g->cow_start.offset, ge = g->offset + g->cow_end.offset;
-            if (g->is_read && g->guard_gen < gen && ranges_overlap(start, end, gs, ge))
+            uint64_t gs, ge;
+            meta_guard_range(img, g, &gs, &ge);
+            if (g->is_guard && g->guard_gen < gen && ranges_overlap(start, end, gs, ge))
                 break;
         }
         if (!g)
@@ -802,7 +803,7 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
     /* Only now may the replaced clusters lose their reference. The entries are linked: from
      * here on the write has succeeded, and a failure to free only leaks the old clusters
      * (the caller must not abort and free the new ones). */
-    for (uint64_t i = 0; frees && i < m->nb_clusters; i++) {
+    for (uint64_t i = 0; i < m->nb_clusters; i++) {
         if (!(old[i] & QCOW2_OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK))
             continue;
         (void)refcount_free_l2_entry(img, old[i]);

@@ -249,7 +249,7 @@ struct l2_meta {
     bool prealloc;          /* preallocation: link without setting subcluster alloc bits */
     bool needs_link;        /* L2 entries or bitmaps change (false: a plain overwrite) */
     bool dest_zero;         /* the new host clusters are known to read as zeros */
-    bool is_read;           /* a data guard (struct data_guard) that overflowed the slots */
+    bool is_guard;          /* a data guard (struct data_guard) that overflowed the slots */
     uint64_t guard_gen;     /* data guards: img->guard_gen when the request mapped its clusters */
     struct cow_region cow_start;
     struct cow_region cow_end;

@@ -663,6 +663,8 @@ static int copy_image(struct convert *c)
         free(slots[i].cbuf);
     }
     free(slots);
+    c->slots = NULL;
+    c->nslots = 0;
     free(ws);
     if (c->failed) {
         ret = -EIO;
