@@ -295,6 +295,29 @@ int cache_get_empty(struct table_cache *c, uint64_t offset, void **table)
     return do_get(c, offset, table, false);
 }
 
+int cache_peek(struct table_cache *c, uint64_t offset, const void **table)
+{
+    /* A hit writes nothing unless the entry's stamp is old: lookups from several threads then
+     * only read the entries, and their cache lines stay shared between CPUs instead of
+     * moving with every request. An entry stamped within the last eighth of the cache's
+     * stamps is young enough that no eviction would pick it anyway. */
+    uint32_t i = lookup(c, offset);
+    if (i != NO_ENTRY) {
+        if (c->lru_clock - c->entries[i].lru > c->nb_entries / 8)
+            c->entries[i].lru = ++c->lru_clock;
+        *table = table_of(c, i);
+        return 0;
+    }
+    void *t, *pinned;
+    int ret = do_get(c, offset, &t, true);
+    if (ret < 0)
+        return ret;
+    pinned = t;
+    cache_put(c, &pinned); /* the caller makes no other cache call while it looks */
+    *table = t;
+    return 0;
+}
+
 static uint32_t index_of(const struct table_cache *c, const void *table)
 {
     size_t d = (size_t)((const uint8_t *)table - c->tables);

@@ -60,13 +60,14 @@ static int check_l1_entry(struct qcow2_image *img, uint64_t l1_index, uint64_t l
                              (unsigned long long)l2_offset, (unsigned long long)l1_index);
 }
 
-int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, void **slice,
-                         uint64_t *slice_index)
+/* Host offset of the L2 slice that maps guest `offset` (0: no L2 table), allocating the L2
+ * table first when `alloc` is set. */
+static int locate_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc,
+                           uint64_t *slice_offset)
 {
-    *slice = NULL;
+    *slice_offset = 0;
     uint64_t l1_index = offset_to_l1_index(img, offset);
     uint64_t l2_index = offset_to_l2_index(img, offset);
-    *slice_index = offset_to_l2_slice_index(img, offset);
     uint64_t l1_entry = l1_index < img->l1_size ? img->l1_table[l1_index] : 0;
     /* A table we do not own alone (or none: COPIED without an offset is nonsense, treat it
      * as absent) gets a new one before anything is written to it. */
@@ -83,7 +84,18 @@ int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, v
     if (ret < 0)
         return ret;
     uint64_t slice_start = l2_index & ~(img->l2_slice_size - 1);
-    return cache_get(img->l2_cache, l2_offset + slice_start * img->l2_entry_size, slice);
+    *slice_offset = l2_offset + slice_start * img->l2_entry_size;
+    return 0;
+}
+
+int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, void **slice,
+                         uint64_t *slice_index)
+{
+    *slice = NULL;
+    *slice_index = offset_to_l2_slice_index(img, offset);
+    uint64_t at;
+    int ret = locate_l2_slice(img, offset, alloc, &at);
+    return ret < 0 || !at ? ret : cache_get(img->l2_cache, at, slice);
 }
 
 /* Host offset of a NORMAL / ZERO_ALLOC / UNALLOCATED_ALLOC entry, validated. */
@@ -107,10 +119,14 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
                             uint64_t *host, enum subcluster_type *type)
 {
     uint64_t want = *bytes;
-    void *slice;
-    uint64_t idx;
+    const void *slice = NULL;
+    uint64_t idx = offset_to_l2_slice_index(img, offset), at;
     *host = 0;
-    int ret = cluster_get_l2_slice(img, offset, false, &slice, &idx);
+    /* Every read maps through here: the slice is only looked at (no pin, no cache_put), as
+     * nothing below makes another cache call. */
+    int ret = locate_l2_slice(img, offset, false, &at);
+    if (ret == 0 && at)
+        ret = cache_peek(img->l2_cache, at, &slice);
     if (ret < 0)
         return ret;
     /* The slice (or absent L2 table) bounds how far one lookup can see. */
@@ -168,7 +184,6 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
     *type = first;
     *bytes = MIN(pos, offset + limit) - offset;
 out:
-    cache_put(img->l2_cache, &slice);
     return ret;
 }
 

@@ -212,9 +212,11 @@ static int open_image(const char *path, const struct qcow2_open_opts *opts, unsi
 
 static struct qcow2_image *image_alloc(const char *path)
 {
-    struct qcow2_image *img = calloc(1, sizeof(*img));
+    /* aligned: struct qcow2_image lays its lock out on a cache line of its own */
+    struct qcow2_image *img = aligned_alloc(_Alignof(struct qcow2_image), sizeof(*img));
     if (!img)
         return NULL;
+    memset(img, 0, sizeof(*img));
     img->filename = strdup(path);
     if (!img->filename) {
         free(img);

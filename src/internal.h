@@ -193,6 +193,9 @@ int cache_get(struct table_cache *c, uint64_t offset, void **table);
 /* Get a pinned entry for a new table without reading it (contents undefined). */
 int cache_get_empty(struct table_cache *c, uint64_t offset, void **table);
 void cache_put(struct table_cache *c, void **table);
+/* Look at the table at host `offset` (read on a miss) without pinning it: for a caller that
+ * holds the image lock and makes no other cache call until it is done with the table. */
+int cache_peek(struct table_cache *c, uint64_t offset, const void **table);
 void cache_mark_dirty(struct table_cache *c, void *table);
 /* Write all dirty entries (after the dependency), without fsync. */
 int cache_write(struct table_cache *c);
@@ -334,7 +337,15 @@ struct qcow2_image {
     /* Concurrency: `lock` protects all metadata above and below; it is never held across
      * guest data I/O. `inflight` lists the L2 meta records of allocations in progress; a
      * request that overlaps one waits on `inflight_cond` and then re-reads the mapping. */
-    pthread_mutex_t lock;
+    /* `lock` and the slot words the fast paths touch with it share one cache line (the
+     * image is allocated on a line boundary): a read then moves one line between CPUs, not
+     * three. */
+    _Alignas(64) pthread_mutex_t lock;
+    uint64_t guard_slots_used;
+    unsigned guard_slot_waiters;
+    /* Bumped (under `lock`) when a write links new clusters in place of old ones it will
+     * free: guards of an older generation may still be reading the old clusters. */
+    uint64_t guard_gen;
     pthread_cond_t inflight_cond;
     struct l2_meta *inflight;
     unsigned nb_waiters;          /* threads waiting on inflight_cond */
@@ -344,17 +355,14 @@ struct qcow2_image {
      * [start, end); the range is written only while claiming, under `lock`.
      * `guard_slot_waiters` (atomic) counts requests waiting for a slot to be given back: the
      * releasing request then takes the lock to wake them. Beyond the slots, guards are
-     * l2_meta records in `inflight`. */
+     * l2_meta records in `inflight`. A slot has a cache line to itself, so that requests on
+     * different CPUs do not write to each other's lines. */
     struct guard_slot {
-        uint64_t start, end;
+        _Alignas(64) uint64_t start;
+        uint64_t end;
         uint64_t gen; /* guard_gen when the request mapped its clusters */
     } guard_slots[64];
-    uint64_t guard_slots_used;
     uint64_t guard_slots_enabled; /* all 64; tests narrow it to reach the overflow path */
-    unsigned guard_slot_waiters;
-    /* Bumped (under `lock`) when a write links new clusters in place of old ones it will
-     * free: guards of an older generation may still be reading the old clusters. */
-    uint64_t guard_gen;
     struct compress_cache *compress_cache; /* zstd contexts kept between clusters */
     pthread_mutex_t err_lock;
     char err[QCOW2_ERROR_MAX];
