@@ -1,0 +1,239 @@
+/* test_cache.c - cache.c: tables are read on a miss and shared on a hit, pinned tables are never
+ * evicted, eviction takes the least recently used table, dirty tables are written before their
+ * entry is reused (and dropped, unwritten, when discarded), and cache_peek() looks without
+ * pinning while keeping eviction order for tables it has not seen lately.
+ * Each test builds a cache of 4 KiB tables over an image file (made by qcow2_create) whose
+ * blocks past the image's own clusters hold known bytes: block k is filled with k + 1. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testharness.h"
+
+#define TABLE 4096u
+#define BASE (1u << 20) /* first test block: past the new image's clusters */
+#define NBLOCKS 64u
+
+static char g_dir[4096];
+
+static uint64_t block_offset(unsigned k)
+{
+    return BASE + (uint64_t)k * TABLE;
+}
+
+/* A new image "name" with NBLOCKS test blocks appended; opened writable. */
+static struct qcow2_image *make_image(const char *name)
+{
+    char p[4200], err[QCOW2_ERROR_MAX];
+    snprintf(p, sizeof(p), "%s/%s", g_dir, name);
+    struct qcow2_create_opts co;
+    qcow2_create_opts_init(&co);
+    co.size = 64 << 20;
+    int ret = qcow2_create(p, &co, err, sizeof(err));
+    CHECK_MSG(ret == 0, "create: %s", err);
+    if (ret < 0)
+        return NULL;
+    int fd = open(p, O_WRONLY);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return NULL;
+    uint8_t buf[TABLE];
+    for (unsigned k = 0; k < NBLOCKS; k++) {
+        memset(buf, (int)(k + 1), sizeof(buf));
+        CHECK(pwrite(fd, buf, sizeof(buf), (off_t)block_offset(k)) == (ssize_t)sizeof(buf));
+    }
+    close(fd);
+    struct qcow2_open_opts oo;
+    qcow2_open_opts_init(&oo);
+    struct qcow2_image *img = NULL;
+    ret = qcow2_open(p, &oo, &img, err, sizeof(err));
+    CHECK_MSG(ret == 0, "open: %s", err);
+    return ret == 0 ? img : NULL;
+}
+
+/* The byte block k holds on disk now. */
+static int disk_byte(struct qcow2_image *img, unsigned k)
+{
+    uint8_t b = 0;
+    CHECK(file_pread(img->file, &b, 1, block_offset(k)) == 0);
+    return b;
+}
+
+/* Get and put block k; returns its first byte (-1 on error). */
+static int touch(struct table_cache *c, unsigned k)
+{
+    void *t;
+    if (cache_get(c, block_offset(k), &t) < 0)
+        return -1;
+    int b = ((uint8_t *)t)[0];
+    cache_put(c, &t);
+    return b;
+}
+
+/* Overwrite block k's cached table with `byte` and mark it dirty. */
+static void dirty_table(struct table_cache *c, unsigned k, int byte)
+{
+    void *t;
+    CHECK(cache_get(c, block_offset(k), &t) == 0);
+    if (!t)
+        return;
+    memset(t, byte, TABLE);
+    cache_mark_dirty(c, t);
+    cache_put(c, &t);
+}
+
+static void test_get_reads_on_miss_and_shares_on_hit(void)
+{
+    struct qcow2_image *img = make_image("get.qcow2");
+    if (!img)
+        return;
+    struct table_cache *c = cache_new(img, "test table", TABLE, 4);
+    void *a, *b;
+    CHECK(cache_get(c, block_offset(3), &a) == 0);
+    CHECK(((uint8_t *)a)[0] == 4 && ((uint8_t *)a)[TABLE - 1] == 4);
+    CHECK(cache_get(c, block_offset(3), &b) == 0);
+    CHECK(a == b); /* one copy, pinned twice */
+    CHECK(cache_contains(c, block_offset(3)) && !cache_contains(c, block_offset(4)));
+    cache_put(c, &a);
+    CHECK(a == NULL);
+    cache_put(c, &b);
+    cache_free(c);
+    qcow2_close(img);
+}
+
+static void test_eviction_takes_least_recently_used(void)
+{
+    struct qcow2_image *img = make_image("lru.qcow2");
+    if (!img)
+        return;
+    struct table_cache *c = cache_new(img, "test table", TABLE, 4);
+    for (unsigned k = 0; k < 4; k++)
+        CHECK(touch(c, k) == (int)k + 1);
+    CHECK(touch(c, 0) == 1); /* 1 is now the oldest */
+    CHECK(touch(c, 4) == 5);
+    CHECK(!cache_contains(c, block_offset(1)));
+    CHECK(cache_contains(c, block_offset(0)) && cache_contains(c, block_offset(2)) &&
+          cache_contains(c, block_offset(3)) && cache_contains(c, block_offset(4)));
+    cache_free(c);
+    qcow2_close(img);
+}
+
+static void test_pinned_tables_are_never_evicted(void)
+{
+    struct qcow2_image *img = make_image("pin.qcow2");
+    if (!img)
+        return;
+    struct table_cache *c = cache_new(img, "test table", TABLE, 2);
+    void *a, *b, *x = NULL;
+    CHECK(cache_get(c, block_offset(0), &a) == 0);
+    CHECK(touch(c, 1) == 2);
+    CHECK(touch(c, 2) == 3); /* evicts 1, the only unpinned table */
+    CHECK(cache_contains(c, block_offset(0)) && !cache_contains(c, block_offset(1)));
+    CHECK(cache_get(c, block_offset(2), &b) == 0);
+    /* both pinned: no room, and the error names the cache */
+    CHECK(cache_get(c, block_offset(5), &x) == -ENOMEM);
+    CHECK(x == NULL);
+    CHECK_MSG(strstr(qcow2_error(img), "test table cache is full") != NULL, "error: %s",
+              qcow2_error(img));
+    CHECK(((uint8_t *)a)[0] == 1 && ((uint8_t *)b)[0] == 3); /* untouched */
+    cache_put(c, &a);
+    cache_put(c, &b);
+    CHECK(touch(c, 5) == 6);
+    cache_free(c);
+    qcow2_close(img);
+}
+
+static void test_dirty_table_is_written_before_reuse(void)
+{
+    struct qcow2_image *img = make_image("dirty.qcow2");
+    if (!img)
+        return;
+    struct table_cache *c = cache_new(img, "test table", TABLE, 2);
+    dirty_table(c, 7, 0xa5);
+    CHECK(cache_is_dirty(c));
+    CHECK(disk_byte(img, 7) == 8); /* write-back: not yet on disk */
+    CHECK(touch(c, 8) == 9);
+    CHECK(touch(c, 9) == 10); /* evicts 7 */
+    CHECK(!cache_contains(c, block_offset(7)));
+    CHECK(disk_byte(img, 7) == 0xa5);
+    CHECK(!cache_is_dirty(c));
+    CHECK(touch(c, 7) == 0xa5); /* read back as written */
+    cache_free(c);
+    qcow2_close(img);
+}
+
+static void test_discarded_dirty_table_is_not_written(void)
+{
+    struct qcow2_image *img = make_image("discard.qcow2");
+    if (!img)
+        return;
+    struct table_cache *c = cache_new(img, "test table", TABLE, 2);
+    dirty_table(c, 16, 0x5a); /* block 16 starts a cluster (64 KiB), as discards do */
+    cache_discard(c, block_offset(16));
+    CHECK(!cache_contains(c, block_offset(16)) && !cache_is_dirty(c));
+    CHECK(cache_write(c) == 0);
+    CHECK(disk_byte(img, 16) == 17);
+    cache_free(c);
+    qcow2_close(img);
+}
+
+/* cache_peek(): a hit returns the cached table and pins nothing; a miss reads the table; a
+ * table it has not looked at for a while is stamped again, so eviction still takes the tables
+ * nobody used. */
+static void test_peek_looks_without_pinning(void)
+{
+    struct qcow2_image *img = make_image("peek.qcow2");
+    if (!img)
+        return;
+    enum { N = 16 };
+    struct table_cache *c = cache_new(img, "test table", TABLE, N);
+    const void *p;
+    CHECK(cache_peek(c, block_offset(20), &p) == 0); /* miss: read */
+    CHECK(((const uint8_t *)p)[0] == 21 && cache_contains(c, block_offset(20)));
+    void *g;
+    CHECK(cache_get(c, block_offset(20), &g) == 0);
+    CHECK(g == p);
+    cache_put(c, &g);
+    /* fill the cache: 20 is now the oldest; peeking it makes 21 the oldest */
+    for (unsigned k = 21; k < 20 + N; k++)
+        CHECK(touch(c, k) == (int)k + 1);
+    CHECK(cache_peek(c, block_offset(20), &p) == 0 && ((const uint8_t *)p)[0] == 21);
+    CHECK(touch(c, 40) == 41);
+    CHECK(cache_contains(c, block_offset(20)));
+    CHECK(!cache_contains(c, block_offset(21)));
+    /* nothing pinned: a cache full of peeked tables still makes room */
+    for (unsigned k = 41; k < 41 + N + 2; k++) /* 18 misses: all 16 tables go */
+        CHECK(cache_peek(c, block_offset(k), &p) == 0 && ((const uint8_t *)p)[0] == k + 1);
+    CHECK(!cache_contains(c, block_offset(20)));
+    CHECK(touch(c, 0) == 1);
+    cache_free(c);
+    qcow2_close(img);
+}
+
+int main(void)
+{
+    const char *base = getenv("QCOW2_TEST_TMPDIR");
+    snprintf(g_dir, sizeof(g_dir), "%s/test_cache.XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    RUN("get_reads_on_miss_and_shares_on_hit", test_get_reads_on_miss_and_shares_on_hit());
+    RUN("eviction_takes_least_recently_used", test_eviction_takes_least_recently_used());
+    RUN("pinned_tables_are_never_evicted", test_pinned_tables_are_never_evicted());
+    RUN("dirty_table_is_written_before_reuse", test_dirty_table_is_written_before_reuse());
+    RUN("discarded_dirty_table_is_not_written", test_discarded_dirty_table_is_not_written());
+    RUN("peek_looks_without_pinning", test_peek_looks_without_pinning());
+
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", g_dir);
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}
