@@ -295,19 +295,25 @@ int cache_get_empty(struct table_cache *c, uint64_t offset, void **table)
     return do_get(c, offset, table, false);
 }
 
-int cache_peek(struct table_cache *c, uint64_t offset, const void **table)
+const void *cache_find(struct table_cache *c, uint64_t offset)
 {
     /* A hit writes nothing unless the entry's stamp is old: lookups from several threads then
      * only read the entries, and their cache lines stay shared between CPUs instead of
      * moving with every request. An entry stamped within the last eighth of the cache's
      * stamps is young enough that no eviction would pick it anyway. */
     uint32_t i = lookup(c, offset);
-    if (i != NO_ENTRY) {
-        if (c->lru_clock - c->entries[i].lru > c->nb_entries / 8)
-            c->entries[i].lru = ++c->lru_clock;
-        *table = table_of(c, i);
+    if (i == NO_ENTRY)
+        return NULL;
+    if (c->lru_clock - c->entries[i].lru > c->nb_entries / 8)
+        c->entries[i].lru = ++c->lru_clock;
+    return table_of(c, i);
+}
+
+int cache_peek(struct table_cache *c, uint64_t offset, const void **table)
+{
+    *table = cache_find(c, offset);
+    if (*table)
         return 0;
-    }
     void *t, *pinned;
     int ret = do_get(c, offset, &t, true);
     if (ret < 0)

@@ -115,76 +115,102 @@ static bool type_has_host(enum subcluster_type t)
     return t == SC_NORMAL || t == SC_ZERO_ALLOC || t == SC_UNALLOCATED_ALLOC;
 }
 
+/* The L2 slice that maps guest `offset` (NULL: no L2 table), only looked at: no pin, so the
+ * caller makes no other cache call while it reads the slice. Every read maps through here,
+ * so a cached slice skips the past-EOF test: it passed that test when it was read, or it is
+ * a table we allocated. The alignment test stays: an unaligned L1 entry could point into a
+ * slice of another table that happens to be cached. */
+static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **slice)
+{
+    *slice = NULL;
+    uint64_t l1_index = offset_to_l1_index(img, offset);
+    uint64_t l1_entry = l1_index < img->l1_size ? img->l1_table[l1_index] : 0;
+    uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
+    if (!l2_offset)
+        return 0;
+    uint64_t slice_start = offset_to_l2_index(img, offset) & ~(img->l2_slice_size - 1);
+    uint64_t at = l2_offset + slice_start * img->l2_entry_size;
+    if (!(l2_offset & (img->cluster_size - 1)) && (*slice = cache_find(img->l2_cache, at)))
+        return 0;
+    int ret = check_l1_entry(img, l1_index, l1_entry);
+    return ret < 0 ? ret : cache_peek(img->l2_cache, at, slice);
+}
+
+/* Type and host offset (data at guest `pos`) of the subcluster that entry `i` of `slice`
+ * maps `pos` into; refuses what a valid image cannot hold. */
+static inline int map_subcluster(struct qcow2_image *img, const void *slice, uint64_t i,
+                                 uint64_t pos, enum subcluster_type *type, uint64_t *host,
+                                 uint64_t *entry)
+{
+    *entry = l2_get_entry(img, slice, i);
+    uint64_t bitmap = l2_get_bitmap(img, slice, i);
+    enum subcluster_type t = subcluster_type(img, *entry, bitmap, offset_to_sc_index(img, pos));
+    if (t == SC_INVALID)
+        return signal_corruption(img, "invalid subcluster bitmap 0x%016llx (guest offset "
+                                      "0x%llx)",
+                                 (unsigned long long)bitmap, (unsigned long long)pos);
+    if (!img->extended_l2 && img->hdr.version < 3 && t != SC_COMPRESSED &&
+        (*entry & QCOW2_OFLAG_ZERO))
+        return signal_corruption(img, "zero cluster entry in a version 2 image (guest offset "
+                                      "0x%llx)",
+                                 (unsigned long long)pos);
+    *type = t;
+    *host = 0;
+    if (!type_has_host(t))
+        return 0;
+    int ret = entry_host_offset(img, *entry, pos, host);
+    *host += pos & (img->cluster_size - 1);
+    return ret;
+}
+
 int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                             uint64_t *host, enum subcluster_type *type)
 {
     uint64_t want = *bytes;
-    const void *slice = NULL;
-    uint64_t idx = offset_to_l2_slice_index(img, offset), at;
+    const void *slice;
+    uint64_t idx = offset_to_l2_slice_index(img, offset);
     *host = 0;
-    /* Every read maps through here: the slice is only looked at (no pin, no cache_put), as
-     * nothing below makes another cache call. */
-    int ret = locate_l2_slice(img, offset, false, &at);
-    if (ret == 0 && at)
-        ret = cache_peek(img->l2_cache, at, &slice);
+    int ret = peek_l2_slice(img, offset, &slice);
     if (ret < 0)
         return ret;
     /* The slice (or absent L2 table) bounds how far one lookup can see. */
     uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
     uint64_t slice_end = ROUND_DOWN(offset, slice_bytes) + slice_bytes;
-    uint64_t limit = MIN(want, slice_end - offset);
+    uint64_t end = offset + MIN(want, slice_end - offset);
     if (!slice) {
         *type = SC_UNALLOCATED_PLAIN;
-        *bytes = limit;
+        *bytes = end - offset;
         return 0;
     }
 
-    uint64_t pos = offset, expect_host = 0;
-    enum subcluster_type first = SC_INVALID;
-    while (pos < offset + limit) {
-        uint64_t i = idx + ((pos - ROUND_DOWN(offset, img->cluster_size)) >> img->cluster_bits);
-        uint64_t entry = l2_get_entry(img, slice, i);
-        uint64_t bitmap = l2_get_bitmap(img, slice, i);
-        unsigned sc = offset_to_sc_index(img, pos);
-        enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
-        if (t == SC_INVALID) {
-            ret = signal_corruption(img, "invalid subcluster bitmap 0x%016llx (guest offset "
-                                         "0x%llx)",
-                                    (unsigned long long)bitmap, (unsigned long long)pos);
-            goto out;
-        }
-        if (!img->extended_l2 && img->hdr.version < 3 && t != SC_COMPRESSED &&
-            (entry & QCOW2_OFLAG_ZERO)) {
-            ret = signal_corruption(img, "zero cluster entry in a version 2 image (guest "
-                                         "offset 0x%llx)",
-                                    (unsigned long long)pos);
-            goto out;
-        }
-        uint64_t h = 0;
-        if (type_has_host(t)) {
-            ret = entry_host_offset(img, entry, pos, &h);
-            if (ret < 0)
-                goto out;
-            h += pos & (img->cluster_size - 1);
-        }
-        if (pos == offset) {
-            first = t;
-            *host = t == SC_COMPRESSED ? entry : h;
-            if (t == SC_COMPRESSED) { /* one compressed cluster at a time */
-                pos = ROUND_DOWN(pos, img->cluster_size) + img->cluster_size;
-                break;
-            }
-        } else if (t != first || (type_has_host(t) && h != expect_host) || t == SC_COMPRESSED) {
-            break;
-        }
-        uint64_t step = img->subcluster_size - (pos & (img->subcluster_size - 1));
-        pos += step;
-        expect_host = h + step;
-    }
+    /* The first subcluster; most requests end inside it. */
+    enum subcluster_type first = SC_INVALID, t = SC_INVALID;
+    uint64_t h = 0, entry = 0;
+    ret = map_subcluster(img, slice, idx, offset, &first, &h, &entry);
+    if (ret < 0)
+        return ret;
     *type = first;
-    *bytes = MIN(pos, offset + limit) - offset;
-out:
-    return ret;
+    *host = first == SC_COMPRESSED ? entry : h;
+    uint64_t cluster_base = ROUND_DOWN(offset, img->cluster_size);
+    if (first == SC_COMPRESSED) { /* one compressed cluster at a time */
+        *bytes = MIN(cluster_base + img->cluster_size, end) - offset;
+        return 0;
+    }
+    /* Then as many more as continue it: same type, and contiguous on the host if mapped. */
+    uint64_t pos = (offset | (img->subcluster_size - 1)) + 1;
+    uint64_t expect_host = h + (pos - offset);
+    while (pos < end) {
+        uint64_t i = idx + ((pos - cluster_base) >> img->cluster_bits);
+        ret = map_subcluster(img, slice, i, pos, &t, &h, &entry);
+        if (ret < 0)
+            return ret;
+        if (t != first || (type_has_host(t) && h != expect_host) || t == SC_COMPRESSED)
+            break;
+        pos += img->subcluster_size;
+        expect_host = h + img->subcluster_size;
+    }
+    *bytes = MIN(pos, end) - offset;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */

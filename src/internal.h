@@ -196,6 +196,8 @@ void cache_put(struct table_cache *c, void **table);
 /* Look at the table at host `offset` (read on a miss) without pinning it: for a caller that
  * holds the image lock and makes no other cache call until it is done with the table. */
 int cache_peek(struct table_cache *c, uint64_t offset, const void **table);
+/* cache_peek() on a hit; NULL (and no read) on a miss. */
+const void *cache_find(struct table_cache *c, uint64_t offset);
 void cache_mark_dirty(struct table_cache *c, void *table);
 /* Write all dirty entries (after the dependency), without fsync. */
 int cache_write(struct table_cache *c);
