@@ -59,6 +59,7 @@ static uint8_t *table_of(const struct table_cache *c, uint32_t i)
 struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t table_size,
                               unsigned nb_entries)
 {
+    assert(IS_POWER_OF_2(table_size)); /* lookups mask, they do not divide */
     struct table_cache *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -264,7 +265,7 @@ static int find_victim(struct table_cache *c, uint32_t *out)
 
 static int do_get(struct table_cache *c, uint64_t offset, void **table, bool read)
 {
-    assert(offset != 0 && offset % c->table_size == 0);
+    assert(offset != 0 && (offset & (c->table_size - 1)) == 0);
     uint32_t i = lookup(c, offset);
     if (i == NO_ENTRY) {
         int ret = find_victim(c, &i);

@@ -175,7 +175,7 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
         return ret;
     /* The slice (or absent L2 table) bounds how far one lookup can see. */
     uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
-    uint64_t slice_end = ROUND_DOWN(offset, slice_bytes) + slice_bytes;
+    uint64_t slice_end = align_down_pow2(offset, slice_bytes) + slice_bytes;
     uint64_t end = offset + MIN(want, slice_end - offset);
     if (!slice) {
         *type = SC_UNALLOCATED_PLAIN;
@@ -191,7 +191,7 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
         return ret;
     *type = first;
     *host = first == SC_COMPRESSED ? entry : h;
-    uint64_t cluster_base = ROUND_DOWN(offset, img->cluster_size);
+    uint64_t cluster_base = start_of_cluster(img, offset);
     if (first == SC_COMPRESSED) { /* one compressed cluster at a time */
         *bytes = MIN(cluster_base + img->cluster_size, end) - offset;
         return 0;
@@ -392,7 +392,7 @@ static void meta_guard_range(const struct qcow2_image *img, const struct l2_meta
         *end = e;
     } else {
         *start = start_of_cluster(img, s);
-        *end = ROUND_UP(e, img->cluster_size);
+        *end = align_up_pow2(e, img->cluster_size);
     }
 }
 
@@ -423,7 +423,7 @@ static int wait_guard_slots(struct qcow2_image *img, uint64_t start, uint64_t *b
         uint64_t ms = img->guard_slots[i].start, me = img->guard_slots[i].end;
         if (whole_clusters) {
             ms = start_of_cluster(img, ms);
-            me = ROUND_UP(me, img->cluster_size);
+            me = align_up_pow2(me, img->cluster_size);
         }
         if (!ranges_overlap(s, *e, ms, me))
             continue;
@@ -444,7 +444,7 @@ int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t 
     uint64_t s = whole_clusters ? start_of_cluster(img, start) : start;
     uint64_t e = start + *bytes;
     if (whole_clusters)
-        e = ROUND_UP(e, img->cluster_size);
+        e = align_up_pow2(e, img->cluster_size);
     int ret = wait_guard_slots(img, start, bytes, whole_clusters, s, &e);
     if (ret < 0)
         return ret;
@@ -453,7 +453,7 @@ int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t 
         meta_guard_range(img, m, &ms, &me);
         if (whole_clusters && m->keep_old_clusters) {
             ms = start_of_cluster(img, ms);
-            me = ROUND_UP(me, img->cluster_size);
+            me = align_up_pow2(me, img->cluster_size);
         }
         if (!ranges_overlap(s, e, ms, me))
             continue;
@@ -512,7 +512,8 @@ void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uin
     g->slot = -1;
     g->meta = (struct l2_meta){
         .offset = base,
-        .nb_clusters = (unsigned)DIV_ROUND_UP(offset + n - base, img->cluster_size),
+        .nb_clusters = (unsigned)(align_up_pow2(offset + n - base, img->cluster_size) >>
+                                  img->cluster_bits),
         .keep_old_clusters = true,
         .is_guard = true,
         .guard_gen = img->guard_gen,
@@ -632,7 +633,8 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     if (ret < 0)
         return ret;
     uint64_t in_cluster = offset_into_cluster(img, offset);
-    uint64_t want_clusters = DIV_ROUND_UP(in_cluster + *bytes, img->cluster_size);
+    uint64_t want_clusters =
+        align_up_pow2(in_cluster + *bytes, img->cluster_size) >> img->cluster_bits;
     /* One record covers at most one L2 slice, and a bounded number of clusters. */
     uint64_t max_clusters = MIN(MIN(want_clusters, img->l2_slice_size - idx),
                                 CLUSTER_MAX_META_CLUSTERS);
@@ -748,7 +750,7 @@ static uint64_t linked_bitmap(const struct qcow2_image *img, const struct l2_met
     if (from >= to)
         return old_bitmap;
     unsigned a = (unsigned)(from >> img->subcluster_bits);
-    unsigned b = (unsigned)DIV_ROUND_UP(to, img->subcluster_size);
+    unsigned b = (unsigned)(align_up_pow2(to, img->subcluster_size) >> img->subcluster_bits);
     return (old_bitmap | QCOW2_SC_ALLOC_RANGE(a, b)) & ~QCOW2_SC_ZERO_RANGE(a, b);
 }
 

@@ -550,7 +550,7 @@ static int64_t zero_in_slice(struct qcow2_image *img, uint64_t start, uint64_t e
     if (ret < 0)
         return ret;
     uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
-    uint64_t stop = MIN(end, ROUND_DOWN(start, slice_bytes) + slice_bytes);
+    uint64_t stop = MIN(end, align_down_pow2(start, slice_bytes) + slice_bytes);
     if (!slice)
         return (int64_t)(stop - start); /* no table, no backing: reads zeros already */
     ret = cluster_mark_dirty_for_update(img);
@@ -581,7 +581,8 @@ static int64_t zero_in_slice(struct qcow2_image *img, uint64_t start, uint64_t e
                 break;
             }
             unsigned a = offset_to_sc_index(img, pos);
-            unsigned b = (unsigned)DIV_ROUND_UP(cend - cstart, img->subcluster_size);
+            unsigned b = (unsigned)(align_up_pow2(cend - cstart, img->subcluster_size) >>
+                                    img->subcluster_bits);
             entry = old;
             bitmap = (old_bitmap | QCOW2_SC_ZERO_RANGE(a, b)) & ~QCOW2_SC_ALLOC_RANGE(a, b);
         }
