@@ -60,6 +60,19 @@ static int check_l1_entry(struct qcow2_image *img, uint64_t l1_index, uint64_t l
                              (unsigned long long)l2_offset, (unsigned long long)l1_index);
 }
 
+static uint64_t l1_entry_of(const struct qcow2_image *img, uint64_t l1_index)
+{
+    return l1_index < img->l1_size ? img->l1_table[l1_index] : 0;
+}
+
+/* Host offset of the slice of L2 table `l2_offset` that maps guest `offset`. */
+static uint64_t slice_offset_in(const struct qcow2_image *img, uint64_t l2_offset,
+                                uint64_t offset)
+{
+    uint64_t slice_start = offset_to_l2_index(img, offset) & ~(img->l2_slice_size - 1);
+    return l2_offset + slice_start * img->l2_entry_size;
+}
+
 /* Host offset of the L2 slice that maps guest `offset` (0: no L2 table), allocating the L2
  * table first when `alloc` is set. */
 static int locate_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc,
@@ -67,8 +80,7 @@ static int locate_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc,
 {
     *slice_offset = 0;
     uint64_t l1_index = offset_to_l1_index(img, offset);
-    uint64_t l2_index = offset_to_l2_index(img, offset);
-    uint64_t l1_entry = l1_index < img->l1_size ? img->l1_table[l1_index] : 0;
+    uint64_t l1_entry = l1_entry_of(img, l1_index);
     /* A table we do not own alone (or none: COPIED without an offset is nonsense, treat it
      * as absent) gets a new one before anything is written to it. */
     if (alloc && (!(l1_entry & QCOW2_OFLAG_COPIED) || !(l1_entry & L1E_OFFSET_MASK))) {
@@ -83,8 +95,7 @@ static int locate_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc,
     int ret = check_l1_entry(img, l1_index, l1_entry);
     if (ret < 0)
         return ret;
-    uint64_t slice_start = l2_index & ~(img->l2_slice_size - 1);
-    *slice_offset = l2_offset + slice_start * img->l2_entry_size;
+    *slice_offset = slice_offset_in(img, l2_offset, offset);
     return 0;
 }
 
@@ -124,12 +135,11 @@ static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **
 {
     *slice = NULL;
     uint64_t l1_index = offset_to_l1_index(img, offset);
-    uint64_t l1_entry = l1_index < img->l1_size ? img->l1_table[l1_index] : 0;
+    uint64_t l1_entry = l1_entry_of(img, l1_index);
     uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
     if (!l2_offset)
         return 0;
-    uint64_t slice_start = offset_to_l2_index(img, offset) & ~(img->l2_slice_size - 1);
-    uint64_t at = l2_offset + slice_start * img->l2_entry_size;
+    uint64_t at = slice_offset_in(img, l2_offset, offset);
     if (!(l2_offset & (img->cluster_size - 1)) && (*slice = cache_find(img->l2_cache, at)))
         return 0;
     int ret = check_l1_entry(img, l1_index, l1_entry);
@@ -382,18 +392,20 @@ static bool ranges_overlap(uint64_t a, uint64_t a_end, uint64_t b, uint64_t b_en
 /* The guest range an in-flight record protects: its exact COW-to-COW range when it reuses
  * existing clusters (other parts of those clusters may be written in parallel), else whole
  * clusters. */
+/* Round [*start, *end) out to whole clusters. */
+static void widen_to_clusters(const struct qcow2_image *img, uint64_t *start, uint64_t *end)
+{
+    *start = start_of_cluster(img, *start);
+    *end = align_up_pow2(*end, img->cluster_size);
+}
+
 static void meta_guard_range(const struct qcow2_image *img, const struct l2_meta *m,
                              uint64_t *start, uint64_t *end)
 {
-    uint64_t s = m->offset + m->cow_start.offset;
-    uint64_t e = m->offset + m->cow_end.offset + m->cow_end.nb_bytes;
-    if (m->keep_old_clusters) {
-        *start = s;
-        *end = e;
-    } else {
-        *start = start_of_cluster(img, s);
-        *end = align_up_pow2(e, img->cluster_size);
-    }
+    *start = m->offset + m->cow_start.offset;
+    *end = m->offset + m->cow_end.offset + m->cow_end.nb_bytes;
+    if (!m->keep_old_clusters)
+        widen_to_clusters(img, start, end);
 }
 
 /* Wait (under `lock`, which the wait releases) until the request in slot `i` gives its slot
@@ -421,10 +433,8 @@ static int wait_guard_slots(struct qcow2_image *img, uint64_t start, uint64_t *b
         /* start/end change only under `lock` (we hold it): a slot being given back right now
          * still shows the range of the request that is ending. */
         uint64_t ms = img->guard_slots[i].start, me = img->guard_slots[i].end;
-        if (whole_clusters) {
-            ms = start_of_cluster(img, ms);
-            me = align_up_pow2(me, img->cluster_size);
-        }
+        if (whole_clusters)
+            widen_to_clusters(img, &ms, &me);
         if (!ranges_overlap(s, *e, ms, me))
             continue;
         if (ms > start) {
@@ -441,20 +451,17 @@ static int wait_guard_slots(struct qcow2_image *img, uint64_t start, uint64_t *b
 int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
                               bool whole_clusters)
 {
-    uint64_t s = whole_clusters ? start_of_cluster(img, start) : start;
-    uint64_t e = start + *bytes;
+    uint64_t s = start, e = start + *bytes;
     if (whole_clusters)
-        e = align_up_pow2(e, img->cluster_size);
+        widen_to_clusters(img, &s, &e);
     int ret = wait_guard_slots(img, start, bytes, whole_clusters, s, &e);
     if (ret < 0)
         return ret;
     for (struct l2_meta *m = img->inflight; m; m = m->next_in_flight) {
         uint64_t ms, me;
         meta_guard_range(img, m, &ms, &me);
-        if (whole_clusters && m->keep_old_clusters) {
-            ms = start_of_cluster(img, ms);
-            me = align_up_pow2(me, img->cluster_size);
-        }
+        if (whole_clusters && m->keep_old_clusters)
+            widen_to_clusters(img, &ms, &me);
         if (!ranges_overlap(s, e, ms, me))
             continue;
         if (ms <= start) {
