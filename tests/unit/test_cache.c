@@ -56,6 +56,24 @@ static struct qcow2_image *make_image(const char *name)
     return ret == 0 ? img : NULL;
 }
 
+/* A cache of `entries` test tables over a new image "name"; NULL on failure. */
+static struct table_cache *open_cache(const char *name, unsigned entries,
+                                      struct qcow2_image **img)
+{
+    *img = make_image(name);
+    struct table_cache *c = *img ? cache_new(*img, "test table", TABLE, entries) : NULL;
+    CHECK(!*img || c);
+    if (!c && *img)
+        qcow2_close(*img);
+    return c;
+}
+
+static void close_cache(struct table_cache *c, struct qcow2_image *img)
+{
+    cache_free(c);
+    qcow2_close(img);
+}
+
 /* The byte block k holds on disk now. */
 static int disk_byte(struct qcow2_image *img, unsigned k)
 {
@@ -89,10 +107,10 @@ static void dirty_table(struct table_cache *c, unsigned k, int byte)
 
 static void test_get_reads_on_miss_and_shares_on_hit(void)
 {
-    struct qcow2_image *img = make_image("get.qcow2");
-    if (!img)
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("get.qcow2", 4, &img);
+    if (!c)
         return;
-    struct table_cache *c = cache_new(img, "test table", TABLE, 4);
     void *a, *b;
     CHECK(cache_get(c, block_offset(3), &a) == 0);
     CHECK(((uint8_t *)a)[0] == 4 && ((uint8_t *)a)[TABLE - 1] == 4);
@@ -102,16 +120,15 @@ static void test_get_reads_on_miss_and_shares_on_hit(void)
     cache_put(c, &a);
     CHECK(a == NULL);
     cache_put(c, &b);
-    cache_free(c);
-    qcow2_close(img);
+    close_cache(c, img);
 }
 
 static void test_eviction_takes_least_recently_used(void)
 {
-    struct qcow2_image *img = make_image("lru.qcow2");
-    if (!img)
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("lru.qcow2", 4, &img);
+    if (!c)
         return;
-    struct table_cache *c = cache_new(img, "test table", TABLE, 4);
     for (unsigned k = 0; k < 4; k++)
         CHECK(touch(c, k) == (int)k + 1);
     CHECK(touch(c, 0) == 1); /* 1 is now the oldest */
@@ -119,16 +136,15 @@ static void test_eviction_takes_least_recently_used(void)
     CHECK(!cache_contains(c, block_offset(1)));
     CHECK(cache_contains(c, block_offset(0)) && cache_contains(c, block_offset(2)) &&
           cache_contains(c, block_offset(3)) && cache_contains(c, block_offset(4)));
-    cache_free(c);
-    qcow2_close(img);
+    close_cache(c, img);
 }
 
 static void test_pinned_tables_are_never_evicted(void)
 {
-    struct qcow2_image *img = make_image("pin.qcow2");
-    if (!img)
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("pin.qcow2", 2, &img);
+    if (!c)
         return;
-    struct table_cache *c = cache_new(img, "test table", TABLE, 2);
     void *a, *b, *x = NULL;
     CHECK(cache_get(c, block_offset(0), &a) == 0);
     CHECK(touch(c, 1) == 2);
@@ -144,16 +160,15 @@ static void test_pinned_tables_are_never_evicted(void)
     cache_put(c, &a);
     cache_put(c, &b);
     CHECK(touch(c, 5) == 6);
-    cache_free(c);
-    qcow2_close(img);
+    close_cache(c, img);
 }
 
 static void test_dirty_table_is_written_before_reuse(void)
 {
-    struct qcow2_image *img = make_image("dirty.qcow2");
-    if (!img)
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("dirty.qcow2", 2, &img);
+    if (!c)
         return;
-    struct table_cache *c = cache_new(img, "test table", TABLE, 2);
     dirty_table(c, 7, 0xa5);
     CHECK(cache_is_dirty(c));
     CHECK(disk_byte(img, 7) == 8); /* write-back: not yet on disk */
@@ -163,23 +178,21 @@ static void test_dirty_table_is_written_before_reuse(void)
     CHECK(disk_byte(img, 7) == 0xa5);
     CHECK(!cache_is_dirty(c));
     CHECK(touch(c, 7) == 0xa5); /* read back as written */
-    cache_free(c);
-    qcow2_close(img);
+    close_cache(c, img);
 }
 
 static void test_discarded_dirty_table_is_not_written(void)
 {
-    struct qcow2_image *img = make_image("discard.qcow2");
-    if (!img)
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("discard.qcow2", 2, &img);
+    if (!c)
         return;
-    struct table_cache *c = cache_new(img, "test table", TABLE, 2);
     dirty_table(c, 16, 0x5a); /* block 16 starts a cluster (64 KiB), as discards do */
     cache_discard(c, block_offset(16));
     CHECK(!cache_contains(c, block_offset(16)) && !cache_is_dirty(c));
     CHECK(cache_write(c) == 0);
     CHECK(disk_byte(img, 16) == 17);
-    cache_free(c);
-    qcow2_close(img);
+    close_cache(c, img);
 }
 
 /* cache_peek(): a hit returns the cached table and pins nothing; a miss reads the table; a
@@ -187,11 +200,11 @@ static void test_discarded_dirty_table_is_not_written(void)
  * nobody used. */
 static void test_peek_looks_without_pinning(void)
 {
-    struct qcow2_image *img = make_image("peek.qcow2");
-    if (!img)
-        return;
     enum { N = 16 };
-    struct table_cache *c = cache_new(img, "test table", TABLE, N);
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("peek.qcow2", N, &img);
+    if (!c)
+        return;
     const void *p;
     CHECK(cache_peek(c, block_offset(20), &p) == 0); /* miss: read */
     CHECK(((const uint8_t *)p)[0] == 21 && cache_contains(c, block_offset(20)));
@@ -211,8 +224,7 @@ static void test_peek_looks_without_pinning(void)
         CHECK(cache_peek(c, block_offset(k), &p) == 0 && ((const uint8_t *)p)[0] == k + 1);
     CHECK(!cache_contains(c, block_offset(20)));
     CHECK(touch(c, 0) == 1);
-    cache_free(c);
-    qcow2_close(img);
+    close_cache(c, img);
 }
 
 int main(void)
