@@ -315,13 +315,12 @@ int cache_peek(struct table_cache *c, uint64_t offset, const void **table)
     *table = cache_find(c, offset);
     if (*table)
         return 0;
-    void *t, *pinned;
+    void *t;
     int ret = do_get(c, offset, &t, true);
     if (ret < 0)
         return ret;
-    pinned = t;
-    cache_put(c, &pinned); /* the caller makes no other cache call while it looks */
     *table = t;
+    cache_put(c, &t); /* the caller makes no other cache call while it looks */
     return 0;
 }
 
