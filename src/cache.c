@@ -30,9 +30,14 @@ struct table_cache {
     unsigned nb_buckets; /* power of two */
     uint64_t lru_clock;
     struct table_cache *depends; /* must be flushed before we write */
-    bool depends_on_flush;       /* the image file must be flushed before we write */
+    /* Before any of our tables is written, `sync_file` must be durable up to `sync_point`
+     * (0: nothing to wait for): the guest data that changed L2 entries make readable. */
+    struct qcow2_file *sync_file;
+    uint64_t sync_point;
+    /* Our tables written so far are durable once the image file is synced up to here
+     * (0: none written). */
+    uint64_t written_point;
     unsigned nb_dirty;
-    bool unsynced;           /* tables were written since our last fsync */
     unsigned overlap_ignore; /* structures this cache's tables may overlap (their own kind) */
     bool overlap_checks;
 };
@@ -132,7 +137,10 @@ static void hash_in(struct table_cache *c, uint32_t i, uint64_t offset)
     c->buckets[b] = i;
 }
 
-/* What must reach the disk before any of our tables may be written. */
+/* What must reach the disk before any of our tables may be written. The two needs are
+ * separate facts, each satisfied by its own test: flushing the dependency cache may need no
+ * fsync at all (nothing dirty, or another thread synced it), which says nothing about the
+ * guest data our entries point to. */
 static int write_prerequisites(struct table_cache *c)
 {
     if (c->depends) {
@@ -140,13 +148,13 @@ static int write_prerequisites(struct table_cache *c)
         if (ret < 0)
             return ret;
         c->depends = NULL;
-        c->depends_on_flush = false;
-    } else if (c->depends_on_flush) {
-        int ret = file_flush(c->img->file);
+    }
+    if (c->sync_point) {
+        int ret = file_sync_to(c->sync_file, c->sync_point);
         if (ret < 0)
             return set_error(c->img, ret, "flush before writing %s failed: %s", c->what,
                              strerror(-ret));
-        c->depends_on_flush = false;
+        c->sync_point = 0;
     }
     return 0;
 }
@@ -167,7 +175,7 @@ static int write_entry(struct table_cache *c, uint32_t i)
                          (unsigned long long)e->offset, strerror(-ret));
     e->dirty = false;
     c->nb_dirty--;
-    c->unsynced = true;
+    c->written_point = file_sync_point(c->img->file);
     return 0;
 }
 
@@ -205,13 +213,12 @@ int cache_flush(struct table_cache *c)
     if (ret < 0)
         return ret;
     /* Tables written earlier without an fsync (cache_write) count too: a cache that depends
-     * on us needs them on disk, not just written. */
-    if (!c->unsynced)
+     * on us needs them on disk, not just written. A flush by anyone since then will do. */
+    if (!c->written_point)
         return 0;
-    ret = file_flush(c->img->file);
+    ret = file_sync_to(c->img->file, c->written_point);
     if (ret < 0)
         return set_error(c->img, ret, "flush failed: %s", strerror(-ret));
-    c->unsynced = false;
     return 0;
 }
 
@@ -233,9 +240,12 @@ int cache_set_dependency(struct table_cache *c, struct table_cache *dep)
     return 0;
 }
 
-void cache_depends_on_flush(struct table_cache *c)
+void cache_depends_on_flush(struct table_cache *c, struct qcow2_file *f)
 {
-    c->depends_on_flush = true;
+    /* One file per cache: an L2 cache waits only for the image's data file. */
+    assert(!c->sync_point || c->sync_file == f);
+    c->sync_file = f;
+    c->sync_point = MAX(c->sync_point, file_sync_point(f));
 }
 
 /* Find a slot for a new table: a free one, else the least recently used unpinned one. */

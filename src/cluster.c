@@ -73,17 +73,20 @@ static uint64_t slice_offset_in(const struct qcow2_image *img, uint64_t l2_offse
     return l2_offset + slice_start * img->l2_entry_size;
 }
 
-/* Host offset of the L2 slice that maps guest `offset` (0: no L2 table), allocating the L2
- * table first when `alloc` is set. */
-static int locate_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc,
+/* Host offset of the L2 slice that maps guest `offset` (0: no L2 table), for a caller that
+ * will change entries in it. Two separate decisions: a table we do not own alone (shared with
+ * a snapshot: L1 entry without COPIED) is always copied first, because changing it in place
+ * would change the snapshot; a missing table (or COPIED without an offset, which is nonsense)
+ * is created only for L2_CREATE. */
+static int locate_l2_slice(struct qcow2_image *img, uint64_t offset, enum l2_need need,
                            uint64_t *slice_offset)
 {
     *slice_offset = 0;
     uint64_t l1_index = offset_to_l1_index(img, offset);
     uint64_t l1_entry = l1_entry_of(img, l1_index);
-    /* A table we do not own alone (or none: COPIED without an offset is nonsense, treat it
-     * as absent) gets a new one before anything is written to it. */
-    if (alloc && (!(l1_entry & QCOW2_OFLAG_COPIED) || !(l1_entry & L1E_OFFSET_MASK))) {
+    bool missing = !(l1_entry & L1E_OFFSET_MASK);
+    bool shared = !missing && !(l1_entry & QCOW2_OFLAG_COPIED);
+    if (shared || (missing && need == L2_CREATE)) {
         int ret = cluster_alloc_l2_table(img, l1_index);
         if (ret < 0)
             return ret;
@@ -99,13 +102,13 @@ static int locate_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc,
     return 0;
 }
 
-int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, void **slice,
-                         uint64_t *slice_index)
+int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, enum l2_need need,
+                         void **slice, uint64_t *slice_index)
 {
     *slice = NULL;
     *slice_index = offset_to_l2_slice_index(img, offset);
     uint64_t at;
-    int ret = locate_l2_slice(img, offset, alloc, &at);
+    int ret = locate_l2_slice(img, offset, need, &at);
     return ret < 0 || !at ? ret : cache_get(img->l2_cache, at, slice);
 }
 
@@ -636,7 +639,7 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     uint64_t idx;
     /* The L2 table comes first (as in QEMU, so that both lay out files alike): a cluster
      * whose L1 entry is not COPIED is never written in place, so it will be linked. */
-    int ret = cluster_get_l2_slice(img, offset, true, &slice, &idx);
+    int ret = cluster_get_l2_slice(img, offset, L2_CREATE, &slice, &idx);
     if (ret < 0)
         return ret;
     uint64_t in_cluster = offset_into_cluster(img, offset);
@@ -812,6 +815,12 @@ static void wait_older_guards(struct qcow2_image *img, uint64_t start, uint64_t 
     }
 }
 
+void cluster_publish_l2(struct qcow2_image *img, void *slice)
+{
+    cache_depends_on_flush(img->l2_cache, img->data_file);
+    cache_mark_dirty(img->l2_cache, slice);
+}
+
 int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
 {
     /* The COW regions and the guest data are written: now the entries may point there. */
@@ -823,7 +832,7 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
         return ret;
     void *slice;
     uint64_t idx;
-    ret = cluster_get_l2_slice(img, m->offset, true, &slice, &idx);
+    ret = cluster_get_l2_slice(img, m->offset, L2_CREATE, &slice, &idx);
     if (ret < 0)
         return ret;
     assert(slice && idx + m->nb_clusters <= img->l2_slice_size);
@@ -837,10 +846,10 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
             l2_set_bitmap(img, slice, idx + i,
                           linked_bitmap(img, m, i, l2_get_bitmap(img, slice, idx + i)));
     }
-    /* New data must reach the disk before an L2 entry that points to it. */
-    if (!m->keep_old_clusters)
-        cache_depends_on_flush(img->l2_cache);
-    cache_mark_dirty(img->l2_cache, slice);
+    /* New clusters, a kept cluster whose entry changes (a zero flag cleared, new
+     * subclusters), preallocated clusters: in every case the entries make host bytes
+     * readable that were just written. */
+    cluster_publish_l2(img, slice);
     cache_put(img->l2_cache, &slice);
     if (m->keep_old_clusters)
         return 0;

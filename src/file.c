@@ -307,11 +307,39 @@ uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end)
     return MAX(initial_end, __atomic_load_n(&f->written_end, __ATOMIC_RELAXED));
 }
 
+/* Flushes are numbered when they begin: flush number t covers every write that completed
+ * before t was handed out. `flush_begun` counts the numbers handed out, `flush_done` is the
+ * highest number whose flush succeeded (a failed flush proves nothing, not even for the writes
+ * before it; a later successful one covers them). */
 int file_flush(struct qcow2_file *f)
 {
     if (f->read_only)
         return 0;
-    return f->ops->flush(f->ctx);
+    uint64_t t = __atomic_add_fetch(&f->flush_begun, 1, __ATOMIC_SEQ_CST);
+    int ret = f->ops->flush(f->ctx);
+    if (ret == 0) {
+        uint64_t cur = __atomic_load_n(&f->flush_done, __ATOMIC_SEQ_CST);
+        while (t > cur && !__atomic_compare_exchange_n(&f->flush_done, &cur, t, true,
+                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            ;
+    }
+    return ret;
+}
+
+uint64_t file_sync_point(struct qcow2_file *f)
+{
+    /* A flush numbered above the ones begun so far begins after this call. */
+    return __atomic_load_n(&f->flush_begun, __ATOMIC_SEQ_CST) + 1;
+}
+
+bool file_is_synced(struct qcow2_file *f, uint64_t point)
+{
+    return __atomic_load_n(&f->flush_done, __ATOMIC_SEQ_CST) >= point;
+}
+
+int file_sync_to(struct qcow2_file *f, uint64_t point)
+{
+    return file_is_synced(f, point) ? 0 : file_flush(f);
 }
 
 int64_t file_size(struct qcow2_file *f)

@@ -76,6 +76,8 @@ struct qcow2_file {
     bool read_only;
     uint64_t written_end; /* highest end of any write through this handle (atomic) */
     int64_t known_size;   /* file size as of our last fstat/write/truncate; -1 unknown */
+    uint64_t flush_begun; /* flushes begun (atomic): see file_sync_point() */
+    uint64_t flush_done;  /* highest numbered flush that succeeded (atomic) */
 };
 
 int file_open(const char *path, bool read_only, bool create, struct qcow2_file **out,
@@ -87,6 +89,13 @@ int file_pread(struct qcow2_file *f, void *buf, size_t count, uint64_t offset);
 int file_pwrite(struct qcow2_file *f, const void *buf, size_t count, uint64_t offset);
 int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint64_t offset);
 int file_flush(struct qcow2_file *f);
+/* Durability points. file_sync_point() names "every write to `f` completed so far": those
+ * writes are durable once file_is_synced(f, point), which a successful file_flush() begun
+ * after the call makes true, whichever thread issues it. file_sync_to() flushes only when no
+ * such flush has completed yet. Safe without any lock. */
+uint64_t file_sync_point(struct qcow2_file *f);
+bool file_is_synced(struct qcow2_file *f, uint64_t point);
+int file_sync_to(struct qcow2_file *f, uint64_t point);
 int64_t file_size(struct qcow2_file *f);
 /* The file size without a system call: what file_size() said last, grown by our own writes
  * and truncates (nobody else writes an open image). For validating offsets on hot paths. */
@@ -215,8 +224,9 @@ int cache_write(struct table_cache *c);
 int cache_flush(struct table_cache *c);
 /* Before any entry of `c` is written, all of `dep` must be on disk (flushed). */
 int cache_set_dependency(struct table_cache *c, struct table_cache *dep);
-/* Before any entry of `c` is written, the image file must be flushed. */
-void cache_depends_on_flush(struct table_cache *c);
+/* Before any entry of `c` is written, every write to `f` completed so far must be durable
+ * (flushed, by anyone). */
+void cache_depends_on_flush(struct table_cache *c, struct qcow2_file *f);
 /* Forget the entry at `offset` (its cluster was freed); a dirty entry is dropped. */
 void cache_discard(struct table_cache *c, uint64_t offset);
 size_t cache_table_size(const struct table_cache *c);
@@ -426,6 +436,14 @@ static inline uint64_t size_to_l1(const struct qcow2_image *img, uint64_t size)
     unsigned shift = img->cluster_bits + img->l2_bits;
     return (size + (1ull << shift) - 1) >> shift;
 }
+/* Does the image have a backing file, opened in this session or not (a session may run
+ * without it: no_backing)? What an unallocated cluster reads is decided by this, never by
+ * whether img->backing is open, or the chain would later show backing data where the
+ * session wrote zeros. */
+static inline bool has_backing_file(const struct qcow2_image *img)
+{
+    return img->hdr.backing_file != NULL;
+}
 static inline bool has_data_file(const struct qcow2_image *img)
 {
     return (img->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
@@ -493,10 +511,22 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
 /* Decode a compressed L2 entry into host byte offset and length. */
 void cluster_compressed_range(const struct qcow2_image *img, uint64_t l2_entry,
                               uint64_t *coffset, uint64_t *csize);
-/* Load the L2 slice holding guest `offset`, allocating (COW-ing) the L2 table when `alloc`.
- * With !alloc and no L2 table, *slice is NULL and returns 0. */
-int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, bool alloc, void **slice,
-                         uint64_t *slice_index);
+/* Load the L2 slice holding guest `offset` for changing its entries. A table shared with a
+ * snapshot is always copied first (never changed in place); a missing one is created only
+ * with L2_CREATE, else *slice is NULL and it returns 0. */
+enum l2_need {
+    L2_IF_PRESENT, /* change entries of an existing table (copied first when shared) */
+    L2_CREATE,     /* the same, creating the table when there is none */
+};
+int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, enum l2_need need,
+                         void **slice, uint64_t *slice_index);
+/* THE ORDERING RULE for L2 changes: an L2 change that makes host bytes readable (a new
+ * cluster, a kept cluster whose entry changes, new subclusters, a compressed cluster, a
+ * preallocated cluster) waits for a flush of those bytes. Call this, instead of marking the
+ * slice dirty, for every such change: the slice is not written back before the data file
+ * is durable up to now. (Changes that only hide bytes, zero flags and deallocation, need
+ * no flush and mark the slice dirty directly.) */
+void cluster_publish_l2(struct qcow2_image *img, void *slice);
 /* Give L1 entry `l1_index` a fresh L2 table with refcount 1 (COPIED), copying the old table if
  * there was one (and dropping its reference). Grows the L1 table when needed. */
 int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index);

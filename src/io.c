@@ -472,10 +472,13 @@ int qcow2_flush(struct qcow2_image *img)
         ret = write_caches(img);
         pthread_mutex_unlock(&img->lock);
     }
-    if (ret == 0 && (ret = file_flush(img->file)) < 0)
+    if (ret < 0)
+        return ret; /* some L2 change may not be written: nothing freed becomes reusable */
+    if ((ret = file_flush(img->file)) < 0)
         return set_error(img, ret, "flush failed: %s", strerror(-ret));
     if (img->format == QCOW2_FORMAT_QCOW2) {
-        /* the L2 changes written above are durable: those freed clusters may be reused */
+        /* The L2 changes written above are durable: the clusters they freed may be reused.
+         * Only here, after both steps succeeded. */
         pthread_mutex_lock(&img->lock);
         if (free_gen > img->synced_gen)
             img->synced_gen = free_gen;
@@ -495,8 +498,12 @@ int io_close_writable(struct qcow2_image *img)
         ret = cache_flush(img->l2_cache);
     if (ret == 0)
         ret = cache_flush(img->refcount_cache);
-    if (ret == 0 && img->data_file != img->file && (ret = file_flush(img->data_file)) < 0)
-        set_error(img, ret, "flushing the data file failed: %s", strerror(-ret));
+    /* A close is a flush (as in QEMU): guest data written in place, which no metadata write
+     * waits for, becomes durable too, though the caches had nothing left to sync. */
+    if (ret == 0 && (ret = file_flush(img->data_file)) < 0)
+        set_error(img, ret, "flush failed: %s", strerror(-ret));
+    if (ret == 0 && img->data_file != img->file && (ret = file_flush(img->file)) < 0)
+        set_error(img, ret, "flush failed: %s", strerror(-ret));
     /* Everything is on disk: a lazy-refcounts image is consistent again. */
     if (ret == 0 && img->dirty && img->lazy_refcounts) {
         ret = image_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY);
@@ -545,8 +552,10 @@ static int64_t zero_in_slice(struct qcow2_image *img, uint64_t start, uint64_t e
 {
     void *slice;
     uint64_t idx;
-    bool need_table = mode == ZERO_WRITE || img->backing;
-    int ret = cluster_get_l2_slice(img, start, need_table, &slice, &idx);
+    /* Without a table the range reads zeros only when there is no backing file (opened in
+     * this session or not). A shared table is copied before any change (cluster.c). */
+    enum l2_need need = mode == ZERO_WRITE || has_backing_file(img) ? L2_CREATE : L2_IF_PRESENT;
+    int ret = cluster_get_l2_slice(img, start, need, &slice, &idx);
     if (ret < 0)
         return ret;
     uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
@@ -658,6 +667,30 @@ static int write_zero_buffer(struct qcow2_image *img, uint64_t offset, uint64_t 
     return ret;
 }
 
+/* With data_file_raw the data file is itself a raw image of the disk (host offset == guest
+ * offset): a range that the qcow2 metadata makes read as zeros must read as zeros there
+ * too, written as data where the file cannot zero a range. */
+static int zero_raw_data_file(struct qcow2_image *img, uint64_t offset, uint64_t count)
+{
+    int ret = file_zero(img->data_file, offset, count);
+    if (ret == -ENOTSUP) {
+        size_t chunk = (size_t)MIN(count, 1u << 20);
+        uint8_t *z = calloc(1, chunk);
+        if (!z)
+            return set_error(img, -ENOMEM, "out of memory");
+        for (ret = 0; count > 0 && ret == 0;) {
+            size_t n = (size_t)MIN(count, chunk);
+            ret = file_pwrite(img->data_file, z, n, offset);
+            offset += n;
+            count -= n;
+        }
+        free(z);
+    }
+    return ret < 0 ? set_error(img, ret, "zeroing the raw data file at 0x%llx failed: %s",
+                               (unsigned long long)offset, strerror(-ret))
+                   : 0;
+}
+
 static int zero_raw(struct qcow2_image *img, uint64_t offset, uint64_t count, unsigned flags)
 {
     int ret = file_zero(img->file, offset, count);
@@ -678,16 +711,11 @@ int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count
         return zero_raw(img, offset, count, flags);
     bool fast = (flags & QCOW2_ZERO_FAST) != 0;
     /* Version 2 has no zero flag: only "unallocated without a backing file" reads zeros. */
-    if (img->hdr.version < 3 && img->backing)
+    if (img->hdr.version < 3 && has_backing_file(img))
         return fast ? set_error(img, -ENOTSUP, "zero writes need data on this image")
                     : write_zero_buffer(img, offset, count);
-    if (data_file_is_raw(img)) {
-        ret = file_zero(img->data_file, offset, count);
-        if (ret == -ENOTSUP)
-            ret = 0; /* the data clusters are written with zeros below when unmapped */
-        else if (ret < 0)
-            return set_error(img, ret, "zeroing the data file failed: %s", strerror(-ret));
-    }
+    if (data_file_is_raw(img) && (ret = zero_raw_data_file(img, offset, count)) < 0)
+        return ret;
     uint64_t end = offset + count;
     uint64_t align = img->subcluster_size;
     uint64_t a = MIN(ROUND_UP(offset, align), end);
@@ -728,15 +756,21 @@ int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count)
         ret = file_discard(img->file, offset, count);
         return ret == -ENOTSUP ? 0 : ret;
     }
-    if (img->hdr.version < 3 && img->backing)
-        return set_error(img, -ENOTSUP,
-                         "discard is not supported on version 2 images with a backing file");
+    /* Discard is a hint. On a version 2 image with a backing file (opened or not) a freed
+     * cluster would show the backing file, and there is no zero flag to hide it: do nothing,
+     * successfully, as QEMU does. */
+    if (img->hdr.version < 3 && has_backing_file(img))
+        return 0;
     /* Only whole clusters (and the partial cluster at the image end). */
     uint64_t end = offset + count;
     uint64_t a = ROUND_UP(offset, img->cluster_size);
     uint64_t b = end == img->size ? end : ROUND_DOWN(end, img->cluster_size);
     if (a >= b)
         return 0;
+    /* A raw data file must stay a valid raw image of the disk: what now reads as zeros
+     * reads as zeros there too. */
+    if (data_file_is_raw(img) && (ret = zero_raw_data_file(img, a, b - a)) < 0)
+        return ret;
     uint64_t fb;
     return zero_range(img, a, b, ZERO_DISCARD, true, &fb);
 }
@@ -752,7 +786,7 @@ static int link_compressed(struct qcow2_image *img, uint64_t offset, uint64_t ho
     void *slice = NULL;
     uint64_t idx;
     if (ret == 0)
-        ret = cluster_get_l2_slice(img, offset, true, &slice, &idx);
+        ret = cluster_get_l2_slice(img, offset, L2_CREATE, &slice, &idx);
     if (ret < 0)
         return ret;
     uint64_t nsec = (host + clen - 1) / QCOW2_COMPRESSED_SECTOR_SIZE -
@@ -761,8 +795,7 @@ static int link_compressed(struct qcow2_image *img, uint64_t offset, uint64_t ho
                  host | QCOW2_OFLAG_COMPRESSED | (nsec << img->csize_shift));
     if (img->extended_l2)
         l2_set_bitmap(img, slice, idx, 0);
-    cache_depends_on_flush(img->l2_cache);
-    cache_mark_dirty(img->l2_cache, slice);
+    cluster_publish_l2(img, slice);
     cache_put(img->l2_cache, &slice);
     return 0;
 }
@@ -772,7 +805,7 @@ static int compressed_target_ok(struct qcow2_image *img, uint64_t offset)
 {
     void *slice;
     uint64_t idx;
-    int ret = cluster_get_l2_slice(img, offset, true, &slice, &idx);
+    int ret = cluster_get_l2_slice(img, offset, L2_CREATE, &slice, &idx);
     if (ret < 0)
         return ret;
     uint64_t e = l2_get_entry(img, slice, idx);
@@ -1005,6 +1038,56 @@ static int write_size(struct qcow2_image *img, uint64_t size)
     return ret;
 }
 
+/* What the area [old, size) must be made to read as zeros over: stale bytes past the old end
+ * inside its last cluster, and whatever a longer backing file holds there (as in QEMU). */
+static int grow_zero_end(struct qcow2_image *img, uint64_t old, uint64_t size,
+                         uint64_t *zero_end)
+{
+    *zero_end = MIN(size, ROUND_UP(old, img->cluster_size));
+    if (!has_backing_file(img))
+        return 0;
+    if (!img->backing) /* its length decides what the new area must hide */
+        return set_error(img, -ENOTSUP, "growing the image needs its backing file, which "
+                                        "this session did not open");
+    if (img->backing->size > old)
+        *zero_end = MAX(*zero_end, MIN(size, img->backing->size));
+    return 0;
+}
+
+/* Crash safety: everything that makes the new area read as it must (L1 growth, preallocated
+ * clusters, the zero flags that hide a longer backing file) is durable before the new size,
+ * which alone makes the area reachable. A crash before the size is written leaves the old
+ * size, with at worst leaked clusters. The zero writes run with the new size in memory only;
+ * it goes back to the old one if anything fails. */
+static int grow_qcow2(struct qcow2_image *img, uint64_t old, uint64_t size,
+                      enum qcow2_prealloc prealloc)
+{
+    uint64_t zero_end;
+    int ret = grow_zero_end(img, old, size, &zero_end);
+    if (ret < 0)
+        return ret;
+    pthread_mutex_lock(&img->lock);
+    ret = cluster_ensure_l1_size(img, size_to_l1(img, size));
+    pthread_mutex_unlock(&img->lock);
+    if (ret == 0)
+        ret = io_preallocate(img, ROUND_UP(old, img->cluster_size), size, prealloc);
+    img->size = size;
+    if (ret == 0 && zero_end > old)
+        ret = qcow2_pwrite_zeroes(img, old, zero_end - old, 0);
+    if (ret == 0) {
+        pthread_mutex_lock(&img->lock);
+        ret = write_caches(img);
+        pthread_mutex_unlock(&img->lock);
+    }
+    if (ret == 0 && (ret = file_flush(img->file)) < 0)
+        set_error(img, ret, "flush failed: %s", strerror(-ret));
+    if (ret == 0)
+        ret = write_size(img, size);
+    if (ret < 0)
+        img->size = old;
+    return ret;
+}
+
 static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc prealloc,
                           unsigned flags)
 {
@@ -1024,30 +1107,7 @@ static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_pre
         pthread_mutex_unlock(&img->lock);
         return ret < 0 ? ret : write_size(img, size);
     }
-    pthread_mutex_lock(&img->lock);
-    ret = cluster_ensure_l1_size(img, size_to_l1(img, size));
-    pthread_mutex_unlock(&img->lock);
-    if (ret < 0)
-        return ret;
-    if (ret == 0)
-        ret = io_preallocate(img, ROUND_UP(old, img->cluster_size), size, prealloc);
-    if (ret == 0) { /* new metadata reaches the disk before the size that makes it reachable */
-        pthread_mutex_lock(&img->lock);
-        ret = write_caches(img);
-        pthread_mutex_unlock(&img->lock);
-    }
-    if (ret == 0 && (ret = file_flush(img->file)) < 0)
-        set_error(img, ret, "flush failed: %s", strerror(-ret));
-    if (ret == 0)
-        ret = write_size(img, size);
-    /* The new area reads as zeros: stale bytes past the old end inside its last cluster, and
-     * whatever a longer backing file holds there, must not show through (as in QEMU). */
-    uint64_t zero_end = MIN(size, ROUND_UP(old, img->cluster_size));
-    if (img->backing && img->backing->size > old)
-        zero_end = MAX(zero_end, MIN(size, img->backing->size));
-    if (ret == 0 && zero_end > old)
-        ret = qcow2_pwrite_zeroes(img, old, zero_end - old, 0);
-    return ret;
+    return grow_qcow2(img, old, size, prealloc);
 }
 
 int qcow2_truncate(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc prealloc,
