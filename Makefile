@@ -5,7 +5,8 @@
 #                         ASan/UBSan build in ./build-asan runs the unit tests
 #   make bench            build, then the benchmarks against QEMU (bench/run; see bench/README.md)
 #   make bench-quick      the same on small images, once: a smoke run (timings meaningless)
-#   make demo             build, then show the CLI next to qemu-img on a small backing chain
+#   make demo             install missing packages (as root), build, then show the CLI next to
+#                         qemu-img on a small backing chain
 #   make stress           the long crash-at-every-write and I/O-error tests (bigger workloads)
 #   make fuzz             build the libFuzzer targets (clang) in ./build-fuzz and run each for
 #                         FUZZ_SECONDS (default 60); see tests/fuzz/Makefile
@@ -99,7 +100,9 @@ bench: build
 bench-quick: build
 	BUILD=$(abspath $(BUILD)) bash bench/run --quick $(BENCH_ARGS)
 
-demo: build
+# The README's first command: on a fresh machine it installs what it needs, as check does.
+demo: deps
+	$(MAKE) --no-print-directory build
 	bash tools/demo.sh $(BUILD)
 
 install:
