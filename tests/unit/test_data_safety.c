@@ -6,6 +6,7 @@
  * never zeros where the backing file's data belongs, never another guest offset's data.
  * Defect 10 is checked by reading the image through its backing chain with QEMU. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,15 +132,26 @@ static bool write_pattern(struct qcow2_image *img, int byte, uint64_t offset, ui
     return ret == 0;
 }
 
+/* Run a shell command that prepares the scenario (qemu-img, qemu-io); CHECK that it worked. */
+static bool prepare(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static bool prepare(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    int ret = wl_run_cmd("%s", cmd);
+    CHECK_MSG(ret == 0, "harness: command failed: %s", cmd);
+    return ret == 0;
+}
+
 /* A raw file of `size` bytes whose first `filled` bytes are `byte`. */
 static bool make_raw(const char *path, uint64_t size, int byte, uint64_t filled)
 {
-    int ret = wl_run_cmd("qemu-img create -q -f raw '%s' %llu && "
-                         "qemu-io -f raw -c 'write -P 0x%02x 0 %llu' '%s' >/dev/null",
-                         path, (unsigned long long)size, byte, (unsigned long long)filled,
-                         path);
-    CHECK_MSG(ret == 0, "harness: making %s failed", path);
-    return ret == 0;
+    return prepare("qemu-img create -q -f raw '%s' %llu && "
+                   "qemu-io -f raw -c 'write -P 0x%02x 0 %llu' '%s' >/dev/null",
+                   path, (unsigned long long)size, byte, (unsigned long long)filled, path);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -152,11 +164,9 @@ static void test_zeroed_cluster_write_links_after_its_cow(void)
 {
     char path[4096];
     wl_path(path, sizeof(path), "ds-zero-alloc.qcow2");
-    if (wl_run_cmd("qemu-img create -q -f qcow2 '%s' 1M && qemu-io -c 'write -P 0xaa 0 64k' "
-                   "-c 'write -z 0 64k' '%s' >/dev/null", path, path) != 0) {
-        CHECK_MSG(0, "harness: making %s failed", path);
+    if (!prepare("qemu-img create -q -f qcow2 '%s' 1M && qemu-io -c 'write -P 0xaa 0 64k' "
+                 "-c 'write -z 0 64k' '%s' >/dev/null", path, path))
         return;
-    }
     struct crash_session s;
     if (!open_session(&s, path, NULL))
         return;
@@ -184,12 +194,10 @@ static void test_new_subcluster_write_links_after_its_data(void)
     wl_path(path, sizeof(path), "ds-subcluster.qcow2");
     if (!make_raw(back, 1 * MiB, 0xcc, 1 * MiB))
         return;
-    if (wl_run_cmd("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=65536 "
-                   "-b '%s' -F raw '%s' && qemu-io -c 'write -P 0xcc 0 2k' '%s' >/dev/null",
-                   back, path, path) != 0) {
-        CHECK_MSG(0, "harness: making %s failed", path);
+    if (!prepare("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=65536 "
+                 "-b '%s' -F raw '%s' && qemu-io -c 'write -P 0xcc 0 2k' '%s' >/dev/null",
+                 back, path, path))
         return;
-    }
     struct crash_session s;
     if (!open_session(&s, path, NULL))
         return;
@@ -239,10 +247,8 @@ static void test_l2_update_waits_for_data_when_another_thread_flushed(void)
     wl_path(path, sizeof(path), "ds-depflush.qcow2");
     if (!make_raw(back, 1024 * MiB, 0xcc, 1 * MiB))
         return;
-    if (wl_run_cmd("qemu-img create -q -f qcow2 -b '%s' -F raw '%s'", back, path) != 0) {
-        CHECK_MSG(0, "harness: making %s failed", path);
+    if (!prepare("qemu-img create -q -f qcow2 -b '%s' -F raw '%s'", back, path))
         return;
-    }
     struct crash_session s;
     if (!open_session(&s, path, NULL))
         return;
@@ -293,11 +299,9 @@ static void test_failed_flush_keeps_freed_cluster_unused(void)
 {
     char path[4096];
     wl_path(path, sizeof(path), "ds-flushfail.qcow2");
-    if (wl_run_cmd("qemu-img create -q -f qcow2 '%s' 4M && "
-                   "qemu-io -c 'write -P 0xaa 0 64k' '%s' >/dev/null", path, path) != 0) {
-        CHECK_MSG(0, "harness: making %s failed", path);
+    if (!prepare("qemu-img create -q -f qcow2 '%s' 4M && "
+                 "qemu-io -c 'write -P 0xaa 0 64k' '%s' >/dev/null", path, path))
         return;
-    }
     struct crash_session s;
     if (!open_session(&s, path, NULL))
         return;
@@ -364,10 +368,8 @@ static void test_growth_over_longer_backing_never_shows_it(void)
     wl_path(path, sizeof(path), "ds-grow.qcow2");
     if (!make_raw(back, 2 * MiB, 0x99, 2 * MiB))
         return;
-    if (wl_run_cmd("qemu-img create -q -f qcow2 -b '%s' -F raw '%s' 1M", back, path) != 0) {
-        CHECK_MSG(0, "harness: making %s failed", path);
+    if (!prepare("qemu-img create -q -f qcow2 -b '%s' -F raw '%s' 1M", back, path))
         return;
-    }
     struct crash_session s;
     if (!open_session(&s, path, NULL))
         return;
@@ -397,11 +399,9 @@ static void no_backing_session(const char *label, const char *name,
     snprintf(out, sizeof(out), "%s.converted.raw", path);
     if (!make_raw(back, 2 * MiB, 0x77, 2 * MiB))
         return;
-    if (wl_run_cmd("qemu-img create -q -f qcow2 -o compat=0.10 -b '%s' -F raw '%s' && "
-                   "qemu-io -c 'write -P 0x55 0 128k' '%s' >/dev/null", back, path, path) != 0) {
-        CHECK_MSG(0, "harness: making %s failed", path);
+    if (!prepare("qemu-img create -q -f qcow2 -o compat=0.10 -b '%s' -F raw '%s' && "
+                 "qemu-io -c 'write -P 0x55 0 128k' '%s' >/dev/null", back, path, path))
         return;
-    }
     struct qcow2_open_opts o;
     qcow2_open_opts_init(&o);
     o.no_backing = 1;
