@@ -59,6 +59,7 @@ check_clean() {
 }
 
 # snapshot_image IMG SIZE: SIZE bytes of 0xab from 0, then internal snapshot snap1.
+# shellcheck disable=SC2317 # called through harness
 snapshot_image() {
     rm -f "$1"
     qemu-img create -q -f qcow2 "$1" 4M &&

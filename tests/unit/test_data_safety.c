@@ -4,12 +4,15 @@
  * the logging backend, and then every crash state of the run (testcrash.h) must read, byte by
  * byte, what was there before or what was written: never stale data of a kept host cluster,
  * never zeros where the backing file's data belongs, never another guest offset's data.
- * Defect 10 is checked by reading the image through its backing chain with QEMU. */
+ * Defect 10 is checked by reading the image through its backing chain with QEMU.
+ * The scenario files are tests/tmp/ds-*; they are kept when a test fails, and
+ * DATA_SAFETY_TRACE=1 prints the I/O log of a session with bad crash states. */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testcrash.h"
 #include "testworkload.h"
@@ -475,6 +478,8 @@ int main(void)
     }
     const char *dir = getenv("QCOW2_TEST_TMPDIR");
     wl_set_dir(dir && *dir ? dir : "/tmp");
+    /* A scenario whose paused read never comes would wait for ever: end it as a failure. */
+    alarm(300);
 
     /* The label: the defect's number in the review, then the test's name. */
     char label[160];
@@ -491,6 +496,9 @@ int main(void)
     DEFECT(10, test_no_backing_session_zero_write_hides_backing_data);
     DEFECT(10, test_no_backing_session_discard_keeps_backing_hidden);
 #undef DEFECT
+    /* The scenario files (ds-*) stay for a post-mortem when something failed. */
+    if (!g_failed)
+        wl_run_cmd("rm -f '%s'/ds-*", wl_dir());
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

@@ -69,6 +69,15 @@ static void describe_subset(const struct crash_session *s, size_t from, size_t t
     }
 }
 
+/* The first bad state stays as <state_path>.first-bad for a post-mortem. */
+static void keep_first_bad(const char *state_path)
+{
+    char keep[4200];
+    snprintf(keep, sizeof(keep), "%s.first-bad", state_path);
+    if (rename(state_path, keep) == 0)
+        fprintf(stderr, "  (the first bad state is kept as %s)\n", keep);
+}
+
 unsigned crash_check_states(const struct crash_session *s, size_t end, const char *state_path,
                             crash_verdict_fn verdict, void *opaque, unsigned max_reports,
                             unsigned *nb_states)
@@ -114,6 +123,8 @@ unsigned crash_check_states(const struct crash_session *s, size_t end, const cha
                 fprintf(stderr, "  crash state (events before %zu durable; %s): %s\n", from,
                         kept, why);
             }
+            if (bad == 1)
+                keep_first_bad(state_path);
         }
         if (from == 0 && n == 0) {
             judged++;
@@ -122,6 +133,8 @@ unsigned crash_check_states(const struct crash_session *s, size_t end, const cha
                 !verdict(state_path, opaque, why, sizeof(why))) {
                 if (bad++ < max_reports)
                     fprintf(stderr, "  crash state (nothing written): %s\n", why);
+                if (bad == 1)
+                    keep_first_bad(state_path);
             }
         }
         for (size_t j = from; j < i; j++)

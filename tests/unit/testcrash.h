@@ -37,7 +37,7 @@ typedef bool (*crash_verdict_fn)(const char *state_path, void *opaque, char *why
 /* Rebuild every crash state that the events [0, end) of the log allow (a crash after any
  * event, with any subset of the writes since the last flush before it), save each as
  * `state_path` and judge it. Bad states are reported on stderr (at most `max_reports`, with
- * the events they kept). Returns the number of bad states (a window wider than
+ * the events they kept); the first stays as `state_path`.first-bad. Returns the number of bad states (a window wider than
  * CRASH_MAX_WINDOW counts as one); *nb_states says how many were judged. */
 unsigned crash_check_states(const struct crash_session *s, size_t end, const char *state_path,
                             crash_verdict_fn verdict, void *opaque, unsigned max_reports,
