@@ -292,7 +292,7 @@ test_discard_zeroes_raw_data_file() {
 # points at 0x400, and the refcount table at 0x400 too: it is also the L2 table. Its entries
 # (0x600, as L2 entries: data at 0x600) point at the refcount block at 0x600 (all ones).
 make_table_alias_image() {
-    local f=$1 i
+    local f=$1 i table="" block=""
     head -c 2048 /dev/zero >"$f"
     poke_be32 "$f" 0 0x514649fb  # magic
     poke_be32 "$f" 4 3           # version
@@ -306,9 +306,11 @@ make_table_alias_image() {
     poke_be32 "$f" 100 112       # header_length
     poke_be64 "$f" 0x200 $((OFLAG_COPIED | 0x400))
     for ((i = 0; i < 64; i++)); do
-        poke_be64 "$f" $((0x400 + 8 * i)) 0x600
-        poke_be64 "$f" $((0x600 + 8 * i)) 1
+        table=${table}0000000000000600
+        block=${block}0000000000000001
     done
+    poke_bytes "$f" 0x400 "$table"
+    poke_bytes "$f" 0x600 "$block"
 }
 
 test_refcount_table_aliasing_l2_table_fails_cleanly() {
