@@ -160,8 +160,10 @@ int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_
 int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count,
                         unsigned flags);
 
-/* Deallocate whole clusters inside the range (partial clusters are left alone). Afterwards the
- * range reads as zeros on v3 images; v2 images with a backing file refuse (-ENOTSUP). */
+/* Deallocate whole clusters inside the range (partial clusters are left alone). Discard is a
+ * hint, as in QEMU: afterwards those clusters read as zeros, except on a version 2 image with
+ * a backing file, where freeing them would expose the backing file and nothing is done (the
+ * call still succeeds). With a raw external data file, the range is zeroed there too. */
 int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count);
 
 /* Write `count` bytes compressed. `offset` must be cluster aligned, `count` a multiple of the

@@ -124,24 +124,9 @@ int refcount_init(struct qcow2_image *img)
     for (uint64_t i = 0; i < n; i++)
         table[i] = be64_get(&table[i]);
 
-    /* A writer must not build on a broken table. Readers (and a repairing check) keep it:
-     * a bad entry is then reported when it is used. Entries pointing past the end of the
-     * file are only an error when used (see load_block). */
-    bool strict = !img->read_only && !img->opts.repair;
-    for (uint64_t i = 0; strict && i < n; i++) {
-        const char *what = NULL;
-        if (table[i] & REFT_RESERVED_MASK)
-            what = "has reserved bits set";
-        else if (offset_into_cluster(img, table[i] & REFT_OFFSET_MASK))
-            what = "is not cluster aligned";
-        if (what) {
-            int ret = set_error(img, -EINVAL,
-                                "refcount table entry %llu (0x%llx, refcount table at 0x%llx) %s",
-                                ull(i), ull(table[i]), ull(offset), what);
-            free(table);
-            return ret;
-        }
-    }
+    /* Entries are validated when they are used (load_block), as QEMU does: an image with a
+     * broken entry opens, reads what it can, and is marked corrupt only when a write needs
+     * that entry. */
     img->refcount_table = table;
     img->refcount_table_size = n;
     img->metadata_gen++;

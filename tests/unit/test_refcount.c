@@ -697,24 +697,25 @@ static void test_refcount_of_uncovered_clusters_is_zero(void)
     qcow2_close(img);
 }
 
-static void test_bad_refcount_table_entries_are_refused(void)
+/* A broken entry is found when it is used, not at open (as in QEMU): a writer opens the
+ * image, and the first write that needs the entry fails and marks the image corrupt. */
+static void bad_entry_fails_when_used(const char *path, const char *what)
 {
     char err[QCOW2_ERROR_MAX];
-    CHECK(create_image("bad.qcow2", 4096, 16, "64M") == 0);
-    uint64_t rt = peek_be64("bad.qcow2", HDR_REFCOUNT_TABLE_OFFSET);
-    uint64_t e0 = peek_be64("bad.qcow2", rt);
-    CHECK(rt == 4096 && e0 == 8192);
-
-    /* Unaligned block offset: a writer refuses the image, naming the entry. */
-    CHECK(poke_be64("bad.qcow2", rt, e0 + 0x200) == 0);
-    struct qcow2_image *img = open_image("bad.qcow2", false, err, sizeof(err));
-    CHECK(img == NULL);
-    CHECK_MSG(strstr(err, "refcount table entry 0") && strstr(err, "aligned"), "%s", err);
-    if (img)
-        qcow2_close(img);
-    /* A reader can still open it; using the entry is then an error. */
-    img = open_image("bad.qcow2", true, err, sizeof(err));
-    CHECK_MSG(img != NULL, "%s", err);
+    struct qcow2_image *img = open_image(path, false, err, sizeof(err));
+    CHECK_MSG(img != NULL, "%s: %s", what, err);
+    if (!img)
+        return;
+    uint8_t buf[4096] = {0x5a};
+    CHECK_MSG(qcow2_pwrite(img, buf, sizeof(buf), 0, 0) == -EIO, "%s", what);
+    CHECK_MSG(strstr(qcow2_error(img), "refcount block offset") &&
+                  strstr(qcow2_error(img), "corrupt"),
+              "%s: %s", what, qcow2_error(img));
+    qcow2_close(img);
+    CHECK_MSG(peek_be64(path, HDR_INCOMPATIBLE_FEATURES) & QCOW2_INCOMPAT_CORRUPT, "%s", what);
+    /* A reader still opens it; using the entry is then an error. */
+    img = open_image(path, true, err, sizeof(err));
+    CHECK_MSG(img != NULL, "%s: %s", what, err);
     if (img) {
         uint64_t rc;
         pthread_mutex_lock(&img->lock);
@@ -722,15 +723,25 @@ static void test_bad_refcount_table_entries_are_refused(void)
         pthread_mutex_unlock(&img->lock);
         qcow2_close(img);
     }
+}
 
-    /* Reserved bits. */
+static void test_bad_refcount_table_entries_fail_when_used(void)
+{
+    char err[QCOW2_ERROR_MAX];
+    CHECK(create_image("bad.qcow2", 4096, 16, "64M") == 0);
+    uint64_t rt = peek_be64("bad.qcow2", HDR_REFCOUNT_TABLE_OFFSET);
+    uint64_t e0 = peek_be64("bad.qcow2", rt);
+    CHECK(rt == 4096 && e0 == 8192);
+
+    CHECK(poke_be64("bad.qcow2", rt, e0 + 0x200) == 0);
+    bad_entry_fails_when_used("bad.qcow2", "unaligned block offset");
+
+    CHECK(create_image("bad.qcow2", 4096, 16, "64M") == 0);
     CHECK(poke_be64("bad.qcow2", rt, e0 | 1) == 0);
-    img = open_image("bad.qcow2", false, err, sizeof(err));
-    CHECK(img == NULL);
-    CHECK_MSG(strstr(err, "refcount table entry 0") && strstr(err, "reserved"), "%s", err);
-    if (img)
-        qcow2_close(img);
+    bad_entry_fails_when_used("bad.qcow2", "reserved bits");
 
+    CHECK(create_image("bad.qcow2", 4096, 16, "64M") == 0);
+    struct qcow2_image *img;
     /* A block past the end of the file: fine until it is used. */
     CHECK(poke_be64("bad.qcow2", rt, e0) == 0);
     CHECK(poke_be64("bad.qcow2", rt + 8, 1ull << 30) == 0);
@@ -886,7 +897,7 @@ int main(void)
         RUN("refcount_of_uncovered_clusters_is_zero",
             test_refcount_of_uncovered_clusters_is_zero());
         RUN("bad_refcount_table_entries_are_refused",
-            test_bad_refcount_table_entries_are_refused());
+            test_bad_refcount_table_entries_fail_when_used());
         static const unsigned growth_cases[][2] = {{64, 4}, {16, 3}, {1, 2}};
         for (size_t i = 0; i < 3; i++) {
             snprintf(label, sizeof(label),
