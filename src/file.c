@@ -127,8 +127,11 @@ static int posix_zero(void *ctx, uint64_t offset, uint64_t count)
         return 0;
     if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
         return -errno;
+    /* As QEMU's file driver: punch, then allocate again, so that the range is stored (a
+     * hole would change what block status and allocated-size heuristics see). */
     if (fallocate(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-                  (off_t)count) == 0)
+                  (off_t)count) == 0 &&
+        fallocate(pf->fd, 0, (off_t)offset, (off_t)count) == 0)
         return 0;
     return (errno == EOPNOTSUPP || errno == ENOSYS) ? -ENOTSUP : -errno;
 #else
@@ -279,26 +282,30 @@ int file_pwrite(struct qcow2_file *f, const void *buf, size_t count, uint64_t of
     return file_pwritev(f, &iov, 1, offset);
 }
 
+/* The file reaches at least `end` now (a write or an allocation there). */
+static void grow_known_size(struct qcow2_file *f, uint64_t end)
+{
+    int64_t known = __atomic_load_n(&f->known_size, __ATOMIC_RELAXED);
+    while (known >= 0 && (int64_t)end > known &&
+           !__atomic_compare_exchange_n(&f->known_size, &known, (int64_t)end, true,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
 int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint64_t offset)
 {
     if (f->read_only)
         return -EROFS;
     int ret = f->ops->pwritev(f->ctx, iov, iovcnt, offset);
     /* Even a failed write may have landed in part: from now on the range is not known zero. */
-    {
-        uint64_t end = offset;
-        for (int i = 0; i < iovcnt; i++)
-            end += iov[i].iov_len;
-        uint64_t cur = __atomic_load_n(&f->written_end, __ATOMIC_RELAXED);
-        while (end > cur && !__atomic_compare_exchange_n(&f->written_end, &cur, end, true,
-                                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-            ;
-        int64_t known = __atomic_load_n(&f->known_size, __ATOMIC_RELAXED);
-        while (known >= 0 && (int64_t)end > known &&
-               !__atomic_compare_exchange_n(&f->known_size, &known, (int64_t)end, true,
-                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-            ;
-    }
+    uint64_t end = offset;
+    for (int i = 0; i < iovcnt; i++)
+        end += iov[i].iov_len;
+    uint64_t cur = __atomic_load_n(&f->written_end, __ATOMIC_RELAXED);
+    while (end > cur && !__atomic_compare_exchange_n(&f->written_end, &cur, end, true,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    grow_known_size(f, end);
     return ret;
 }
 
@@ -369,7 +376,10 @@ int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count)
 {
     if (f->read_only)
         return -EROFS;
-    return f->ops->zero ? f->ops->zero(f->ctx, offset, count) : -ENOTSUP;
+    int ret = f->ops->zero ? f->ops->zero(f->ctx, offset, count) : -ENOTSUP;
+    if (ret == 0) /* zeroing past the end extends the file (reading zeros, still) */
+        grow_known_size(f, offset + count);
+    return ret;
 }
 
 int file_discard(struct qcow2_file *f, uint64_t offset, uint64_t count)

@@ -58,7 +58,9 @@ struct qcow2_file_ops {
     int (*flush)(void *ctx);
     int64_t (*size)(void *ctx);
     int (*truncate)(void *ctx, uint64_t size);
-    /* Make the range read as zeros without writing data (fallocate); -ENOTSUP if it cannot. */
+    /* Make the range read as zeros without writing data (fallocate), leaving it allocated
+     * (stored, not a hole) and extending the file when it ends past it; -ENOTSUP if it
+     * cannot. */
     int (*zero)(void *ctx, uint64_t offset, uint64_t count);
     /* Release the range's storage (punch a hole); contents afterwards are zeros. May fail. */
     int (*discard)(void *ctx, uint64_t offset, uint64_t count);

@@ -302,20 +302,25 @@ static int read_cow_region(struct qcow2_image *img, const struct l2_meta *m,
     return 0;
 }
 
-/* A zero COW region needs no data write: skipped when the new cluster is known to be zero,
- * else zeroed with fallocate. Returns 1 when it still has to be written as data. */
-static int zero_cow_region(struct qcow2_image *img, const struct l2_meta *m,
-                           const struct cow_region *r)
+/* When every COW region of `m` reads as zeros, zero its whole COW-to-COW span in the host
+ * file at once (fallocate) instead of writing zeros, as QEMU does (handle_alloc_space): the
+ * span is then stored like QEMU's, which matters to the block status heuristics that read the
+ * host file (metadata preallocation detection, holes inside data clusters). Returns 1 when
+ * done (only the guest data is left to write), 0 when the regions must be written. */
+static int zero_cow_span(struct qcow2_image *img, const struct l2_meta *m, bool head_zero,
+                         bool tail_zero)
 {
-    if (m->dest_zero)
+    if ((!m->cow_start.nb_bytes && !m->cow_end.nb_bytes) || !head_zero || !tail_zero)
         return 0;
-    int ret = file_zero(img->data_file, m->alloc_offset + r->offset, r->nb_bytes);
+    uint64_t at = m->alloc_offset + m->cow_start.offset;
+    uint64_t span = m->cow_end.offset + m->cow_end.nb_bytes - m->cow_start.offset;
+    int ret = file_zero(img->data_file, at, span);
     if (ret == -ENOTSUP)
-        return 1;
+        return 0;
     if (ret < 0)
         return set_error(img, ret, "zeroing host range at 0x%llx failed: %s",
-                         (unsigned long long)(m->alloc_offset + r->offset), strerror(-ret));
-    return 0;
+                         (unsigned long long)at, strerror(-ret));
+    return 1;
 }
 
 /* Write the COW regions and the guest data of `m`: one vectored write where they are
@@ -330,30 +335,26 @@ static int write_meta_data(struct qcow2_image *img, struct l2_meta *m, const uin
     int ret = read_cow_region(img, m, &m->cow_start, &head, &head_zero);
     if (ret == 0)
         ret = read_cow_region(img, m, &m->cow_end, &tail, &tail_zero);
+    if (ret == 0)
+        ret = zero_cow_span(img, m, head_zero, tail_zero);
     if (ret < 0)
         goto out;
+    bool cow_done = ret == 1;
 
+    /* Otherwise the regions are written as data, zeros too, as QEMU does: skipping a zero
+     * region of a cluster never written before would read the same, but leave a hole (and a
+     * shorter file) that QEMU's images do not have. */
     struct iovec iov[3];
     int cnt = 0;
     uint64_t at = m->alloc_offset + m->cow_start.offset;
-    if (m->cow_start.nb_bytes) {
-        ret = head_zero ? zero_cow_region(img, m, &m->cow_start) : 1;
-        if (ret < 0)
-            goto out;
-        if (ret == 1)
-            iov[cnt++] = (struct iovec){head, m->cow_start.nb_bytes};
-        else
-            at += m->cow_start.nb_bytes;
-    }
+    if (cow_done)
+        at += m->cow_start.nb_bytes;
+    else if (m->cow_start.nb_bytes)
+        iov[cnt++] = (struct iovec){head, m->cow_start.nb_bytes};
     if (len)
         iov[cnt++] = (struct iovec){(void *)data, len};
-    if (m->cow_end.nb_bytes) {
-        ret = tail_zero ? zero_cow_region(img, m, &m->cow_end) : 1;
-        if (ret < 0)
-            goto out;
-        if (ret == 1)
-            iov[cnt++] = (struct iovec){tail, m->cow_end.nb_bytes};
-    }
+    if (!cow_done && m->cow_end.nb_bytes)
+        iov[cnt++] = (struct iovec){tail, m->cow_end.nb_bytes};
     ret = 0;
     if (cnt) {
         ret = file_pwritev(img->data_file, iov, cnt, at);
@@ -525,11 +526,18 @@ enum zero_mode { ZERO_WRITE, ZERO_DISCARD, ZERO_FULL_DISCARD };
 /* New L2 entry and bitmap for a whole cluster being zeroed or discarded. Sets *free_old when
  * the old host cluster loses its reference. */
 static void zeroed_cluster_entry(const struct qcow2_image *img, enum zero_mode mode,
-                                 bool may_unmap, uint64_t old, uint64_t *entry,
-                                 uint64_t *bitmap, bool *free_old)
+                                 bool may_unmap, uint64_t old, uint64_t old_bitmap,
+                                 uint64_t *entry, uint64_t *bitmap, bool *free_old)
 {
     bool compressed = (old & QCOW2_OFLAG_COMPRESSED) != 0;
     bool has_host = compressed || (old & L2E_OFFSET_MASK) != 0;
+    *entry = old;
+    *bitmap = old_bitmap;
+    *free_old = false;
+    /* A discard (as QEMU's) leaves a cluster alone that holds nothing and has no backing file
+     * to hide: it reads zeros already. */
+    if (mode == ZERO_DISCARD && !has_host && !has_backing_file(img))
+        return;
     bool unmap = mode != ZERO_WRITE || compressed || (may_unmap && has_host);
     if (has_data_file(img))
         unmap = false; /* host == guest: the mapping stays, there is nothing to free */
@@ -579,7 +587,8 @@ static int64_t zero_in_slice(struct qcow2_image *img, uint64_t start, uint64_t e
         bool whole = pos == cstart && (cend == cstart + img->cluster_size || cend == img->size);
         if (whole) {
             bool free_old;
-            zeroed_cluster_entry(img, mode, may_unmap, old, &entry, &bitmap, &free_old);
+            zeroed_cluster_entry(img, mode, may_unmap, old, old_bitmap, &entry, &bitmap,
+                                 &free_old);
             if (free_old)
                 to_free[nfree++] = old;
         } else {
@@ -691,6 +700,49 @@ static int zero_raw_data_file(struct qcow2_image *img, uint64_t offset, uint64_t
                    : 0;
 }
 
+/* Does guest [offset, offset + count) read as zeros through the whole chain? (QEMU's is_zero:
+ * block status, not the data.) */
+static int reads_as_zero(struct qcow2_image *img, uint64_t offset, uint64_t count, bool *zero)
+{
+    *zero = true;
+    count = offset < img->size ? MIN(count, img->size - offset) : 0;
+    while (count > 0 && *zero) {
+        struct qcow2_extent ext;
+        int ret = block_status(img, 0, offset, count, &ext);
+        if (ret < 0)
+            return ret;
+        *zero = (ext.flags & QCOW2_BS_ZERO) != 0;
+        offset += ext.length;
+        count -= ext.length;
+    }
+    return 0;
+}
+
+/* QEMU's rule for a zero write [s, e) that covers part of one subcluster: when that
+ * subcluster holds no data of this image (unallocated or already zero) and the rest of it
+ * reads as zeros through the whole chain, the whole subcluster is zeroed in metadata; else the
+ * part is written as zeros (data). Sets *whole for the first case. */
+static int partial_zero_is_whole(struct qcow2_image *img, uint64_t s, uint64_t e, bool *whole)
+{
+    uint64_t sc_start = align_down_pow2(s, img->subcluster_size);
+    uint64_t sc_end = MIN(sc_start + img->subcluster_size, img->size);
+    uint64_t n = img->subcluster_size, host;
+    enum subcluster_type type;
+    *whole = false;
+    pthread_mutex_lock(&img->lock);
+    int ret = cluster_get_host_offset(img, sc_start, &n, &host, &type);
+    pthread_mutex_unlock(&img->lock);
+    if (ret < 0 || (type != SC_UNALLOCATED_PLAIN && type != SC_UNALLOCATED_ALLOC &&
+                    type != SC_ZERO_PLAIN && type != SC_ZERO_ALLOC))
+        return ret;
+    bool before, after = true;
+    ret = reads_as_zero(img, sc_start, s - sc_start, &before);
+    if (ret == 0 && before)
+        ret = reads_as_zero(img, e, sc_end - e, &after);
+    *whole = ret == 0 && before && after;
+    return ret;
+}
+
 static int zero_raw(struct qcow2_image *img, uint64_t offset, uint64_t count, unsigned flags)
 {
     int ret = file_zero(img->file, offset, count);
@@ -720,9 +772,21 @@ int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count
     uint64_t align = img->subcluster_size;
     uint64_t a = MIN(ROUND_UP(offset, align), end);
     uint64_t b = end == img->size ? end : MAX(ROUND_DOWN(end, align), a);
-    if ((a > offset || b < end) && fast)
+    /* The partial subclusters at either end: zeroed whole in metadata where QEMU does so,
+     * else written as data. */
+    bool head_whole = false, tail_whole = false;
+    if (a > offset && (ret = partial_zero_is_whole(img, offset, a, &head_whole)) < 0)
+        return ret;
+    if (b < end && (ret = partial_zero_is_whole(img, b, end, &tail_whole)) < 0)
+        return ret;
+    if (((a > offset && !head_whole) || (b < end && !tail_whole)) && fast)
         return set_error(img, -ENOTSUP, "unaligned zero write needs data");
-    if (a > offset && (ret = write_zero_buffer(img, offset, a - offset)) < 0)
+    /* (A request inside one subcluster is all head: a == b == end.) */
+    if (tail_whole || (head_whole && b == end))
+        b = end = MIN(align_up_pow2(end, align), img->size);
+    if (head_whole)
+        a = align_down_pow2(offset, align);
+    else if (a > offset && (ret = write_zero_buffer(img, offset, a - offset)) < 0)
         return ret;
     enum zero_mode mode = img->hdr.version < 3 ? ZERO_FULL_DISCARD : ZERO_WRITE;
     while (a < b) {
