@@ -217,8 +217,12 @@ int cache_flush(struct table_cache *c);
 int cache_set_dependency(struct table_cache *c, struct table_cache *dep);
 /* Before any entry of `c` is written, the image file must be flushed. */
 void cache_depends_on_flush(struct table_cache *c);
-/* Forget the entry at `offset` (its cluster was freed); a dirty entry is dropped. */
-void cache_discard(struct table_cache *c, uint64_t offset);
+/* Forget the tables of the cluster at `offset` (it was freed); dirty ones are dropped. A
+ * pinned table is kept for its holder, and the image is marked corrupt (-EIO): only lying
+ * refcounts free a table in use. */
+int cache_discard(struct table_cache *c, uint64_t offset);
+/* Is a table of the cluster at `offset` pinned (between cache_get and cache_put)? */
+bool cache_pinned(const struct table_cache *c, uint64_t offset);
 size_t cache_table_size(const struct table_cache *c);
 bool cache_contains(const struct table_cache *c, uint64_t offset);
 bool cache_is_dirty(const struct table_cache *c);
