@@ -239,7 +239,12 @@ struct qcow2_info {
     int dirty;
     int encrypted;
     unsigned nb_snapshots;
-    int nb_bitmaps;
+    int nb_bitmaps;                  /* from the bitmaps extension, or 0 */
+    /* The bitmaps extension is there but not vouched for (autoclear bit clear, or a v2
+     * image): a program without bitmap support wrote the image, the bitmaps are stale and
+     * QEMU ignores them. A writable open by this library does that too: it does not update
+     * bitmaps. */
+    int bitmaps_inconsistent;
     const char *backing_file;        /* as stored in the image, or NULL */
     const char *backing_fmt;         /* as stored, or NULL */
     const char *full_backing_filename; /* resolved path of the backing file, or NULL */

@@ -361,21 +361,44 @@ void cache_mark_dirty(struct table_cache *c, void *table)
     }
 }
 
-void cache_discard(struct table_cache *c, uint64_t offset)
+/* Every table of the cluster at `offset`: a refcount block is one cluster, an L2 table
+ * several slices. */
+#define for_each_table_of_cluster(c, o, offset)                                                \
+    for (uint64_t o = (offset); o < (offset) + MAX((c)->img->cluster_size, (c)->table_size);   \
+         o += (c)->table_size)
+
+bool cache_pinned(const struct table_cache *c, uint64_t offset)
 {
-    /* Every table of the freed range: a refcount block is one cluster, an L2 table several
-     * slices. */
-    uint64_t cluster = c->img->cluster_size;
-    for (uint64_t o = offset; o < offset + MAX(cluster, c->table_size); o += c->table_size) {
+    for_each_table_of_cluster(c, o, offset) {
+        uint32_t i = lookup(c, o);
+        if (i != NO_ENTRY && c->entries[i].ref > 0)
+            return true;
+    }
+    return false;
+}
+
+int cache_discard(struct table_cache *c, uint64_t offset)
+{
+    int ret = 0;
+    for_each_table_of_cluster(c, o, offset) {
         uint32_t i = lookup(c, o);
         if (i == NO_ENTRY)
             continue;
-        assert(c->entries[i].ref == 0);
+        /* Someone holds this table while its cluster is freed: on a valid image the
+         * refcounts never free a table in use, so they lie (a hostile image can make one
+         * cluster two tables at once). Leave the entry to its holder. */
+        if (c->entries[i].ref > 0) {
+            ret = signal_corruption(c->img, "host cluster 0x%llx was freed while it is in use "
+                                            "as %s",
+                                    (unsigned long long)o, c->what);
+            continue;
+        }
         if (c->entries[i].dirty)
             c->nb_dirty--;
         c->entries[i].dirty = false;
         unhash(c, i);
     }
+    return ret;
 }
 
 bool cache_contains(const struct table_cache *c, uint64_t offset)

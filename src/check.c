@@ -760,8 +760,9 @@ static int count_bitmap_table(struct check *ck, struct qcow2_check_result *res,
 }
 
 /* The bitmap directory, every bitmap table and every bitmap data cluster. Bitmaps count only
- * while the autoclear bit says they are consistent (otherwise they are dropped on the next
- * writable open). A directory that cannot be parsed is a corruption that stops the check. */
+ * while the autoclear bit says they are consistent (otherwise nobody uses their clusters: they
+ * are leaks, as for QEMU). A directory that cannot be parsed is a corruption that stops the
+ * check. */
 static int count_bitmaps(struct check *ck, struct qcow2_check_result *res)
 {
     struct qcow2_image *img = ck->img;

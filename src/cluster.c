@@ -667,6 +667,13 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
                 break;
             n++;
         }
+        /* The clusters are written in place: a hostile L2 entry must not aim guest data at
+         * metadata (QEMU refuses too). An external data file holds no metadata. */
+        if (!has_data_file(img)) {
+            ret = overlap_check(img, host0, n << img->cluster_bits, 0);
+            if (ret < 0)
+                goto out;
+        }
     } else {
         while (n < max_clusters &&
                needs_new_cluster(img, slice ? l2_get_entry(img, slice, idx + n) : 0))

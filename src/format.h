@@ -56,13 +56,13 @@
 #define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
 #define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
 #define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
-#define QCOW2_INCOMPAT_MASK 0x1full
 /* Compatible feature bits. */
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
 /* Autoclear feature bits. */
 #define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
 #define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
-#define QCOW2_AUTOCLEAR_MASK 0x3ull
+/* Which of these bits we read and which our writes keep true: the feature table in
+ * header.c (header_feature_mask). */
 
 /* Feature name table entry types. */
 #define QCOW2_FEAT_TYPE_INCOMPATIBLE 0

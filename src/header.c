@@ -7,18 +7,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The feature name table QEMU writes, and the names we print for known bits. */
-static const struct qcow2_feature_name known_features[] = {
-    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 0, "dirty bit"},
-    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 1, "corrupt bit"},
-    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 2, "external data file"},
-    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 3, "compression type"},
-    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 4, "extended L2 entries"},
-    {QCOW2_FEAT_TYPE_COMPATIBLE, 0, "lazy refcounts"},
-    {QCOW2_FEAT_TYPE_AUTOCLEAR, 0, "bitmaps"},
-    {QCOW2_FEAT_TYPE_AUTOCLEAR, 1, "raw external data"},
+/* Every feature bit we know, in the order of the feature name table QEMU writes (which is
+ * also ours). Two separate facts per bit: `parsed`, we read images that have it set, and
+ * `maintained`, our writes keep what it promises true. */
+static const struct qcow2_feature features[] = {
+    /* Set while lazy refcounts are stale; repaired on a writable open, cleared on close. */
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 0, "dirty bit", true, true},
+    /* Set when we find corruption; writable opens are refused until a repair clears it. */
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 1, "corrupt bit", true, true},
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 2, "external data file", true, true},
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 3, "compression type", true, true},
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, 4, "extended L2 entries", true, true},
+    {QCOW2_FEAT_TYPE_COMPATIBLE, 0, "lazy refcounts", true, true},
+    /* The extension is parsed (count, directory) but our writes do not update the bitmaps:
+     * a writable open must declare them inconsistent. */
+    {QCOW2_FEAT_TYPE_AUTOCLEAR, 0, "bitmaps", true, false},
+    /* Our writes, zero writes and discards keep the data file a valid raw image. */
+    {QCOW2_FEAT_TYPE_AUTOCLEAR, 1, "raw external data", true, true},
 };
-#define NB_KNOWN_FEATURES (sizeof(known_features) / sizeof(known_features[0]))
+#define NB_FEATURES (sizeof(features) / sizeof(features[0]))
+
+const struct qcow2_feature *header_feature(int type, int bit)
+{
+    for (size_t i = 0; i < NB_FEATURES; i++)
+        if (features[i].type == type && features[i].bit == bit)
+            return &features[i];
+    return NULL;
+}
+
+uint64_t header_feature_mask(int type, bool maintained)
+{
+    uint64_t mask = 0;
+    for (size_t i = 0; i < NB_FEATURES; i++)
+        if (features[i].type == type && features[i].parsed &&
+            (features[i].maintained || !maintained))
+            mask |= 1ull << features[i].bit;
+    return mask;
+}
 
 int header_parse_fixed(const uint8_t *buf, size_t len, struct qcow2_header *h, char *err,
                        size_t errlen)
@@ -216,20 +241,22 @@ const char *header_feature_name(const struct qcow2_header *h, int type, int bit)
     for (unsigned i = 0; i < h->nb_features; i++)
         if (h->features[i].type == type && h->features[i].bit == bit && h->features[i].name[0])
             return h->features[i].name;
-    for (size_t i = 0; i < NB_KNOWN_FEATURES; i++)
-        if (known_features[i].type == type && known_features[i].bit == bit)
-            return known_features[i].name;
-    return NULL;
+    const struct qcow2_feature *f = header_feature(type, bit);
+    return f ? f->name : NULL;
 }
 
 int header_set_default_feature_table(struct qcow2_header *h)
 {
     free(h->features);
-    h->features = malloc(sizeof(known_features));
+    h->features = calloc(NB_FEATURES, sizeof(*h->features));
     if (!h->features)
         return -ENOMEM;
-    memcpy(h->features, known_features, sizeof(known_features));
-    h->nb_features = NB_KNOWN_FEATURES;
+    for (size_t i = 0; i < NB_FEATURES; i++) {
+        h->features[i].type = features[i].type;
+        h->features[i].bit = features[i].bit;
+        snprintf(h->features[i].name, sizeof(h->features[i].name), "%s", features[i].name);
+    }
+    h->nb_features = NB_FEATURES;
     return 0;
 }
 

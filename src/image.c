@@ -258,7 +258,8 @@ static void image_free(struct qcow2_image *img)
 static int check_features(struct qcow2_image *img, char *err, size_t errlen)
 {
     struct qcow2_header *h = &img->hdr;
-    uint64_t unknown = h->incompatible_features & ~QCOW2_INCOMPAT_MASK;
+    uint64_t unknown =
+        h->incompatible_features & ~header_feature_mask(QCOW2_FEAT_TYPE_INCOMPATIBLE, false);
     if (unknown) {
         int bit = __builtin_ctzll(unknown);
         const char *name = header_feature_name(h, QCOW2_FEAT_TYPE_INCOMPATIBLE, bit);
@@ -268,6 +269,17 @@ static int check_features(struct qcow2_image *img, char *err, size_t errlen)
                                 img->filename, name, bit);
         return format_error(err, errlen, -ENOTSUP,
                             "%s: unsupported feature: incompatible bit %d", img->filename, bit);
+    }
+    /* One we read but whose promise our writes would break: reading is all we can do. */
+    uint64_t unmaintained =
+        h->incompatible_features & ~header_feature_mask(QCOW2_FEAT_TYPE_INCOMPATIBLE, true);
+    if (unmaintained && !img->read_only) {
+        int bit = __builtin_ctzll(unmaintained);
+        return format_error(err, errlen, -ENOTSUP,
+                            "%s: feature '%s' (incompatible bit %d) is supported read-only; "
+                            "open the image read-only",
+                            img->filename,
+                            header_feature_name(h, QCOW2_FEAT_TYPE_INCOMPATIBLE, bit), bit);
     }
     if (h->crypt_method != QCOW2_CRYPT_NONE)
         return format_error(err, errlen, -ENOTSUP,
@@ -549,32 +561,44 @@ static int open_qcow2(struct qcow2_image *img, const uint8_t *probe, size_t prob
     return 0;
 }
 
-/* Writable opens clean up what the header says must not survive a writer. */
+/* Autoclear bits promise something about data our writes change (bitmaps that record every
+ * write, a data file that is a valid raw image): before the first write, clear each one we
+ * do not maintain, unknown ones included, as the spec provides for a program that does not
+ * know them. The extensions they vouch for stay on disk as they are: another program then
+ * finds them and knows not to trust them (QEMU: "a program lacking bitmap support modified
+ * this file"). One synced 8-byte write; v2 images have no autoclear bits. */
+static int clear_unmaintained_autoclear(struct qcow2_image *img)
+{
+    struct qcow2_header *h = &img->hdr;
+    uint64_t keep = h->autoclear_features & header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, true);
+    if (keep == h->autoclear_features)
+        return 0;
+    uint8_t b[8];
+    be64_put(b, keep);
+    int ret = image_write_header_field(img, HDR_AUTOCLEAR_FEATURES, b, sizeof(b));
+    if (ret == 0)
+        h->autoclear_features = keep;
+    return ret;
+}
+
+/* Writable opens clean up what the header says must not survive a writer, before anything
+ * else is written (the repair of a dirty image too). An open for repair keeps the autoclear
+ * bits: qcow2_check's repairs leave guest data as it is, so what the bits vouch for stays
+ * true (and the check counts the bitmaps' clusters as used, as QEMU's does); guest writes
+ * through such a handle are refused while it keeps one we do not maintain (io.c). */
 static int prepare_for_writing(struct qcow2_image *img, char *err, size_t errlen)
 {
     if (img->read_only || img->format != QCOW2_FORMAT_QCOW2)
         return 0;
-    int ret = 0;
+    int ret = img->opts.repair ? 0 : clear_unmaintained_autoclear(img);
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s", img->err);
     if (img->dirty && !img->opts.repair) {
         struct qcow2_check_result res;
         ret = qcow2_check(img, QCOW2_CHECK_FIX_LEAKS | QCOW2_CHECK_FIX_ERRORS, &res, NULL,
                           NULL);
         if (ret == 0 && (res.corruptions > 0 || res.check_errors > 0))
             ret = set_error(img, -EIO, "repairing the refcounts of a dirty image failed");
-        if (ret < 0)
-            return format_error(err, errlen, ret, "%s", img->err);
-    }
-    /* Autoclear bits we do not know describe data we will not keep up to date. */
-    uint64_t unknown = img->hdr.autoclear_features & ~QCOW2_AUTOCLEAR_MASK;
-    bool stale_bitmaps = img->hdr.has_bitmaps_ext &&
-                         !(img->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
-    if (unknown || stale_bitmaps) {
-        img->hdr.autoclear_features &= QCOW2_AUTOCLEAR_MASK;
-        if (stale_bitmaps)
-            img->hdr.has_bitmaps_ext = false;
-        ret = image_update_header(img);
-        if (ret == 0)
-            ret = file_flush(img->file);
         if (ret < 0)
             return format_error(err, errlen, ret, "%s", img->err);
     }
@@ -722,6 +746,9 @@ int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
     info->encrypted = h->crypt_method != 0;
     info->nb_snapshots = h->nb_snapshots;
     info->nb_bitmaps = h->has_bitmaps_ext ? (int)h->nb_bitmaps : 0;
+    /* v2 has no autoclear bits: QEMU never trusts bitmaps there either. */
+    info->bitmaps_inconsistent =
+        h->has_bitmaps_ext && !(h->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
     info->backing_file = h->backing_file;
     info->backing_fmt = h->backing_fmt;
     info->full_backing_filename = img->backing_path;

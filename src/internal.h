@@ -177,6 +177,23 @@ int header_parse_extensions(const uint8_t *cluster0, size_t cluster_size,
 int header_serialize(struct qcow2_header *h, uint8_t *cluster0, size_t cluster_size,
                      char *err, size_t errlen);
 void header_free(struct qcow2_header *h);
+/* A feature bit we know. `parsed`: we read images that have it set (an incompatible bit we
+ * do not parse refuses every open). `maintained`: our writes keep what it promises true. A
+ * writable open refuses a set incompatible bit we do not maintain (naming it) and clears
+ * every set autoclear bit we do not maintain, unknown ones included, as the spec provides
+ * for a program that does not know them (image.c). Compatible bits may be ignored by any
+ * writer (spec): theirs is for the record. */
+struct qcow2_feature {
+    uint8_t type; /* QCOW2_FEAT_TYPE_* */
+    uint8_t bit;
+    const char *name; /* as QEMU's feature name table spells it */
+    bool parsed;
+    bool maintained;
+};
+/* Our entry for a feature bit; NULL for a bit we do not know. */
+const struct qcow2_feature *header_feature(int type, int bit);
+/* The bits of `type` we parse; with `maintained`, only those we also maintain. */
+uint64_t header_feature_mask(int type, bool maintained);
 /* The name of a feature bit: from the image's feature table, else our own, else NULL. */
 const char *header_feature_name(const struct qcow2_header *h, int type, int bit);
 /* Fill h->features with the table QEMU writes (all features we know). */
@@ -229,8 +246,12 @@ int cache_set_dependency(struct table_cache *c, struct table_cache *dep);
 /* Before any entry of `c` is written, every write to `f` completed so far must be durable
  * (flushed, by anyone). */
 void cache_depends_on_flush(struct table_cache *c, struct qcow2_file *f);
-/* Forget the entry at `offset` (its cluster was freed); a dirty entry is dropped. */
-void cache_discard(struct table_cache *c, uint64_t offset);
+/* Forget the tables of the cluster at `offset` (it was freed); dirty ones are dropped. A
+ * pinned table is kept for its holder, and the image is marked corrupt (-EIO): only lying
+ * refcounts free a table in use. */
+int cache_discard(struct table_cache *c, uint64_t offset);
+/* Is a table of the cluster at `offset` pinned (between cache_get and cache_put)? */
+bool cache_pinned(const struct table_cache *c, uint64_t offset);
 size_t cache_table_size(const struct table_cache *c);
 bool cache_contains(const struct table_cache *c, uint64_t offset);
 bool cache_is_dirty(const struct table_cache *c);

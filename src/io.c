@@ -270,6 +270,12 @@ static int check_writable(struct qcow2_image *img)
         return set_error(img, -EROFS, "image is opened read-only");
     if (img->corrupt && !img->opts.repair)
         return set_error(img, -EIO, "image is marked corrupt; not writing to it");
+    /* A repair open keeps the autoclear bits (image.c): guest data must not change. */
+    if (img->opts.repair && img->format == QCOW2_FORMAT_QCOW2 &&
+        (img->hdr.autoclear_features &
+         ~header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, true)))
+        return set_error(img, -EPERM, "image is opened for repair and has autoclear features "
+                                      "that guest writes would invalidate; not writing to it");
     return 0;
 }
 

@@ -294,7 +294,7 @@ static int apply_range(struct qcow2_image *img, uint64_t first, uint64_t last, i
 {
     uint64_t c = first;
     int ret = 0;
-    while (c <= last) {
+    while (c <= last && ret == 0) {
         uint64_t rt = table_index_of(img, c);
         uint64_t chunk_last = MIN(last, ((rt + 1) << img->refcount_block_bits) - 1);
         void *block;
@@ -308,9 +308,19 @@ static int apply_range(struct qcow2_image *img, uint64_t first, uint64_t last, i
         }
         uint64_t block_offset = img->refcount_table[rt] & REFT_OFFSET_MASK;
         bool block_freed = false;
-        for (; c <= chunk_last; c++) {
+        for (; c <= chunk_last && ret == 0; c++) {
             uint64_t i = block_index_of(img, c);
-            uint64_t v = refcount_block_get(img, block, i) + (uint64_t)addend;
+            uint64_t old = refcount_block_get(img, block, i);
+            /* The caller validated the range, but a hostile image can make a cluster freed
+             * here a refcount block of the same range, read again from disk below. */
+            if (addend < 0 ? old < (uint64_t)-addend
+                           : (uint64_t)addend > img->refcount_max - old) {
+                ret = signal_corruption(img, "refcount of host cluster 0x%llx (%llu) changed "
+                                             "while it was being updated",
+                                        ull(c << img->cluster_bits), ull(old));
+                break;
+            }
+            uint64_t v = old + (uint64_t)addend;
             refcount_block_set(img, block, i, v);
             if (v != 0)
                 continue;
@@ -318,19 +328,40 @@ static int apply_range(struct qcow2_image *img, uint64_t first, uint64_t last, i
             uint64_t off = c << img->cluster_bits;
             /* A freed cluster may have held a cached table: its contents are garbage now. */
             if (img->l2_cache)
-                cache_discard(img->l2_cache, off);
+                ret = cache_discard(img->l2_cache, off);
             if (off == block_offset)
                 block_freed = true; /* pinned: dropped below, once released */
-            else
-                cache_discard(img->refcount_cache, off);
+            else if (ret == 0)
+                ret = cache_discard(img->refcount_cache, off);
         }
         cache_mark_dirty(img->refcount_cache, block);
         cache_put(img->refcount_cache, &block);
-        if (block_freed)
-            cache_discard(img->refcount_cache, block_offset);
+        if (block_freed) {
+            int r = cache_discard(img->refcount_cache, block_offset);
+            ret = ret < 0 ? ret : r;
+        }
     }
     *done = c;
     return ret;
+}
+
+/* Before cluster `cluster_index` is freed: on a valid image nobody holds a table it contains
+ * (the cursor's own refcount block aside: apply_range drops it once released). A table in
+ * use there means the refcounts lie; refuse before anything changes. */
+static int check_not_in_use(struct qcow2_image *img, const struct rc_cursor *cur,
+                            uint64_t cluster_index)
+{
+    uint64_t off = cluster_index << img->cluster_bits;
+    const char *what = NULL;
+    if (img->l2_cache && cache_pinned(img->l2_cache, off))
+        what = "an L2 table";
+    else if (cache_pinned(img->refcount_cache, off) &&
+             !(cur->block && off == (img->refcount_table[cur->rt] & REFT_OFFSET_MASK)))
+        what = "a refcount block";
+    if (!what)
+        return 0;
+    return signal_corruption(img, "refusing to free host cluster 0x%llx: it is in use as %s",
+                             ull(off), what);
 }
 
 /* Add `addend` to the refcount of every cluster touched by [offset, offset + length).
@@ -376,6 +407,12 @@ static int update_refcounts(struct qcow2_image *img, uint64_t offset, uint64_t l
                                      "(it is %llu; freeing 0x%llx bytes at 0x%llx)",
                                      ull(c << img->cluster_bits), ull(rc), ull(length),
                                      ull(offset));
+        }
+        if (addend < 0 && rc == (uint64_t)-addend)
+            ret = check_not_in_use(img, &cur, c);
+        if (ret < 0) {
+            cursor_release(img, &cur);
+            return ret;
         }
         if (addend > 0 && (uint64_t)addend > img->refcount_max - rc) {
             cursor_release(img, &cur);
@@ -565,9 +602,11 @@ static int grow_table(struct qcow2_image *img, uint64_t new_rt, uint64_t new_blo
 
     if (ret < 0)
         return ret;
-    /* The switch is done; failing to free the old table only leaks it. */
-    (void)update_refcounts(img, old_offset, old_bytes, -1);
-    return 0;
+    /* The switch is done; failing to free the old table only leaks it, unless that found
+     * the image corrupt (the old table doubles as another table in use): then stop. */
+    bool was_corrupt = img->corrupt;
+    ret = update_refcounts(img, old_offset, old_bytes, -1);
+    return ret < 0 && img->corrupt && !was_corrupt ? ret : 0;
 
 too_big:
     return set_error(img, -EFBIG,

@@ -52,6 +52,14 @@ static int qcow2_specific(const struct qcow2_info *in, struct spec_field *f)
     if (v3) {
         f[n++] = (struct spec_field){ "lazy-refcounts", SPEC_BOOL, NULL, !!in->lazy_refcounts };
     }
+    /* Where QEMU lists the bitmaps (it reads their directory, we do not): how many, and
+     * whether they can be trusted. QEMU shows nothing for inconsistent ones. */
+    if (in->nb_bitmaps > 0 || in->bitmaps_inconsistent) {
+        f[n++] = (struct spec_field){ "bitmaps-count", SPEC_INT, NULL, in->nb_bitmaps };
+        f[n++] = (struct spec_field){
+            "bitmaps-state", SPEC_STR, in->bitmaps_inconsistent ? "inconsistent" : "consistent", 0
+        };
+    }
     f[n++] = (struct spec_field){ "refcount-bits", SPEC_INT, NULL, in->refcount_bits };
     if (in->data_file) {
         f[n++] = (struct spec_field){ "data-file", SPEC_STR, in->data_file, 0 };
@@ -64,7 +72,7 @@ static int qcow2_specific(const struct qcow2_info *in, struct spec_field *f)
     return n;
 }
 
-#define SPEC_MAX 12
+#define SPEC_MAX 16
 
 static void print_json(struct tool_json *j, const struct info_item *it)
 {
@@ -117,6 +125,21 @@ static void print_json(struct tool_json *j, const struct info_item *it)
     }
     tool_json_bool(j, "dirty-flag", is_qcow2 && in->dirty);
     tool_json_end_object(j);
+}
+
+/* What qemu-img says on opening such an image (qcow2_read_extensions, QEMU 7.2). */
+static void warn_inconsistent_bitmaps(const struct qcow2_info *in)
+{
+    if (in->version < 3) {
+        tool_warning("This qcow2 v2 image contains bitmaps, but they may have been modified by "
+                     "a program without persistent bitmap support; so now they must all be "
+                     "considered inconsistent");
+    } else {
+        tool_warning("a program lacking bitmap support modified this file, so all bitmaps are "
+                     "now considered inconsistent");
+    }
+    fprintf(stderr, "Some clusters may be leaked, run 'qemu-img check -r' on the image file to "
+                    "fix.\n");
 }
 
 static void print_human(const struct info_item *it)
@@ -251,6 +274,9 @@ int cmd_info(int argc, char **argv)
         if (r < 0) {
             tool_image_error(imgs[n - 1], r, "%s", path);
             goto out;
+        }
+        if (it->info.bitmaps_inconsistent) {
+            warn_inconsistent_bitmaps(&it->info);
         }
         if (it->info.backing_file) {
             it->full_backing = tool_path_combine(path, it->info.backing_file);

@@ -39,6 +39,9 @@ int cmd_serve(int argc, char **argv);
 /* Print "qcow2: <message>" on one line of stderr. */
 void tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Print "qcow2: warning: <message>" on one line of stderr (qemu's warn_report). */
+void tool_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Print "qcow2: <message>: <the image's error, or strerror(-ret)>". */
 void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -11,16 +11,30 @@
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
+static void vmessage(const char *prefix, const char *fmt, va_list ap)
+{
+    fflush(stdout);
+    fputs(prefix, stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void tool_error(const char *fmt, ...)
 {
     va_list ap;
 
-    fflush(stdout);
-    fputs(TOOL_NAME ": ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vmessage(TOOL_NAME ": ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+}
+
+void tool_warning(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vmessage(TOOL_NAME ": warning: ", fmt, ap);
+    va_end(ap);
 }
 
 void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)

@@ -195,6 +195,27 @@ static void test_discarded_dirty_table_is_not_written(void)
     close_cache(c, img);
 }
 
+/* A table pinned while its cluster is freed: only lying refcounts do that. The entry stays
+ * for its holder and the image is marked corrupt, where this once aborted on an assertion. */
+static void test_discarding_a_pinned_table_is_corruption(void)
+{
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("discard_pinned.qcow2", 2, &img);
+    if (!c)
+        return;
+    void *t;
+    CHECK(cache_get(c, block_offset(16), &t) == 0);
+    CHECK(cache_pinned(c, block_offset(16)));
+    CHECK(cache_discard(c, block_offset(16)) == -EIO);
+    CHECK(img->corrupt && strstr(qcow2_error(img), "in use") != NULL);
+    CHECK(cache_contains(c, block_offset(16)));
+    cache_put(c, &t);
+    CHECK(!cache_pinned(c, block_offset(16)));
+    CHECK(cache_discard(c, block_offset(16)) == 0);
+    CHECK(!cache_contains(c, block_offset(16)));
+    close_cache(c, img);
+}
+
 /* cache_peek(): a hit returns the cached table and pins nothing; a miss reads the table; a
  * table it has not looked at for a while is stamped again, so eviction still takes the tables
  * nobody used. */
@@ -240,6 +261,8 @@ int main(void)
     RUN("pinned_tables_are_never_evicted", test_pinned_tables_are_never_evicted());
     RUN("dirty_table_is_written_before_reuse", test_dirty_table_is_written_before_reuse());
     RUN("discarded_dirty_table_is_not_written", test_discarded_dirty_table_is_not_written());
+    RUN("discarding_a_pinned_table_is_corruption",
+        test_discarding_a_pinned_table_is_corruption());
     RUN("peek_looks_without_pinning", test_peek_looks_without_pinning());
 
     char cmd[4200];

@@ -869,6 +869,75 @@ static void test_data_file_clusters_are_not_refcounted(void)
     CHECK(qemu_check("df.qcow2").status == 0);
 }
 
+/* Freeing a cluster whose table someone holds (pinned in a cache) means the refcounts lie:
+ * refused as a corruption before any refcount changes, and the table stays cached. */
+static void test_freeing_a_table_in_use_is_corruption(void)
+{
+    const char *name = "inuse.qcow2";
+    CHECK(create_image(name, 4096, 16, "64M") == 0);
+    struct qcow2_image *img = open_image(name, false, NULL, 0);
+    CHECK(img != NULL);
+    if (!img)
+        return;
+    pthread_mutex_lock(&img->lock);
+    uint64_t cs = img->cluster_size;
+    int64_t t = refcount_alloc_clusters(img, 2 * cs);
+    CHECK(t > 0);
+    void *slice;
+    CHECK(cache_get_empty(img->l2_cache, (uint64_t)t + cs, &slice) == 0);
+    CHECK(refcount_free_clusters(img, (uint64_t)t, 2 * cs) == -EIO);
+    CHECK_MSG(strstr(qcow2_error(img), "in use as an L2 table") != NULL, "%s", qcow2_error(img));
+    CHECK(img->corrupt);
+    CHECK(rc_of(img, (uint64_t)t / cs) == 1 && rc_of(img, (uint64_t)t / cs + 1) == 1);
+    CHECK(cache_contains(img->l2_cache, (uint64_t)t + cs));
+    cache_put(img->l2_cache, &slice);
+    pthread_mutex_unlock(&img->lock);
+    qcow2_close(img);
+}
+
+/* A hostile image whose refcount table is also its L2 table (512-byte clusters, 64-bit
+ * refcounts, every refcount table entry naming one refcount block that says "1" for every
+ * cluster). The first write finds no free cluster, grows the refcount table and frees the
+ * old one while its L2 slice is pinned: that once aborted on an assertion in cache_discard
+ * (QEMU 7.2 aborts the same way). Now the write fails and the image is marked corrupt. */
+static void test_refcount_table_doubling_as_l2_table_is_corruption(void)
+{
+    enum { CS = 512, L1 = 0x200, REFTABLE = 0x400, REFBLOCK = 0x600 };
+    uint8_t file[4 * CS] = {0};
+    be32_put(file + HDR_MAGIC, QCOW2_MAGIC);
+    be32_put(file + HDR_VERSION, 3);
+    be32_put(file + HDR_CLUSTER_BITS, 9);
+    be64_put(file + HDR_SIZE, 64 * CS);
+    be32_put(file + HDR_L1_SIZE, 1);
+    be64_put(file + HDR_L1_TABLE_OFFSET, L1);
+    be64_put(file + HDR_REFCOUNT_TABLE_OFFSET, REFTABLE);
+    be32_put(file + HDR_REFCOUNT_TABLE_CLUSTERS, 1);
+    be32_put(file + HDR_REFCOUNT_ORDER, 6);
+    be32_put(file + HDR_HEADER_LENGTH, QCOW2_V3_HEADER_LENGTH);
+    be64_put(file + L1, REFTABLE | QCOW2_OFLAG_COPIED);
+    for (unsigned i = 0; i < CS / 8; i++) {
+        be64_put(file + REFTABLE + i * 8, REFBLOCK);
+        be64_put(file + REFBLOCK + i * 8, 1);
+    }
+    char p[4200], err[QCOW2_ERROR_MAX];
+    path_of(p, sizeof(p), "hostile.qcow2");
+    FILE *f = fopen(p, "wb");
+    CHECK(f && fwrite(file, sizeof(file), 1, f) == 1);
+    if (f)
+        fclose(f);
+    struct qcow2_image *img = open_image("hostile.qcow2", false, err, sizeof(err));
+    CHECK_MSG(img != NULL, "%s", err);
+    if (!img)
+        return;
+    uint8_t buf[CS];
+    memset(buf, 0x11, sizeof(buf));
+    CHECK(qcow2_pwrite(img, buf, sizeof(buf), 0, 0) == -EIO);
+    CHECK_MSG(strstr(qcow2_error(img), "corrupt") != NULL, "%s", qcow2_error(img));
+    CHECK(img->corrupt);
+    qcow2_close(img);
+    CHECK(peek_be64("hostile.qcow2", HDR_INCOMPATIBLE_FEATURES) & QCOW2_INCOMPAT_CORRUPT);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 int main(void)
@@ -892,6 +961,8 @@ int main(void)
         }
     }
     RUN("entries_use_the_on_disk_encoding", test_entries_use_the_on_disk_encoding());
+    RUN("refcount_table_doubling_as_l2_table_is_corruption",
+        test_refcount_table_doubling_as_l2_table_is_corruption());
 
     if (g_have_qemu) {
         RUN("refcount_of_uncovered_clusters_is_zero",
@@ -927,6 +998,7 @@ int main(void)
         RUN("freeing_a_free_cluster_is_corruption",
             test_freeing_a_free_cluster_is_corruption());
         RUN("freeing_drops_cached_tables", test_freeing_drops_cached_tables());
+        RUN("freeing_a_table_in_use_is_corruption", test_freeing_a_table_in_use_is_corruption());
         RUN("decrease_waits_for_l2 (accurate refcounts)", test_decrease_waits_for_l2(false));
         RUN("decrease_does_not_wait_for_l2 (lazy refcounts)", test_decrease_waits_for_l2(true));
         RUN("data_file_clusters_are_not_refcounted",
