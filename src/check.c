@@ -705,7 +705,7 @@ static int rewrite_snapshots(struct check *ck)
         uint8_t field[HDR_SNAPSHOTS_OFFSET + 8 - HDR_NB_SNAPSHOTS];
         be32_put(field, ck->nb_snaps);
         be64_put(field + (HDR_SNAPSHOTS_OFFSET - HDR_NB_SNAPSHOTS), (uint64_t)offset);
-        ret = image_write_header_field(img, HDR_NB_SNAPSHOTS, field, sizeof(field));
+        ret = header_write_field(img, HDR_NB_SNAPSHOTS, field, sizeof(field));
     }
     if (ret < 0) {
         if (offset > 0)
@@ -1144,7 +1144,7 @@ static int rebuild_refcount_structure(struct check *ck)
     be64_put(field, table_offset);
     be32_put(field + (HDR_REFCOUNT_TABLE_CLUSTERS - HDR_REFCOUNT_TABLE_OFFSET),
              (uint32_t)table_clusters);
-    ret = image_write_header_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
+    ret = header_write_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
     if (ret < 0) {
         free(table);
         return ret;
@@ -1434,7 +1434,7 @@ static int check_pass(struct qcow2_image *img, unsigned fix, struct qcow2_check_
         }
     }
     if (fix && result->check_errors == 0 && result->corruptions == 0) {
-        ret = image_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT);
+        ret = header_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT);
         if (ret < 0)
             goto out;
         img->dirty = false;
@@ -1467,7 +1467,7 @@ int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result
     int ret = 0;
     if (!img->read_only) {
         /* What memory holds is what the image says: put it on disk first. */
-        ret = image_write_pending_switches(img);
+        ret = header_write_pending_switches(img);
         if (ret == 0)
             ret = cache_flush(img->l2_cache);
         if (ret == 0)

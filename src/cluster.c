@@ -33,15 +33,6 @@ enum subcluster_type subcluster_type(const struct qcow2_image *img, uint64_t l2_
     return zero ? SC_ZERO_PLAIN : SC_UNALLOCATED_PLAIN;
 }
 
-void cluster_compressed_range(const struct qcow2_image *img, uint64_t l2_entry,
-                              uint64_t *coffset, uint64_t *csize)
-{
-    uint64_t off = l2_entry & img->cluster_offset_mask;
-    uint64_t nsec = ((l2_entry >> img->csize_shift) & img->csize_mask) + 1;
-    *coffset = off;
-    *csize = nsec * QCOW2_COMPRESSED_SECTOR_SIZE - (off & (QCOW2_COMPRESSED_SECTOR_SIZE - 1));
-}
-
 /* Validate an L1 entry before following it. */
 static int check_l1_entry(struct qcow2_image *img, uint64_t l1_index, uint64_t l1_entry)
 {
@@ -269,7 +260,7 @@ static int grow_l1_table(struct qcow2_image *img, uint64_t min_size)
     uint8_t field[12];
     be32_put(field, (uint32_t)new_size);
     be64_put(field + 4, (uint64_t)new_offset);
-    int switched = image_write_header_field(img, HDR_L1_SIZE, field, sizeof(field));
+    int switched = header_write_field(img, HDR_L1_SIZE, field, sizeof(field));
     /* The new table is on disk. Even if the header write failed it may have landed: use the
      * new table from now on, write the header again at the next flush, and keep the old
      * table (a leak at worst). */
@@ -774,7 +765,7 @@ static uint64_t linked_bitmap(const struct qcow2_image *img, const struct l2_met
 int cluster_mark_dirty_for_update(struct qcow2_image *img)
 {
     if (img->lazy_refcounts && !img->dirty) {
-        int ret = image_set_incompat_bits(img, QCOW2_INCOMPAT_DIRTY, 0);
+        int ret = header_set_incompat_bits(img, QCOW2_INCOMPAT_DIRTY, 0);
         if (ret < 0)
             return ret;
         img->dirty = true;

@@ -1,7 +1,8 @@
 /* image.c - opening and closing images: header validation, feature gating, geometry, the
- * backing chain and the external data file; raw images as a trivial format; info; header
- * writes. Calls header.c to parse, file.c for I/O, cache.c and refcount.c to set up the
- * metadata layers. Does no guest data I/O (io.c does). */
+ * backing chain and the external data file; raw images as a trivial format; info. Calls
+ * header.c to parse, header_write.c for header updates, file.c for I/O, cache.c and
+ * refcount.c to set up the metadata layers, check.c to repair a dirty image. Does no guest
+ * data I/O (io.c does). */
 #include "internal.h"
 
 #include <libgen.h>
@@ -12,69 +13,11 @@
 
 #define PROBE_BYTES 512
 
-/* The last message set by this thread, and for which image: with several threads on one
- * image, each thread reads its own failure (as libnbd's errors are per thread). */
-static __thread const struct qcow2_image *tls_err_img;
-static __thread char tls_err[QCOW2_ERROR_MAX];
-
 
 void qcow2_open_opts_init(struct qcow2_open_opts *opts)
 {
     memset(opts, 0, sizeof(*opts));
     opts->lazy_refcounts = -1;
-}
-
-int format_error(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return ret;
-}
-
-int set_error(struct qcow2_image *img, int ret, const char *fmt, ...)
-{
-    char msg[QCOW2_ERROR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    pthread_mutex_lock(&img->err_lock);
-    /* A message that already names the file (passed up from a layer below) keeps its name. */
-    if (strncmp(msg, img->filename, strlen(img->filename)) == 0)
-        snprintf(img->err, sizeof(img->err), "%.*s", QCOW2_ERROR_MAX - 1, msg);
-    else
-        snprintf(img->err, sizeof(img->err), "%.200s: %.300s", img->filename, msg);
-    memcpy(tls_err, img->err, sizeof(tls_err));
-    tls_err_img = img;
-    pthread_mutex_unlock(&img->err_lock);
-    return ret;
-}
-
-const char *qcow2_error(const struct qcow2_image *img)
-{
-    if (!img)
-        return "no image";
-    return tls_err_img == img ? tls_err : img->err;
-}
-
-int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
-{
-    char msg[QCOW2_ERROR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    /* Stop further damage: a corrupt image is not written again until repaired. */
-    if (!img->read_only && !img->corrupt && !img->opts.repair) {
-        img->corrupt = true;
-        image_set_incompat_bits(img, QCOW2_INCOMPAT_CORRUPT, 0);
-        return set_error(img, -EIO, "image marked corrupt: %s", msg);
-    }
-    return set_error(img, -EIO, "corrupt image: %s", msg);
 }
 
 char *image_resolve_path(const char *image_path, const char *name)
@@ -103,98 +46,6 @@ static bool path_is_confined(const char *name)
             return false;
     }
     return true;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Header writes. */
-
-int image_write_header_field(struct qcow2_image *img, uint64_t offset, const void *buf,
-                             size_t len)
-{
-    int ret = file_pwrite(img->file, buf, len, offset);
-    if (ret == 0)
-        ret = file_flush(img->file);
-    if (ret < 0)
-        return set_error(img, ret, "updating the header failed: %s", strerror(-ret));
-    return 0;
-}
-
-static int write_table_be64(struct qcow2_image *img, const uint64_t *table, uint64_t n,
-                            uint64_t offset, const char *what)
-{
-    uint8_t *buf = malloc(n > 0 ? n * 8 : 1);
-    if (!buf)
-        return set_error(img, -ENOMEM, "out of memory");
-    for (uint64_t i = 0; i < n; i++)
-        be64_put(buf + i * 8, table[i]);
-    int ret = file_pwrite(img->file, buf, n * 8, offset);
-    free(buf);
-    if (ret == 0)
-        ret = file_flush(img->file);
-    if (ret < 0)
-        return set_error(img, ret, "writing the %s failed: %s", what, strerror(-ret));
-    return 0;
-}
-
-int image_write_pending_switches(struct qcow2_image *img)
-{
-    int ret = 0;
-    if (img->l1_dirty) {
-        ret = write_table_be64(img, img->l1_table, img->l1_size, img->hdr.l1_table_offset,
-                               "L1 table");
-        if (ret < 0)
-            return ret;
-        img->l1_dirty = false;
-    }
-    if (img->reftable_dirty) {
-        ret = write_table_be64(img, img->refcount_table, img->refcount_table_size,
-                               img->hdr.refcount_table_offset, "refcount table");
-        if (ret < 0)
-            return ret;
-        img->reftable_dirty = false;
-    }
-    if (img->header_dirty) {
-        ret = image_update_header(img);
-        if (ret == 0)
-            ret = file_flush(img->file);
-        if (ret < 0)
-            return set_error(img, ret, "rewriting the header failed: %s", strerror(-ret));
-        img->header_dirty = false;
-    }
-    return 0;
-}
-
-int image_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear)
-{
-    if (img->hdr.version < 3)
-        return 0;
-    uint64_t v = (img->hdr.incompatible_features | set) & ~clear;
-    if (v == img->hdr.incompatible_features)
-        return 0;
-    uint8_t b[8];
-    be64_put(b, v);
-    int ret = image_write_header_field(img, HDR_INCOMPATIBLE_FEATURES, b, sizeof(b));
-    if (ret == 0)
-        img->hdr.incompatible_features = v;
-    return ret;
-}
-
-int image_update_header(struct qcow2_image *img)
-{
-    uint8_t *c0 = malloc(img->cluster_size);
-    if (!c0)
-        return set_error(img, -ENOMEM, "out of memory");
-    char msg[256];
-    int ret = header_serialize(&img->hdr, c0, img->cluster_size, msg, sizeof(msg));
-    if (ret < 0) {
-        free(c0);
-        return set_error(img, ret, "%s", msg);
-    }
-    ret = file_pwrite(img->file, c0, img->cluster_size, 0);
-    free(c0);
-    if (ret < 0)
-        return set_error(img, ret, "writing the header failed: %s", strerror(-ret));
-    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -575,7 +426,7 @@ static int clear_unmaintained_autoclear(struct qcow2_image *img)
         return 0;
     uint8_t b[8];
     be64_put(b, keep);
-    int ret = image_write_header_field(img, HDR_AUTOCLEAR_FEATURES, b, sizeof(b));
+    int ret = header_write_field(img, HDR_AUTOCLEAR_FEATURES, b, sizeof(b));
     if (ret == 0)
         h->autoclear_features = keep;
     return ret;

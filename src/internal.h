@@ -1,13 +1,19 @@
 /* internal.h - the in-memory image and the interfaces between the library's layers.
- * Layers, bottom up (each may call only the ones above it in this list):
- *   file.c      host file I/O (the only place that touches a file descriptor)
- *   header.c    header and extension parse/serialize (pure, no I/O)
- *   cache.c     L2-slice and refcount-block caches over file.c
- *   refcount.c  refcounts and host cluster allocation
- *   cluster.c   guest->host mapping, L2 meta records, L2 linking
- *   compress.c  zlib / zstd cluster (de)compression (pure)
- *   io.c        the data path: split requests, read/write/zero/discard, block status
- *   image.c     open/close, backing chain, feature gating, info; create.c, check.c beside it
+ * Layers, bottom up: each file may call only the files listed before it (tests/interop/
+ * layers.sh checks this from the object files' symbols):
+ *   error.c         error messages (the image's last error, a caller's buffer)
+ *   file.c          host file I/O (the only place that touches a file descriptor)
+ *   header.c        header and extension parse/serialize, the feature table (pure, no I/O)
+ *   header_write.c  header updates on disk, corrupt/dirty bits, the L1/refcount table switches
+ *   overlap.c       does a host range touch metadata? (in-memory tables only)
+ *   cache.c         L2-slice and refcount-block caches over file.c
+ *   refcount.c      refcounts and host cluster allocation
+ *   cluster.c       guest->host mapping, L2 meta records, L2 linking
+ *   compress.c      zlib / zstd cluster (de)compression (pure)
+ *   io.c            the data path: split requests, read/write/zero/discard, block status
+ *   check.c         consistency check and repair
+ *   image.c         open/close, backing chain, feature gating, info
+ *   create.c        creating images (opens them through image.c to preallocate)
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -413,6 +419,8 @@ struct qcow2_image {
     char err[QCOW2_ERROR_MAX];
 };
 
+/* error.c */
+
 /* Set the image's error message: "<filename>: <message>". Returns `ret` (a -errno) so that
  * callers can write `return set_error(img, -EIO, "...")`. */
 int set_error(struct qcow2_image *img, int ret, const char *fmt, ...)
@@ -421,9 +429,23 @@ int set_error(struct qcow2_image *img, int ret, const char *fmt, ...)
 int format_error(char *err, size_t errlen, int ret, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* ------------------------------------------------------------------------------------------ */
+/* header_write.c */
+
+/* Mark the image corrupt on disk (if writable) and fail with -EIO and the message. */
 /* Mark the image corrupt on disk (if writable) and fail with -EIO and the message. */
 int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Rewrite the whole first cluster from img->hdr (not synced). */
+int header_rewrite(struct qcow2_image *img);
+/* Write a few header bytes in place (a single sync write). */
+int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf, size_t len);
+/* Write again the pointer switches that failed earlier (l1_dirty, reftable_dirty,
+ * header_dirty). Called first by every flush. */
+int header_write_pending_switches(struct qcow2_image *img);
+/* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
+int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
+
 
 /* Geometry helpers. */
 static inline uint64_t offset_into_cluster(const struct qcow2_image *img, uint64_t off)
@@ -474,6 +496,17 @@ static inline bool has_data_file(const struct qcow2_image *img)
 static inline bool data_file_is_raw(const struct qcow2_image *img)
 {
     return (img->hdr.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0;
+}
+
+/* Decode a compressed L2 entry into host byte offset and length (format knowledge: used by
+ * the mapping, the refcounts and the check alike). */
+static inline void cluster_compressed_range(const struct qcow2_image *img, uint64_t l2_entry,
+                                            uint64_t *coffset, uint64_t *csize)
+{
+    uint64_t off = l2_entry & img->cluster_offset_mask;
+    uint64_t nsec = ((l2_entry >> img->csize_shift) & img->csize_mask) + 1;
+    *coffset = off;
+    *csize = nsec * QCOW2_COMPRESSED_SECTOR_SIZE - (off & (QCOW2_COMPRESSED_SECTOR_SIZE - 1));
 }
 
 /* L2 entries inside a slice (host byte order conversions). */
@@ -531,9 +564,6 @@ enum subcluster_type subcluster_type(const struct qcow2_image *img, uint64_t l2_
  * raw L2 entry. */
 int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                             uint64_t *host, enum subcluster_type *type);
-/* Decode a compressed L2 entry into host byte offset and length. */
-void cluster_compressed_range(const struct qcow2_image *img, uint64_t l2_entry,
-                              uint64_t *coffset, uint64_t *csize);
 /* Load the L2 slice holding guest `offset` for changing its entries. A table shared with a
  * snapshot is always copied first (never changed in place); a missing one is created only
  * with L2_CREATE, else *slice is NULL and it returns 0. */
@@ -620,16 +650,6 @@ int io_preallocate(struct qcow2_image *img, uint64_t offset, uint64_t end,
 /* ------------------------------------------------------------------------------------------ */
 /* image.c */
 
-/* Rewrite the whole first cluster from img->hdr. */
-int image_update_header(struct qcow2_image *img);
-/* Write a few header bytes in place (a single sync write). */
-int image_write_header_field(struct qcow2_image *img, uint64_t offset, const void *buf,
-                             size_t len);
-/* Write again the pointer switches that failed earlier (l1_dirty, reftable_dirty,
- * header_dirty). Called first by every flush. */
-int image_write_pending_switches(struct qcow2_image *img);
-/* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
-int image_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
 /* qcow2_open with the top image's host file supplied by the caller (a test backend that
  * records, drops or fails I/O). The image takes ownership of `file`, also on failure. */
 int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,

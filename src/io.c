@@ -457,7 +457,7 @@ int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_
 
 static int write_caches(struct qcow2_image *img)
 {
-    int ret = image_write_pending_switches(img);
+    int ret = header_write_pending_switches(img);
     if (ret == 0)
         ret = cache_write(img->l2_cache);
     /* With lazy refcounts the refcounts stay in memory until close; the dirty bit covers
@@ -500,7 +500,7 @@ int qcow2_flush(struct qcow2_image *img)
 int io_close_writable(struct qcow2_image *img)
 {
     pthread_mutex_lock(&img->lock);
-    int ret = image_write_pending_switches(img);
+    int ret = header_write_pending_switches(img);
     if (ret == 0)
         ret = cache_flush(img->l2_cache);
     if (ret == 0)
@@ -513,7 +513,7 @@ int io_close_writable(struct qcow2_image *img)
         set_error(img, ret, "flush failed: %s", strerror(-ret));
     /* Everything is on disk: a lazy-refcounts image is consistent again. */
     if (ret == 0 && img->dirty && img->lazy_refcounts) {
-        ret = image_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY);
+        ret = header_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY);
         if (ret == 0)
             img->dirty = false;
     }
@@ -1102,7 +1102,7 @@ static int write_size(struct qcow2_image *img, uint64_t size)
 {
     uint8_t b[8];
     be64_put(b, size);
-    int ret = image_write_header_field(img, HDR_SIZE, b, sizeof(b));
+    int ret = header_write_field(img, HDR_SIZE, b, sizeof(b));
     if (ret == 0)
         img->hdr.size = img->size = size;
     return ret;

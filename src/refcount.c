@@ -278,7 +278,7 @@ static int sync_before_reuse(struct qcow2_image *img)
     if (img->free_gen == img->synced_gen || !img->l2_cache)
         return 0;
     uint64_t gen = img->free_gen;
-    int ret = image_write_pending_switches(img);
+    int ret = header_write_pending_switches(img);
     if (ret == 0)
         ret = cache_flush(img->l2_cache);
     if (ret == 0)
@@ -584,7 +584,7 @@ static int grow_table(struct qcow2_image *img, uint64_t new_rt, uint64_t new_blo
     be64_put(field, table_offset);
     be32_put(field + 8, (uint32_t)table_clusters);
     assert(HDR_REFCOUNT_TABLE_CLUSTERS == HDR_REFCOUNT_TABLE_OFFSET + 8);
-    ret = image_write_header_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
+    ret = header_write_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
     /* The new table is on disk and the header may point to it even if the write failed:
      * use it from now on; the header is written again at the next flush, and the old table
      * is kept (a leak at worst). */

@@ -1,0 +1,115 @@
+/* header_write.c - changes to cluster 0 on disk: header fields written in place (synced), the
+ * whole first cluster rewritten, the dirty and corrupt bits, marking the image corrupt, and
+ * the pointer switches that hang off the header (L1 table, refcount table) written again
+ * after a failed write. Serializes through header.c and writes through file.c only; knows
+ * nothing of what L2 tables or refcount blocks hold. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
+{
+    char msg[QCOW2_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* Stop further damage: a corrupt image is not written again until repaired. */
+    if (!img->read_only && !img->corrupt && !img->opts.repair) {
+        img->corrupt = true;
+        header_set_incompat_bits(img, QCOW2_INCOMPAT_CORRUPT, 0);
+        return set_error(img, -EIO, "image marked corrupt: %s", msg);
+    }
+    return set_error(img, -EIO, "corrupt image: %s", msg);
+}
+
+int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf,
+                             size_t len)
+{
+    int ret = file_pwrite(img->file, buf, len, offset);
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret < 0)
+        return set_error(img, ret, "updating the header failed: %s", strerror(-ret));
+    return 0;
+}
+
+static int write_table_be64(struct qcow2_image *img, const uint64_t *table, uint64_t n,
+                            uint64_t offset, const char *what)
+{
+    uint8_t *buf = malloc(n > 0 ? n * 8 : 1);
+    if (!buf)
+        return set_error(img, -ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < n; i++)
+        be64_put(buf + i * 8, table[i]);
+    int ret = file_pwrite(img->file, buf, n * 8, offset);
+    free(buf);
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret < 0)
+        return set_error(img, ret, "writing the %s failed: %s", what, strerror(-ret));
+    return 0;
+}
+
+int header_write_pending_switches(struct qcow2_image *img)
+{
+    int ret = 0;
+    if (img->l1_dirty) {
+        ret = write_table_be64(img, img->l1_table, img->l1_size, img->hdr.l1_table_offset,
+                               "L1 table");
+        if (ret < 0)
+            return ret;
+        img->l1_dirty = false;
+    }
+    if (img->reftable_dirty) {
+        ret = write_table_be64(img, img->refcount_table, img->refcount_table_size,
+                               img->hdr.refcount_table_offset, "refcount table");
+        if (ret < 0)
+            return ret;
+        img->reftable_dirty = false;
+    }
+    if (img->header_dirty) {
+        ret = header_rewrite(img);
+        if (ret == 0)
+            ret = file_flush(img->file);
+        if (ret < 0)
+            return set_error(img, ret, "rewriting the header failed: %s", strerror(-ret));
+        img->header_dirty = false;
+    }
+    return 0;
+}
+
+int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear)
+{
+    if (img->hdr.version < 3)
+        return 0;
+    uint64_t v = (img->hdr.incompatible_features | set) & ~clear;
+    if (v == img->hdr.incompatible_features)
+        return 0;
+    uint8_t b[8];
+    be64_put(b, v);
+    int ret = header_write_field(img, HDR_INCOMPATIBLE_FEATURES, b, sizeof(b));
+    if (ret == 0)
+        img->hdr.incompatible_features = v;
+    return ret;
+}
+
+int header_rewrite(struct qcow2_image *img)
+{
+    uint8_t *c0 = malloc(img->cluster_size);
+    if (!c0)
+        return set_error(img, -ENOMEM, "out of memory");
+    char msg[256];
+    int ret = header_serialize(&img->hdr, c0, img->cluster_size, msg, sizeof(msg));
+    if (ret < 0) {
+        free(c0);
+        return set_error(img, ret, "%s", msg);
+    }
+    ret = file_pwrite(img->file, c0, img->cluster_size, 0);
+    free(c0);
+    if (ret < 0)
+        return set_error(img, ret, "writing the header failed: %s", strerror(-ret));
+    return 0;
+}
