@@ -71,7 +71,8 @@ check() {
     cmp -s qemu/err ours/err || why+=("stderr differs:" "$(diff qemu/err ours/err | head -n 20)")
     cmp -s qemu/rc ours/rc || why+=("exit status: qemu-io $(cat qemu/rc), ours $(cat ours/rc)")
     for img in q.qcow2 ov.qcow2 r.raw v2.qcow2 el2.qcow2; do
-        qemu-img compare -q "qemu/$img" "ours/$img" >/dev/null 2>&1 ||
+        cmp -s "qemu/$img" "ours/$img" ||
+            qemu-img compare -q -U "qemu/$img" "ours/$img" >/dev/null 2>&1 ||
             why+=("$img: contents differ after the commands")
     done
     if [ ${#why[@]} -eq 0 ]; then
