@@ -407,8 +407,8 @@ static int parse_bool(const char *v, int *out)
 }
 
 /* Options that only tune QEMU's own machinery, accepted and ignored. */
-static const char *const ignored_keys[] = { "node-name",      "file.node-name", "file.locking",
-                                            "file.aio",       "auto-read-only", "cache-clean-interval",
+static const char *const ignored_keys[] = { "node-name", "file.node-name", "file.locking",
+                                            "file.aio", "auto-read-only", "cache-clean-interval",
                                             NULL };
 
 /* The options this tool understands, applied to `o` (library options) and `f`. On failure a
@@ -705,7 +705,10 @@ static int ncmds;
 
 static int cmp_cmd(const void *a, const void *b)
 {
-    return strcmp((*(const struct io_cmd *const *)a)->name, (*(const struct io_cmd *const *)b)->name);
+    const struct io_cmd *x = *(const struct io_cmd *const *)a;
+    const struct io_cmd *y = *(const struct io_cmd *const *)b;
+
+    return strcmp(x->name, y->name);
 }
 
 static void init_cmdtab(void)

@@ -24,12 +24,14 @@
 #define IO_WRITE 0x4u     /* needs a writable image ("Block node is read-only") */
 #define IO_POLLS 0x8u     /* waits for I/O: pending aio requests report first */
 
-/* An aio request. This tool runs it when it is submitted; its report is printed when qemu-io
- * would print it, at the next command that waits for I/O (or at close and exit). */
+/* A request of readv, writev or an aio command, and what its report needs. This tool runs an
+ * aio request when it is submitted; its report is printed when qemu-io would print it, at the
+ * next command that waits for I/O (or at close and exit). */
 struct io_aio {
     struct io_aio *next;
-    int is_write, ret;
-    int qflag, vflag, Cflag, Pflag, pattern, mismatch;
+    const char *what; /* the command's name in "... failed: REASON" */
+    int is_write, zero, ret;
+    int qflag, vflag, Cflag, Pflag, pattern;
     int64_t offset, bytes;
     uint8_t *buf; /* read data, for -v and -P */
     struct timespec elapsed;
@@ -84,5 +86,4 @@ void io_cvtstr(double value, char *buf, size_t len);
 /* Print the reports of finished aio requests, oldest first, and free them. */
 void io_aio_drain(struct io_session *s);
 
-/* Open settings parsed from -o / json: / --image-opts (cmd_io.c). */
 #endif /* QCOW2_IO_H */

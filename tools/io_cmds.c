@@ -321,6 +321,20 @@ static int64_t iovec_total(char **argv, int n)
     return total;
 }
 
+/* The result of a library call. When it found the image damaged, say so on stderr as QEMU's
+ * qcow2 driver does ("qcow2: Marking image as corrupt: ..."), here with the library's own
+ * sentence, which names the file and what is wrong; the command then prints qemu-io's usual
+ * "... failed: Input/output error". */
+static int lib_result(struct io_session *s, int ret)
+{
+    const char *m;
+
+    if (ret == -EIO && (m = qcow2_error(s->img)) != NULL && strstr(m, "corrupt")) {
+        fprintf(stderr, "qcow2: %s\n", m);
+    }
+    return ret;
+}
+
 /* The size the commands see. QEMU sees a raw file in whole 512-byte sectors: a file of 1000
  * bytes is 1 KiB long there, and its last 24 bytes read as zeros. */
 static uint64_t io_size(struct io_session *s)
@@ -328,6 +342,22 @@ static uint64_t io_size(struct io_session *s)
     uint64_t size = qcow2_get_size(s->img);
 
     return s->format == QCOW2_FORMAT_RAW ? (size + 511) / 512 * 512 : size;
+}
+
+/* "OFF LEN [LEN..]" of readv, writev and aio_*: the usage line when there are too few
+ * arguments, else the offset and the sum of the lengths. Returns 0 or the error, printed. */
+static int offset_and_lengths(int cmd, int argc, char **argv, int64_t *offset, int64_t *total)
+{
+    int ret;
+
+    if (optind > argc - 2) {
+        return io_usage(&io_image_cmds[cmd]);
+    }
+    if ((ret = num_arg(argv[optind], offset)) < 0) {
+        return ret;
+    }
+    *total = iovec_total(argv + optind + 1, argc - optind - 1);
+    return *total < 0 ? (int)*total : 0;
 }
 
 /* QEMU's block layer refuses a request that ends past the image with EIO. */
@@ -349,7 +379,7 @@ static int do_read(struct io_session *s, uint8_t *buf, int64_t offset, int64_t c
         n = (uint64_t)offset < size ? size - (uint64_t)offset : 0;
         memset(buf + n, 0, (size_t)((uint64_t)count - n));
     }
-    return n ? qcow2_pread(s->img, buf, (size_t)n, (uint64_t)offset) : 0;
+    return n ? lib_result(s, qcow2_pread(s->img, buf, (size_t)n, (uint64_t)offset)) : 0;
 }
 
 enum write_kind { WRITE_DATA, WRITE_ZEROES, WRITE_COMPRESSED };
@@ -381,7 +411,7 @@ static int do_write(struct io_session *s, enum write_kind kind, const uint8_t *b
     if (ret >= 0 && s->writethrough && !s->no_flush) {
         ret = qcow2_flush(s->img);
     }
-    return ret < 0 ? ret : 0;
+    return ret < 0 ? lib_result(s, ret) : 0;
 }
 
 /* write -s FILE: the file's bytes, repeated to fill `len`. NULL after the message. */
@@ -532,61 +562,6 @@ static int mismatch(const uint8_t *buf, int64_t len, int pattern)
     return 0;
 }
 
-static int readv_f(struct io_session *s, int argc, char **argv)
-{
-    int Cflag = 0, qflag = 0, vflag = 0, Pflag = 0, c, pattern = 0, ret;
-    int64_t offset, total;
-    struct timespec t1, t;
-    uint8_t *buf;
-
-    while ((c = io_getopt(argc, argv, "CP:qv")) != -1) {
-        switch (c) {
-        case 'C': Cflag = 1; break;
-        case 'P':
-            Pflag = 1;
-            if ((pattern = parse_pattern(optarg)) < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q': qflag = 1; break;
-        case 'v': vflag = 1; break;
-        default: return io_usage(&io_image_cmds[CMD_READV]);
-        }
-    }
-    if (optind > argc - 2) {
-        return io_usage(&io_image_cmds[CMD_READV]);
-    }
-    if ((ret = num_arg(argv[optind], &offset)) < 0) {
-        return ret;
-    }
-    optind++;
-    if ((total = iovec_total(argv + optind, argc - optind)) < 0) {
-        return (int)total;
-    }
-    buf = alloc_filled(total, 0xab);
-    t1 = now();
-    ret = buf ? do_read(s, buf, offset, total) : -ENOMEM;
-    t = since(t1);
-    if (ret < 0) {
-        printf("readv failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    if (Pflag && mismatch(buf, total, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n", offset,
-               total);
-        ret = -EINVAL;
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        dump_buffer(buf, offset, total);
-    }
-    print_report("read", t, offset, total, total, Cflag);
-out:
-    free(buf);
-    return ret;
-}
 
 static int write_f(struct io_session *s, int argc, char **argv)
 {
@@ -681,18 +656,95 @@ static int write_f(struct io_session *s, int argc, char **argv)
     return 0;
 }
 
+
+/* ---- requests with reports: readv, writev, aio_read, aio_write ------------------------------ */
+
+/* Run a request of readv/writev/aio_*: a read into a new buffer (kept for the report), a write
+ * of `pattern` bytes, or with a->zero a zero write. */
+static void run_request(struct io_session *s, struct io_aio *a, int pattern, unsigned flags)
+{
+    struct timespec t1;
+
+    if (!a->zero && !(a->buf = alloc_filled(a->bytes, pattern))) {
+        a->ret = -ENOMEM;
+        return;
+    }
+    t1 = now();
+    if (!a->is_write) {
+        a->ret = do_read(s, a->buf, a->offset, a->bytes);
+    } else {
+        a->ret = do_write(s, a->zero ? WRITE_ZEROES : WRITE_DATA, a->buf, a->offset, a->bytes,
+                          flags);
+        free(a->buf);
+        a->buf = NULL;
+    }
+    a->elapsed = since(t1);
+}
+
+/* Print what a finished request says; returns its result (the I/O error, -EINVAL for data
+ * that does not match the -P pattern, else 0). */
+static int report_request(const struct io_aio *a)
+{
+    int ret = 0;
+
+    if (a->ret < 0) {
+        printf("%s failed: %s\n", a->what, strerror(-a->ret));
+        return a->ret;
+    }
+    if (!a->is_write && a->Pflag && mismatch(a->buf, a->bytes, a->pattern)) {
+        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
+               a->offset, a->bytes);
+        ret = -EINVAL;
+    }
+    if (!a->qflag) {
+        if (a->vflag) {
+            dump_buffer(a->buf, a->offset, a->bytes);
+        }
+        print_report(a->is_write ? "wrote" : "read", a->elapsed, a->offset, a->bytes, a->bytes,
+                     a->Cflag);
+    }
+    return ret;
+}
+
+static int readv_f(struct io_session *s, int argc, char **argv)
+{
+    struct io_aio a = { .what = "readv" };
+    int c, ret;
+
+    while ((c = io_getopt(argc, argv, "CP:qv")) != -1) {
+        switch (c) {
+        case 'C': a.Cflag = 1; break;
+        case 'P':
+            a.Pflag = 1;
+            if ((a.pattern = parse_pattern(optarg)) < 0) {
+                return -EINVAL;
+            }
+            break;
+        case 'q': a.qflag = 1; break;
+        case 'v': a.vflag = 1; break;
+        default: return io_usage(&io_image_cmds[CMD_READV]);
+        }
+    }
+    if ((ret = offset_and_lengths(CMD_READV, argc, argv, &a.offset, &a.bytes)) < 0) {
+        return ret;
+    }
+    run_request(s, &a, 0xab, 0);
+    ret = report_request(&a);
+    free(a.buf);
+    return ret;
+}
+
 static int writev_f(struct io_session *s, int argc, char **argv)
 {
-    int Cflag = 0, qflag = 0, fua = 0, c, pattern = 0xcd, ret;
-    int64_t offset, total;
-    struct timespec t1, t;
-    uint8_t *buf;
+    struct io_aio a = { .is_write = 1, .what = "writev" };
+    int c, ret, pattern = 0xcd;
+    unsigned flags = 0;
 
     while ((c = io_getopt(argc, argv, "CfqP:")) != -1) {
         switch (c) {
-        case 'C': Cflag = 1; break;
-        case 'f': fua = 1; break;
-        case 'q': qflag = 1; break;
+        case 'C': a.Cflag = 1; break;
+        case 'f': flags = QCOW2_WRITE_FUA; break;
+        case 'q': a.qflag = 1; break;
         case 'P':
             if ((pattern = parse_pattern(optarg)) < 0) {
                 return -EINVAL;
@@ -701,29 +753,11 @@ static int writev_f(struct io_session *s, int argc, char **argv)
         default: return io_usage(&io_image_cmds[CMD_WRITEV]);
         }
     }
-    if (optind > argc - 2) {
-        return io_usage(&io_image_cmds[CMD_WRITEV]);
-    }
-    if ((ret = num_arg(argv[optind], &offset)) < 0) {
+    if ((ret = offset_and_lengths(CMD_WRITEV, argc, argv, &a.offset, &a.bytes)) < 0) {
         return ret;
     }
-    optind++;
-    if ((total = iovec_total(argv + optind, argc - optind)) < 0) {
-        return (int)total;
-    }
-    buf = alloc_filled(total, pattern);
-    t1 = now();
-    ret = buf ? do_write(s, WRITE_DATA, buf, offset, total, fua ? QCOW2_WRITE_FUA : 0) : -ENOMEM;
-    t = since(t1);
-    free(buf);
-    if (ret < 0) {
-        printf("writev failed: %s\n", strerror(-ret));
-        return ret;
-    }
-    if (!qflag) {
-        print_report("wrote", t, offset, total, total, Cflag);
-    }
-    return 0;
+    run_request(s, &a, pattern, flags);
+    return report_request(&a);
 }
 
 /* ---- aio_read, aio_write, aio_flush ------------------------------------------------------ */
@@ -743,24 +777,7 @@ void io_aio_drain(struct io_session *s)
 
     while ((a = s->aio_first) != NULL) {
         s->aio_first = a->next;
-        if (!a->is_write && a->ret >= 0 && a->Pflag && mismatch(a->buf, a->bytes, a->pattern)) {
-            a->mismatch = 1;
-        }
-        if (a->ret < 0) {
-            printf("%s failed: %s\n", a->is_write ? "aio_write" : "readv", strerror(-a->ret));
-        } else {
-            if (a->mismatch) {
-                printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
-                       a->offset, a->bytes);
-            }
-            if (!a->qflag) {
-                if (a->vflag) {
-                    dump_buffer(a->buf, a->offset, a->bytes);
-                }
-                print_report(a->is_write ? "wrote" : "read", a->elapsed, a->offset, a->bytes,
-                             a->bytes, a->Cflag);
-            }
-        }
+        report_request(a);
         free(a->buf);
         free(a);
     }
@@ -773,7 +790,6 @@ static int aio_read_f(struct io_session *s, int argc, char **argv)
 {
     struct io_aio *a = calloc(1, sizeof(*a));
     int c, ret;
-    struct timespec t1;
 
     if (!a) {
         return -ENOMEM;
@@ -799,19 +815,12 @@ static int aio_read_f(struct io_session *s, int argc, char **argv)
             return io_usage(&io_image_cmds[CMD_AIO_READ]);
         }
     }
-    if (optind > argc - 2) {
+    if ((ret = offset_and_lengths(CMD_AIO_READ, argc, argv, &a->offset, &a->bytes)) < 0) {
         free(a);
-        return io_usage(&io_image_cmds[CMD_AIO_READ]);
+        return ret;
     }
-    if ((ret = num_arg(argv[optind], &a->offset)) < 0 ||
-        (a->bytes = iovec_total(argv + optind + 1, argc - optind - 1)) < 0) {
-        free(a);
-        return ret < 0 ? ret : -EINVAL;
-    }
-    a->buf = alloc_filled(a->bytes, 0xab);
-    t1 = now();
-    a->ret = a->buf ? do_read(s, a->buf, a->offset, a->bytes) : -ENOMEM;
-    a->elapsed = since(t1);
+    a->what = "readv"; /* (sic: qemu-io's word for a failed aio_read) */
+    run_request(s, a, 0xab, 0);
     aio_queue(s, a);
     return 0;
 }
@@ -820,7 +829,6 @@ static int aio_write_f(struct io_session *s, int argc, char **argv)
 {
     struct io_aio *a = calloc(1, sizeof(*a));
     int c, ret, zflag = 0, fua = 0, unmap = 0, pattern = 0xcd;
-    struct timespec t1;
 
     if (!a) {
         return -ENOMEM;
@@ -876,18 +884,11 @@ static int aio_write_f(struct io_session *s, int argc, char **argv)
     } else if ((a->bytes = iovec_total(argv + optind + 1, argc - optind - 1)) < 0) {
         free(a);
         return -EINVAL;
-    } else if (!(a->buf = alloc_filled(a->bytes, pattern))) {
-        free(a);
-        return -ENOMEM;
     }
-    t1 = now();
-    a->ret = zflag ? do_write(s, WRITE_ZEROES, NULL, a->offset, a->bytes,
-                              unmap ? QCOW2_ZERO_MAY_UNMAP : 0)
-                   : do_write(s, WRITE_DATA, a->buf, a->offset, a->bytes,
-                              fua ? QCOW2_WRITE_FUA : 0);
-    a->elapsed = since(t1);
-    free(a->buf);
-    a->buf = NULL;
+    a->what = "aio_write";
+    a->zero = zflag;
+    run_request(s, a, pattern,
+                zflag ? (unmap ? QCOW2_ZERO_MAY_UNMAP : 0) : (fua ? QCOW2_WRITE_FUA : 0));
     aio_queue(s, a);
     return 0;
 }
@@ -909,7 +910,7 @@ static int flush_f(struct io_session *s, int argc, char **argv)
     if (s->no_flush) {
         return 0;
     }
-    ret = qcow2_flush(s->img);
+    ret = lib_result(s, qcow2_flush(s->img));
     if (ret < 0) {
         /* qemu-io 7.2 fails silently here; say why */
         printf("flush failed: %s\n", strerror(-ret));
@@ -943,7 +944,7 @@ static int discard_f(struct io_session *s, int argc, char **argv)
     } else if (s->discard_ignore || bytes == 0) {
         ret = 0;
     } else {
-        ret = qcow2_discard(s->img, (uint64_t)offset, (uint64_t)bytes);
+        ret = lib_result(s, qcow2_discard(s->img, (uint64_t)offset, (uint64_t)bytes));
     }
     t = since(t1);
     if (ret < 0) {
@@ -1062,7 +1063,7 @@ static int is_allocated(struct io_session *s, int64_t offset, int64_t bytes, int
     }
     ret = qcow2_block_status(s->img, (uint64_t)offset, (uint64_t)bytes, &e);
     if (ret < 0) {
-        return ret;
+        return lib_result(s, ret);
     }
     *num = (int64_t)e.length < bytes ? (int64_t)e.length : bytes;
     return e.depth == 0 && (e.flags & QCOW2_BS_PRESENT);
@@ -1074,7 +1075,8 @@ static int alloc_f(struct io_session *s, int argc, char **argv)
     char s1[64];
     int ret;
 
-    if ((ret = num_arg(argv[1], &offset)) < 0 || (argc == 3 && (ret = num_arg(argv[2], &count)) < 0)) {
+    if ((ret = num_arg(argv[1], &offset)) < 0 ||
+        (argc == 3 && (ret = num_arg(argv[2], &count)) < 0)) {
         return ret;
     }
     start = offset;
@@ -1117,7 +1119,8 @@ static int map_f(struct io_session *s, int argc, char **argv)
             num += more;
         }
         if (ret < 0 || next < 0) {
-            io_error_report("Failed to get allocation status: %s", strerror(-(ret < 0 ? ret : next)));
+            io_error_report("Failed to get allocation status: %s",
+                            strerror(-(ret < 0 ? ret : next)));
             return ret < 0 ? ret : next;
         }
         if (num == 0) {

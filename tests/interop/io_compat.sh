@@ -114,6 +114,8 @@ c "write and read back" -c 'write -P 0x55 300k 70000' -c 'read -P 0x55 300k 7000
 c "write default pattern 0xcd" -c 'write 0 512' -c 'read -P 0xcd 0 512' q.qcow2
 c "write -z and -z -u" -c 'write -z 0 64k' -c 'write -z -u 64k 64k' -c 'read -P 0 0 128k' -c 'map' q.qcow2
 c "write -c compressed" -c 'write -c -P 0x77 256k 64k' -c 'read -P 0x77 256k 64k' -c 'write -c 320k 64k' q.qcow2
+c "write -c over allocated clusters, -z -n" -c 'write -c 0 64k' -c 'write -P 1 320k 512' -c 'write -c 320k 64k' \
+    -c 'write -c 960k 64k' -c 'write -z -n 0 512' -c 'write -z -n 0 64k' -c 'write -z -n 448k 64k' -c 'write -c 1M 0' q.qcow2
 c "write -c alignment" -c 'write -c 1 512' -c 'write -c 0 511' -c 'write -c 384k 1k' q.qcow2
 c "write -f -q -C -p" -c 'write -f 0 512' -c 'write -q 512 512' -c 'write -C 1k 512' -c 'write -p 2k 512' q.qcow2
 c "write -s pattern file" -c 'write -s pat.txt 0 100' -c 'read -v 0 32' -c 'write -s nonexist.txt 0 4' -c 'write -s empty.txt 0 4' q.qcow2
