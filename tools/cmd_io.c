@@ -393,6 +393,39 @@ static int parse_aio(const char *mode, int *native)
     return 0;
 }
 
+/* The options that the command line and the open command share: -n, -r, -k, -U, -t, -d, -i.
+ * Returns 0 when `c` was one of them, 1 when it is not, -EINVAL (message printed) for a bad
+ * mode. */
+static int flag_option(int c, const char *arg, struct io_flags *f)
+{
+    switch (c) {
+    case 'n': f->direct = 1; f->writethrough = 0; return 0;
+    case 'r': f->read_only = 1; return 0;
+    case 'k': f->native_aio = 1; return 0;
+    case 'U': f->force_share = 1; return 0;
+    case 't':
+        if (parse_cache(arg, f) < 0) {
+            io_error_report("Invalid cache option: %s", arg);
+            return -EINVAL;
+        }
+        return 0;
+    case 'd':
+        if (parse_discard(arg, &f->discard_ignore) < 0) {
+            io_error_report("Invalid discard option: %s", arg);
+            return -EINVAL;
+        }
+        return 0;
+    case 'i':
+        if (parse_aio(arg, &f->native_aio) < 0) {
+            io_error_report("Invalid aio option: %s", arg);
+            return -EINVAL;
+        }
+        return 0;
+    default:
+        return 1;
+    }
+}
+
 static int parse_bool(const char *v, int *out)
 {
     if (v && (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "y"))) {
@@ -749,30 +782,6 @@ static int open_f(struct io_session *s, int argc, char **argv)
             io_error_report("open -%c is not supported by this tool", c);
             opts_free(&opts);
             return -ENOTSUP;
-        case 'n': f.direct = 1; f.writethrough = 0; break;
-        case 'r': f.read_only = 1; break;
-        case 'k': f.native_aio = 1; break;
-        case 't':
-            if (parse_cache(optarg, &f) < 0) {
-                io_error_report("Invalid cache option: %s", optarg);
-                opts_free(&opts);
-                return -EINVAL;
-            }
-            break;
-        case 'd':
-            if (parse_discard(optarg, &f.discard_ignore) < 0) {
-                io_error_report("Invalid discard option: %s", optarg);
-                opts_free(&opts);
-                return -EINVAL;
-            }
-            break;
-        case 'i':
-            if (parse_aio(optarg, &f.native_aio) < 0) {
-                io_error_report("Invalid aio option: %s", optarg);
-                opts_free(&opts);
-                return -EINVAL;
-            }
-            break;
         case 'o':
             if (image_opts) {
                 printf("--image-opts and 'open -o' are mutually exclusive\n");
@@ -784,8 +793,14 @@ static int open_f(struct io_session *s, int argc, char **argv)
                 return -EINVAL;
             }
             break;
-        case 'U': f.force_share = 1; break;
         default:
+            if ((ret = flag_option(c, optarg, &f)) <= 0) {
+                if (ret < 0) {
+                    opts_free(&opts);
+                    return ret;
+                }
+                break;
+            }
             opts_free(&opts);
             return io_usage(&session_cmds[0]);
         }
@@ -1143,29 +1158,8 @@ int cmd_io(int argc, char **argv)
             goto out;
         case 'c': cmds[ncmd++] = optarg; break;
         case 'f': format = optarg; break;
-        case 'r': f.read_only = 1; break;
-        case 'n': f.direct = 1; f.writethrough = 0; break;
-        case 'm': break;
-        case 'k': f.native_aio = 1; break;
-        case 'U': f.force_share = 1; break;
-        case 'T': break;
-        case 'i':
-            if (parse_aio(optarg, &f.native_aio) < 0) {
-                io_error_report("Invalid aio option: %s", optarg);
-                goto out;
-            }
-            break;
-        case 'd':
-            if (parse_discard(optarg, &f.discard_ignore) < 0) {
-                io_error_report("Invalid discard option: %s", optarg);
-                goto out;
-            }
-            break;
-        case 't':
-            if (parse_cache(optarg, &f) < 0) {
-                io_error_report("Invalid cache option: %s", optarg);
-                goto out;
-            }
+        case 'm': /* misalign: no effect */
+        case 'T': /* trace: no effect */
             break;
         case 's':
         case 'C':
@@ -1176,6 +1170,12 @@ int cmd_io(int argc, char **argv)
             goto out;
         case OPT_IMAGE_OPTS: image_opts = 1; break;
         default:
+            if (c != '?' && (c = flag_option(c, optarg, &f)) <= 0) {
+                if (c < 0) {
+                    goto out;
+                }
+                break;
+            }
             if (optopt && optopt < 256 && strchr("cdfitT", optopt)) {
                 io_error_report("option requires an argument -- '%c'", optopt);
             } else if (optopt) {

@@ -1185,34 +1185,24 @@ static int abort_f(struct io_session *s, int argc, char **argv)
     abort();
 }
 
-/* Breakpoints belong to QEMU's blkdebug driver, which this tool does not have: the answers are
- * what qemu-io gives for an image without blkdebug. */
-static int break_f(struct io_session *s, int argc, char **argv)
+/* Breakpoints belong to QEMU's blkdebug driver, which this tool does not have: break,
+ * remove_break and resume answer what qemu-io answers for an image without blkdebug.
+ * wait_break fails likewise, where qemu-io 7.2 waits forever for a request that no blkdebug
+ * layer can ever suspend. */
+static int no_blkdebug_f(struct io_session *s, int argc, char **argv)
 {
-    (void)s, (void)argc, (void)argv;
-    printf("Could not set breakpoint: %s\n", strerror(ENOTSUP));
-    return -ENOTSUP;
-}
+    const char *why = strerror(ENOTSUP);
 
-static int remove_break_f(struct io_session *s, int argc, char **argv)
-{
     (void)s, (void)argc;
-    printf("Could not remove breakpoint %s: %s\n", argv[1], strerror(ENOTSUP));
-    return -ENOTSUP;
-}
-
-static int resume_f(struct io_session *s, int argc, char **argv)
-{
-    (void)s, (void)argc, (void)argv;
-    printf("Could not resume request: %s\n", strerror(ENOTSUP));
-    return -ENOTSUP;
-}
-
-/* qemu-io 7.2 waits forever here when no blkdebug layer can ever suspend a request. */
-static int wait_break_f(struct io_session *s, int argc, char **argv)
-{
-    (void)s, (void)argc;
-    printf("Could not wait for breakpoint %s: %s\n", argv[1], strerror(ENOTSUP));
+    if (strcmp(argv[0], "break") == 0) {
+        printf("Could not set breakpoint: %s\n", why);
+    } else if (strcmp(argv[0], "remove_break") == 0) {
+        printf("Could not remove breakpoint %s: %s\n", argv[1], why);
+    } else if (strcmp(argv[0], "resume") == 0) {
+        printf("Could not resume request: %s\n", why);
+    } else {
+        printf("Could not wait for breakpoint %s: %s\n", argv[1], why);
+    }
     return -ENOTSUP;
 }
 
@@ -1398,11 +1388,11 @@ const struct io_cmd io_image_cmds[] = {
       sigraise_help },
     { "abort", NULL, abort_f, 0, 0, IO_NOFILE_OK, NULL, "simulate a program crash using abort(3)",
       NULL },
-    { "break", NULL, break_f, 2, 2, 0, "event tag",
+    { "break", NULL, no_blkdebug_f, 2, 2, 0, "event tag",
       "sets a breakpoint on event and tags the stopped request as tag", NULL },
-    { "remove_break", NULL, remove_break_f, 1, 1, 0, "tag", "remove a breakpoint by tag", NULL },
-    { "resume", NULL, resume_f, 1, 1, 0, "tag", "resumes the request tagged as tag", NULL },
-    { "wait_break", NULL, wait_break_f, 1, 1, 0, "tag", "waits for the suspension of a request",
+    { "remove_break", NULL, no_blkdebug_f, 1, 1, 0, "tag", "remove a breakpoint by tag", NULL },
+    { "resume", NULL, no_blkdebug_f, 1, 1, 0, "tag", "resumes the request tagged as tag", NULL },
+    { "wait_break", NULL, no_blkdebug_f, 1, 1, 0, "tag", "waits for the suspension of a request",
       NULL },
 };
 
