@@ -19,26 +19,29 @@
 
 /* ---- messages, numbers and reports shared with cmd_io.c ---------------------------------- */
 
+static void io_vreport(const char *prefix, const char *fmt, va_list ap)
+{
+    fputs(prefix, stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void io_error_report(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs(IO_PROG ": ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    io_vreport(IO_PROG ": ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void io_warn_report(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs(IO_PROG ": warning: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    io_vreport(IO_PROG ": warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 int io_usage(const struct io_cmd *ct)
@@ -344,6 +347,21 @@ static uint64_t io_size(struct io_session *s)
     return s->format == QCOW2_FORMAT_RAW ? (size + 511) / 512 * 512 : size;
 }
 
+/* "OFF LEN" of read and discard: the usage line unless exactly two arguments are left, else
+ * the offset and the length (at most a request's maximum). Returns 0 or the error, printed. */
+static int offset_and_length(int cmd, int argc, char **argv, int64_t *offset, int64_t *len)
+{
+    int ret;
+
+    if (optind != argc - 2) {
+        return io_usage(&io_image_cmds[cmd]);
+    }
+    if ((ret = num_arg(argv[optind], offset)) < 0) {
+        return ret;
+    }
+    return length_arg(argv[optind + 1], len);
+}
+
 /* "OFF LEN [LEN..]" of readv, writev and aio_*: the usage line when there are too few
  * arguments, else the offset and the sum of the lengths. Returns 0 or the error, printed. */
 static int offset_and_lengths(int cmd, int argc, char **argv, int64_t *offset, int64_t *total)
@@ -501,11 +519,7 @@ static int read_f(struct io_session *s, int argc, char **argv)
         default: return io_usage(&io_image_cmds[CMD_READ]);
         }
     }
-    if (optind != argc - 2) {
-        return io_usage(&io_image_cmds[CMD_READ]);
-    }
-    if ((ret = num_arg(argv[optind], &offset)) < 0 ||
-        (ret = length_arg(argv[optind + 1], &count)) < 0) {
+    if ((ret = offset_and_length(CMD_READ, argc, argv, &offset, &count)) < 0) {
         return ret;
     }
     if (!Pflag && (lflag || sflag)) {
@@ -931,11 +945,7 @@ static int discard_f(struct io_session *s, int argc, char **argv)
         default: return io_usage(&io_image_cmds[CMD_DISCARD]);
         }
     }
-    if (optind != argc - 2) {
-        return io_usage(&io_image_cmds[CMD_DISCARD]);
-    }
-    if ((ret = num_arg(argv[optind], &offset)) < 0 ||
-        (ret = length_arg(argv[optind + 1], &bytes)) < 0) {
+    if ((ret = offset_and_length(CMD_DISCARD, argc, argv, &offset, &bytes)) < 0) {
         return ret;
     }
     t1 = now();
