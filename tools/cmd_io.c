@@ -999,8 +999,7 @@ static int io_command(struct io_session *s, const char *line)
         ret = -EINVAL;
         goto out;
     }
-    if (!(ct->flags & IO_GLOBAL) &&
-        (argc - 1 < ct->argmin || (ct->argmax != -1 && argc - 1 > ct->argmax))) {
+    if (argc - 1 < ct->argmin || (ct->argmax != -1 && argc - 1 > ct->argmax)) {
         if (ct->argmax == -1) {
             fprintf(stderr, "bad argument count %d to %s, expected at least %d arguments\n",
                     argc - 1, argv[0], ct->argmin);

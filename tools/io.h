@@ -20,7 +20,7 @@
 
 /* Command flags. */
 #define IO_NOFILE_OK 0x1u /* runs without an open image */
-#define IO_GLOBAL 0x2u    /* runs without an open image, no argument count check */
+#define IO_GLOBAL 0x2u    /* runs without an open image */
 #define IO_WRITE 0x4u     /* needs a writable image ("Block node is read-only") */
 #define IO_POLLS 0x8u     /* waits for I/O: pending aio requests report first */
 

@@ -179,7 +179,7 @@ c "sleep" -c 'sleep 10' -c 'sleep x' -c 'sleep -1' -c 'sleep' -c 'sleep 0x5' q.q
 c "sigraise" -c 'sigraise 0' -c 'sigraise 100' -c 'sigraise x' -c 'length' q.qcow2
 c "abort argument count" -c 'abort x' q.qcow2
 c "breakpoints without blkdebug" -c 'break a b' -c 'remove_break a' -c 'resume a' -c 'break a' q.qcow2
-c "help" -c 'help' q.qcow2
+c "help" -c 'help' -c 'help a b' -c '? read' q.qcow2
 for cmd in abort aio_flush aio_read aio_write alloc break close discard flush help info length map \
     open quit read readv remove_break reopen resume sigraise sleep truncate wait_break write writev \
     r w foo; do
