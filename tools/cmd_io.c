@@ -343,6 +343,7 @@ static int json_parse(const char *text, struct io_opts *o, char *msg, size_t msg
 /* How an image is to be opened: the command line's or the open command's flags. */
 struct io_flags {
     int read_only, writethrough, direct, no_flush, discard_ignore, force_share, native_aio;
+    int snapshot; /* -s: writes go to a temporary overlay */
 };
 
 static void flags_init(struct io_flags *f)
@@ -393,7 +394,7 @@ static int parse_aio(const char *mode, int *native)
     return 0;
 }
 
-/* The options that the command line and the open command share: -n, -r, -k, -U, -t, -d, -i.
+/* The options that the command line and the open command share: -n, -r, -s, -k, -U, -t, -d, -i.
  * Returns 0 when `c` was one of them, 1 when it is not, -EINVAL (message printed) for a bad
  * mode. */
 static int flag_option(int c, const char *arg, struct io_flags *f)
@@ -401,6 +402,7 @@ static int flag_option(int c, const char *arg, struct io_flags *f)
     switch (c) {
     case 'n': f->direct = 1; f->writethrough = 0; return 0;
     case 'r': f->read_only = 1; return 0;
+    case 's': f->snapshot = 1; return 0;
     case 'k': f->native_aio = 1; return 0;
     case 'U': f->force_share = 1; return 0;
     case 't':
@@ -518,6 +520,53 @@ static int opts_apply(const struct io_opts *d, struct qcow2_open_opts *o, struct
     return 0;
 }
 
+/* -s, as QEMU's snapshot mode: a temporary qcow2 overlay over the image (which is only read)
+ * takes the writes and is deleted when the image is closed; it lives in $TMPDIR or /var/tmp.
+ * `base` is the image, open; on success *img is the overlay. */
+static int open_snapshot(const char *path, struct qcow2_image *base,
+                         const struct qcow2_open_opts *o, int read_only,
+                         struct qcow2_image **img, char *msg, size_t msglen)
+{
+    const char *dir = getenv("TMPDIR");
+    char tmp[4096], err[QCOW2_ERROR_MAX] = "";
+    struct qcow2_create_opts c;
+    struct qcow2_open_opts oo = *o;
+    struct qcow2_info in;
+    char *abs = realpath(path, NULL);
+    int fd, ret;
+
+    snprintf(tmp, sizeof(tmp), "%s/vl.XXXXXX", dir && *dir ? dir : "/var/tmp");
+    fd = mkstemp(tmp);
+    if (fd < 0 || !abs) {
+        ret = -errno;
+        snprintf(msg, msglen, "Could not get temporary filename: %s", strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        free(abs);
+        return ret;
+    }
+    close(fd);
+    qcow2_get_info(base, &in);
+    qcow2_create_opts_init(&c);
+    c.size = in.virtual_size;
+    c.backing_file = abs;
+    c.backing_fmt = tool_format_name(in.format);
+    ret = qcow2_create(tmp, &c, err, sizeof(err));
+    if (ret == 0) {
+        oo.format = QCOW2_FORMAT_QCOW2;
+        oo.read_only = read_only;
+        ret = qcow2_open(tmp, &oo, img, err, sizeof(err));
+    }
+    unlink(tmp); /* the open handle keeps it until close */
+    free(abs);
+    if (ret < 0) {
+        snprintf(msg, msglen, "%s", err);
+    }
+    return ret;
+}
+
 /* A "filename" option (not file.filename) names the file only together with a driver. */
 static int opts_has_only_filename(const struct io_opts *d)
 {
@@ -585,7 +634,7 @@ static int io_open(struct io_session *s, const char *name, const struct io_opts 
                                    "which was not specified.");
         goto fail;
     }
-    fd = open(path, f.read_only ? O_RDONLY : O_RDWR);
+    fd = open(path, f.read_only || f.snapshot ? O_RDONLY : O_RDWR);
     if (fd < 0) {
         ret = -errno;
         snprintf(msg, sizeof(msg), "Could not open '%s': %s", path, strerror(errno));
@@ -593,7 +642,7 @@ static int io_open(struct io_session *s, const char *name, const struct io_opts 
     }
     close(fd);
     o.format = fmt;
-    o.read_only = f.read_only;
+    o.read_only = f.read_only || f.snapshot;
     ret = qcow2_open(path, &o, &img, err, sizeof(err));
     if (ret < 0) {
         struct qcow2_image *probe = NULL;
@@ -631,7 +680,17 @@ static int io_open(struct io_session *s, const char *name, const struct io_opts 
             goto fail;
         }
     }
-    if (fmt == QCOW2_FORMAT_PROBE && in.format == QCOW2_FORMAT_RAW && !f.read_only) {
+    if (f.snapshot) {
+        struct qcow2_image *overlay;
+
+        ret = open_snapshot(path, img, &o, f.read_only, &overlay, msg, sizeof(msg));
+        qcow2_close(img);
+        if (ret < 0) {
+            goto fail;
+        }
+        img = overlay;
+        qcow2_get_info(img, &in);
+    } else if (fmt == QCOW2_FORMAT_PROBE && in.format == QCOW2_FORMAT_RAW && !f.read_only) {
         /* (QEMU also refuses writes to block 0 of such an image that would make it probe as
          * another format; this tool does not.) */
         fprintf(stderr,
@@ -647,6 +706,7 @@ static int io_open(struct io_session *s, const char *name, const struct io_opts 
     s->writethrough = f.writethrough;
     s->no_flush = f.no_flush;
     s->discard_ignore = f.discard_ignore;
+    s->snapshot = f.snapshot;
     s->opts = o;
     s->opts.format = in.format;
     free(s->path);
@@ -776,10 +836,9 @@ static int open_f(struct io_session *s, int argc, char **argv)
     flags_init(&f);
     while ((c = io_getopt(argc, argv, "snCro:ki:t:d:U")) != -1) {
         switch (c) {
-        case 's':
         case 'C':
-            /* snapshot and copy-on-read need QEMU's temporary overlays: not here */
-            io_error_report("open -%c is not supported by this tool", c);
+            /* copy-on-read copies what reads find in backing files: not here */
+            io_error_report("open -C is not supported by this tool");
             opts_free(&opts);
             return -ENOTSUP;
         case 'o':
@@ -871,6 +930,11 @@ static int reopen_f(struct io_session *s, int argc, char **argv)
     if (optind != argc) {
         opts_free(&d);
         return io_usage(&session_cmds[2]);
+    }
+    if (s->snapshot) {
+        /* reopening would lose the temporary overlay and its writes */
+        io_error_report("reopen is not supported for an image opened with -s");
+        goto out;
     }
     for (int i = 0; i < d.n; i++) {
         const char *k = d.key[i], *v = d.val[i];
@@ -1100,7 +1164,9 @@ static void io_usage_text(FILE *f)
             "Options for -o, --image-opts and json: names: driver, file.filename, filename,\n"
             "file.driver=file, read-only, backing=null (json) or backing= (no backing file),\n"
             "lazy-refcounts, l2-cache-size, cache.direct, cache.no-flush, discard, force-share.\n"
-            "Not supported: -s/--snapshot, -C/--copy-on-read, --object.\n"
+            "  -s, --snapshot       use snapshot file (a temporary overlay in $TMPDIR or\n"
+            "                       /var/tmp takes the writes; deleted at close)\n"
+            "Not supported: -C/--copy-on-read, --object.\n"
             "\n"
             "See '" TOOL_NAME " io -c help' for information on available commands.\n");
 }
@@ -1160,12 +1226,10 @@ int cmd_io(int argc, char **argv)
         case 'm': /* misalign: no effect */
         case 'T': /* trace: no effect */
             break;
-        case 's':
         case 'C':
         case OPT_OBJECT:
             io_error_report("%s is not supported by this tool",
-                            c == 's' ? "-s (snapshot)" : c == 'C' ? "-C (copy-on-read)"
-                                                                  : "--object");
+                            c == 'C' ? "-C (copy-on-read)" : "--object");
             goto out;
         case OPT_IMAGE_OPTS: image_opts = 1; break;
         default:

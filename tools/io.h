@@ -45,6 +45,7 @@ struct io_session {
     int writethrough;                 /* cache=writethrough/directsync: flush every write */
     int no_flush;                     /* cache=unsafe: flushes do nothing */
     int discard_ignore;               /* discard=ignore: discards do nothing */
+    int snapshot;                     /* -s: img is a temporary overlay over `path` */
     struct qcow2_open_opts opts;      /* as opened, for reopen */
     char *path;                       /* host file, for reopen */
     struct io_aio *aio_first, **aio_last;

@@ -142,6 +142,9 @@ c "aio failures and mismatches" -c 'aio_read 1M 512' -c 'aio_flush' -c 'aio_writ
 c "aio options" -c 'aio_write -z 0 512 512' -c 'aio_write -u 0 512' -c 'aio_write -i 0 512' -c 'aio_read -i 0 512' \
     -c 'aio_write -z -u 0 64k' -c 'aio_flush' -c 'aio_write -q -P 4 0 512' -c 'aio_flush' -c 'aio_read -q -P 4 0 512' \
     -c 'aio_flush' -c 'aio_flush x' q.qcow2
+c "-C reports everywhere" -c 'readv -C 0 512' -c 'writev -C -f 0 512' -c 'aio_write -C -f 0 512' -c 'aio_flush' \
+    -c 'aio_read -C 0 512' -c 'aio_flush' -c 'write -z -C 0 512' -c 'discard -C -q 0 512' -c 'read -C -q 0 512' \
+    -c 'read -q -v 0 16' q.qcow2
 c "aio multiple lengths" -c 'aio_write -P 5 0 512 1k' -c 'aio_flush' -c 'aio_read -P 5 0 1k 512' -c 'aio_flush' q.qcow2
 
 # ---- discard, flush, truncate, length, info -------------------------------------------------
@@ -180,11 +183,13 @@ c "sigraise" -c 'sigraise 0' -c 'sigraise 100' -c 'sigraise x' -c 'length' q.qco
 c "abort argument count" -c 'abort x' q.qcow2
 c "breakpoints without blkdebug" -c 'break a b' -c 'remove_break a' -c 'resume a' -c 'break a' q.qcow2
 c "help" -c 'help' -c 'help a b' -c '? read' q.qcow2
+help_args=()
 for cmd in abort aio_flush aio_read aio_write alloc break close discard flush help info length map \
     open quit read readv remove_break reopen resume sigraise sleep truncate wait_break write writev \
     r w foo; do
-    c "help $cmd" -c "help $cmd" q.qcow2
+    help_args+=(-c "help $cmd")
 done
+c "help for each command" "${help_args[@]}" q.qcow2
 c "commands split on spaces only" -c 'read  -P  0x41   0  512 ' -c "$(printf 'length\tx')" q.qcow2
 
 # ---- standard input --------------------------------------------------------------------------
@@ -228,6 +233,10 @@ c "-f raw on qcow2" -f raw -c length -c 'read -v 0 4' q.qcow2
 c "nonexistent file" -c length nonexist
 c "probed raw warns" -c length r.raw
 c "probed raw read-only does not warn" -r -c length r.raw
+c "-s: writes go to a temporary overlay" -s -c 'write -P 7 0 64k' -c 'read -P 7 0 64k' -c map -c 'alloc 0 1M' \
+    -c info -c length q.qcow2
+c "open -s over a backing chain" -c 'close' -c 'open -s ov.qcow2' -c 'write -P 1 0 4k' -c 'read -P 0x61 4k 4k' -c map \
+    -c 'close' -c 'open -s -r r.raw' -c 'write 0 1' -c length q.qcow2
 c "-t and --cache" -t none -c 'write 0 1' -c 'read -P 0xcd 0 1' q.qcow2
 c "--cache=unsafe" --cache=unsafe -c 'write 0 1' -c flush q.qcow2
 c "-t writethrough, directsync, writeback" -t writethrough -c 'write 0 1' -c 'close' -c 'open -t directsync q.qcow2' \
