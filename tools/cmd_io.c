@@ -1145,6 +1145,8 @@ static void io_usage_text(FILE *f)
             "                       from the given string\n"
             "  -f, --format FMT     specifies the block driver to use (qcow2, raw)\n"
             "  -r, --read-only      export read-only\n"
+            "  -s, --snapshot       use snapshot file (a temporary overlay in $TMPDIR or\n"
+            "                       /var/tmp takes the writes; deleted at close)\n"
             "  -n, --nocache        disable host cache, short for -t none\n"
             "  -m, --misalign       accepted; no effect\n"
             "  -k, --native-aio     as -i native (which needs -n or -t none, as in qemu-io)\n"
@@ -1164,8 +1166,6 @@ static void io_usage_text(FILE *f)
             "Options for -o, --image-opts and json: names: driver, file.filename, filename,\n"
             "file.driver=file, read-only, backing=null (json) or backing= (no backing file),\n"
             "lazy-refcounts, l2-cache-size, cache.direct, cache.no-flush, discard, force-share.\n"
-            "  -s, --snapshot       use snapshot file (a temporary overlay in $TMPDIR or\n"
-            "                       /var/tmp takes the writes; deleted at close)\n"
             "Not supported: -C/--copy-on-read, --object.\n"
             "\n"
             "See '" TOOL_NAME " io -c help' for information on available commands.\n");
