@@ -30,49 +30,6 @@ struct info_item {
     char *full_backing;         /* backing file relative to `filename`, or NULL */
 };
 
-/* ImageInfoSpecificQCow2, as a list of (key, value) in the order QEMU's QDict prints them. */
-enum spec_kind { SPEC_STR, SPEC_INT, SPEC_BOOL };
-
-struct spec_field {
-    const char *key;
-    enum spec_kind kind;
-    const char *s;
-    int64_t i;
-};
-
-static int qcow2_specific(const struct qcow2_info *in, struct spec_field *f)
-{
-    int v3 = in->version >= 3, n = 0;
-
-    f[n++] = (struct spec_field){ "compat", SPEC_STR, v3 ? "1.1" : "0.10", 0 };
-    f[n++] = (struct spec_field){
-        "compression-type", SPEC_STR,
-        in->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib", 0
-    };
-    if (v3) {
-        f[n++] = (struct spec_field){ "lazy-refcounts", SPEC_BOOL, NULL, !!in->lazy_refcounts };
-    }
-    /* Where QEMU lists the bitmaps (it reads their directory, we do not): how many, and
-     * whether they can be trusted. QEMU shows nothing for inconsistent ones. */
-    if (in->nb_bitmaps > 0 || in->bitmaps_inconsistent) {
-        f[n++] = (struct spec_field){ "bitmaps-count", SPEC_INT, NULL, in->nb_bitmaps };
-        f[n++] = (struct spec_field){
-            "bitmaps-state", SPEC_STR, in->bitmaps_inconsistent ? "inconsistent" : "consistent", 0
-        };
-    }
-    f[n++] = (struct spec_field){ "refcount-bits", SPEC_INT, NULL, in->refcount_bits };
-    if (in->data_file) {
-        f[n++] = (struct spec_field){ "data-file", SPEC_STR, in->data_file, 0 };
-        f[n++] = (struct spec_field){ "data-file-raw", SPEC_BOOL, NULL, !!in->data_file_raw };
-    }
-    if (v3) {
-        f[n++] = (struct spec_field){ "corrupt", SPEC_BOOL, NULL, !!in->corrupt };
-        f[n++] = (struct spec_field){ "extended-l2", SPEC_BOOL, NULL, !!in->extended_l2 };
-    }
-    return n;
-}
-
-#define SPEC_MAX 16
 
 static void print_json(struct tool_json *j, const struct info_item *it)
 {
@@ -92,21 +49,21 @@ static void print_json(struct tool_json *j, const struct info_item *it)
     tool_json_str(j, "format", tool_format_name(in->format));
     tool_json_int(j, "actual-size", (int64_t)in->actual_size);
     if (is_qcow2) {
-        struct spec_field f[SPEC_MAX];
-        int n = qcow2_specific(in, f);
+        struct tool_spec_field f[TOOL_SPEC_MAX];
+        int n = tool_qcow2_specific(in, f);
 
         tool_json_begin_object(j, "format-specific");
         tool_json_str(j, "type", "qcow2");
         tool_json_begin_object(j, "data");
         for (int i = 0; i < n; i++) {
             switch (f[i].kind) {
-            case SPEC_STR:
+            case TOOL_SPEC_STR:
                 tool_json_str(j, f[i].key, f[i].s);
                 break;
-            case SPEC_INT:
+            case TOOL_SPEC_INT:
                 tool_json_int(j, f[i].key, f[i].i);
                 break;
-            case SPEC_BOOL:
+            case TOOL_SPEC_BOOL:
                 tool_json_bool(j, f[i].key, (int)f[i].i);
                 break;
             }
@@ -177,28 +134,8 @@ static void print_human(const struct info_item *it)
         }
     }
     if (in->format == QCOW2_FORMAT_QCOW2) {
-        struct spec_field f[SPEC_MAX];
-        int n = qcow2_specific(in, f);
-
         printf("Format specific information:\n");
-        for (int i = 0; i < n; i++) {
-            /* QEMU's human dump spells the keys with spaces instead of dashes. */
-            printf("    ");
-            for (const char *k = f[i].key; *k; k++) {
-                putchar(*k == '-' ? ' ' : *k);
-            }
-            switch (f[i].kind) {
-            case SPEC_STR:
-                printf(": %s\n", f[i].s);
-                break;
-            case SPEC_INT:
-                printf(": %lld\n", (long long)f[i].i);
-                break;
-            case SPEC_BOOL:
-                printf(": %s\n", f[i].i ? "true" : "false");
-                break;
-            }
-        }
+        tool_print_format_specific(in, "    ");
     }
 }
 

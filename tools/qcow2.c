@@ -12,7 +12,7 @@ static const struct tool_cmd commands[] = {
     { "info", cmd_info, "show information about an image (and its backing chain)" },
     { "map", cmd_map, "show how guest ranges map to files, as qemu-img map" },
     { "convert", cmd_convert, "copy an image, converting its format" },
-    { "io", cmd_io, "run qemu-io style commands (read, write, discard, ...)" },
+    { "io", cmd_io, "a drop-in for qemu-io: its commands, options and output" },
     { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
     { "resize", cmd_resize, "change the virtual size of an image, as qemu-img resize" },
     { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },

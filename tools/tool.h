@@ -98,6 +98,24 @@ char *tool_path_combine(const char *base, const char *name);
 
 /* ---- output ------------------------------------------------------------------------------ */
 
+/* ImageInfoSpecificQCow2 (qemu-img info's "format-specific" data) as (key, value) pairs in the
+ * order QEMU's QDict prints them. Returns how many were stored in `f` (TOOL_SPEC_MAX room). */
+enum tool_spec_kind { TOOL_SPEC_STR, TOOL_SPEC_INT, TOOL_SPEC_BOOL };
+
+struct tool_spec_field {
+    const char *key;
+    enum tool_spec_kind kind;
+    const char *s;
+    int64_t i;
+};
+
+#define TOOL_SPEC_MAX 16
+int tool_qcow2_specific(const struct qcow2_info *in, struct tool_spec_field *f);
+
+/* The same pairs as qemu-img info and qemu-io info print them, one "INDENTkey: value" line
+ * each, keys spelled with spaces ("lazy refcounts: false"). */
+void tool_print_format_specific(const struct qcow2_info *in, const char *indent);
+
 /* qemu's size_to_str(): "4.25 MiB", "196 KiB", "0 B". */
 void tool_human_size(char *buf, size_t len, uint64_t val);
 

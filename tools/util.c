@@ -257,6 +257,66 @@ char *tool_path_combine(const char *base, const char *name)
 
 /* ---- output ------------------------------------------------------------------------------ */
 
+int tool_qcow2_specific(const struct qcow2_info *in, struct tool_spec_field *f)
+{
+    int v3 = in->version >= 3, n = 0;
+
+    f[n++] = (struct tool_spec_field){ "compat", TOOL_SPEC_STR, v3 ? "1.1" : "0.10", 0 };
+    f[n++] = (struct tool_spec_field){
+        "compression-type", TOOL_SPEC_STR,
+        in->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib", 0
+    };
+    if (v3) {
+        f[n++] = (struct tool_spec_field){ "lazy-refcounts", TOOL_SPEC_BOOL, NULL,
+                                           !!in->lazy_refcounts };
+    }
+    /* Where QEMU lists the bitmaps (it reads their directory, we do not): how many, and
+     * whether they can be trusted. QEMU shows nothing for inconsistent ones. */
+    if (in->nb_bitmaps > 0 || in->bitmaps_inconsistent) {
+        f[n++] = (struct tool_spec_field){ "bitmaps-count", TOOL_SPEC_INT, NULL, in->nb_bitmaps };
+        f[n++] = (struct tool_spec_field){
+            "bitmaps-state", TOOL_SPEC_STR,
+            in->bitmaps_inconsistent ? "inconsistent" : "consistent", 0
+        };
+    }
+    f[n++] = (struct tool_spec_field){ "refcount-bits", TOOL_SPEC_INT, NULL, in->refcount_bits };
+    if (in->data_file) {
+        f[n++] = (struct tool_spec_field){ "data-file", TOOL_SPEC_STR, in->data_file, 0 };
+        f[n++] = (struct tool_spec_field){ "data-file-raw", TOOL_SPEC_BOOL, NULL,
+                                           !!in->data_file_raw };
+    }
+    if (v3) {
+        f[n++] = (struct tool_spec_field){ "corrupt", TOOL_SPEC_BOOL, NULL, !!in->corrupt };
+        f[n++] = (struct tool_spec_field){ "extended-l2", TOOL_SPEC_BOOL, NULL,
+                                           !!in->extended_l2 };
+    }
+    return n;
+}
+
+void tool_print_format_specific(const struct qcow2_info *in, const char *indent)
+{
+    struct tool_spec_field f[TOOL_SPEC_MAX];
+    int n = tool_qcow2_specific(in, f);
+
+    for (int i = 0; i < n; i++) {
+        fputs(indent, stdout);
+        for (const char *k = f[i].key; *k; k++) {
+            putchar(*k == '-' ? ' ' : *k);
+        }
+        switch (f[i].kind) {
+        case TOOL_SPEC_STR:
+            printf(": %s\n", f[i].s);
+            break;
+        case TOOL_SPEC_INT:
+            printf(": %lld\n", (long long)f[i].i);
+            break;
+        case TOOL_SPEC_BOOL:
+            printf(": %s\n", f[i].i ? "true" : "false");
+            break;
+        }
+    }
+}
+
 void tool_human_size(char *buf, size_t len, uint64_t val)
 {
     static const char *const suffixes[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei" };

@@ -3,10 +3,11 @@
  * line, each passed as a -c argument. The output of the commands is discarded (stdout here,
  * stderr by -close_fd_mask=2 in the Makefile).
  *
- * Inputs with a number above MAX_NUMBER are skipped: cmd_io allocates the buffer of a read or
- * write before the library checks the range, so a "read 0 100G" is an allocation as large as
- * the user asks (reported; build with -DFUZZ_IO_ALLOW_HUGE to see it), and "truncate 1P; map"
- * walks a petabyte. "sleep MS" commands are skipped too. */
+ * Inputs with a number above MAX_NUMBER are skipped: a "write 0 2G" is an allocation as large as
+ * the user asks (up to qemu-io's 2 GiB limit per request; build with -DFUZZ_IO_ALLOW_HUGE to see
+ * it), and "truncate 1P; map" walks a petabyte. Skipped too: "sleep MS", "abort" and
+ * "sigraise N" (a pause, a crash or a signal on purpose), "open" (any file on the machine,
+ * writable), and inputs without a command (cmd_io would read standard input). */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -74,7 +75,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* Commands that are slow by design: a huge number (see above), or "sleep MS". */
+/* Commands skipped (see above): huge numbers, sleep, abort, sigraise, open. */
 static bool is_slow(const char *line)
 {
     char *copy = strdup(line), *save = NULL;
@@ -82,7 +83,8 @@ static bool is_slow(const char *line)
     if (!copy)
         return true;
     char *t = strtok_r(copy, " \t", &save);
-    slow = t && strcmp(t, "sleep") == 0;
+    slow = t && (strcmp(t, "sleep") == 0 || strcmp(t, "abort") == 0 ||
+                 strcmp(t, "sigraise") == 0 || strcmp(t, "open") == 0 || strcmp(t, "o") == 0);
 #ifndef FUZZ_IO_ALLOW_HUGE
     for (; t && !slow; t = strtok_r(NULL, " \t", &save)) {
         uint64_t v;
@@ -114,6 +116,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         argv[argc++] = "-c";
         argv[argc++] = line;
+    }
+    if (argc == 3) { /* no -c: cmd_io would read commands from standard input */
+        free(text);
+        return 0;
     }
     argv[argc++] = g_image;
     argv[argc] = NULL;
