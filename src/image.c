@@ -18,12 +18,6 @@ static __thread const struct qcow2_image *tls_err_img;
 static __thread char tls_err[QCOW2_ERROR_MAX];
 
 
-void qcow2_open_opts_init(struct qcow2_open_opts *opts)
-{
-    memset(opts, 0, sizeof(*opts));
-    opts->lazy_refcounts = -1;
-}
-
 int format_error(char *err, size_t errlen, int ret, const char *fmt, ...)
 {
     if (err && errlen) {
@@ -537,8 +531,8 @@ static int open_qcow2(struct qcow2_image *img, const uint8_t *probe, size_t prob
     img->corrupt = (img->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) != 0;
     img->dirty = (img->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     img->lazy_refcounts =
-        img->opts.lazy_refcounts >= 0
-            ? (img->opts.lazy_refcounts && img->hdr.version >= 3)
+        img->opts.lazy_refcounts != QCOW2_AUTO
+            ? (img->opts.lazy_refcounts == QCOW2_ON && img->hdr.version >= 3)
             : (img->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) != 0;
     ret = refcount_init(img);
     if (ret < 0)
@@ -556,7 +550,7 @@ static int prepare_for_writing(struct qcow2_image *img, char *err, size_t errlen
         return 0;
     int ret = 0;
     if (img->dirty && !img->opts.repair) {
-        struct qcow2_check_result res;
+        struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
         ret = qcow2_check(img, QCOW2_CHECK_FIX_LEAKS | QCOW2_CHECK_FIX_ERRORS, &res, NULL,
                           NULL);
         if (ret == 0 && (res.corruptions > 0 || res.check_errors > 0))
@@ -652,28 +646,30 @@ fail:
 int qcow2_open(const char *path, const struct qcow2_open_opts *opts, struct qcow2_image **img,
                char *err, size_t errlen)
 {
-    struct qcow2_open_opts defaults;
-    if (!opts) {
-        qcow2_open_opts_init(&defaults);
-        opts = &defaults;
-    }
     if (err && errlen)
         err[0] = '\0';
+    if (img)
+        *img = NULL;
     if (!path || !img)
         return format_error(err, errlen, -EINVAL, "no file name given");
-    return open_image(path, opts, 0, NULL, NULL, img, err, errlen);
+    struct qcow2_open_opts o; /* the caller's options in this library's struct version */
+    int ret = abi_copy_in(&abi_open_opts, &o, opts, err, errlen);
+    if (ret < 0)
+        return ret;
+    return open_image(path, &o, 0, NULL, NULL, img, err, errlen);
 }
 
 int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
                          struct qcow2_file *file, struct qcow2_image **img, char *err,
                          size_t errlen)
 {
-    struct qcow2_open_opts defaults;
-    if (!opts) {
-        qcow2_open_opts_init(&defaults);
-        opts = &defaults;
+    struct qcow2_open_opts o;
+    int ret = abi_copy_in(&abi_open_opts, &o, opts, err, errlen);
+    if (ret < 0) {
+        file_close(file); /* the image owns it, also on failure */
+        return ret;
     }
-    return open_image(path, opts, 0, NULL, file, img, err, errlen);
+    return open_image(path, &o, 0, NULL, file, img, err, errlen);
 }
 
 int qcow2_close(struct qcow2_image *img)
@@ -700,16 +696,15 @@ struct qcow2_image *qcow2_get_backing(struct qcow2_image *img)
     return img->backing;
 }
 
-int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
+static void get_info(struct qcow2_image *img, struct qcow2_info *info)
 {
-    memset(info, 0, sizeof(*info));
     info->filename = img->filename;
     info->format = img->format;
     info->virtual_size = img->size;
     int64_t alloc = file_allocated_bytes(img->file);
     info->actual_size = alloc > 0 ? (uint64_t)alloc : 0; /* the image file only, as qemu-img */
     if (img->format != QCOW2_FORMAT_QCOW2)
-        return 0;
+        return;
     const struct qcow2_header *h = &img->hdr;
     info->version = (int)h->version;
     info->cluster_size = (uint32_t)img->cluster_size;
@@ -730,5 +725,15 @@ int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
     info->incompatible_features = h->incompatible_features;
     info->compatible_features = h->compatible_features;
     info->autoclear_features = h->autoclear_features;
+}
+
+int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
+{
+    int ret = abi_check_out(img, &abi_info, info);
+    if (ret < 0)
+        return ret;
+    struct qcow2_info full = QCOW2_INFO_INIT;
+    get_info(img, &full);
+    abi_copy_out(&abi_info, info, &full);
     return 0;
 }

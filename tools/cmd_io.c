@@ -245,7 +245,7 @@ static int io_map_cmd(struct qcow2_image *img)
 {
     uint64_t off = 0, size = qcow2_get_size(img);
     while (off < size) {
-        struct qcow2_extent e;
+        struct qcow2_extent e = QCOW2_EXTENT_INIT;
         int ret = qcow2_block_status(img, off, size - off, &e);
         if (ret < 0) {
             tool_image_error(img, ret, "map failed");
@@ -255,7 +255,7 @@ static int io_map_cmd(struct qcow2_image *img)
         uint64_t len = e.length;
         /* merge following extents with the same answer */
         while (off + len < size) {
-            struct qcow2_extent n;
+            struct qcow2_extent n = QCOW2_EXTENT_INIT;
             if (qcow2_block_status(img, off + len, size - off - len, &n) < 0)
                 break;
             if ((n.depth == 0 && (n.flags & QCOW2_BS_PRESENT)) != here)
@@ -274,7 +274,7 @@ static int io_map_cmd(struct qcow2_image *img)
 
 static int io_info_cmd(struct qcow2_image *img)
 {
-    struct qcow2_info info;
+    struct qcow2_info info = QCOW2_INFO_INIT;
     qcow2_get_info(img, &info);
     char h[32];
     printf("format name: %s\n", tool_format_name(info.format));
