@@ -71,9 +71,14 @@ struct qcow2_image;
  * structs stay plain data that C callers fill with designated names, on the stack, with no
  * allocation to fail and free and no getter per result field, and bindings can mirror them
  * directly. The cost is one macro per declaration, and forgetting it is caught at run time
- * with -EINVAL. (The Linux system calls that grow, clone3, openat2 and perf_event_open, use
- * the same size-first convention.) C++ callers, which lack designated initialisers before
+ * with -EINVAL. (Linux's extensible system calls, clone3, openat2 and perf_event_open, work
+ * the same way: the caller states its struct's size, zero is the default, and a newer caller's
+ * unknown non-zero fields are refused.) C++ callers, which lack designated initialisers before
  * C++20, can write `qcow2_open_opts o{}; o.struct_size = sizeof o;`.
+ *
+ * `make check` holds the library to this: tests/interop/abi.sh compares its ABI with the
+ * committed baseline (abi/libqcow2.so.0.abi) using abidiff, and fails on anything but added
+ * functions and fields appended to these structs.
  * ------------------------------------------------------------------------------------------- */
 
 /* ---------------------------------------------------------------------------------------------
