@@ -10,6 +10,8 @@
 #   make stress           the long crash-at-every-write and I/O-error tests (bigger workloads)
 #   make fuzz             build the libFuzzer targets (clang) in ./build-fuzz and run each for
 #                         FUZZ_SECONDS (default 60); see tests/fuzz/Makefile
+#   make abi-baseline     build, then rewrite abi/libqcow2.so.0.abi, the ABI that `make check`
+#                         (tests/interop/abi.sh) holds the library to; commit it with the reason
 #   make install PREFIX=/usr/local
 #   make clean
 
@@ -27,12 +29,12 @@ CTEST_ARGS ?=
 
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
 DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time \
-       nbdkit nbdkit-plugin-dev libnbd-bin fio clang libclang-rt-14-dev
+       nbdkit nbdkit-plugin-dev libnbd-bin fio clang libclang-rt-14-dev abigail-tools
 
 CMAKE_FLAGS = -DQCOW2_WERROR=ON
 
 .PHONY: all build deps check check-build check-asan check-tsan demo install clean bench bench-quick \
-        stress fuzz
+        stress fuzz abi-baseline
 
 all: build
 
@@ -90,6 +92,11 @@ stress: build
 
 fuzz: deps
 	$(MAKE) -C tests/fuzz run OUT=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# Record the built library's ABI as the one later builds must stay compatible with. Only for a
+# deliberate change: a new SONAME (major version), or a new baseline after additions.
+abi-baseline: build
+	QCOW2_BUILD_DIR=$(abspath $(BUILD)) bash tests/interop/abi.sh --update
 
 # Extra arguments for bench/run, e.g. BENCH_ARGS="--only W1,W5 --reps 3".
 BENCH_ARGS ?=

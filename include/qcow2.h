@@ -15,6 +15,7 @@
  *  - One image may be used from several threads at once for I/O (pread, pwrite, pwrite_zeroes,
  *    discard, flush, block_status). Opening, closing, truncating and checking are not concurrent
  *    with anything else on the same image.
+ *  - Structs that cross the API (options in, results out) can grow: see "Extensible structs".
  *
  * Licence: MIT.
  */
@@ -38,6 +39,49 @@ extern "C" {
 struct qcow2_image;
 
 /* ---------------------------------------------------------------------------------------------
+ * Extensible structs
+ *
+ * Every struct the library reads from or writes into the caller's memory (struct
+ * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result) starts
+ * with `size_t struct_size`, the sizeof of the struct the caller was compiled with, and is
+ * initialised with its QCOW2_<NAME>_INIT macro, which sets struct_size and zeroes the rest:
+ *
+ *     struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;    (or o = QCOW2_OPEN_OPTS_INIT;)
+ *     o.read_only = 1;
+ *
+ * The library then reads and writes only the first struct_size bytes, so a program built
+ * against this header keeps working with a later libqcow2.so.0 whose structs have grown:
+ *  - options (in): fields past the caller's struct_size take their defaults. A struct larger
+ *    than the library's (a program built for a newer libqcow2) is accepted when the fields
+ *    this library does not know are zero, i.e. at their defaults, and refused with -ENOTSUP
+ *    otherwise: an option is never silently ignored.
+ *  - results (out): the library fills the fields that fit in struct_size and leaves the rest,
+ *    and struct_size itself, untouched, so one struct serves a loop of calls.
+ *  - A struct_size that no version of the struct ever had (0: the INIT macro was forgotten) is
+ *    refused with -EINVAL and a message naming the macro.
+ * The zero value of every option means "the default", so the INIT macros bake no defaults into
+ * programs: the library keeps them.
+ *
+ * The rules for growing a struct (enforced by static assertions in src/abi.c): new fields are
+ * only appended; no field is removed, moved or retyped; a struct never ends in padding, so a
+ * new field never lands in bytes an older struct_size covered; a new option's zero means what
+ * the library did before the option existed.
+ *
+ * Why a size member rather than opaque option objects with setters (as libnbd has): the
+ * structs stay plain data that C callers fill with designated names, on the stack, with no
+ * allocation to fail and free and no getter per result field, and bindings can mirror them
+ * directly. The cost is one macro per declaration, and forgetting it is caught at run time
+ * with -EINVAL. (Linux's extensible system calls, clone3, openat2 and perf_event_open, work
+ * the same way: the caller states its struct's size, zero is the default, and a newer caller's
+ * unknown non-zero fields are refused.) C++ callers, which lack designated initialisers before
+ * C++20, can write `qcow2_open_opts o{}; o.struct_size = sizeof o;`.
+ *
+ * `make check` holds the library to this: tests/interop/abi.sh compares its ABI with the
+ * committed baseline (abi/libqcow2.so.0.abi) using abidiff, and fails on anything but added
+ * functions and fields appended to these structs.
+ * ------------------------------------------------------------------------------------------- */
+
+/* ---------------------------------------------------------------------------------------------
  * Opening and closing
  * ------------------------------------------------------------------------------------------- */
 
@@ -47,7 +91,11 @@ enum qcow2_format {
     QCOW2_FORMAT_RAW = 2,
 };
 
+/* An option the zero value of which leaves the choice to the image (or the library). */
+enum qcow2_tristate { QCOW2_AUTO = 0, QCOW2_ON = 1, QCOW2_OFF = 2 };
+
 struct qcow2_open_opts {
+    size_t struct_size;       /* sizeof(struct qcow2_open_opts): use QCOW2_OPEN_OPTS_INIT */
     enum qcow2_format format; /* default QCOW2_FORMAT_PROBE */
     int read_only;            /* open the file O_RDONLY; all writes fail with -EROFS */
     int no_backing;           /* do not open the backing file: unallocated ranges read zeros */
@@ -56,14 +104,15 @@ struct qcow2_open_opts {
     int confine_paths;        /* refuse backing and data-file names that are absolute or
                                * contain "..": for images from untrusted sources */
     unsigned max_chain_depth; /* longest backing chain accepted; 0 = default (16) */
-    int lazy_refcounts;       /* -1 = as the image says, 0 = off, 1 = on (v3 only) */
+    enum qcow2_tristate lazy_refcounts; /* QCOW2_AUTO = as the image says, QCOW2_ON, QCOW2_OFF
+                                         * (v3 only) */
     int repair;               /* open for qcow2_check() repair: a corrupt image may be opened
                                * writable, a dirty one is not repaired automatically */
 };
 
-/* Fill `opts` with the defaults. Always call this before setting fields, so that programs
- * built against an older header keep working when fields are added. */
-void qcow2_open_opts_init(struct qcow2_open_opts *opts);
+/* Every option at its default. */
+#define QCOW2_OPEN_OPTS_INIT \
+    ((struct qcow2_open_opts){.struct_size = sizeof(struct qcow2_open_opts)})
 
 /* Open `path`. `opts` may be NULL for defaults. On success stores a new handle in *img and
  * returns 0. On failure returns -errno, stores NULL in *img, and writes a message into `err`
@@ -98,35 +147,42 @@ enum qcow2_prealloc {
     QCOW2_PREALLOC_FULL = 3,     /* as metadata, plus zeros written to the data clusters */
 };
 
+/* Zero fields mean qemu-img's defaults: a v3 qcow2 image with 64 KiB clusters, 16-bit
+ * refcounts, zlib, no preallocation. */
 struct qcow2_create_opts {
-    enum qcow2_format format;     /* QCOW2_FORMAT_QCOW2 (default) or QCOW2_FORMAT_RAW */
+    size_t struct_size;           /* sizeof(struct qcow2_create_opts): QCOW2_CREATE_OPTS_INIT */
+    enum qcow2_format format;     /* QCOW2_FORMAT_QCOW2 (default; also for PROBE) or _RAW */
     uint64_t size;                /* virtual size in bytes; 0 with a backing file = its size */
-    int version;                  /* 2 (compat=0.10) or 3 (compat=1.1, default) */
-    uint32_t cluster_size;        /* 512 .. 2 MiB, power of two; default 65536 */
+    int version;                  /* 2 (compat=0.10) or 3 (compat=1.1); 0 = 3 */
+    uint32_t cluster_size;        /* 512 .. 2 MiB, power of two; 0 = 65536 */
     int extended_l2;              /* subclusters (v3, cluster_size >= 16 KiB) */
-    unsigned refcount_bits;       /* 1, 2, 4, 8, 16 (default), 32, 64; v2 needs 16 */
+    unsigned refcount_bits;       /* 1, 2, 4, 8, 16, 32, 64; 0 = 16; v2 needs 16 */
     int lazy_refcounts;           /* v3 only */
     enum qcow2_compression compression_type;
     const char *backing_file;     /* stored as given; relative names resolve against FILE */
     const char *backing_fmt;      /* "qcow2" or "raw"; required with a backing file (as
                                    * qemu-img; the CLI probes it when -F is not given) */
     enum qcow2_prealloc preallocation;
-    const char *data_file;        /* external data file (v3); created or truncated */
     int data_file_raw;            /* the data file is a valid raw image by itself */
+    const char *data_file;        /* external data file (v3); created or truncated */
 };
 
-void qcow2_create_opts_init(struct qcow2_create_opts *opts);
+/* Every option at its default. */
+#define QCOW2_CREATE_OPTS_INIT \
+    ((struct qcow2_create_opts){.struct_size = sizeof(struct qcow2_create_opts)})
 
 /* Set one option by its qemu-img name ("cluster_size", "extended_l2", "refcount_bits",
  * "compat", "lazy_refcounts", "compression_type", "backing_file", "backing_fmt",
  * "preallocation", "data_file", "data_file_raw", "size"). String values are not copied: they
  * must outlive `opts`. Returns 0, or -EINVAL with a message in `err` (-ENOTSUP for options
- * we know but do not support, such as encryption). */
+ * we know but do not support, such as encryption, and for options newer than the caller's
+ * struct_size). On failure `opts` is unchanged. */
 int qcow2_create_opts_set(struct qcow2_create_opts *opts, const char *key, const char *value,
                           char *err, size_t errlen);
 
 /* Parse a comma-separated "key=value,key=value" list (qemu-img's -o) into `opts`. `list` is
- * modified in place (the strings point into it). */
+ * modified in place (the strings point into it). Stops at the first bad item: the items
+ * before it are applied. */
 int qcow2_create_opts_parse(struct qcow2_create_opts *opts, char *list, char *err,
                             size_t errlen);
 
@@ -204,6 +260,7 @@ int qcow2_truncate(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc p
 #define QCOW2_BS_COMPRESSED 0x8u
 
 struct qcow2_extent {
+    size_t struct_size; /* sizeof(struct qcow2_extent): QCOW2_EXTENT_INIT */
     uint64_t start;   /* guest offset */
     uint64_t length;  /* bytes */
     unsigned flags;   /* QCOW2_BS_* */
@@ -213,6 +270,8 @@ struct qcow2_extent {
     const char *filename; /* the file at `offset` (the data file for external data); valid
                            * until the image is closed */
 };
+
+#define QCOW2_EXTENT_INIT ((struct qcow2_extent){.struct_size = sizeof(struct qcow2_extent)})
 
 /* Describe the range starting at `offset`: fills `ext` with the longest prefix of
  * [offset, offset+count) that has one status and, for data, is contiguous on the host. */
@@ -224,6 +283,7 @@ int qcow2_block_status(struct qcow2_image *img, uint64_t offset, uint64_t count,
  * ------------------------------------------------------------------------------------------- */
 
 struct qcow2_info {
+    size_t struct_size;        /* sizeof(struct qcow2_info): QCOW2_INFO_INIT */
     const char *filename;
     enum qcow2_format format;  /* QCOW2_FORMAT_QCOW2 or QCOW2_FORMAT_RAW */
     uint64_t virtual_size;
@@ -255,6 +315,8 @@ struct qcow2_info {
     uint64_t autoclear_features;
 };
 
+#define QCOW2_INFO_INIT ((struct qcow2_info){.struct_size = sizeof(struct qcow2_info)})
+
 /* Fill `info`. Strings stay valid until the image is closed. */
 int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info);
 
@@ -269,6 +331,7 @@ struct qcow2_image *qcow2_get_backing(struct qcow2_image *img);
 #define QCOW2_CHECK_FIX_ERRORS 0x2u
 
 struct qcow2_check_result {
+    size_t struct_size;         /* sizeof(struct qcow2_check_result): QCOW2_CHECK_RESULT_INIT */
     int64_t corruptions;        /* found (after repair: remaining) */
     int64_t leaks;
     int64_t check_errors;       /* internal errors: the check could not complete */
@@ -281,9 +344,12 @@ struct qcow2_check_result {
     uint64_t compressed_clusters;
 };
 
+#define QCOW2_CHECK_RESULT_INIT \
+    ((struct qcow2_check_result){.struct_size = sizeof(struct qcow2_check_result)})
+
 /* Check the image; with fix flags (image opened writable) repair what is found. Messages about
- * each problem are passed to `report` (may be NULL). Returns 0 when the check ran (look at the
- * result), -errno when it could not. */
+ * each problem are passed to `report` (may be NULL). `res` may be NULL. Returns 0 when the
+ * check ran (look at the result), -errno when it could not. */
 int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result *res,
                 void (*report)(void *opaque, const char *msg), void *opaque);
 

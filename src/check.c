@@ -1449,13 +1449,9 @@ out:
 
 /* ------------------------------------------------------------------------------------------ */
 
-int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result *res,
-                void (*report_fn)(void *opaque, const char *msg), void *opaque)
+static int check_image(struct qcow2_image *img, unsigned fix, struct qcow2_check_result *res,
+                       void (*report_fn)(void *opaque, const char *msg), void *opaque)
 {
-    struct qcow2_check_result local;
-    if (!res)
-        res = &local;
-    memset(res, 0, sizeof(*res));
     if (img->format != QCOW2_FORMAT_QCOW2)
         return set_error(img, -ENOTSUP, "format does not support checks");
     if (fix & ~(QCOW2_CHECK_FIX_LEAKS | QCOW2_CHECK_FIX_ERRORS))
@@ -1485,5 +1481,18 @@ int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result
     }
     img->metadata_gen++; /* repairs may have moved tables: rebuild the overlap index */
     pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result *res,
+                void (*report_fn)(void *opaque, const char *msg), void *opaque)
+{
+    int ret = res ? abi_check_out(img, &abi_check_result, res) : 0;
+    if (ret < 0)
+        return ret;
+    struct qcow2_check_result full = QCOW2_CHECK_RESULT_INIT;
+    ret = check_image(img, fix, &full, report_fn, opaque);
+    if (res)
+        abi_copy_out(&abi_check_result, res, &full); /* zeros when the check could not run */
     return ret;
 }

@@ -22,17 +22,6 @@
 #define FEATURE_TABLE_MIN_CLUSTER 8192u /* qemu-img omits the feature table below this */
 #define ZERO_CHUNK (1u << 20)          /* bytes of zeros written per call */
 
-void qcow2_create_opts_init(struct qcow2_create_opts *opts)
-{
-    memset(opts, 0, sizeof(*opts));
-    opts->format = QCOW2_FORMAT_QCOW2;
-    opts->version = 3;
-    opts->cluster_size = DEFAULT_CLUSTER_SIZE;
-    opts->refcount_bits = DEFAULT_REFCOUNT_BITS;
-    opts->compression_type = QCOW2_COMPRESSION_ZLIB;
-    opts->preallocation = QCOW2_PREALLOC_OFF;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Sizes, as QEMU's qemu_strtosz() reads them: decimal digits, optionally a fraction (only with
  * a suffix, unless it is zero), or 0x hex (no fraction); then one optional suffix b/k/M/G/T/P/E
@@ -189,11 +178,10 @@ static int parse_number(const char *v, uint64_t *out)
 
 #define SIZE_SYNTAX "a number below 2^63 with an optional suffix k, M, G, T, P or E"
 
-int qcow2_create_opts_set(struct qcow2_create_opts *opts, const char *key, const char *value,
-                          char *err, size_t errlen)
+/* Set one option in a full struct of ours (a copy of the caller's). */
+static int set_option(struct qcow2_create_opts *opts, const char *key, const char *value,
+                      char *err, size_t errlen)
 {
-    if (!opts || !key)
-        return format_error(err, errlen, -EINVAL, "no option name given");
     bool is_bool = strcmp(key, "extended_l2") == 0 || strcmp(key, "lazy_refcounts") == 0 ||
                    strcmp(key, "data_file_raw") == 0 || strcmp(key, "encryption") == 0 ||
                    strcmp(key, "nocow") == 0;
@@ -314,6 +302,20 @@ int qcow2_create_opts_set(struct qcow2_create_opts *opts, const char *key, const
     else
         opts->data_file = value;
     return 0;
+}
+
+int qcow2_create_opts_set(struct qcow2_create_opts *opts, const char *key, const char *value,
+                          char *err, size_t errlen)
+{
+    if (!opts || !key)
+        return format_error(err, errlen, -EINVAL, "no option name given");
+    struct qcow2_create_opts o;
+    int ret = abi_copy_in(&abi_create_opts, &o, opts, err, errlen);
+    if (ret == 0)
+        ret = set_option(&o, key, value, err, errlen);
+    if (ret == 0)
+        ret = abi_copy_back(&abi_create_opts, opts, &o, key, err, errlen);
+    return ret;
 }
 
 /* Is `list` a well-formed option list: no empty item (leading, trailing or doubled separator,
@@ -882,8 +884,7 @@ static int inspect_backing(const char *path, struct qcow2_create_opts *o, char *
                                "backing_fmt)",
                                path);
     } else if (o->size == 0) {
-        struct qcow2_open_opts oo;
-        qcow2_open_opts_init(&oo);
+        struct qcow2_open_opts oo = QCOW2_OPEN_OPTS_INIT;
         oo.read_only = 1;
         oo.format = strcmp(o->backing_fmt, "raw") == 0 ? QCOW2_FORMAT_RAW : QCOW2_FORMAT_QCOW2;
         struct qcow2_image *b;
@@ -986,8 +987,7 @@ static int create_data_file(const char *path, const struct qcow2_create_opts *o,
 static int preallocate(const char *path, const struct qcow2_create_opts *o, char *err,
                        size_t errlen)
 {
-    struct qcow2_open_opts oo;
-    qcow2_open_opts_init(&oo);
+    struct qcow2_open_opts oo = QCOW2_OPEN_OPTS_INIT;
     oo.format = QCOW2_FORMAT_QCOW2;
     oo.no_backing = 1; /* preallocated clusters never read the backing file */
     struct qcow2_image *img;
@@ -1077,8 +1077,11 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *opts, char *e
         return format_error(err, errlen, -EINVAL, "no file name given");
     if (!opts)
         return format_error(err, errlen, -EINVAL, "%s: no options given", path);
-    /* Zero fields (a struct not filled by qcow2_create_opts_init) mean the defaults. */
-    struct qcow2_create_opts o = *opts;
+    struct qcow2_create_opts o; /* the caller's options in this library's struct version */
+    int ret = abi_copy_in(&abi_create_opts, &o, opts, err, errlen);
+    if (ret < 0)
+        return ret;
+    /* Zero fields mean the defaults. */
     if (o.format == QCOW2_FORMAT_PROBE)
         o.format = QCOW2_FORMAT_QCOW2;
     if (o.version == 0)

@@ -14,11 +14,6 @@
 #define PROBE_BYTES 512
 
 
-void qcow2_open_opts_init(struct qcow2_open_opts *opts)
-{
-    memset(opts, 0, sizeof(*opts));
-    opts->lazy_refcounts = -1;
-}
 
 char *image_resolve_path(const char *image_path, const char *name)
 {
@@ -400,8 +395,8 @@ static int open_qcow2(struct qcow2_image *img, const uint8_t *probe, size_t prob
     img->corrupt = (img->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) != 0;
     img->dirty = (img->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     img->lazy_refcounts =
-        img->opts.lazy_refcounts >= 0
-            ? (img->opts.lazy_refcounts && img->hdr.version >= 3)
+        img->opts.lazy_refcounts != QCOW2_AUTO
+            ? (img->opts.lazy_refcounts == QCOW2_ON && img->hdr.version >= 3)
             : (img->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) != 0;
     ret = refcount_init(img);
     if (ret < 0)
@@ -445,7 +440,7 @@ static int prepare_for_writing(struct qcow2_image *img, char *err, size_t errlen
     if (ret < 0)
         return format_error(err, errlen, ret, "%s", img->err);
     if (img->dirty && !img->opts.repair) {
-        struct qcow2_check_result res;
+        struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
         ret = qcow2_check(img, QCOW2_CHECK_FIX_LEAKS | QCOW2_CHECK_FIX_ERRORS, &res, NULL,
                           NULL);
         if (ret == 0 && (res.corruptions > 0 || res.check_errors > 0))
@@ -527,28 +522,30 @@ fail:
 int qcow2_open(const char *path, const struct qcow2_open_opts *opts, struct qcow2_image **img,
                char *err, size_t errlen)
 {
-    struct qcow2_open_opts defaults;
-    if (!opts) {
-        qcow2_open_opts_init(&defaults);
-        opts = &defaults;
-    }
     if (err && errlen)
         err[0] = '\0';
+    if (img)
+        *img = NULL;
     if (!path || !img)
         return format_error(err, errlen, -EINVAL, "no file name given");
-    return open_image(path, opts, 0, NULL, NULL, img, err, errlen);
+    struct qcow2_open_opts o; /* the caller's options in this library's struct version */
+    int ret = abi_copy_in(&abi_open_opts, &o, opts, err, errlen);
+    if (ret < 0)
+        return ret;
+    return open_image(path, &o, 0, NULL, NULL, img, err, errlen);
 }
 
 int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
                          struct qcow2_file *file, struct qcow2_image **img, char *err,
                          size_t errlen)
 {
-    struct qcow2_open_opts defaults;
-    if (!opts) {
-        qcow2_open_opts_init(&defaults);
-        opts = &defaults;
+    struct qcow2_open_opts o;
+    int ret = abi_copy_in(&abi_open_opts, &o, opts, err, errlen);
+    if (ret < 0) {
+        file_close(file); /* the image owns it, also on failure */
+        return ret;
     }
-    return open_image(path, opts, 0, NULL, file, img, err, errlen);
+    return open_image(path, &o, 0, NULL, file, img, err, errlen);
 }
 
 int qcow2_close(struct qcow2_image *img)
@@ -575,16 +572,15 @@ struct qcow2_image *qcow2_get_backing(struct qcow2_image *img)
     return img->backing;
 }
 
-int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
+static void get_info(struct qcow2_image *img, struct qcow2_info *info)
 {
-    memset(info, 0, sizeof(*info));
     info->filename = img->filename;
     info->format = img->format;
     info->virtual_size = img->size;
     int64_t alloc = file_allocated_bytes(img->file);
     info->actual_size = alloc > 0 ? (uint64_t)alloc : 0; /* the image file only, as qemu-img */
     if (img->format != QCOW2_FORMAT_QCOW2)
-        return 0;
+        return;
     const struct qcow2_header *h = &img->hdr;
     info->version = (int)h->version;
     info->cluster_size = (uint32_t)img->cluster_size;
@@ -608,5 +604,15 @@ int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
     info->incompatible_features = h->incompatible_features;
     info->compatible_features = h->compatible_features;
     info->autoclear_features = h->autoclear_features;
+}
+
+int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)
+{
+    int ret = abi_check_out(img, &abi_info, info);
+    if (ret < 0)
+        return ret;
+    struct qcow2_info full = QCOW2_INFO_INIT;
+    get_info(img, &full);
+    abi_copy_out(&abi_info, info, &full);
     return 0;
 }

@@ -2,6 +2,7 @@
  * Layers, bottom up: each file may call only the files listed before it (tests/interop/
  * layers.sh checks this from the object files' symbols):
  *   error.c         error messages (the image's last error, a caller's buffer)
+ *   abi.c           the caller's struct versions: struct_size checks and copies
  *   file.c          host file I/O (the only place that touches a file descriptor)
  *   header.c        header and extension parse/serialize, the feature table (pure, no I/O)
  *   header_write.c  header updates on disk, corrupt/dirty bits, the L1/refcount table switches
@@ -657,5 +658,32 @@ int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
                          size_t errlen);
 /* Resolve a backing/data-file name relative to the image's directory (malloc'd). */
 char *image_resolve_path(const char *image_path, const char *name);
+
+/* ------------------------------------------------------------------------------------------ */
+/* abi.c: the public structs of every version (qcow2.h, "Extensible structs"). An entry point
+ * copies the caller's options into a full struct of ours (abi_copy_in), or checks the caller's
+ * result struct first (abi_check_out) and fills it last (abi_copy_out). */
+
+struct abi_struct {
+    const char *name;  /* "struct qcow2_info" */
+    size_t size;       /* sizeof here */
+    size_t first_size; /* the smallest struct_size a caller can have */
+};
+extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
+    abi_check_result;
+
+/* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
+ * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,
+ * -ENOTSUP for a field set past t->size (message in err). */
+int abi_copy_in(const struct abi_struct *t, void *ours, const void *theirs, char *err,
+                size_t errlen);
+/* 0 if `theirs` is a result struct we may fill; else -EINVAL with the image's error set. */
+int abi_check_out(struct qcow2_image *img, const struct abi_struct *t, const void *theirs);
+/* Copy the fields of `ours` that fit in the caller's struct_size (which is kept). */
+void abi_copy_out(const struct abi_struct *t, void *theirs, const void *ours);
+/* abi_copy_out for options the library changes in the caller's struct (qcow2_create_opts_set):
+ * -ENOTSUP, naming `what`, when a field set in `ours` lies past the caller's struct_size. */
+int abi_copy_back(const struct abi_struct *t, void *theirs, const void *ours, const char *what,
+                  char *err, size_t errlen);
 
 #endif /* QCOW2_INTERNAL_H */

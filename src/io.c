@@ -258,7 +258,13 @@ int qcow2_block_status(struct qcow2_image *img, uint64_t offset, uint64_t count,
         return ret;
     if (count == 0)
         return set_error(img, -EINVAL, "block status of an empty range");
-    return block_status(img, 0, offset, count, ext);
+    if ((ret = abi_check_out(img, &abi_extent, ext)) < 0)
+        return ret;
+    struct qcow2_extent e;
+    ret = block_status(img, 0, offset, count, &e);
+    if (ret == 0)
+        abi_copy_out(&abi_extent, ext, &e);
+    return ret;
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -141,7 +141,7 @@ int cmd_check(int argc, char **argv)
     int quiet = 0, c, ret;
     struct qcow2_open_opts opts;
     struct qcow2_image *img = NULL;
-    struct qcow2_check_result res;
+    struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     char err[QCOW2_ERROR_MAX] = "";
     enum qcow2_format fmt;
 
@@ -189,7 +189,7 @@ int cmd_check(int argc, char **argv)
 
     /* The check reads only this image's metadata: the backing file is not needed. A repair
      * open may write a corrupt image and does not repair a dirty one by itself. */
-    qcow2_open_opts_init(&opts);
+    opts = QCOW2_OPEN_OPTS_INIT;
     opts.format = fmt;
     opts.read_only = fix == 0;
     opts.no_backing = 1;
@@ -216,7 +216,7 @@ int cmd_check(int argc, char **argv)
     }
     if (ret == 0) {
         if (output == TOOL_OUTPUT_JSON) {
-            struct qcow2_info info;
+            struct qcow2_info info = QCOW2_INFO_INIT;
 
             qcow2_get_info(img, &info);
             print_json(&res, path, tool_format_name(info.format), quiet);

@@ -282,7 +282,7 @@ static int source_status(struct convert *c, uint64_t off, uint64_t count, struct
 {
     int ret;
 
-    memset(e, 0, sizeof(*e));
+    *e = QCOW2_EXTENT_INIT;
     ret = qcow2_block_status(c->src, off, count, e);
     if (ret < 0) {
         tool_image_error(c->src, ret, "%s: could not read the status of offset %" PRIu64,
@@ -338,7 +338,7 @@ static int next_task(struct convert *c, struct task *t)
         c->gen_next_status = c->size;
         c->gen_data = 1;
     } else if (c->gen_next_status <= off) {
-        struct qcow2_extent e;
+        struct qcow2_extent e = QCOW2_EXTENT_INIT;
         uint64_t count = c->size - off, tail;
 
         ret = source_status(c, off, count < CONVERT_MAX_QUERY ? count : CONVERT_MAX_QUERY, &e);
@@ -715,7 +715,7 @@ static int open_raw_target(struct convert *c, char *optlist, int no_create)
     }
 
     /* -o for raw: parsed by the library's one parser; we honour preallocation. */
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     o.format = QCOW2_FORMAT_RAW;
     bad = tool_options_unknown_key(optlist, raw_target_options);
     if (bad) {
@@ -764,12 +764,12 @@ static int open_raw_target(struct convert *c, char *optlist, int no_create)
 static int open_qcow2_target(struct convert *c, char *optlist, int no_create)
 {
     struct qcow2_create_opts o;
-    struct qcow2_info info;
+    struct qcow2_info info = QCOW2_INFO_INIT;
     char err[QCOW2_ERROR_MAX] = "";
     int ret;
 
     if (!no_create) {
-        qcow2_create_opts_init(&o);
+        o = QCOW2_CREATE_OPTS_INIT;
         o.format = QCOW2_FORMAT_QCOW2;
         if (optlist && qcow2_create_opts_parse(&o, optlist, err, sizeof(err)) < 0) {
             tool_error("%s: %s", c->dst_path, err[0] ? err : "invalid options");
@@ -781,7 +781,7 @@ static int open_qcow2_target(struct convert *c, char *optlist, int no_create)
         if (o.backing_file && !o.backing_fmt) {
             /* qemu-img requires the format; probe it as create does. */
             struct qcow2_image *b;
-            struct qcow2_info bi;
+            struct qcow2_info bi = QCOW2_INFO_INIT;
             char *path = tool_path_combine(c->dst_path, o.backing_file);
             int r = path ? tool_open(path, QCOW2_FORMAT_PROBE, TOOL_OPEN_NO_BACKING, &b) : -ENOMEM;
             free(path);
@@ -832,7 +832,7 @@ int cmd_convert(int argc, char **argv)
     const char *fmtname = NULL, *outname = "raw";
     char *optlist = NULL;
     int no_create = 0, quiet = 0, out_of_order = 0, ch, ret = TOOL_EXIT_ERROR;
-    struct qcow2_info src_info;
+    struct qcow2_info src_info = QCOW2_INFO_INIT;
     enum qcow2_format fmt;
     uint64_t sparse;
     uint8_t *zeros = NULL;

@@ -211,7 +211,7 @@ static int inspect_backing(const char *path, struct qcow2_create_opts *o, int si
     char err[QCOW2_ERROR_MAX];
     enum qcow2_format fmt;
     struct qcow2_image *bimg;
-    struct qcow2_info info;
+    struct qcow2_info info = QCOW2_INFO_INIT;
     char *full;
     int ret;
 
@@ -321,7 +321,7 @@ int cmd_create(int argc, char **argv)
     }
 
     given_parse(&given, optlist);
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     o.format = fmt;
     if (fmt == QCOW2_FORMAT_RAW && check_raw_options(optlist, backing) < 0) {
         goto out;

@@ -196,6 +196,7 @@ int cmd_info(int argc, char **argv)
         int r;
 
         memset(it, 0, sizeof(*it));
+        it->info = QCOW2_INFO_INIT;
         for (int i = 0; i < n; i++) {
             if (strcmp(items[i].filename, path) == 0) {
                 tool_error("backing file '%s' creates an infinite loop", path);

@@ -489,7 +489,7 @@ static int opts_apply(const struct io_opts *d, struct qcow2_open_opts *o, struct
         } else if (strcmp(k, "backing") == 0 && (!v || !*v)) {
             o->no_backing = 1;
         } else if (strcmp(k, "lazy-refcounts") == 0 && parse_bool(v, &b) == 0) {
-            o->lazy_refcounts = b;
+            o->lazy_refcounts = b ? QCOW2_ON : QCOW2_OFF;
         } else if (strcmp(k, "l2-cache-size") == 0 && v) {
             int64_t n;
 
@@ -529,9 +529,9 @@ static int open_snapshot(const char *path, struct qcow2_image *base,
 {
     const char *dir = getenv("TMPDIR");
     char tmp[4096], err[QCOW2_ERROR_MAX] = "";
-    struct qcow2_create_opts c;
+    struct qcow2_create_opts c = QCOW2_CREATE_OPTS_INIT;
     struct qcow2_open_opts oo = *o;
-    struct qcow2_info in;
+    struct qcow2_info in = QCOW2_INFO_INIT;
     char *abs = realpath(path, NULL);
     int fd, ret;
 
@@ -549,7 +549,6 @@ static int open_snapshot(const char *path, struct qcow2_image *base,
     }
     close(fd);
     qcow2_get_info(base, &in);
-    qcow2_create_opts_init(&c);
     c.size = in.virtual_size;
     c.backing_file = abs;
     c.backing_fmt = tool_format_name(in.format);
@@ -598,7 +597,7 @@ static int io_open(struct io_session *s, const char *name, const struct io_opts 
         io_error_report("file open already, try 'help close'");
         return 1;
     }
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     if (name && strncmp(name, "json:", 5) == 0) {
         if (json_parse(name + 5, &d, msg, sizeof(msg)) < 0) {
             goto fail;
@@ -651,11 +650,11 @@ static int io_open(struct io_session *s, const char *name, const struct io_opts 
         size_t plen = strlen(path);
 
         /* forced qcow2 on a file that probes as raw: QEMU's words for it */
-        qcow2_open_opts_init(&po);
+        po = QCOW2_OPEN_OPTS_INIT;
         po.read_only = 1;
         po.no_backing = 1;
         if (fmt == QCOW2_FORMAT_QCOW2 && qcow2_open(path, &po, &probe, NULL, 0) == 0) {
-            struct qcow2_info pi;
+            struct qcow2_info pi = QCOW2_INFO_INIT;
 
             qcow2_get_info(probe, &pi);
             if (pi.format == QCOW2_FORMAT_RAW) {
@@ -669,7 +668,7 @@ static int io_open(struct io_session *s, const char *name, const struct io_opts 
         snprintf(msg, sizeof(msg), "%s", *m ? m : strerror(-ret));
         goto fail;
     }
-    struct qcow2_info in;
+    struct qcow2_info in = QCOW2_INFO_INIT;
     qcow2_get_info(img, &in);
     for (int i = 0; i < d.n; i++) {
         if (!used[i]) {
@@ -947,7 +946,7 @@ static int reopen_f(struct io_session *s, int argc, char **argv)
             }
             f.read_only = b;
         } else if (strcmp(k, "lazy-refcounts") == 0 && parse_bool(v, &b) == 0) {
-            o.lazy_refcounts = b;
+            o.lazy_refcounts = b ? QCOW2_ON : QCOW2_OFF;
         } else if (strcmp(k, "cache.direct") == 0 && parse_bool(v, &b) == 0) {
             f.direct = b;
         } else if (strcmp(k, "cache.no-flush") == 0 && parse_bool(v, &b) == 0) {

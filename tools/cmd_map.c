@@ -90,10 +90,9 @@ static int dump_entry(enum tool_output output, const struct map_entry *e, int la
 static int get_entry(struct qcow2_image *img, const char *path, uint64_t offset, uint64_t count,
                      struct map_entry *e)
 {
-    struct qcow2_extent ext;
+    struct qcow2_extent ext = QCOW2_EXTENT_INIT;
     int ret;
 
-    memset(&ext, 0, sizeof(ext));
     ret = qcow2_block_status(img, offset, count, &ext);
     if (ret < 0) {
         tool_image_error(img, ret, "%s: could not read the status of offset %" PRIu64, path,

@@ -1024,7 +1024,7 @@ static int length_f(struct io_session *s, int argc, char **argv)
 
 static int info_f(struct io_session *s, int argc, char **argv)
 {
-    struct qcow2_info in;
+    struct qcow2_info in = QCOW2_INFO_INIT;
     char s1[64], s2[64];
     double vm_state = 0;
 
@@ -1057,7 +1057,7 @@ static int info_f(struct io_session *s, int argc, char **argv)
 static int is_allocated(struct io_session *s, int64_t offset, int64_t bytes, int64_t *num)
 {
     uint64_t size = io_size(s);
-    struct qcow2_extent e;
+    struct qcow2_extent e = QCOW2_EXTENT_INIT;
     int ret;
 
     if ((uint64_t)offset >= size || bytes == 0) {

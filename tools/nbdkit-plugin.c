@@ -79,7 +79,7 @@ static int qcow2_plugin_get_ready(void)
 {
     struct qcow2_open_opts o;
     char err[QCOW2_ERROR_MAX];
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = plugin.readonly;
     o.no_backing = !plugin.backing;
     o.l2_cache_size = plugin.cache_size;
@@ -203,7 +203,7 @@ static int qcow2_plugin_extents(void *h, uint32_t count, uint64_t offset, uint32
 {
     uint64_t end = offset + count;
     while (offset < end) {
-        struct qcow2_extent e;
+        struct qcow2_extent e = QCOW2_EXTENT_INIT;
         int ret = qcow2_block_status(h, offset, end - offset, &e);
         if (ret < 0)
             return fail(ret);

@@ -194,7 +194,7 @@ int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
     size_t plen = strlen(path);
     int ret;
 
-    qcow2_open_opts_init(&opts);
+    opts = QCOW2_OPEN_OPTS_INIT;
     opts.format = fmt;
     opts.read_only = !(flags & TOOL_OPEN_WRITABLE);
     opts.no_backing = !!(flags & TOOL_OPEN_NO_BACKING);

@@ -59,7 +59,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(g_image, sizeof(g_image), "%s/image.qcow2", g_dir);
     atexit(cleanup);
     struct qcow2_create_opts o;
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     o.size = 1024 * 1024;
     o.cluster_size = 4096;
     char err[QCOW2_ERROR_MAX];

@@ -81,7 +81,7 @@ static void walk(struct qcow2_image *img)
 {
     uint64_t size = qcow2_get_size(img), off = 0, read = 0;
     for (unsigned i = 0; i < MAX_EXTENTS && off < size; i++) {
-        struct qcow2_extent e;
+        struct qcow2_extent e = QCOW2_EXTENT_INIT;
         if (qcow2_block_status(img, off, size - off, &e) < 0 || e.length == 0 ||
             e.start != off || e.length > size - off)
             break;
@@ -101,7 +101,7 @@ static void walk(struct qcow2_image *img)
 static void read_only_pass(bool backing)
 {
     struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = 1;
     o.no_backing = !backing;
     o.confine_paths = 1;
@@ -109,10 +109,10 @@ static void read_only_pass(bool backing)
     char err[QCOW2_ERROR_MAX];
     if (qcow2_open(g_image, &o, &img, err, sizeof(err)) < 0)
         return;
-    struct qcow2_info info;
+    struct qcow2_info info = QCOW2_INFO_INIT;
     (void)qcow2_get_info(img, &info);
     walk(img);
-    struct qcow2_check_result res;
+    struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     (void)qcow2_check(img, 0, &res, NULL, NULL);
     qcow2_close(img);
 }
@@ -120,14 +120,14 @@ static void read_only_pass(bool backing)
 static void writable_pass(void)
 {
     struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     o.no_backing = 1;
     o.confine_paths = 1;
     o.repair = 1;
     struct qcow2_image *img;
     char err[QCOW2_ERROR_MAX];
     if (qcow2_open(g_image, &o, &img, err, sizeof(err)) == 0) {
-        struct qcow2_check_result res;
+        struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
         (void)qcow2_check(img, QCOW2_CHECK_FIX_LEAKS | QCOW2_CHECK_FIX_ERRORS, &res, NULL,
                           NULL);
         qcow2_close(img);

@@ -32,7 +32,7 @@ static struct qcow2_image *make_image(const char *name)
     char p[4200], err[QCOW2_ERROR_MAX];
     snprintf(p, sizeof(p), "%s/%s", g_dir, name);
     struct qcow2_create_opts co;
-    qcow2_create_opts_init(&co);
+    co = QCOW2_CREATE_OPTS_INIT;
     co.size = 64 << 20;
     int ret = qcow2_create(p, &co, err, sizeof(err));
     CHECK_MSG(ret == 0, "create: %s", err);
@@ -49,7 +49,7 @@ static struct qcow2_image *make_image(const char *name)
     }
     close(fd);
     struct qcow2_open_opts oo;
-    qcow2_open_opts_init(&oo);
+    oo = QCOW2_OPEN_OPTS_INIT;
     struct qcow2_image *img = NULL;
     ret = qcow2_open(p, &oo, &img, err, sizeof(err));
     CHECK_MSG(ret == 0, "open: %s", err);

@@ -1222,7 +1222,7 @@ static struct qcow2_image *open_image(const char *name, bool read_only)
     char p[4400], err[QCOW2_ERROR_MAX] = "";
     snprintf(p, sizeof(p), "%s/%s", g_dir, name);
     struct qcow2_open_opts opts;
-    qcow2_open_opts_init(&opts);
+    opts = QCOW2_OPEN_OPTS_INIT;
     opts.format = QCOW2_FORMAT_QCOW2;
     opts.read_only = read_only;
     struct qcow2_image *img = NULL;

@@ -140,7 +140,7 @@ static int create_ours(const char *dir, const char *name, const char *optlist, u
                        char *err, size_t errlen)
 {
     struct qcow2_create_opts o;
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     char *copy = strdup(optlist ? optlist : "");
     int ret = 0;
     if (copy[0])
@@ -283,16 +283,15 @@ static void test_parse_size_rejects_garbage_negative_and_overflow(void)
 /* ------------------------------------------------------------------------------------------ */
 /* Options. */
 
-static void test_opts_init_sets_qemu_img_defaults(void)
+/* The defaults stay in the library: INIT sets struct_size and nothing else. */
+static void test_opts_init_sets_only_the_struct_size(void)
 {
     struct qcow2_create_opts o;
     memset(&o, 0xff, sizeof(o));
-    qcow2_create_opts_init(&o);
-    CHECK(o.format == QCOW2_FORMAT_QCOW2);
-    CHECK(o.version == 3);
-    CHECK(o.cluster_size == 65536);
-    CHECK(o.refcount_bits == 16);
-    CHECK(o.compression_type == QCOW2_COMPRESSION_ZLIB);
+    o = QCOW2_CREATE_OPTS_INIT;
+    CHECK(o.struct_size == sizeof(o));
+    CHECK(o.format == QCOW2_FORMAT_PROBE && o.version == 0 && o.cluster_size == 0);
+    CHECK(o.refcount_bits == 0 && o.compression_type == QCOW2_COMPRESSION_ZLIB);
     CHECK(o.preallocation == QCOW2_PREALLOC_OFF);
     CHECK(o.size == 0 && !o.extended_l2 && !o.lazy_refcounts && !o.data_file_raw);
     CHECK(!o.backing_file && !o.backing_fmt && !o.data_file);
@@ -301,7 +300,7 @@ static void test_opts_init_sets_qemu_img_defaults(void)
 static void test_opts_set_accepts_every_qemu_img_option(void)
 {
     struct qcow2_create_opts o;
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     char err[256] = "";
 #define SET(k, v) CHECK_MSG(qcow2_create_opts_set(&o, k, v, err, sizeof(err)) == 0, \
                             "%s=%s: %s", k, v ? v : "(none)", err)
@@ -410,7 +409,7 @@ static void test_opts_set_refuses_bad_values_naming_option_and_value(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct qcow2_create_opts o, before;
-        qcow2_create_opts_init(&o);
+        o = QCOW2_CREATE_OPTS_INIT;
         before = o;
         char err[256] = "";
         int ret = qcow2_create_opts_set(&o, cases[i].key, cases[i].value, err, sizeof(err));
@@ -426,7 +425,7 @@ static void test_opts_set_refuses_bad_values_naming_option_and_value(void)
 static void test_opts_parse_splits_unescapes_and_last_wins(void)
 {
     struct qcow2_create_opts o;
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     char err[256] = "";
     char list[] = "cluster_size=4k,lazy_refcounts,backing_file=a,,b,,,,c,backing_fmt=raw,"
                   "cluster_size=8k,data_file=x=y,size=1M";
@@ -443,12 +442,12 @@ static void test_opts_parse_splits_unescapes_and_last_wins(void)
     CHECK(o.backing_file >= list && o.backing_file < list + sizeof(list));
 
     char escaped_at_end[] = "backing_file=x,,";
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     CHECK(qcow2_create_opts_parse(&o, escaped_at_end, err, sizeof(err)) == 0);
     CHECK(o.backing_file && strcmp(o.backing_file, "x,") == 0);
 
     char one[] = "compat=0.10";
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     CHECK(qcow2_create_opts_parse(&o, one, err, sizeof(err)) == 0 && o.version == 2);
 }
 
@@ -468,15 +467,15 @@ static void test_opts_parse_refuses_empty_items_and_stops_at_the_first_error(voi
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct qcow2_create_opts o;
-        qcow2_create_opts_init(&o);
+        o = QCOW2_CREATE_OPTS_INIT;
         char err[256] = "";
         char *copy = strdup(cases[i].list);
         int ret = qcow2_create_opts_parse(&o, copy, err, sizeof(err));
         CHECK_MSG(ret < 0, "'%s' accepted", cases[i].list);
         CHECK_MSG(strstr(err, cases[i].msg) != NULL, "'%s': message '%s' lacks '%s'",
                   cases[i].list, err, cases[i].msg);
-        if (strncmp(cases[i].list, "size=1M,foo", 11) == 0)
-            CHECK(o.version == 3); /* compat=0.10 after the error was not applied */
+        if (strncmp(cases[i].list, "size=1M,foo", 11) == 0) /* compat=0.10 after it: not set */
+            CHECK(o.size == 1 << 20 && o.version == 0);
         free(copy);
     }
 }
@@ -524,7 +523,7 @@ static void test_create_refuses_invalid_combinations_like_qemu_img(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct qcow2_create_opts o;
-        qcow2_create_opts_init(&o);
+        o = QCOW2_CREATE_OPTS_INIT;
         char err[QCOW2_ERROR_MAX] = "";
         char *copy = strdup(cases[i].opts);
         int ret = copy[0] ? qcow2_create_opts_parse(&o, copy, err, sizeof(err)) : 0;
@@ -648,7 +647,7 @@ static void test_create_info_reports_the_options(void)
     ret = qcow2_open(path, NULL, &img, err, sizeof(err));
     CHECK_MSG(ret == 0, "%s", err);
     if (ret == 0) {
-        struct qcow2_info info;
+        struct qcow2_info info = QCOW2_INFO_INIT;
         CHECK(qcow2_get_info(img, &info) == 0);
         CHECK(info.version == 3 && info.cluster_size == 32768 && info.extended_l2);
         CHECK(info.refcount_bits == 8 && info.lazy_refcounts);
@@ -743,7 +742,7 @@ static void test_create_with_backing_file_takes_its_size_and_names_it(void)
         ret = qcow2_open(path, NULL, &img, err, sizeof(err));
         CHECK_MSG(ret == 0, "%s", err);
         if (ret == 0) {
-            struct qcow2_info info;
+            struct qcow2_info info = QCOW2_INFO_INIT;
             qcow2_get_info(img, &info);
             if (cases[i].want_size)
                 CHECK_MSG(info.virtual_size == cases[i].want_size, "%s: size %llu want %llu",
@@ -956,7 +955,7 @@ static void test_create_raw_images(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct qcow2_create_opts o;
-        qcow2_create_opts_init(&o);
+        o = QCOW2_CREATE_OPTS_INIT;
         char err[QCOW2_ERROR_MAX] = "", *copy = strdup(cases[i].opts);
         if (copy[0])
             CHECK(qcow2_create_opts_parse(&o, copy, err, sizeof(err)) == 0);
@@ -976,7 +975,7 @@ static void test_create_raw_images(void)
             CHECK(file_blocks_bytes(path) < 1 << 20);
         if (cases[i].want <= 64 << 20) {
             struct qcow2_open_opts oo;
-            qcow2_open_opts_init(&oo);
+            oo = QCOW2_OPEN_OPTS_INIT;
             oo.format = QCOW2_FORMAT_RAW;
             struct qcow2_image *img;
             CHECK(qcow2_open(path, &oo, &img, err, sizeof(err)) == 0);
@@ -992,7 +991,7 @@ static void test_create_raw_images(void)
     snprintf(path, sizeof(path), "%s/r1.raw", dir);
     CHECK(run("printf 'old data' > '%s'", path) == 0);
     struct qcow2_create_opts o;
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     o.format = QCOW2_FORMAT_RAW;
     o.size = 512;
     CHECK(qcow2_create(path, &o, err, sizeof(err)) == 0);
@@ -1008,7 +1007,7 @@ static void test_create_raw_images(void)
         {"data_file=x.data", "does not support external data files"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        qcow2_create_opts_init(&o);
+        o = QCOW2_CREATE_OPTS_INIT;
         char *copy = strdup(bad[i].opts);
         CHECK(qcow2_create_opts_parse(&o, copy, err, sizeof(err)) == 0);
         o.format = QCOW2_FORMAT_RAW;
@@ -1034,15 +1033,14 @@ static void test_create_overwrites_and_handles_odd_inputs(void)
         CHECK(qemu_check(dir, "over.qcow2") == 0);
     check_reads(path, 1 << 20, 0);
 
-    /* A struct nobody initialised (all zeros) means the defaults. */
-    struct qcow2_create_opts z;
-    memset(&z, 0, sizeof(z));
+    /* Zero fields (QCOW2_CREATE_OPTS_INIT) mean qemu-img's defaults. */
+    struct qcow2_create_opts z = QCOW2_CREATE_OPTS_INIT;
     z.size = 1 << 20;
     snprintf(path, sizeof(path), "%s/zeroed.qcow2", dir);
     CHECK_MSG(qcow2_create(path, &z, err, sizeof(err)) == 0, "%s", err);
     struct qcow2_image *img;
     if (qcow2_open(path, NULL, &img, err, sizeof(err)) == 0) {
-        struct qcow2_info info;
+        struct qcow2_info info = QCOW2_INFO_INIT;
         qcow2_get_info(img, &info);
         CHECK(info.format == QCOW2_FORMAT_QCOW2 && info.version == 3);
         CHECK(info.cluster_size == 65536 && info.refcount_bits == 16);
@@ -1053,7 +1051,7 @@ static void test_create_overwrites_and_handles_odd_inputs(void)
 
     /* Errors. */
     struct qcow2_create_opts o;
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     o.size = 1 << 20;
     CHECK(qcow2_create(NULL, &o, err, sizeof(err)) == -EINVAL);
     CHECK(qcow2_create("", &o, err, sizeof(err)) == -EINVAL);
@@ -1069,7 +1067,7 @@ static void test_create_overwrites_and_handles_odd_inputs(void)
     char longname[1024];
     memset(longname, 'b', 1000);
     strcpy(longname + 1000, ".qcow2");
-    qcow2_create_opts_init(&o);
+    o = QCOW2_CREATE_OPTS_INIT;
     o.cluster_size = 512;
     o.size = 1 << 20;
     o.backing_file = longname;
@@ -1106,7 +1104,7 @@ int main(void)
     RUN("parse_size accepts what qemu-img accepts", test_parse_size_accepts_what_qemu_img_accepts());
     RUN("parse_size rejects garbage, negative and overflow",
         test_parse_size_rejects_garbage_negative_and_overflow());
-    RUN("opts_init sets qemu-img's defaults", test_opts_init_sets_qemu_img_defaults());
+    RUN("opts INIT sets only the struct size", test_opts_init_sets_only_the_struct_size());
     RUN("opts_set accepts every qemu-img option", test_opts_set_accepts_every_qemu_img_option());
     RUN("opts_set refuses bad values, naming option and value",
         test_opts_set_refuses_bad_values_naming_option_and_value());

@@ -57,7 +57,7 @@ static bool image_reads_allowed(const char *path, const struct allowed *list, ch
 {
     char err[QCOW2_ERROR_MAX];
     struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = 1;
     struct qcow2_image *img;
     if (qcow2_open(path, &o, &img, err, sizeof(err)) < 0) {
@@ -339,7 +339,7 @@ static bool verdict_grown(const char *state_path, void *opaque, char *why, size_
     const struct growth *g = opaque;
     char err[QCOW2_ERROR_MAX];
     struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = 1;
     struct qcow2_image *img;
     if (qcow2_open(state_path, &o, &img, err, sizeof(err)) < 0) {
@@ -406,7 +406,7 @@ static void no_backing_session(const char *label, const char *name,
                  "qemu-io -c 'write -P 0x55 0 128k' '%s' >/dev/null", back, path, path))
         return;
     struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     o.no_backing = 1;
     struct qcow2_image *img;
     if (qcow2_open(path, &o, &img, err, sizeof(err)) < 0) {

@@ -53,8 +53,7 @@ static struct qcow2_image *open_image(const char *name, bool read_only, bool rep
 {
     char p[4200], err[QCOW2_ERROR_MAX];
     wl_path(p, sizeof(p), name);
-    struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = read_only;
     o.repair = repair;
     struct qcow2_image *img = NULL;

@@ -104,7 +104,7 @@ static struct qcow2_image *open_image(const char *name, bool read_only)
     char p[4400], err[QCOW2_ERROR_MAX] = "";
     path_of(p, sizeof(p), name);
     struct qcow2_open_opts opts;
-    qcow2_open_opts_init(&opts);
+    opts = QCOW2_OPEN_OPTS_INIT;
     opts.read_only = read_only;
     struct qcow2_image *img = NULL;
     int ret = qcow2_open(p, &opts, &img, err, sizeof(err));

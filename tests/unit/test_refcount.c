@@ -92,7 +92,7 @@ static struct qcow2_image *open_image(const char *name, bool read_only, char *er
     char p[4200];
     path_of(p, sizeof(p), name);
     struct qcow2_open_opts opts;
-    qcow2_open_opts_init(&opts);
+    opts = QCOW2_OPEN_OPTS_INIT;
     opts.format = QCOW2_FORMAT_QCOW2;
     opts.read_only = read_only;
     struct qcow2_image *img = NULL;

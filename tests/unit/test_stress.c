@@ -266,7 +266,7 @@ static void run_config(const struct config *cfg, const char *dir)
 
     struct shared sh = {.cfg = cfg};
     struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     struct testfile *tf = NULL;
     int ret;
     if (cfg->faults) {
@@ -403,7 +403,7 @@ static void test_slow_read_of_replaced_cluster(const char *dir)
     struct testfile *tf = testfile_open(path, false, err, sizeof(err));
     struct qcow2_image *img = NULL;
     struct qcow2_open_opts o;
-    qcow2_open_opts_init(&o);
+    o = QCOW2_OPEN_OPTS_INIT;
     if (!tf || image_open_with_file(path, &o, testfile_attach(tf), &img, err, sizeof(err)) < 0) {
         printf("slow read: open: %s\n", err);
         check(0, "slow read: open");

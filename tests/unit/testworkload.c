@@ -607,7 +607,7 @@ int wl_verify(const char *path, const struct workload *w, const struct wl_expect
     }
     if (wl_check_content(img, w, ex, why, whylen) < 0)
         goto fail;
-    struct qcow2_check_result res;
+    struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     struct report_buf rep = {.len = 0};
     rep.text[0] = '\0';
     ret = qcow2_check(img, 0, &res, collect_report, &rep);
