@@ -120,7 +120,7 @@ static void test_read_only_open_changes_nothing(void)
     uint8_t *before = slurp(name, &n0);
     struct qcow2_image *img = open_image(name, true, false);
     if (img) {
-        struct qcow2_info info;
+        struct qcow2_info info = QCOW2_INFO_INIT;
         CHECK(qcow2_get_info(img, &info) == 0);
         CHECK(info.nb_bitmaps == 1 && !info.bitmaps_inconsistent);
         uint8_t buf[4096];
@@ -148,7 +148,7 @@ static void test_writable_open_invalidates_bitmaps_and_keeps_the_extension(void)
         CHECK(h.has_bitmaps_ext && h.nb_bitmaps == 1);
         header_free(&h);
     }
-    struct qcow2_info info;
+    struct qcow2_info info = QCOW2_INFO_INIT;
     CHECK(qcow2_get_info(img, &info) == 0);
     CHECK(info.nb_bitmaps == 1 && info.bitmaps_inconsistent);
     uint8_t buf[4096];
@@ -206,7 +206,7 @@ static void test_repair_open_keeps_bitmaps_and_refuses_guest_writes(void)
     struct qcow2_image *img = open_image(name, false, true);
     if (!img)
         return;
-    struct qcow2_check_result res;
+    struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     CHECK(qcow2_check(img, QCOW2_CHECK_FIX_LEAKS | QCOW2_CHECK_FIX_ERRORS, &res, NULL, NULL) ==
           0);
     CHECK(res.leaks == 0 && res.corruptions == 0);
