@@ -33,7 +33,8 @@
 #include "testharness.h"
 
 static struct crash_opts g_opts = {.exhaustive_max = CRASH_EXHAUSTIVE_MAX_SHORT, .samples = 1,
-                                   .seed = 1, .max_reports = 3};
+                                   .seed = 1, .max_reports = 3,
+                                   .rerun_hint = "CRASH_TRACE=1 CRASH_ONLY="};
 static struct crash_stats g_stats;
 
 static void check_recording(const struct workload *w, const struct crash_recording *rec,

@@ -292,11 +292,11 @@ static void try_state(struct checker *c, size_t k, const char *variant, struct r
     fprintf(stderr,
             "  %s: crash after write k=%zu (event %zu: %s 0x%llx+%llu, during %s), %zu writes "
             "since the last flush, variant %s (seed %u): %s [ops [0, %zu) durable, %zu "
-            "uncertain; state kept as %s; CRASH_TRACE=1 CRASH_ONLY=%s shows the log]\n",
+            "uncertain; state kept as %s; %s%s shows the log]\n",
             c->w->name, k, last_ev, testfile_kind_name(last->kind),
             (unsigned long long)last->offset, (unsigned long long)last->len, during,
             c->nb_window, variant, c->o->seed, why, c->durable_ops, c->nb_uncertain, keep,
-            c->w->name);
+            c->o->rerun_hint, c->w->name);
 }
 
 /* Every state of the crash right after the k-th write (event p-1, the window's last). */

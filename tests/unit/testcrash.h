@@ -60,6 +60,7 @@ struct crash_opts {
     uint32_t seed;
     size_t max_reports;      /* failing states described on stderr */
     bool trace;              /* print the ops and the log first */
+    const char *rerun_hint;  /* how to rerun one case with its log, for reports */
 };
 
 struct crash_stats {
