@@ -19,7 +19,8 @@
  * a power loss (every crash state of testcrash.c) may not leave a guest offset reading
  * another's data.
  *
- * IOERROR_FULL=1 (make stress) adds the random workloads. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
+ * IOERROR_FULL=1 (make stress) adds the random workloads and those written for the crash
+ * model. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
  * case and prints its I/O. */
 #include "testcrash.h"
 
@@ -594,7 +595,9 @@ int main(void)
         const struct workload *w = &wl_workloads[i];
         /* An external data file is not behind the failing backend, and every run would
          * change the one data file the starting image refers to. */
-        if ((w->big && !full) || w->data_file || (only && *only && strcmp(only, w->name) != 0))
+        bool named = only && *only;
+        if ((w->big && !full) || (w->crash_aimed && !full && !named) || w->data_file ||
+            (named && strcmp(only, w->name) != 0))
             continue;
         for (size_t m = 0; m < nb_modes; m++) {
             char label[256];

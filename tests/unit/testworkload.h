@@ -48,6 +48,8 @@ struct workload {
     bool data_file;           /* an external data file "<name>.data.raw", data_file_raw=on */
     const struct wl_op *ops;  /* ends with WL_END */
     bool big;                 /* only with CRASH_FULL=1 (make stress) */
+    bool crash_aimed;         /* written for the crash model: test_ioerror sweeps it only
+                               * with IOERROR_FULL=1, to keep make check's time */
 };
 
 /* Every workload: tens of operations each, so that a test can afford every crash point. The
