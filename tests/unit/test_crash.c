@@ -37,38 +37,20 @@ static struct crash_opts g_opts = {.exhaustive_max = CRASH_EXHAUSTIVE_MAX_SHORT,
                                    .rerun_hint = "CRASH_TRACE=1 CRASH_ONLY="};
 static struct crash_stats g_stats;
 
-static void check_recording(const struct workload *w, const struct crash_recording *rec,
-                            const struct tf_buf *start, const struct tf_buf *base)
+/* The verdict of crash_test_workload(). */
+static void check_verdict(const struct workload *w, long bad, const char *why)
 {
-    size_t bad = crash_check_states(w, rec, start, base, &g_opts, &g_stats);
-    CHECK_MSG(bad == 0, "%s: %zu crash states are wrong (the first %zu are described above)",
-              w->name, bad, MIN(bad, g_opts.max_reports));
+    CHECK_MSG(bad >= 0, "%s: %s", w->name, why);
+    CHECK_MSG(bad <= 0, "%s: %ld crash states are wrong (the first %zu are described above)",
+              w->name, bad, MIN((size_t)bad, g_opts.max_reports));
 }
 
 static void test_crash_at_every_write(const struct workload *w)
 {
-    struct tf_buf start = {0}, base = {0};
-    struct crash_recording rec = {0};
     char why[1024];
-    int ret = wl_prepare(w, &start, &base);
-    CHECK_MSG(ret == 0, "%s: cannot prepare the starting image", w->name);
-    if (ret == 0) {
-        ret = crash_rec_open(&rec, w, &start, why, sizeof(why));
-        CHECK_MSG(ret == 0, "%s: %s", w->name, why);
-    }
-    for (size_t i = 0; ret == 0 && i < rec.nb_ops; i++) {
-        ret = crash_rec_exec(&rec, w, i);
-        CHECK_MSG(ret == 0, "%s: op %zu failed: %s", w->name, i, qcow2_error(rec.img));
-    }
-    if (ret == 0) {
-        ret = crash_rec_close(&rec);
-        CHECK_MSG(ret == 0, "%s: close failed", w->name);
-    }
-    if (ret == 0)
-        check_recording(w, &rec, &start, &base);
-    crash_rec_free(&rec);
-    tf_buf_free(&start);
-    tf_buf_free(&base);
+    long bad = crash_test_workload(w, crash_rec_all_ops, NULL, &g_opts, &g_stats, why,
+                                   sizeof(why));
+    check_verdict(w, bad, why);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -175,57 +157,42 @@ static void *run_held_op(void *opaque)
     return NULL;
 }
 
-/* Record the schedule's interleaving. Returns 0 or -1 after reporting. */
-static int record_schedule(const struct schedule *s, struct crash_recording *rec)
+/* Record the schedule's interleaving (a crash_recorder). */
+static int record_schedule(struct crash_recording *rec, const struct workload *w, void *opaque,
+                           char *why, size_t whylen)
 {
-    const struct workload *w = &s->w;
+    const struct schedule *s = opaque;
     struct held_op h = {.rec = rec, .w = w, .i = s->held};
     pthread_t thread;
-    int ret = 0;
+    size_t failed = SIZE_MAX;
     testfile_pause(rec->tf, s->hold_kinds, TF_ANY_OFFSET);
     crash_rec_started(rec, s->held);
     if (pthread_create(&thread, NULL, run_held_op, &h) != 0)
         abort();
     testfile_wait_paused(rec->tf);
-    for (size_t i = 0; i < s->held && ret == 0; i++) {
-        ret = crash_rec_exec(rec, w, i);
-        CHECK_MSG(ret == 0, "%s: op %zu failed: %s", w->name, i, qcow2_error(rec->img));
-    }
+    for (size_t i = 0; i < s->held && failed == SIZE_MAX; i++)
+        if (crash_rec_exec(rec, w, i) < 0)
+            failed = i;
     testfile_resume(rec->tf);
     pthread_join(thread, NULL);
     crash_rec_returned(rec, s->held);
-    CHECK_MSG(h.ret == 0, "%s: held op %zu failed", w->name, s->held);
-    ret = ret < 0 ? ret : h.ret;
-    for (size_t i = s->held + 1; i < rec->nb_ops && ret == 0; i++) {
-        ret = crash_rec_exec(rec, w, i);
-        CHECK_MSG(ret == 0, "%s: op %zu failed: %s", w->name, i, qcow2_error(rec->img));
-    }
-    return ret < 0 ? -1 : 0;
+    if (failed == SIZE_MAX && h.ret < 0)
+        failed = s->held;
+    for (size_t i = s->held + 1; i < rec->nb_ops && failed == SIZE_MAX; i++)
+        if (crash_rec_exec(rec, w, i) < 0)
+            failed = i;
+    if (failed == SIZE_MAX)
+        return 0;
+    snprintf(why, whylen, "op %zu failed: %s", failed, qcow2_error(rec->img));
+    return -1;
 }
 
 static void test_crash_in_a_two_thread_schedule(const struct schedule *s)
 {
-    const struct workload *w = &s->w;
-    struct tf_buf start = {0}, base = {0};
-    struct crash_recording rec = {0};
     char why[1024];
-    int ret = wl_prepare(w, &start, &base);
-    CHECK_MSG(ret == 0, "%s: cannot prepare the starting image", w->name);
-    if (ret == 0) {
-        ret = crash_rec_open(&rec, w, &start, why, sizeof(why));
-        CHECK_MSG(ret == 0, "%s: %s", w->name, why);
-    }
-    if (ret == 0)
-        ret = record_schedule(s, &rec);
-    if (ret == 0) {
-        ret = crash_rec_close(&rec);
-        CHECK_MSG(ret == 0, "%s: close failed", w->name);
-    }
-    if (ret == 0)
-        check_recording(w, &rec, &start, &base);
-    crash_rec_free(&rec);
-    tf_buf_free(&start);
-    tf_buf_free(&base);
+    long bad = crash_test_workload(&s->w, record_schedule, (void *)s, &g_opts, &g_stats, why,
+                                   sizeof(why));
+    check_verdict(&s->w, bad, why);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -378,54 +378,39 @@ static const struct workload wl_reuse_after_failed_flush = {
 
 static unsigned g_exhaustive_max = CRASH_EXHAUSTIVE_MAX_SHORT;
 
-/* Record the workload with its flush failing (EIO on its writes) and healed afterwards. */
-static int record_with_failed_flush(const struct workload *w, struct crash_recording *rec)
+/* Record the workload with its flush failing (EIO on its writes) and healed afterwards (a
+ * crash_recorder). */
+static int record_with_failed_flush(struct crash_recording *rec, const struct workload *w,
+                                    void *opaque, char *why, size_t whylen)
 {
+    (void)opaque;
     for (size_t i = 0; i < rec->nb_ops; i++) {
         if (i == REUSE_FAILED_FLUSH)
             testfile_fail(rec->tf, TF_PWRITE, 1, EIO, TF_FAIL_STICKY, false);
         int ret = crash_rec_exec(rec, w, i);
         testfile_heal(rec->tf);
-        if (i == REUSE_FAILED_FLUSH) {
-            CHECK_MSG(ret == -EIO, "%s: the flush returned %d, not -EIO", w->name, ret);
-            continue;
-        }
-        CHECK_MSG(ret == 0, "%s: op %zu failed: %s", w->name, i, qcow2_error(rec->img));
-        if (ret < 0)
+        if (i == REUSE_FAILED_FLUSH ? ret != -EIO : ret < 0) {
+            snprintf(why, whylen, "op %zu returned %d: %s", i, ret, qcow2_error(rec->img));
             return -1;
+        }
     }
-    int ret = crash_rec_close(rec);
-    CHECK_MSG(ret == 0, "%s: close failed", w->name);
-    return ret;
+    return 0;
 }
 
 static void test_no_freed_cluster_is_reused_after_a_failed_flush(void)
 {
     const struct workload *w = &wl_reuse_after_failed_flush;
-    struct tf_buf start = {0}, base = {0};
-    struct crash_recording rec = {0};
+    struct crash_opts o = {.exhaustive_max = g_exhaustive_max, .samples = 1, .seed = 1,
+                           .max_reports = MAX_REPORTS,
+                           .trace = getenv("IOERROR_TRACE") != NULL,
+                           .rerun_hint = "IOERROR_TRACE=1 IOERROR_ONLY="};
+    struct crash_stats cs = {0};
     char why[1024];
-    int ret = wl_prepare(w, &start, &base);
-    CHECK_MSG(ret == 0, "%s: cannot prepare the starting image", w->name);
-    if (ret == 0) {
-        ret = crash_rec_open(&rec, w, &start, why, sizeof(why));
-        CHECK_MSG(ret == 0, "%s: %s", w->name, why);
-    }
-    if (ret == 0)
-        ret = record_with_failed_flush(w, &rec);
-    if (ret == 0) {
-        struct crash_opts o = {.exhaustive_max = g_exhaustive_max, .samples = 1, .seed = 1,
-                               .max_reports = MAX_REPORTS,
-                               .trace = getenv("IOERROR_TRACE") != NULL,
-                               .rerun_hint = "IOERROR_TRACE=1 IOERROR_ONLY="};
-        struct crash_stats cs = {0};
-        size_t bad = crash_check_states(w, &rec, &start, &base, &o, &cs);
-        CHECK_MSG(bad == 0, "%s: %zu crash states are wrong (the first %zu are described above)",
-                  w->name, bad, MIN(bad, (size_t)MAX_REPORTS));
-    }
-    crash_rec_free(&rec);
-    tf_buf_free(&start);
-    tf_buf_free(&base);
+    long bad = crash_test_workload(w, record_with_failed_flush, NULL, &o, &cs, why,
+                                   sizeof(why));
+    CHECK_MSG(bad >= 0, "%s: %s", w->name, why);
+    CHECK_MSG(bad <= 0, "%s: %ld crash states are wrong (the first %zu are described above)",
+              w->name, bad, MIN((size_t)bad, (size_t)MAX_REPORTS));
 }
 
 /* ------------------------------------------------------------------------------------------ */

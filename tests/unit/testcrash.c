@@ -67,6 +67,19 @@ int crash_rec_exec(struct crash_recording *rec, const struct workload *w, size_t
     return ret;
 }
 
+int crash_rec_all_ops(struct crash_recording *rec, const struct workload *w, void *opaque,
+                      char *why, size_t whylen)
+{
+    (void)opaque;
+    for (size_t i = 0; i < rec->nb_ops; i++) {
+        if (crash_rec_exec(rec, w, i) < 0) {
+            snprintf(why, whylen, "op %zu failed: %s", i, qcow2_error(rec->img));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int crash_rec_close(struct crash_recording *rec)
 {
     int ret = qcow2_close(rec->img);
@@ -374,4 +387,26 @@ size_t crash_check_states(const struct workload *w, const struct crash_recording
     tf_buf_free(&c.durable);
     tf_buf_free(&c.state);
     return c.failures;
+}
+
+long crash_test_workload(const struct workload *w, crash_recorder record, void *opaque,
+                         const struct crash_opts *o, struct crash_stats *st, char *why,
+                         size_t whylen)
+{
+    struct tf_buf start = {0}, base = {0};
+    struct crash_recording rec = {0};
+    long bad = -1;
+    if (wl_prepare(w, &start, &base) < 0)
+        snprintf(why, whylen, "cannot prepare the starting image");
+    else if (crash_rec_open(&rec, w, &start, why, whylen) < 0 ||
+             record(&rec, w, opaque, why, whylen) < 0)
+        ; /* `why` says it */
+    else if (crash_rec_close(&rec) < 0)
+        snprintf(why, whylen, "close failed");
+    else
+        bad = (long)crash_check_states(w, &rec, &start, &base, o, st);
+    crash_rec_free(&rec);
+    tf_buf_free(&start);
+    tf_buf_free(&base);
+    return bad;
 }

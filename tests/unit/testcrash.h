@@ -54,6 +54,14 @@ void crash_rec_mark(struct crash_recording *rec, size_t nb_ops);
 int crash_rec_close(struct crash_recording *rec);
 void crash_rec_free(struct crash_recording *rec);
 
+/* Runs the ops of `w` on rec->img (with crash_rec_exec, or crash_rec_started/returned for
+ * ops of other threads). Returns 0, or -1 with the reason in `why`. */
+typedef int (*crash_recorder)(struct crash_recording *rec, const struct workload *w,
+                              void *opaque, char *why, size_t whylen);
+/* The plain recorder: every op in order, stopping at the first failure. */
+int crash_rec_all_ops(struct crash_recording *rec, const struct workload *w, void *opaque,
+                      char *why, size_t whylen);
+
 struct crash_opts {
     unsigned exhaustive_max; /* CRASH_EXHAUSTIVE_MAX_* */
     unsigned samples;        /* random subsets and torn variants per crash point */
@@ -74,5 +82,12 @@ struct crash_stats {
 size_t crash_check_states(const struct workload *w, const struct crash_recording *rec,
                           const struct tf_buf *start, const struct tf_buf *base,
                           const struct crash_opts *o, struct crash_stats *st);
+
+/* The whole test of one workload: prepare its starting image, record a run with `record`,
+ * close, check every crash state. Returns the number of wrong states, or -1 with the reason in
+ * `why` when the run could not be recorded. */
+long crash_test_workload(const struct workload *w, crash_recorder record, void *opaque,
+                         const struct crash_opts *o, struct crash_stats *st, char *why,
+                         size_t whylen);
 
 #endif /* QCOW2_TESTCRASH_H */
