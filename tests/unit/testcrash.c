@@ -109,8 +109,10 @@ struct hash_set {
 
 static bool set_has(const struct hash_set *s, uint64_t h)
 {
+    if (!s->cap)
+        return false;
     h = h ? h : 1;
-    for (size_t i = s->cap ? h & (s->cap - 1) : 0; s->cap && s->slots[i]; i = (i + 1) & (s->cap - 1))
+    for (size_t i = h & (s->cap - 1); s->slots[i]; i = (i + 1) & (s->cap - 1))
         if (s->slots[i] == h)
             return true;
     return false;

@@ -3,7 +3,8 @@
  * operation (pwritev with a copy of its data, zero, discard, truncate) and every flush goes
  * into a log, so that a crash test can rebuild the file as a machine that lost power after
  * any write would have left it. It can also fail the k-th I/O (EIO, ENOSPC, or a torn write
- * that persists part of the data and then fails), once or until healed.
+ * that persists part of the data and then fails), once or until healed, and hold one I/O
+ * while other threads run, for deterministic multi-thread schedules.
  *
  * Ownership: the test owns the struct testfile; testfile_attach() makes a struct qcow2_file
  * over it that an image may own (image_open_with_file). Closing the image closes the file
