@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------------------------------ */
 /* Recording. */
@@ -375,11 +376,13 @@ size_t crash_check_states(const struct workload *w, const struct crash_recording
     tf_buf_copy(&c.durable, base);
     snprintf(c.path, sizeof(c.path), "%s/%s.crash.qcow2", wl_dir(), w->name);
     /* Crash right after event p-1, for every mutating event p-1. */
-    size_t k = 0;
+    size_t k = 0, states_before = st->states;
+    time_t t0 = time(NULL);
     for (size_t p = 1; p <= nev; p++)
         if (testfile_event(rec->tf, p - 1)->kind & TF_MUTATING)
             try_crash_point(&c, p, ++k);
-    printf("     %s: %zu ops, %zu events, %zu writes\n", w->name, rec->nb_ops, nev, k);
+    printf("     %s: %zu ops, %zu events, %zu writes, %zu crash states, %lds\n", w->name,
+           rec->nb_ops, nev, k, st->states - states_before, (long)(time(NULL) - t0));
     free(c.window);
     free(c.fates);
     free(c.uncertain);
