@@ -1,7 +1,7 @@
 /* test_data_safety.c - regression tests for the data-safety defects of the December 2026
  * review (7abab63, defects 3, 4, 6, 9 and 10; the others are in tests/interop/data_safety.sh).
  * Each scenario starts from an image made by qemu-img/qemu-io, runs through the library over
- * the logging backend, and then every crash state of the run (testcrash.h) must read, byte by
+ * the logging backend, and then every crash state of the run (testscenario.h) must read, byte by
  * byte, what was there before or what was written: never stale data of a kept host cluster,
  * never zeros where the backing file's data belongs, never another guest offset's data.
  * Defect 10 is checked by reading the image through its backing chain with QEMU.
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "testcrash.h"
+#include "testscenario.h"
 #include "testworkload.h"
 
 #include "testharness.h"
@@ -88,27 +88,27 @@ static bool verdict_reads_allowed(const char *state_path, void *opaque, char *wh
 }
 
 /* Judge every crash state of `s` up to now; CHECK that none is bad. */
-static void check_every_crash_state(const char *label, struct crash_session *s,
-                                    crash_verdict_fn verdict, void *opaque)
+static void check_every_crash_state(const char *label, struct scenario *s,
+                                    scenario_verdict_fn verdict, void *opaque)
 {
     char state[4200];
     snprintf(state, sizeof(state), "%s.crash-state.qcow2", s->path);
     unsigned nb_states = 0;
-    unsigned bad = crash_check_states(s, testfile_nb_events(s->tf), state, verdict, opaque,
+    unsigned bad = scenario_check_states(s, testfile_nb_events(s->tf), state, verdict, opaque,
                                       MAX_REPORTS, &nb_states);
     if (bad && getenv("DATA_SAFETY_TRACE"))
-        crash_dump_log(s, 0);
+        scenario_dump_log(s, 0);
     CHECK_MSG(bad == 0, "%s: %u of %u crash states are bad", label, bad, nb_states);
     CHECK_MSG(nb_states > 1, "%s: only %u crash state (nothing was written?)", label,
               nb_states);
 }
 
 /* Start a recorded session on `path` (`opts` may be NULL); CHECK that it opened. */
-static bool open_session(struct crash_session *s, const char *path,
+static bool open_session(struct scenario *s, const char *path,
                          const struct qcow2_open_opts *opts)
 {
     char err[QCOW2_ERROR_MAX];
-    int ret = crash_session_open(s, path, opts, err, sizeof(err));
+    int ret = scenario_open(s, path, opts, err, sizeof(err));
     CHECK_MSG(ret == 0, "open %s: %s", path, err);
     return ret == 0;
 }
@@ -170,7 +170,7 @@ static void test_zeroed_cluster_write_links_after_its_cow(void)
     if (!prepare("qemu-img create -q -f qcow2 '%s' 1M && qemu-io -c 'write -P 0xaa 0 64k' "
                  "-c 'write -z 0 64k' '%s' >/dev/null", path, path))
         return;
-    struct crash_session s;
+    struct scenario s;
     if (!open_session(&s, path, NULL))
         return;
     CHECK_MSG(entry_type(s.img, 0) == SC_ZERO_ALLOC,
@@ -184,7 +184,7 @@ static void test_zeroed_cluster_write_links_after_its_cow(void)
     };
     check_every_crash_state("write into a zero-flagged allocated cluster", &s,
                             verdict_reads_allowed, (void *)after);
-    crash_session_end(&s);
+    scenario_end(&s);
 }
 
 /* Extended L2 over a backing file of 0xcc: a 512-byte write into an unallocated subcluster of
@@ -201,7 +201,7 @@ static void test_new_subcluster_write_links_after_its_data(void)
                  "-b '%s' -F raw '%s' && qemu-io -c 'write -P 0xcc 0 2k' '%s' >/dev/null",
                  back, path, path))
         return;
-    struct crash_session s;
+    struct scenario s;
     if (!open_session(&s, path, NULL))
         return;
     const uint64_t at = 3 * 2048 + 512; /* inside subcluster 3 */
@@ -217,7 +217,7 @@ static void test_new_subcluster_write_links_after_its_data(void)
     };
     check_every_crash_state("write into a new subcluster", &s, verdict_reads_allowed,
                             (void *)after);
-    crash_session_end(&s);
+    scenario_end(&s);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -252,7 +252,7 @@ static void test_l2_update_waits_for_data_when_another_thread_flushed(void)
         return;
     if (!prepare("qemu-img create -q -f qcow2 -b '%s' -F raw '%s'", back, path))
         return;
-    struct crash_session s;
+    struct scenario s;
     if (!open_session(&s, path, NULL))
         return;
     /* The backing file's reads go through a testfile too, so that T1's COW read can stall. */
@@ -261,7 +261,7 @@ static void test_l2_update_waits_for_data_when_another_thread_flushed(void)
     CHECK_MSG(btf && backing, "harness: backing file %s: %s", back, btf ? "not open" : err);
     if (!btf || !backing) {
         testfile_free(btf);
-        crash_session_end(&s);
+        scenario_end(&s);
         return;
     }
     testfile_set_logging(btf, false);
@@ -287,7 +287,7 @@ static void test_l2_update_waits_for_data_when_another_thread_flushed(void)
     };
     check_every_crash_state("allocating write racing a refcount flush", &s,
                             verdict_reads_allowed, (void *)after);
-    crash_session_end(&s);
+    scenario_end(&s);
     testfile_free(btf);
 }
 
@@ -305,7 +305,7 @@ static void test_failed_flush_keeps_freed_cluster_unused(void)
     if (!prepare("qemu-img create -q -f qcow2 '%s' 4M && "
                  "qemu-io -c 'write -P 0xaa 0 64k' '%s' >/dev/null", path, path))
         return;
-    struct crash_session s;
+    struct scenario s;
     if (!open_session(&s, path, NULL))
         return;
     CHECK_MSG(qcow2_discard(s.img, 0, 64 * KiB) == 0, "discard: %s", qcow2_error(s.img));
@@ -321,7 +321,7 @@ static void test_failed_flush_keeps_freed_cluster_unused(void)
     };
     check_every_crash_state("write after a failed flush", &s, verdict_reads_allowed,
                             (void *)after);
-    crash_session_end(&s);
+    scenario_end(&s);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -373,14 +373,14 @@ static void test_growth_over_longer_backing_never_shows_it(void)
         return;
     if (!prepare("qemu-img create -q -f qcow2 -b '%s' -F raw '%s' 1M", back, path))
         return;
-    struct crash_session s;
+    struct scenario s;
     if (!open_session(&s, path, NULL))
         return;
     struct growth g = {1 * MiB, 2 * MiB, 0x99};
     CHECK_MSG(qcow2_truncate(s.img, g.new_size, QCOW2_PREALLOC_OFF, 0) == 0, "grow: %s",
               qcow2_error(s.img));
     check_every_crash_state("growth over a longer backing file", &s, verdict_grown, &g);
-    crash_session_end(&s);
+    scenario_end(&s);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -15,9 +15,14 @@
  * pread/pwritev in this program: it must complete them, and a write that makes no progress
  * must become an error.
  *
- * IOERROR_FULL=1 (make stress) adds the random workloads. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
+ * A failed flush must not make freed clusters reusable: after one, a write that allocates and
+ * a power loss (every crash state of testcrash.c) may not leave a guest offset reading
+ * another's data.
+ *
+ * IOERROR_FULL=1 (make stress) adds the random workloads and those written for the crash
+ * model. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
  * case and prints its I/O. */
-#include "testworkload.h"
+#include "testcrash.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -352,6 +357,63 @@ out:
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Reuse of freed clusters after a failed flush. */
+
+/* Op 1 is the flush whose writes fail: the L2 change that frees guest 0's cluster is not on
+ * disk, so as far as the disk knows that cluster still holds guest 0's data. */
+#define REUSE_FAILED_FLUSH 1
+static const struct wl_op ops_reuse_after_failed_flush[] = {
+    {WL_DISCARD, 0, 64 << 10, 0},
+    {WL_FLUSH, 0, 0, 0},               /* fails: every write fails until it returns */
+    {WL_WRITE, 1 << 20, 64 << 10, 0},  /* allocates: not guest 0's old cluster */
+    {WL_WRITE, 2 << 20, 100, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct workload wl_reuse_after_failed_flush = {
+    .name = "reuse_after_failed_flush", .create_opts = "cluster_size=65536", .size = "4M",
+    .cluster_size = 65536, .prep_io = "write -P 0xaa 0 256k",
+    .ops = ops_reuse_after_failed_flush};
+
+static unsigned g_exhaustive_max = CRASH_EXHAUSTIVE_MAX_SHORT;
+
+/* Record the workload with its flush failing (EIO on its writes) and healed afterwards (a
+ * crash_recorder). */
+static int record_with_failed_flush(struct crash_recording *rec, const struct workload *w,
+                                    void *opaque, char *why, size_t whylen)
+{
+    (void)opaque;
+    for (size_t i = 0; i < rec->nb_ops; i++) {
+        if (i == REUSE_FAILED_FLUSH)
+            testfile_fail(rec->tf, TF_PWRITE, 1, EIO, TF_FAIL_STICKY, false);
+        int ret = crash_rec_exec(rec, w, i);
+        testfile_heal(rec->tf);
+        if (i == REUSE_FAILED_FLUSH ? ret != -EIO : ret < 0) {
+            snprintf(why, whylen, "op %zu returned %d: %s", i, ret, qcow2_error(rec->img));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void test_no_freed_cluster_is_reused_after_a_failed_flush(void)
+{
+    const struct workload *w = &wl_reuse_after_failed_flush;
+    struct crash_opts o = {.exhaustive_max = g_exhaustive_max, .samples = 1, .seed = 1,
+                           .max_reports = MAX_REPORTS,
+                           .trace = getenv("IOERROR_TRACE") != NULL,
+                           .rerun_hint = "IOERROR_TRACE=1 IOERROR_ONLY="};
+    struct crash_stats cs = {0};
+    char why[1024];
+    long bad = crash_test_workload(w, record_with_failed_flush, NULL, &o, &cs, why,
+                                   sizeof(why));
+    CHECK_MSG(bad >= 0, "%s: %s", w->name, why);
+    CHECK_MSG(bad <= 0, "%s: %ld crash states are wrong (the first %zu are described above)",
+              w->name, bad, MIN((size_t)bad, (size_t)MAX_REPORTS));
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* The POSIX backend under short and interrupted transfers. The library is linked statically,
  * so these definitions replace libc's for src/file.c. */
 
@@ -506,11 +568,21 @@ int main(void)
     RUN("posix_backend_fails_a_write_without_progress",
         test_posix_backend_fails_a_write_without_progress());
 
+    if (full)
+        g_exhaustive_max = CRASH_EXHAUSTIVE_MAX_FULL;
+    if (!only || !*only || strcmp(only, wl_reuse_after_failed_flush.name) == 0)
+        RUN("no_freed_cluster_is_reused_after_a_failed_flush",
+            test_no_freed_cluster_is_reused_after_a_failed_flush());
+
     struct sweep_stats st = {0};
     size_t nb_modes = sizeof(g_modes) / sizeof(g_modes[0]);
     for (size_t i = 0; i < wl_nb_workloads; i++) {
         const struct workload *w = &wl_workloads[i];
-        if ((w->big && !full) || (only && *only && strcmp(only, w->name) != 0))
+        /* An external data file is not behind the failing backend, and every run would
+         * change the one data file the starting image refers to. */
+        bool named = only && *only;
+        if ((w->big && !full) || (w->crash_aimed && !full && !named) || w->data_file ||
+            (named && strcmp(only, w->name) != 0))
             continue;
         for (size_t m = 0; m < nb_modes; m++) {
             char label[256];

@@ -40,13 +40,13 @@ struct testfile {
     bool failing; /* sticky mode: the failure fired and is not healed */
     uint64_t nb_failures;
     enum tf_kind failed_kind;
-    /* Pausing reads (testfile_pause_read): paused reads are numbered 1, 2, ... in the order
-     * they blocked and released in that order. */
+    /* Holding I/O (testfile_pause): held I/Os are numbered 1, 2, ... in the order they
+     * blocked and released in that order. */
     pthread_cond_t pause_cond;
-    bool pause_armed;    /* the next pread covering pause_at blocks */
-    uint64_t pause_at;
-    uint64_t nb_paused;  /* reads that blocked so far */
-    uint64_t nb_resumed; /* reads released so far */
+    unsigned pause_kinds; /* the next I/O of these kinds covering pause_at blocks; 0: none */
+    uint64_t pause_at;    /* or TF_ANY_OFFSET */
+    uint64_t nb_paused;   /* I/Os that blocked so far */
+    uint64_t nb_resumed;  /* I/Os released so far */
 };
 
 static unsigned kind_index(enum tf_kind k)
@@ -129,6 +129,23 @@ static void log_event(struct testfile *tf, enum tf_kind kind, uint64_t offset, u
     }
 }
 
+/* If a testfile_pause() matches this I/O, block until it is resumed, as a slow disk or a
+ * descheduled thread would. Called with the lock held, before the I/O is counted or done. */
+static void hold(struct testfile *tf, enum tf_kind kind, uint64_t offset, uint64_t len)
+{
+    if (!(tf->pause_kinds & kind))
+        return;
+    bool covers = kind == TF_FLUSH || tf->pause_at == TF_ANY_OFFSET ||
+                  (tf->pause_at >= offset && tf->pause_at < offset + len);
+    if (!covers)
+        return;
+    tf->pause_kinds = 0;
+    uint64_t ticket = ++tf->nb_paused;
+    pthread_cond_broadcast(&tf->pause_cond);
+    while (tf->nb_resumed < ticket)
+        pthread_cond_wait(&tf->pause_cond, &tf->lock);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The operations. */
 
@@ -136,15 +153,8 @@ static int tf_pread(void *ctx, void *buf, size_t count, uint64_t offset)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
+    hold(tf, TF_PREAD, offset, count);
     int ret = account(tf, TF_PREAD, offset, count);
-    if (tf->pause_armed && tf->pause_at >= offset && tf->pause_at < offset + count) {
-        /* Block before reading, as a slow disk or a descheduled thread would. */
-        tf->pause_armed = false;
-        uint64_t ticket = ++tf->nb_paused;
-        pthread_cond_broadcast(&tf->pause_cond);
-        while (tf->nb_resumed < ticket)
-            pthread_cond_wait(&tf->pause_cond, &tf->lock);
-    }
     pthread_mutex_unlock(&tf->lock);
     if (ret < 0)
         return ret;
@@ -199,6 +209,7 @@ static int tf_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_t o
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
     pthread_mutex_lock(&tf->lock);
+    hold(tf, TF_PWRITE, offset, len);
     int ret = account(tf, TF_PWRITE, offset, len);
     uint64_t limit = len;
     if (ret < 0) {
@@ -226,6 +237,7 @@ static int tf_flush(void *ctx)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
+    hold(tf, TF_FLUSH, 0, 0);
     int ret = account(tf, TF_FLUSH, 0, 0);
     /* No fdatasync: the log, not the disk, is what the crash test trusts, and tests stay
      * fast. The order of events is the order of this log. */
@@ -248,6 +260,7 @@ static int tf_truncate(void *ctx, uint64_t size)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
+    hold(tf, TF_TRUNCATE, size, 0);
     int ret = account(tf, TF_TRUNCATE, size, 0);
     if (ret == 0) {
         ret = ftruncate(tf->fd, (off_t)size) < 0 ? -errno : 0;
@@ -283,6 +296,7 @@ static int tf_zero(void *ctx, uint64_t offset, uint64_t count)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
+    hold(tf, TF_ZERO, offset, count);
     int ret = account(tf, TF_ZERO, offset, count);
     if (ret == 0) {
         ret = zero_range(tf->fd, offset, count);
@@ -297,6 +311,7 @@ static int tf_discard(void *ctx, uint64_t offset, uint64_t count)
 {
     struct testfile *tf = ctx;
     pthread_mutex_lock(&tf->lock);
+    hold(tf, TF_DISCARD, offset, count);
     int ret = account(tf, TF_DISCARD, offset, count);
     if (ret == 0) {
         /* Inside the file only, like FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE. */
@@ -606,18 +621,23 @@ uint64_t tf_buf_hash(const struct tf_buf *b)
     return h;
 }
 
-void testfile_pause_read(struct testfile *tf, uint64_t host_offset)
+void testfile_pause(struct testfile *tf, unsigned kinds, uint64_t host_offset)
 {
     pthread_mutex_lock(&tf->lock);
-    tf->pause_armed = true;
+    tf->pause_kinds = kinds;
     tf->pause_at = host_offset;
     pthread_mutex_unlock(&tf->lock);
+}
+
+void testfile_pause_read(struct testfile *tf, uint64_t host_offset)
+{
+    testfile_pause(tf, TF_PREAD, host_offset);
 }
 
 void testfile_wait_paused(struct testfile *tf)
 {
     pthread_mutex_lock(&tf->lock);
-    while (tf->pause_armed)
+    while (tf->pause_kinds)
         pthread_cond_wait(&tf->pause_cond, &tf->lock);
     pthread_mutex_unlock(&tf->lock);
 }

@@ -3,7 +3,8 @@
  * operation (pwritev with a copy of its data, zero, discard, truncate) and every flush goes
  * into a log, so that a crash test can rebuild the file as a machine that lost power after
  * any write would have left it. It can also fail the k-th I/O (EIO, ENOSPC, or a torn write
- * that persists part of the data and then fails), once or until healed.
+ * that persists part of the data and then fails), once or until healed, and hold one I/O
+ * while other threads run, for deterministic multi-thread schedules.
  *
  * Ownership: the test owns the struct testfile; testfile_attach() makes a struct qcow2_file
  * over it that an image may own (image_open_with_file). Closing the image closes the file
@@ -79,12 +80,17 @@ enum tf_kind testfile_failed_kind(const struct testfile *tf);
 uint64_t testfile_io_count(const struct testfile *tf, unsigned mask);
 const char *testfile_kind_name(enum tf_kind kind);
 
-/* ---- pausing a read ---- */
+/* ---- holding one I/O ---- */
 
-/* The next pread whose range covers `host_offset` blocks before reading until
- * testfile_resume(); testfile_wait_paused() returns once it is blocked. Several reads may be
- * paused (arm, wait, arm again); each testfile_resume() releases the one that blocked
- * first. For tests of what may happen while a read is slow. */
+/* For deterministic schedules of several threads: the next I/O whose kind is in `kinds` and
+ * whose range covers `host_offset` (any range with TF_ANY_OFFSET; a flush has no range and
+ * matches any offset) blocks before it happens until testfile_resume();
+ * testfile_wait_paused() returns once it is blocked. Several I/Os may be held (arm, wait, arm
+ * again); each testfile_resume() releases the one that blocked first. A held write is logged
+ * when it is released, so the log keeps the order in which writes reached the file. */
+#define TF_ANY_OFFSET UINT64_MAX
+void testfile_pause(struct testfile *tf, unsigned kinds, uint64_t host_offset);
+/* testfile_pause(tf, TF_PREAD, host_offset): a slow read. */
 void testfile_pause_read(struct testfile *tf, uint64_t host_offset);
 void testfile_wait_paused(struct testfile *tf);
 void testfile_resume(struct testfile *tf);

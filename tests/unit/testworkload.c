@@ -69,31 +69,65 @@ static void io_args(char *out, size_t len, const char *cmds)
     }
 }
 
+/* The backing file "<name>.backing.<fmt>" with its data. */
+static int make_backing(const struct workload *w, const char *path, const char *fmt)
+{
+    char args[4096];
+    if (wl_run_cmd("qemu-img create -q -f %s%s%s%s '%s' %s", fmt, w->backing_opts ? " -o '" : "",
+                   w->backing_opts ? w->backing_opts : "", w->backing_opts ? "'" : "", path,
+                   w->backing_size) != 0)
+        return -1;
+    io_args(args, sizeof(args), w->backing_io);
+    if (args[0] && wl_run_cmd("qemu-io -f %s%s '%s' >/dev/null", fmt, args, path) != 0)
+        return -1;
+    return 0;
+}
+
+/* Run each of the ';'-separated qemu-img commands `cmds` on `path`. */
+static int run_qemu_img_cmds(const char *cmds, const char *path)
+{
+    for (const char *p = cmds; p && *p;) {
+        const char *e = strchr(p, ';');
+        int n = e ? (int)(e - p) : (int)strlen(p);
+        if (wl_run_cmd("qemu-img %.*s '%s' >/dev/null", n, p, path) != 0)
+            return -1;
+        p += n + (e ? 1 : 0);
+    }
+    return 0;
+}
+
 int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *base)
 {
-    char top[4200], back[4200], raw[4200], args[4096];
-    snprintf(back, sizeof(back), "%s/%s.backing.qcow2", g_dir, w->name);
+    char top[4200], back[4200], raw[4200], snap[4200], args[4096], opts[1024];
+    const char *fmt = w->backing_fmt ? w->backing_fmt : "qcow2";
+    snprintf(back, sizeof(back), "%s/%s.backing.%s", g_dir, w->name, fmt);
     snprintf(top, sizeof(top), "%s/%s.start.qcow2", g_dir, w->name);
     snprintf(raw, sizeof(raw), "%s/%s.start.raw", g_dir, w->name);
-    if (w->backing_opts) {
-        if (wl_run_cmd("qemu-img create -q -f qcow2 -o '%s' '%s' %s", w->backing_opts, back,
-                       w->backing_size) != 0)
-            goto fail;
-        io_args(args, sizeof(args), w->backing_io);
-        if (args[0] && wl_run_cmd("qemu-io -f qcow2%s '%s' >/dev/null", args, back) != 0)
-            goto fail;
-        if (wl_run_cmd("qemu-img create -q -f qcow2 -o '%s,backing_file=%s.backing.qcow2,"
-                       "backing_fmt=qcow2' '%s' %s",
-                       w->create_opts, w->name, top, w->size) != 0)
-            goto fail;
-    } else if (wl_run_cmd("qemu-img create -q -f qcow2 -o '%s' '%s' %s", w->create_opts, top,
-                          w->size) != 0) {
+    snprintf(snap, sizeof(snap), "%s/%s.snapshot.raw", g_dir, w->name);
+    /* Names relative to the image's directory, where the library and qemu-img look. */
+    size_t n = (size_t)snprintf(opts, sizeof(opts), "%s", w->create_opts);
+    if (w->backing_size)
+        n += (size_t)snprintf(opts + n, sizeof(opts) - n,
+                              ",backing_file=%s.backing.%s,backing_fmt=%s", w->name, fmt, fmt);
+    if (w->data_file) /* absolute: qemu-io looks for a relative one in its working dir */
+        n += (size_t)snprintf(opts + n, sizeof(opts) - n,
+                              ",data_file=%s/%s.data.raw,data_file_raw=on", g_dir, w->name);
+    if (n >= sizeof(opts))
+        abort();
+    if (w->backing_size && make_backing(w, back, fmt) < 0)
         goto fail;
-    }
+    if (wl_run_cmd("cd '%s' && qemu-img create -q -f qcow2 -o '%s' '%s' %s", g_dir, opts, top,
+                   w->size) != 0)
+        goto fail;
     io_args(args, sizeof(args), w->prep_io);
     if (args[0] && wl_run_cmd("qemu-io -f qcow2%s '%s' >/dev/null", args, top) != 0)
         goto fail;
+    if (run_qemu_img_cmds(w->prep_cmd, top) < 0)
+        goto fail;
     if (wl_run_cmd("qemu-img convert -f qcow2 -O raw '%s' '%s'", top, raw) != 0)
+        goto fail;
+    if (w->snapshot && wl_run_cmd("qemu-img convert -f qcow2 -l snapshot.name=%s -O raw "
+                                  "'%s' '%s'", w->snapshot, top, snap) != 0)
         goto fail;
     if (tf_buf_load(start, top) < 0 || tf_buf_load(base, raw) < 0)
         goto fail;
@@ -262,6 +296,95 @@ static const struct wl_op ops_v2[] = {
     {WL_END, 0, 0, 0},
 };
 
+/* Writes into host clusters that are kept while their L2 entry changes: the COW and the data
+ * must be on disk before the L2 entry that makes them visible. 64 KiB clusters, zero-flagged
+ * with their host clusters kept (ZERO_ALLOC), still holding the old data on the host. */
+static const struct wl_op ops_zero_alloc_rewrite[] = {
+    {WL_WRITE, 0, 3 * 64 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 0, 3 * 64 * KB, 0},           /* no unmap: ZERO_ALLOC, old data on the host */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 4096, 4096, 0},              /* partial: COW of zeros, zero flag cleared */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 64 * KB + 60000, 10000, 0},  /* spans two ZERO_ALLOC clusters */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 100, 100, 0},                /* in place again */
+    {WL_END, 0, 0, 0},
+};
+
+/* Extended L2 (64 KiB clusters of 2 KiB subclusters) over a raw backing file: a new subcluster
+ * of an allocated cluster copies the rest of it from the backing file. */
+static const struct wl_op ops_extl2_new_subcluster[] = {
+    {WL_WRITE, 0, 2048, 0},                      /* allocates the cluster: subcluster 0 */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 3 * 2048 + 512, 512, 0},          /* new subcluster 3: COW from backing */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 64 * KB + 100, 200, 0},           /* new cluster, partial subcluster */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 64 * KB + 10 * 2048 + 1000, 3000, 0}, /* two new subclusters, both partial */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 5 * 2048, 2048, 0},                /* a zero subcluster in an allocated one */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 5 * 2048 + 100, 100, 0},          /* over it: COW of zeros */
+    {WL_END, 0, 0, 0},
+};
+
+/* Metadata preallocation: host clusters and L2 entries exist before the first write. */
+static const struct wl_op ops_prealloc_write[] = {
+    {WL_WRITE, 4096, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 64 * KB + 1000, 3000, 0},
+    {WL_WRITE, 200 * KB, 100 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 512 * KB, 64 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 512 * KB + 5000, 1000, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Over an internal snapshot (taken by qemu-img after 2M of data): L1, L2 tables and data
+ * clusters are shared with it (refcount 2) and must be copied, never changed in place. */
+static const struct wl_op ops_snapshot_shared[] = {
+    {WL_DISCARD, 0, 64 * KB, 0},
+    {WL_ZERO, 128 * KB, 64 * KB, QCOW2_ZERO_MAY_UNMAP},
+    {WL_ZERO, 256 * KB, 16 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 300 * KB + 100, 5000, 0},  /* COW of a shared cluster in a shared table */
+    {WL_WRITE, 2 * MB + 100, 1000, 0},    /* a new L2 table */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_TRUNCATE, 1 * MB, 0, 0},          /* shrink: drops shared clusters */
+    {WL_WRITE, 512 * KB, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* An external raw data file: guest offset = data file offset. */
+static const struct wl_op ops_data_file_raw[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_ZERO, 64 * KB, 64 * KB, QCOW2_ZERO_MAY_UNMAP},
+    {WL_DISCARD, 256 * KB, 128 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 2 * MB, 8192, 0},
+    {WL_ZERO, 3 * MB, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* A 1 MiB image over a 2 MiB backing file: growing it, the new area reads zeros, not the
+ * backing file. */
+static const struct wl_op ops_grow_over_backing[] = {
+    {WL_WRITE, 1000, 500, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_TRUNCATE, 2 * MB, 0, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 1 * MB + 512 * KB, 4096, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_TRUNCATE, 512 * KB, 0, 0},        /* shrink below the old size, grow again */
+    {WL_TRUNCATE, 2 * MB, 0, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
 /* Filled by make_random_ops() for CRASH_FULL. */
 static struct wl_op ops_random[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
 static struct wl_op ops_random_backing[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
@@ -305,6 +428,33 @@ const struct workload wl_workloads[] = {
      .cluster_size = 4096, .ops = ops_compressed},
     {.name = "v2", .create_opts = "compat=0.10,cluster_size=4096", .size = "4M",
      .cluster_size = 4096, .prep_io = "write -P 0xdd 0 64k", .ops = ops_v2},
+    {.name = "zero_alloc_rewrite", .create_opts = "cluster_size=65536", .size = "1M",
+     .cluster_size = 65536, .ops = ops_zero_alloc_rewrite,
+     .crash_aimed = true},
+    {.name = "extl2_new_subcluster", .create_opts = "cluster_size=65536,extended_l2=on",
+     .size = "1M", .cluster_size = 65536, .backing_size = "1M", .backing_fmt = "raw",
+     .backing_io = "write -P 0xcc 0 1M", .ops = ops_extl2_new_subcluster,
+     .crash_aimed = true},
+    {.name = "prealloc_metadata", .create_opts = "cluster_size=65536,preallocation=metadata",
+     .size = "1M", .cluster_size = 65536, .ops = ops_prealloc_write,
+     .crash_aimed = true},
+    {.name = "prealloc_metadata_extl2_backing",
+     .create_opts = "cluster_size=65536,extended_l2=on,preallocation=metadata", .size = "1M",
+     .cluster_size = 65536, .backing_size = "1M", .backing_fmt = "raw",
+     .backing_io = "write -P 0xc5 0 1M", .ops = ops_prealloc_write,
+     .crash_aimed = true},
+    {.name = "snapshot_shared", .create_opts = "cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .prep_io = "write -P 0x5c 0 2M", .prep_cmd = "snapshot -c snap1",
+     .snapshot = "snap1", .ops = ops_snapshot_shared,
+     .crash_aimed = true},
+    {.name = "data_file_raw", .create_opts = "cluster_size=65536", .size = "4M",
+     .cluster_size = 65536, .data_file = true, .prep_io = "write -P 0x3d 0 1M",
+     .ops = ops_data_file_raw,
+     .crash_aimed = true},
+    {.name = "grow_over_backing", .create_opts = "cluster_size=65536", .size = "1M",
+     .cluster_size = 65536, .backing_size = "2M", .backing_fmt = "raw",
+     .backing_io = "write -P 0x99 0 2M", .ops = ops_grow_over_backing,
+     .crash_aimed = true},
     {.name = "random", .create_opts = "cluster_size=4096,refcount_bits=4", .size = "16M",
      .cluster_size = 4096, .prep_io = "write -P 0xee 0 2M", .ops = ops_random, .big = true},
     {.name = "random_backing_extl2", .create_opts = "cluster_size=16384,extended_l2=on",
@@ -595,6 +745,24 @@ int wl_check_content(struct qcow2_image *img, const struct workload *w,
     return ret < 0 ? -1 : 0;
 }
 
+/* Does w->snapshot in `path` read otherwise than in the starting image? (qemu-img reads it:
+ * the library has no API for snapshots.) */
+static bool snapshot_changed(const char *path, const struct workload *w, char *why,
+                             size_t whylen)
+{
+    if (wl_run_cmd("qemu-img convert -f qcow2 -l snapshot.name=%s -O raw '%s' '%s.snap' "
+                   ">/dev/null 2>&1", w->snapshot, path, path) != 0) {
+        snprintf(why, whylen, "snapshot %s cannot be read by qemu-img convert", w->snapshot);
+        return true;
+    }
+    if (wl_run_cmd("cmp -s '%s.snap' '%s/%s.snapshot.raw'", path, g_dir, w->name) != 0) {
+        snprintf(why, whylen, "snapshot %s reads otherwise than before the workload",
+                 w->snapshot);
+        return true;
+    }
+    return false;
+}
+
 int wl_verify(const char *path, const struct workload *w, const struct wl_expect *ex,
               bool qemu_check, char *why, size_t whylen)
 {
@@ -627,6 +795,8 @@ int wl_verify(const char *path, const struct workload *w, const struct wl_expect
         snprintf(why, whylen, "qemu-img check exit status %d", st);
         return -1;
     }
+    if (qemu_check && w->snapshot && snapshot_changed(path, w, why, whylen))
+        return -1;
     return 0;
 fail:
     if (img)

@@ -36,12 +36,20 @@ struct workload {
     const char *create_opts;  /* qemu-img create -o for the image under test */
     const char *size;
     uint32_t cluster_size;    /* must match create_opts (the model's discard granularity) */
-    const char *backing_opts; /* NULL: no backing file; else its qemu-img create -o */
-    const char *backing_size;
+    const char *backing_size; /* NULL: no backing file */
+    const char *backing_fmt;  /* of the backing file: NULL for qcow2, or "raw" */
+    const char *backing_opts; /* its qemu-img create -o (NULL: none) */
     const char *backing_io;   /* qemu-io commands for the backing file, ';'-separated */
     const char *prep_io;      /* qemu-io commands on the image before the workload */
+    const char *prep_cmd;     /* then qemu-img commands on it, ';'-separated, each given the
+                               * image's path as its last argument ("snapshot -c s1") */
+    const char *snapshot;     /* an internal snapshot (made by prep_cmd) whose content
+                               * wl_verify requires unchanged */
+    bool data_file;           /* an external data file "<name>.data.raw", data_file_raw=on */
     const struct wl_op *ops;  /* ends with WL_END */
     bool big;                 /* only with CRASH_FULL=1 (make stress) */
+    bool crash_aimed;         /* written for the crash model: test_ioerror sweeps it only
+                               * with IOERROR_FULL=1, to keep make check's time */
 };
 
 /* Every workload: tens of operations each, so that a test can afford every crash point. The
@@ -62,7 +70,9 @@ bool wl_have_qemu(void);
 
 /* Create the backing file (if any) and the starting image "<name>.start.qcow2" in the test
  * directory; load its bytes into *start and its guest content (via qemu-img convert) into
- * *base. Returns 0 or -1 with a message on stderr. */
+ * *base; keep the content of w->snapshot as "<name>.snapshot.raw". Returns 0 or -1 with a
+ * message on stderr. The data file of a w->data_file image is not in *start: every run
+ * changes the one file. */
 int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *base);
 
 /* ---- running ---- */
@@ -91,8 +101,9 @@ struct wl_expect {
 /* Open `path` read-write with the library (a dirty image is repaired by the open), read every
  * guest byte and require each one to equal the durable content or a value an uncertain op
  * wrote there; require qcow2_check to find no corruption; close; with `qemu_check` require
- * `qemu-img check` to exit 0 or 3 (leaks only). On failure returns -1 and describes the first
- * problem in `why`. */
+ * `qemu-img check` to exit 0 or 3 (leaks only) and w->snapshot to read as it did in the
+ * starting image (both depend on the file's bytes alone). On failure returns -1 and
+ * describes the first problem in `why`. */
 int wl_verify(const char *path, const struct workload *w, const struct wl_expect *ex,
               bool qemu_check, char *why, size_t whylen);
 
