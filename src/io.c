@@ -1130,6 +1130,25 @@ static int grow_zero_end(struct qcow2_image *img, uint64_t old, uint64_t size,
     return 0;
 }
 
+/* Data clusters that tables still map in [from, to) (past the old end: a shrink that stopped
+ * before it dropped them) are zeroed; unallocated and zero ranges read as they must already. */
+static int hide_mapped_past_end(struct qcow2_image *img, uint64_t from, uint64_t to)
+{
+    while (from < to) {
+        uint64_t n = to - from, host;
+        enum subcluster_type type;
+        pthread_mutex_lock(&img->lock);
+        int ret = cluster_get_host_offset(img, from, &n, &host, &type);
+        pthread_mutex_unlock(&img->lock);
+        if (ret == 0 && (type == SC_NORMAL || type == SC_COMPRESSED))
+            ret = qcow2_pwrite_zeroes(img, from, n, 0);
+        if (ret < 0)
+            return ret;
+        from += n;
+    }
+    return 0;
+}
+
 /* Crash safety: everything that makes the new area read as it must (L1 growth, preallocated
  * clusters, the zero flags that hide a longer backing file) is durable before the new size,
  * which alone makes the area reachable. A crash before the size is written leaves the old
@@ -1145,9 +1164,11 @@ static int grow_qcow2(struct qcow2_image *img, uint64_t old, uint64_t size,
     pthread_mutex_lock(&img->lock);
     ret = cluster_ensure_l1_size(img, size_to_l1(img, size));
     pthread_mutex_unlock(&img->lock);
+    img->size = size;
+    if (ret == 0 && zero_end < size)
+        ret = hide_mapped_past_end(img, MAX(zero_end, old), size);
     if (ret == 0)
         ret = io_preallocate(img, ROUND_UP(old, img->cluster_size), size, prealloc);
-    img->size = size;
     if (ret == 0 && zero_end > old)
         ret = qcow2_pwrite_zeroes(img, old, zero_end - old, 0);
     if (ret == 0) {
@@ -1175,13 +1196,20 @@ static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_pre
                                            "(--shrink): data past the new end is lost");
         if (prealloc != QCOW2_PREALLOC_OFF)
             return set_error(img, -EINVAL, "preallocation is not possible when shrinking");
+        /* Crash safety: the new size is durable first, then the clusters past it are
+         * dropped. A crash in between leaves them mapped past the end, still referenced (no
+         * leak, no corruption), and growing hides them again (grow_qcow2). Dropping them
+         * first would let a crash leave the old size reading the backing file, or zeros,
+         * where the guest had data. */
+        if ((ret = write_size(img, size)) < 0)
+            return ret;
         uint64_t a = ROUND_UP(size, img->cluster_size), fb;
         if (a < old && (ret = zero_range(img, a, old, ZERO_FULL_DISCARD, true, &fb)) < 0)
             return ret;
         pthread_mutex_lock(&img->lock);
         ret = write_caches(img);
         pthread_mutex_unlock(&img->lock);
-        return ret < 0 ? ret : write_size(img, size);
+        return ret;
     }
     return grow_qcow2(img, old, size, prealloc);
 }

@@ -746,12 +746,14 @@ int wl_check_content(struct qcow2_image *img, const struct workload *w,
 }
 
 /* Does w->snapshot in `path` read otherwise than in the starting image? (qemu-img reads it:
- * the library has no API for snapshots.) */
+ * the library has no API for snapshots.) It is applied on a copy, which brings back its own
+ * disk size: `convert -l` would read it at the image's current size, which a shrink changed. */
 static bool snapshot_changed(const char *path, const struct workload *w, char *why,
                              size_t whylen)
 {
-    if (wl_run_cmd("qemu-img convert -f qcow2 -l snapshot.name=%s -O raw '%s' '%s.snap' "
-                   ">/dev/null 2>&1", w->snapshot, path, path) != 0) {
+    if (wl_run_cmd("cp '%s' '%s.applied' && qemu-img snapshot -a %s '%s.applied' && "
+                   "qemu-img convert -f qcow2 -O raw '%s.applied' '%s.snap' >/dev/null 2>&1",
+                   path, path, w->snapshot, path, path, path) != 0) {
         snprintf(why, whylen, "snapshot %s cannot be read by qemu-img convert", w->snapshot);
         return true;
     }
