@@ -732,26 +732,48 @@ static int reads_as_zero(struct qcow2_image *img, uint64_t offset, uint64_t coun
 
 /* QEMU's rule for a zero write [s, e) that covers part of one subcluster: when that
  * subcluster holds no data of this image (unallocated or already zero) and the rest of it
- * reads as zeros through the whole chain, the whole subcluster is zeroed in metadata; else the
- * part is written as zeros (data). Sets *whole for the first case. */
-static int partial_zero_is_whole(struct qcow2_image *img, uint64_t s, uint64_t e, bool *whole)
+ * reads as zeros through the whole chain, the whole subcluster is zeroed in metadata (*done);
+ * else the caller writes the part as zeros (data). Decided and done under the lock, after
+ * in-flight requests on the cluster finished, so that no write into the rest of the
+ * subcluster can land between the decision and the zeroing. */
+static int zero_partial_subcluster(struct qcow2_image *img, uint64_t s, uint64_t e,
+                                   enum zero_mode mode, bool may_unmap, bool *done)
 {
     uint64_t sc_start = align_down_pow2(s, img->subcluster_size);
     uint64_t sc_end = MIN(sc_start + img->subcluster_size, img->size);
-    uint64_t n = img->subcluster_size, host;
-    enum subcluster_type type;
-    *whole = false;
+    *done = false;
     pthread_mutex_lock(&img->lock);
-    int ret = cluster_get_host_offset(img, sc_start, &n, &host, &type);
+    int ret;
+    uint64_t n;
+    do {
+        n = sc_end - sc_start;
+        ret = cluster_wait_dependencies(img, sc_start, &n, true);
+    } while (ret == -EAGAIN || (ret == 0 && n < sc_end - sc_start));
+    uint64_t host;
+    enum subcluster_type type = SC_INVALID;
+    if (ret == 0) {
+        n = sc_end - sc_start;
+        ret = cluster_get_host_offset(img, sc_start, &n, &host, &type);
+    }
+    bool empty = type == SC_ZERO_PLAIN || type == SC_ZERO_ALLOC;
+    if (ret == 0 && (type == SC_UNALLOCATED_PLAIN || type == SC_UNALLOCATED_ALLOC)) {
+        /* The rest reads the backing file: it must read zeros there (its own lock). A
+         * session without its backing file cannot know, and must not hide it. */
+        bool before = true, after = true;
+        if (img->backing) {
+            ret = reads_as_zero(img->backing, sc_start, s - sc_start, &before);
+            if (ret == 0 && before)
+                ret = reads_as_zero(img->backing, e, sc_end - e, &after);
+        }
+        empty = (img->backing || !has_backing_file(img)) && before && after;
+    }
+    if (ret == 0 && empty) {
+        bool fallback = false;
+        int64_t z = zero_in_slice(img, sc_start, sc_end, mode, may_unmap, &fallback);
+        ret = z < 0 ? (int)z : 0;
+        *done = ret == 0 && !fallback && (uint64_t)z == sc_end - sc_start;
+    }
     pthread_mutex_unlock(&img->lock);
-    if (ret < 0 || (type != SC_UNALLOCATED_PLAIN && type != SC_UNALLOCATED_ALLOC &&
-                    type != SC_ZERO_PLAIN && type != SC_ZERO_ALLOC))
-        return ret;
-    bool before, after = true;
-    ret = reads_as_zero(img, sc_start, s - sc_start, &before);
-    if (ret == 0 && before)
-        ret = reads_as_zero(img, e, sc_end - e, &after);
-    *whole = ret == 0 && before && after;
     return ret;
 }
 
@@ -785,22 +807,20 @@ int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count
     uint64_t a = MIN(ROUND_UP(offset, align), end);
     uint64_t b = end == img->size ? end : MAX(ROUND_DOWN(end, align), a);
     /* The partial subclusters at either end: zeroed whole in metadata where QEMU does so,
-     * else written as data. */
-    bool head_whole = false, tail_whole = false;
-    if (a > offset && (ret = partial_zero_is_whole(img, offset, a, &head_whole)) < 0)
-        return ret;
-    if (b < end && (ret = partial_zero_is_whole(img, b, end, &tail_whole)) < 0)
-        return ret;
-    if (((a > offset && !head_whole) || (b < end && !tail_whole)) && fast)
-        return set_error(img, -ENOTSUP, "unaligned zero write needs data");
-    /* (A request inside one subcluster is all head: a == b == end.) */
-    if (tail_whole || (head_whole && b == end))
-        b = end = MIN(align_up_pow2(end, align), img->size);
-    if (head_whole)
-        a = align_down_pow2(offset, align);
-    else if (a > offset && (ret = write_zero_buffer(img, offset, a - offset)) < 0)
-        return ret;
+     * else written as data. (A request inside one subcluster is all head: a == b == end.) */
     enum zero_mode mode = img->hdr.version < 3 ? ZERO_FULL_DISCARD : ZERO_WRITE;
+    bool may_unmap = (flags & QCOW2_ZERO_MAY_UNMAP) != 0, head_done = false, tail_done = false;
+    if (a > offset &&
+        (ret = zero_partial_subcluster(img, offset, a, mode, may_unmap, &head_done)) < 0)
+        return ret;
+    if (b < end && (ret = zero_partial_subcluster(img, b, end, mode, may_unmap, &tail_done)) < 0)
+        return ret;
+    if (((a > offset && !head_done) || (b < end && !tail_done)) && fast)
+        return set_error(img, -ENOTSUP, "unaligned zero write needs data");
+    if (a > offset && !head_done && (ret = write_zero_buffer(img, offset, a - offset)) < 0)
+        return ret;
+    if (tail_done)
+        end = b;
     while (a < b) {
         uint64_t fb;
         ret = zero_range(img, a, b, mode, (flags & QCOW2_ZERO_MAY_UNMAP) != 0, &fb);
