@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # map_history.sh - after any history of writes, zero writes and discards, our images and our
 # map agree with QEMU's. For each configuration and seed, one random script of qemu-io
-# commands (writes, aligned and unaligned zero writes with and without -u, discards,
-# compressed writes) runs through qemu-io on one image and through `qcow2 io` on a copy, and
-# then (half and half) through both tools in turn. Then:
+# commands (writes, aligned and unaligned zero writes with and without -u, discards) runs
+# through qemu-io on one image and through `qcow2 io` on a copy, and
+# then (half and half) through both tools in turn. (No compressed writes: with compressed
+# clusters in the file, whether QEMU's map takes the image for metadata-preallocated depends
+# on when the host file system settles the file's allocated size, so qemu-img map itself
+# prints different ranges for the same file a few seconds apart.) Then:
 #   - `qemu-img map --output=json` of both images is the same text but for host offsets (the
 #     two allocators may pick different free clusters): same L2 entries as QEMU writes them
 #     (zero flags, deallocation, subcluster bitmaps as map shows them) and the same host file
@@ -30,12 +33,11 @@ gen_script() {
     BEGIN {
         srand(seed)
         for (i = 0; i < ops; i++) {
-            k = rnd(12); off = off_any(); len = len_for(off)
+            k = rnd(11); off = off_any(); len = len_for(off)
             if (k < 4)       printf "write -P %d %d %d\n", 1 + rnd(254), off, len
             else if (k < 6)  printf "write -z %d %d\n", off, len
             else if (k < 8)  printf "write -z -u %d %d\n", off, len
             else if (k < 10) printf "discard %d %d\n", off, len
-            else if (k < 11) { c = rnd(size / cs); printf "write -c -P %d %d %d\n", 1 + rnd(254), c * cs, cs }
             else             printf "write -z %d %d\n", rnd(size / cs) * cs, cs * (1 + rnd(3))
         }
     }'
@@ -55,6 +57,10 @@ run_script() {
 # compare_images LABEL QEMU_IMAGE OUR_IMAGE
 compare_images() {
     local label=$1 qimg=$2 oimg=$3 ok=1 f
+    # QEMU's metadata-preallocation guess reads the file's allocated size, which on ext4 still
+    # changes while the kernel writes back delayed allocations: settle it first, or the two
+    # maps may be asked at different moments of the same file's life.
+    sync "$qimg" "$oimg"
     # Byte by byte (512-byte granules), without host offsets: two allocators split the same
     # disk into different host-contiguous ranges.
     qemu-img map --output=json "$qimg" 2>&1 | sed 's/, "offset": [0-9]*//' |
