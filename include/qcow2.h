@@ -57,8 +57,12 @@ struct qcow2_open_opts {
                                * contain "..": for images from untrusted sources */
     unsigned max_chain_depth; /* longest backing chain accepted; 0 = default (16) */
     int lazy_refcounts;       /* -1 = as the image says, 0 = off, 1 = on (v3 only) */
-    int repair;               /* open for qcow2_check() repair: a corrupt image may be opened
-                               * writable, a dirty one is not repaired automatically */
+    int repair;               /* open for qcow2_check() and its repair: tables over the
+                               * header or past the end of the file, no refcount table and a
+                               * broken snapshot table are left for the check to report
+                               * (guest I/O through such a handle fails); a corrupt image may
+                               * be opened writable, a dirty one is not repaired
+                               * automatically */
 };
 
 /* Fill `opts` with the defaults. Always call this before setting fields, so that programs
