@@ -722,29 +722,20 @@ ordinary_open_refuses() {
     fi
 }
 
-begin_case l1_table_at_offset_0
-make_small
-[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 40 0 "l1_table_offset"
-check_all img.qcow2
-ordinary_open_refuses img.qcow2
+# layout_case NAME OFFSET VALUE WHAT: a small image whose 64-bit header field at OFFSET is
+# VALUE, checked and repaired by both tools, and refused by our ordinary opens.
+layout_case() {
+    begin_case "$1"
+    make_small
+    [ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 "$2" "$3" "$4"
+    check_all img.qcow2
+    ordinary_open_refuses img.qcow2
+}
 
-begin_case l1_table_past_eof
-make_small
-[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 40 $((1 << 32)) "l1_table_offset -> 4 GiB"
-check_all img.qcow2
-ordinary_open_refuses img.qcow2
-
-begin_case refcount_table_at_offset_0
-make_small
-[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 48 0 "refcount_table_offset"
-check_all img.qcow2
-ordinary_open_refuses img.qcow2
-
-begin_case refcount_table_past_eof
-make_small
-[ "$CASE_OK" = 1 ] && damage_be64 img.qcow2 48 $((1 << 32)) "refcount_table_offset -> 4 GiB"
-check_all img.qcow2
-ordinary_open_refuses img.qcow2
+layout_case l1_table_at_offset_0 40 0 "l1_table_offset"
+layout_case l1_table_past_eof 40 $((1 << 32)) "l1_table_offset -> 4 GiB"
+layout_case refcount_table_at_offset_0 48 0 "refcount_table_offset"
+layout_case refcount_table_past_eof 48 $((1 << 32)) "refcount_table_offset -> 4 GiB"
 
 begin_case refcount_table_no_clusters
 make_small
