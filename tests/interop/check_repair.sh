@@ -765,33 +765,27 @@ check_all img.qcow2
 # --- a backing file that cannot be opened fails the check, as in qemu-img ---
 
 # check_backing_fails IMG NAME: `check`, `check -r leaks` and `check -r all` exit 1 (qemu-img
-# too, unless SKIP_QEMU: it never returns) with one line on stderr that names NAME.
+# too, unless SKIP_QEMU: it never returns) with one line on stderr that names NAME. Each runs
+# on a copy of the same name in a directory of its own (backing names resolve as for IMG).
 check_backing_fails() {
-    local img=$1 name=$2 mode rq ro
+    local img=$1 name=$2 mode rq ro r
     [ "$CASE_OK" = 1 ] || return 0
     for mode in none leaks all; do
-        cp "$img" o.qcow2
-        if [ $mode = none ]; then
-            run_cli "$CLI_TIMEOUT" o.out o.err "$QCOW2" check o.qcow2
-        else
-            run_cli "$CLI_TIMEOUT" o.out o.err "$QCOW2" check -r $mode o.qcow2
-        fi
+        r=()
+        [ $mode != none ] && r=(-r $mode)
+        rm -rf o q && mkdir o q && cp "$img" o/ && cp "$img" q/ || return 0
+        run_cli "$CLI_TIMEOUT" o.out o.err "$QCOW2" check "${r[@]}" "o/$img"
         ro=$?
         rq=1
         if [ -z "${SKIP_QEMU:-}" ]; then
-            cp "$img" q.qcow2
-            if [ $mode = none ]; then
-                qemu-img check q.qcow2 >q.out 2>q.err
-            else
-                qemu-img check -r $mode q.qcow2 >q.out 2>q.err
-            fi
+            qemu-img check "${r[@]}" "q/$img" >q.out 2>q.err
             rq=$?
         fi
         if [ $ro -ne $rq ] || [ "$(wc -l <o.err)" -ne 1 ] || ! grep -q -F "$name" o.err; then
-            fail "$CASE: check -r $mode exits $ro (qemu-img: $rq), wanted one line naming $name" \
+            fail "$CASE: check ${r[*]} exits $ro (qemu-img: $rq), wanted one line naming $name" \
                 "$(head -n 5 o.err)" "$(recipe)"
         else
-            pass "$CASE: check -r $mode exits $ro: $(cat o.err)"
+            pass "$CASE: check ${r[*]} exits $ro: $(cat o.err)"
         fi
     done
 }
