@@ -106,8 +106,12 @@ struct qcow2_open_opts {
     unsigned max_chain_depth; /* longest backing chain accepted; 0 = default (16) */
     enum qcow2_tristate lazy_refcounts; /* QCOW2_AUTO = as the image says, QCOW2_ON, QCOW2_OFF
                                          * (v3 only) */
-    int repair;               /* open for qcow2_check() repair: a corrupt image may be opened
-                               * writable, a dirty one is not repaired automatically */
+    int repair;               /* open for qcow2_check() and its repair: tables over the
+                               * header or past the end of the file, no refcount table and a
+                               * broken snapshot table are left for the check to report
+                               * (guest I/O through such a handle fails); a corrupt image may
+                               * be opened writable, a dirty one is not repaired
+                               * automatically */
 };
 
 /* Every option at its default. */

@@ -546,16 +546,23 @@ static int read_snapshots(struct check *ck, struct qcow2_check_result *res, unsi
 
     if (nb == 0)
         return 0;
-    if (nb > QCOW2_MAX_SNAPSHOTS)
-        why = "too many snapshots";
-    else if (offset_into_cluster(img, start))
-        why = "snapshot table offset is not cluster aligned";
-    else if (start + (uint64_t)nb * QCOW2_SNAPSHOT_HEADER_SIZE > ck->file_len)
-        why = "snapshot table lies past the end of the file";
+    /* The fixed parts must fit the limits and a 64-bit offset; a table past the end of the
+     * file reads as zeros (what is wrong with that is found below and when counting). */
+    if (nb > QCOW2_MAX_SNAPSHOTS) {
+        why = "snapshot table too large";
+        ret = -EFBIG;
+    } else if (offset_into_cluster(img, start) ||
+               start > INT64_MAX - (uint64_t)nb * QCOW2_SNAPSHOT_HEADER_SIZE) {
+        why = "snapshot table offset invalid";
+        ret = -EINVAL;
+    }
     if (why) {
         report(ck, "ERROR %s", why);
+        if (nb > QCOW2_MAX_SNAPSHOTS)
+            report(ck, "You can force-remove all %u overhanging snapshots with check -r all",
+                   nb - QCOW2_MAX_SNAPSHOTS);
         res->check_errors++;
-        return set_error(img, -EINVAL, "%s", why);
+        return set_error(img, ret, "%s", why);
     }
 
     ck->snaps = calloc(nb, sizeof(*ck->snaps));
@@ -715,8 +722,10 @@ static int rewrite_snapshots(struct check *ck)
     uint64_t old = img->hdr.snapshots_offset;
     img->hdr.snapshots_offset = (uint64_t)offset;
     img->hdr.nb_snapshots = ck->nb_snaps;
-    /* The switch is done: failing to free the old table only leaks it. */
-    (void)refcount_free_clusters(img, old, ck->snaps_size);
+    /* The switch is done: failing to free the old table only leaks it. A table past the end
+     * of the file never had clusters to free. */
+    if (old + ck->snaps_size <= ck->file_len)
+        (void)refcount_free_clusters(img, old, ck->snaps_size);
     ck->snaps_size = size;
     return cache_flush(img->refcount_cache);
 }
@@ -884,10 +893,13 @@ static int check_refblocks(struct check *ck, struct qcow2_check_result *res, uns
                    repairing(fix, QCOW2_CHECK_FIX_ERRORS), ull(i));
             if (!(fix & QCOW2_CHECK_FIX_ERRORS))
                 continue;
-            /* Grow the file to include the block (it reads as zeros: all free). */
-            int ret = -EINVAL;
+            /* Grow the file to include the block (it reads as zeros: all free). An offset
+             * no image can reach is a file too large, as the host would say. */
+            int ret = -EFBIG;
             if (offset <= QCOW2_MAX_CLUSTER_OFFSET)
                 ret = file_truncate(img->file, offset + img->cluster_size);
+            if (ret < 0)
+                report(ck, "Could not resize file: %s", strerror(-ret));
             int64_t len = ret == 0 ? file_size(img->file) : ret;
             if (len >= 0) {
                 ck->file_len = (uint64_t)len;

@@ -188,14 +188,26 @@ static void compute_geometry(struct qcow2_image *img)
     img->size = h->size;
 }
 
-/* Is [offset, offset+len) aligned and inside a file of `file_size` bytes? */
-static int check_table(struct qcow2_image *img, const char *what, uint64_t offset,
-                       uint64_t len, int64_t file_size, char *err, size_t errlen)
+/* Is the table at [offset, offset+len) cluster aligned, with an end a 64-bit file offset can
+ * express? Every open refuses it otherwise, as QEMU's do (even its opens for check). */
+static int check_table_offset(struct qcow2_image *img, const char *what, uint64_t offset,
+                              uint64_t len, char *err, size_t errlen)
 {
     if (offset & (img->cluster_size - 1))
         return format_error(err, errlen, -EINVAL,
                             "%s: %s offset 0x%llx is not cluster aligned", img->filename, what,
                             (unsigned long long)offset);
+    if (offset > INT64_MAX || len > INT64_MAX - offset)
+        return format_error(err, errlen, -EINVAL, "%s: %s offset 0x%llx is invalid",
+                            img->filename, what, (unsigned long long)offset);
+    return 0;
+}
+
+/* Does the table at [offset, offset+len) lie inside a file of `file_size` bytes, clear of
+ * the header? */
+static int check_table_place(struct qcow2_image *img, const char *what, uint64_t offset,
+                             uint64_t len, int64_t file_size, char *err, size_t errlen)
+{
     if (offset == 0 && len > 0)
         return format_error(err, errlen, -EINVAL, "%s: %s overlaps the header", img->filename,
                             what);
@@ -205,6 +217,37 @@ static int check_table(struct qcow2_image *img, const char *what, uint64_t offse
                             img->filename, what, (unsigned long long)offset,
                             (unsigned long long)len);
     return 0;
+}
+
+/* Damage that an ordinary open refuses but an open for check accepts, so that qcow2_check
+ * can describe it (as QEMU's BDRV_O_CHECK opens do): a table overlapping the header or past
+ * the end of the file (read there as zeros), no refcount table, a broken snapshot table. */
+static int layout_damage(struct qcow2_image *img, int ret, char *err, size_t errlen)
+{
+    if (ret < 0 && img->opts.repair) {
+        img->layout_damaged = true;
+        if (err && errlen)
+            err[0] = '\0';
+        return 0;
+    }
+    return ret;
+}
+
+static int check_snapshot_table(struct qcow2_image *img, int64_t fsize, char *err,
+                                size_t errlen)
+{
+    struct qcow2_header *h = &img->hdr;
+    if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
+        return format_error(err, errlen, -EFBIG, "%s: too many snapshots (%u)", img->filename,
+                            h->nb_snapshots);
+    if (h->nb_snapshots == 0)
+        return 0;
+    uint64_t len = (uint64_t)h->nb_snapshots * QCOW2_SNAPSHOT_HEADER_SIZE;
+    int ret = check_table_offset(img, "snapshot table", h->snapshots_offset, len, err, errlen);
+    if (ret == 0)
+        ret = check_table_place(img, "snapshot table", h->snapshots_offset, len, fsize, err,
+                                errlen);
+    return ret;
 }
 
 static int check_layout(struct qcow2_image *img, char *err, size_t errlen)
@@ -225,31 +268,36 @@ static int check_layout(struct qcow2_image *img, char *err, size_t errlen)
         return format_error(err, errlen, -EINVAL,
                             "%s: L1 table is too small (%u entries) for virtual size %llu",
                             img->filename, h->l1_size, (unsigned long long)h->size);
-    int ret = 0;
-    if (h->l1_size)
-        ret = check_table(img, "L1 table", h->l1_table_offset, (uint64_t)h->l1_size * 8,
-                          fsize, err, errlen);
+    uint64_t l1_bytes = (uint64_t)h->l1_size * 8;
+    int ret = check_table_offset(img, "L1 table", h->l1_table_offset, l1_bytes, err, errlen);
+    if (ret == 0 && h->l1_size)
+        ret = layout_damage(img, check_table_place(img, "L1 table", h->l1_table_offset,
+                                                   l1_bytes, fsize, err, errlen),
+                            err, errlen);
     if (ret < 0)
         return ret;
-    if (h->refcount_table_clusters == 0)
-        return format_error(err, errlen, -EINVAL, "%s: refcount table has no clusters",
-                            img->filename);
     if ((uint64_t)h->refcount_table_clusters << img->cluster_bits > QCOW2_MAX_REFTABLE_BYTES)
         return format_error(err, errlen, -EFBIG, "%s: refcount table is too large (%u clusters)",
                             img->filename, h->refcount_table_clusters);
-    ret = check_table(img, "refcount table", h->refcount_table_offset,
-                      (uint64_t)h->refcount_table_clusters << img->cluster_bits, fsize, err,
-                      errlen);
+    uint64_t rt_bytes = (uint64_t)h->refcount_table_clusters << img->cluster_bits;
+    ret = check_table_offset(img, "refcount table", h->refcount_table_offset, rt_bytes, err,
+                             errlen);
     if (ret < 0)
         return ret;
-    if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
-        return format_error(err, errlen, -EFBIG, "%s: too many snapshots (%u)", img->filename,
-                            h->nb_snapshots);
-    if (h->nb_snapshots)
-        ret = check_table(img, "snapshot table", h->snapshots_offset,
-                          (uint64_t)h->nb_snapshots * QCOW2_SNAPSHOT_HEADER_SIZE, fsize, err,
-                          errlen);
-    return ret;
+    if (h->refcount_table_clusters == 0)
+        ret = layout_damage(img, format_error(err, errlen, -EINVAL,
+                                              "%s: refcount table has no clusters",
+                                              img->filename),
+                            err, errlen);
+    else
+        ret = layout_damage(img, check_table_place(img, "refcount table",
+                                                   h->refcount_table_offset, rt_bytes, fsize,
+                                                   err, errlen),
+                            err, errlen);
+    if (ret < 0)
+        return ret;
+    /* A check reads the snapshot table itself and reports what is wrong with it. */
+    return layout_damage(img, check_snapshot_table(img, fsize, err, errlen), err, errlen);
 }
 
 static int load_l1_table(struct qcow2_image *img, char *err, size_t errlen)

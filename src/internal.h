@@ -385,6 +385,10 @@ struct qcow2_image {
     uint64_t free_gen;
     uint64_t synced_gen;
     bool corrupt;
+    /* Opened for check (opts.repair) although the header places a table where an ordinary
+     * open refuses it (image.c check_layout): qcow2_check reports the damage, guest I/O
+     * through the handle is refused. */
+    bool layout_damaged;
 
     /* Concurrency: `lock` protects all metadata above and below; it is never held across
      * guest data I/O. `inflight` lists the L2 meta records of allocations in progress; a

@@ -8,8 +8,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An image opened for check may have tables over the header or past the end of the file
+ * (image.c): only the check may look at them. */
+static int check_layout_intact(struct qcow2_image *img)
+{
+    if (img->layout_damaged)
+        return set_error(img, -EIO, "image was opened for check with tables an ordinary open "
+                                    "refuses; no guest I/O through this handle");
+    return 0;
+}
+
 static int check_request(struct qcow2_image *img, uint64_t offset, uint64_t count)
 {
+    int ret = check_layout_intact(img);
+    if (ret < 0)
+        return ret;
     if (offset > img->size || count > img->size - offset)
         return set_error(img, -EINVAL,
                          "request at offset %llu length %llu is past the end of the image "
@@ -276,6 +289,9 @@ static int check_writable(struct qcow2_image *img)
         return set_error(img, -EROFS, "image is opened read-only");
     if (img->corrupt && !img->opts.repair)
         return set_error(img, -EIO, "image is marked corrupt; not writing to it");
+    int ret = check_layout_intact(img);
+    if (ret < 0)
+        return ret;
     /* A repair open keeps the autoclear bits (image.c): guest data must not change. */
     if (img->opts.repair && img->format == QCOW2_FORMAT_QCOW2 &&
         (img->hdr.autoclear_features &

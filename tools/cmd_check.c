@@ -187,13 +187,16 @@ int cmd_check(int argc, char **argv)
     }
     path = argv[optind];
 
-    /* The check reads only this image's metadata: the backing file is not needed. A repair
-     * open may write a corrupt image and does not repair a dirty one by itself. */
+    /* An open for check: it accepts tables an ordinary open refuses (the check reports
+     * them), may write a corrupt image and does not repair a dirty one by itself. The check
+     * reads only this image's metadata, but the backing chain is opened as qemu-img check
+     * opens it, so that a missing backing file fails the check (exit 1) there too. A chain
+     * that loops back (an image naming itself) fails at once with a line saying so, where
+     * qemu-img 7.2 recurses without end. */
     opts = QCOW2_OPEN_OPTS_INIT;
     opts.format = fmt;
     opts.read_only = fix == 0;
-    opts.no_backing = 1;
-    opts.repair = fix != 0;
+    opts.repair = 1;
     ret = qcow2_open(path, &opts, &img, err, sizeof(err));
     if (ret < 0) {
         tool_error("Could not open '%s': %s", path, err[0] ? err : strerror(-ret));

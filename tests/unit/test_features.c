@@ -2,8 +2,9 @@
  * opens do with it. A writable open clears every autoclear bit we do not maintain (persistent
  * bitmaps: our writes do not update them) before it writes anything, keeps the bitmaps
  * extension on disk, and QEMU then calls the bitmaps inconsistent; a read-only open changes
- * no byte of the file; an open for repair keeps the bits and refuses guest writes. Images are
- * made with qemu-img; skipped (77) without it. */
+ * no byte of the file; an open for repair keeps the bits and refuses guest writes, and takes
+ * tables an ordinary open refuses, for the check to report. Images are made with qemu-img;
+ * skipped (77) without it. */
 #include "internal.h"
 
 #include <stdio.h>
@@ -220,6 +221,43 @@ static void test_repair_open_keeps_bitmaps_and_refuses_guest_writes(void)
     }
 }
 
+/* An L1 table past the end of the file: ordinary opens refuse the image with one message; an
+ * open for check takes it, the check says what qemu-img check says (the L1 table counted past
+ * the end of the file, its L2 table and data clusters leaked), and guest I/O is refused. */
+static void test_check_open_takes_a_table_past_eof_and_refuses_guest_io(void)
+{
+    const char *name = "l1-past-eof.qcow2";
+    char p[4200], err[QCOW2_ERROR_MAX];
+    wl_path(p, sizeof(p), name);
+    int ret = wl_run_cmd("qemu-img create -q -f qcow2 '%s' 4M && qemu-io -c 'write -P 0x11 0 "
+                         "128k' -c 'write -P 0x22 1M 64k' '%s' >/dev/null",
+                         p, p);
+    CHECK(ret == 0);
+    FILE *f = fopen(p, "r+b");
+    uint8_t off[8];
+    be64_put(off, 1ull << 32);
+    CHECK(f && fseek(f, HDR_L1_TABLE_OFFSET, SEEK_SET) == 0 && fwrite(off, 8, 1, f) == 1);
+    if (f)
+        fclose(f);
+
+    struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;
+    o.read_only = 1;
+    struct qcow2_image *img = NULL;
+    CHECK(qcow2_open(p, &o, &img, err, sizeof(err)) == -EINVAL);
+    CHECK_MSG(strstr(err, "L1 table") && strstr(err, "past the end of the file"), "%s", err);
+    img = open_image(name, true, true);
+    if (!img)
+        return;
+    struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
+    CHECK(qcow2_check(img, 0, &res, NULL, NULL) == 0);
+    CHECK_MSG(res.corruptions == 1 && res.leaks == 5 && res.check_errors == 0,
+              "corruptions %lld leaks %lld check errors %lld", (long long)res.corruptions,
+              (long long)res.leaks, (long long)res.check_errors);
+    uint8_t buf[512];
+    CHECK(qcow2_pread(img, buf, sizeof(buf), 0) == -EIO);
+    CHECK(qcow2_close(img) == 0);
+}
+
 int main(void)
 {
     RUN("table_says_what_is_parsed_and_what_is_maintained",
@@ -243,6 +281,8 @@ int main(void)
         test_writable_open_clears_only_unmaintained_autoclear_bits());
     RUN("repair_open_keeps_bitmaps_and_refuses_guest_writes",
         test_repair_open_keeps_bitmaps_and_refuses_guest_writes());
+    RUN("check_open_takes_a_table_past_eof_and_refuses_guest_io",
+        test_check_open_takes_a_table_past_eof_and_refuses_guest_io());
     if (!getenv("KEEP_TMP"))
         wl_run_cmd("rm -rf '%s'", g_dir);
     printf("%d passed, %d failed\n", g_passed, g_failed);
