@@ -542,6 +542,20 @@ static void test_shrink_then_regrow_reads_zeros(bool ext, bool backing)
 
 /* Growing over a longer backing file: the new area reads zeros, not the backing data (QEMU
  * zero-fills it: bdrv_co_truncate with a backing file that covers the new area). */
+/* An image grown from 1 MiB to 4 MiB reads zeros in [1 MiB, 4 MiB); `what` names what a
+ * wrong byte would be. */
+static void check_grown_to_4m_reads_zeros(struct qcow2_image *img, const char *what)
+{
+    uint8_t *buf = malloc(3 * MIB);
+    CHECK(qcow2_pread(img, buf, 3 * MIB, 1 * MIB) == 0);
+    uint64_t i = 0;
+    while (i < 3 * MIB && buf[i] == 0)
+        i++;
+    CHECK_MSG(i == 3 * MIB, "byte %llu of the new area reads 0x%02x (%s)", ull(1 * MIB + i),
+              i < 3 * MIB ? buf[i] : 0, what);
+    free(buf);
+}
+
 static void test_grow_over_longer_backing_file_reads_zeros(bool ext)
 {
     char name[64];
@@ -555,14 +569,7 @@ static void test_grow_over_longer_backing_file_reads_zeros(bool ext)
     if (!img)
         return;
     CHECK(qcow2_truncate(img, 4 * MIB, QCOW2_PREALLOC_OFF, 0) == 0);
-    uint8_t *buf = malloc(3 * MIB);
-    CHECK(qcow2_pread(img, buf, 3 * MIB, 1 * MIB) == 0);
-    uint64_t i = 0;
-    while (i < 3 * MIB && buf[i] == 0)
-        i++;
-    CHECK_MSG(i == 3 * MIB, "byte %llu of the new area reads 0x%02x (backing data)",
-              ull(1 * MIB + i), buf[i]);
-    free(buf);
+    check_grown_to_4m_reads_zeros(img, "backing data");
     CHECK(qcow2_close(img) == 0);
     CHECK_CLEAN(name);
     /* What QEMU reads. */
@@ -589,14 +596,7 @@ static void test_regrow_after_interrupted_shrink_reads_zeros(bool ext)
     if (!img)
         return;
     CHECK(qcow2_truncate(img, 4 * MIB, QCOW2_PREALLOC_OFF, 0) == 0);
-    uint8_t *buf = malloc(3 * MIB);
-    CHECK(qcow2_pread(img, buf, 3 * MIB, 1 * MIB) == 0);
-    uint64_t i = 0;
-    while (i < 3 * MIB && buf[i] == 0)
-        i++;
-    CHECK_MSG(i == 3 * MIB, "byte %llu of the regrown area reads 0x%02x (data dropped by the "
-                            "shrink)", ull(1 * MIB + i), buf[i]);
-    free(buf);
+    check_grown_to_4m_reads_zeros(img, "data dropped by the shrink");
     CHECK(qcow2_close(img) == 0);
     CHECK_CLEAN(name);
     int st = run_cmd("cd '%s' && qemu-io -c 'read -q -P 0 1M 3M' -c 'read -q -P 0x6d 0 1M' "
