@@ -774,16 +774,24 @@ static bool host_bytes_are(const char *name, uint64_t offset, uint8_t value, siz
     return ok;
 }
 
+/* A new 64 MiB image (4 KiB clusters, 16-bit refcounts) opened writable, its lock held. */
+static struct qcow2_image *open_fresh_locked(const char *name)
+{
+    CHECK(create_image(name, 4096, 16, "64M") == 0);
+    struct qcow2_image *img = open_image(name, false, NULL, 0);
+    CHECK(img != NULL);
+    if (img)
+        pthread_mutex_lock(&img->lock);
+    return img;
+}
+
 /* A freed cluster may have been a cached table: its dirty contents must never be written. */
 static void test_freeing_drops_cached_tables(void)
 {
     const char *name = "drop.qcow2";
-    CHECK(create_image(name, 4096, 16, "64M") == 0);
-    struct qcow2_image *img = open_image(name, false, NULL, 0);
-    CHECK(img != NULL);
+    struct qcow2_image *img = open_fresh_locked(name);
     if (!img)
         return;
-    pthread_mutex_lock(&img->lock);
     uint64_t cs = img->cluster_size;
     int64_t keep = refcount_alloc_clusters(img, cs);
     int64_t gone = refcount_alloc_clusters(img, cs);
@@ -815,12 +823,9 @@ static void test_freeing_drops_cached_tables(void)
 static void test_decrease_waits_for_l2(bool lazy)
 {
     const char *name = "order.qcow2";
-    CHECK(create_image(name, 4096, 16, "64M") == 0);
-    struct qcow2_image *img = open_image(name, false, NULL, 0);
-    CHECK(img != NULL);
+    struct qcow2_image *img = open_fresh_locked(name);
     if (!img)
         return;
-    pthread_mutex_lock(&img->lock);
     uint64_t cs = img->cluster_size;
     int64_t l2 = refcount_alloc_clusters(img, cs);
     int64_t data = refcount_alloc_clusters(img, cs);
@@ -874,12 +879,9 @@ static void test_data_file_clusters_are_not_refcounted(void)
 static void test_freeing_a_table_in_use_is_corruption(void)
 {
     const char *name = "inuse.qcow2";
-    CHECK(create_image(name, 4096, 16, "64M") == 0);
-    struct qcow2_image *img = open_image(name, false, NULL, 0);
-    CHECK(img != NULL);
+    struct qcow2_image *img = open_fresh_locked(name);
     if (!img)
         return;
-    pthread_mutex_lock(&img->lock);
     uint64_t cs = img->cluster_size;
     int64_t t = refcount_alloc_clusters(img, 2 * cs);
     CHECK(t > 0);
