@@ -15,6 +15,8 @@
  *   check.c         consistency check and repair
  *   image.c         open/close, backing chain, feature gating, info
  *   create.c        creating images (opens them through image.c to preallocate)
+ *   compare.c       comparing and copying whole images through the public I/O calls
+ *   measure.c       the size a new image needs (qemu-img measure)
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -26,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -51,6 +54,17 @@ static inline uint64_t align_down_pow2(uint64_t n, uint64_t p)
 static inline uint64_t align_up_pow2(uint64_t n, uint64_t p)
 {
     return (n + p - 1) & ~(p - 1);
+}
+
+/* True when all `n` bytes at `p` are zero: the first bytes, then the buffer compared with
+ * itself shifted (memcmp is vectorised; a byte loop is not). */
+static inline bool buffer_is_zero(const uint8_t *p, size_t n)
+{
+    size_t head = MIN(n, 16);
+    for (size_t i = 0; i < head; i++)
+        if (p[i])
+            return false;
+    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -674,7 +688,7 @@ struct abi_struct {
     size_t first_size; /* the smallest struct_size a caller can have */
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
-    abi_check_result;
+    abi_check_result, abi_compare_result, abi_measure_result;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,
