@@ -52,10 +52,27 @@ static int side_status(struct side *s, uint64_t pos, struct qcow2_compare_result
     return ret < 0 ? fail(r, s, QCOW2_COMPARE_STEP_BLOCK_STATUS, pos, ret) : 0;
 }
 
+/* QEMU's whole-chain block status (bdrv_block_status_above, which qemu-img compare uses)
+ * calls a range allocated, reading zeros, where the walk down the chain passes the end of a
+ * backing file shorter than the layer above it. qcow2_block_status, like qemu-img map, calls
+ * it not present, answered by the layer (ext.depth) whose backing file ends before it. */
+static bool past_backing_end(const struct side *s)
+{
+    if (s->ext.flags & QCOW2_BS_PRESENT)
+        return false;
+    struct qcow2_image *layer = s->img;
+    for (int d = 0; d < s->ext.depth && layer; d++)
+        layer = qcow2_get_backing(layer);
+    struct qcow2_image *backing = layer ? qcow2_get_backing(layer) : NULL;
+    return backing && s->ext.start >= qcow2_get_size(backing);
+}
+
 static unsigned status_word(const struct side *s)
 {
     unsigned w = s->ext.flags &
                  (QCOW2_BS_DATA | QCOW2_BS_ZERO | QCOW2_BS_PRESENT | QCOW2_BS_COMPRESSED);
+    if (past_backing_end(s))
+        w |= QCOW2_BS_PRESENT;
     if (s->ext.offset >= 0)
         w |= STATUS_OFFSET_VALID;
     if (ext_end(&s->ext) == s->size)
