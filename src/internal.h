@@ -678,6 +678,14 @@ int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
 char *image_resolve_path(const char *image_path, const char *name);
 
 /* ------------------------------------------------------------------------------------------ */
+/* create.c */
+
+/* The caller's creation options in this library's struct version, zero fields at their
+ * defaults (qcow2, version 3, 64 KiB clusters, 16-bit refcounts). Used by measure.c too. */
+int create_opts_copy_in(struct qcow2_create_opts *o, const struct qcow2_create_opts *opts,
+                        char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------------------------ */
 /* abi.c: the public structs of every version (qcow2.h, "Extensible structs"). An entry point
  * copies the caller's options into a full struct of ours (abi_copy_in), or checks the caller's
  * result struct first (abi_check_out) and fills it last (abi_copy_out). */

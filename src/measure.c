@@ -7,7 +7,6 @@
 #include <stdlib.h>
 
 #define MEASURE_SECTOR 512u
-#define MEASURE_DEFAULT_CLUSTER 65536u
 #define MEASURE_DEFAULT_REFCOUNT_BITS 16u
 #define MEASURE_TABLE_ENTRY 8u          /* L1 and refcount table entries */
 #define MEASURE_L2E_NORMAL 8u
@@ -195,7 +194,7 @@ int qcow2_measure(struct qcow2_image *src, const struct qcow2_create_opts *targe
     if (!target || !res)
         return format_error(err, errlen, -EINVAL, "no target options or result given");
     struct qcow2_create_opts o;
-    int ret = abi_copy_in(&abi_create_opts, &o, target, err, errlen);
+    int ret = create_opts_copy_in(&o, target, err, errlen);
     if (ret < 0)
         return ret;
     struct qcow2_measure_result r;
@@ -204,12 +203,6 @@ int qcow2_measure(struct qcow2_image *src, const struct qcow2_create_opts *targe
         return ret;
     memset(&r, 0, sizeof(r));
     r.struct_size = sizeof(r);
-    if (o.version == 0)
-        o.version = 3;
-    if (o.cluster_size == 0)
-        o.cluster_size = MEASURE_DEFAULT_CLUSTER;
-    if (o.refcount_bits == 0)
-        o.refcount_bits = MEASURE_DEFAULT_REFCOUNT_BITS;
 
     switch (o.format) {
     case QCOW2_FORMAT_RAW: {
@@ -221,7 +214,6 @@ int qcow2_measure(struct qcow2_image *src, const struct qcow2_create_opts *targe
         r.required = r.fully_allocated = ROUND_UP(size, MEASURE_SECTOR);
         break;
     }
-    case QCOW2_FORMAT_PROBE:
     case QCOW2_FORMAT_QCOW2:
         ret = measure_qcow2(src, &o, &r, err, errlen);
         break;

@@ -51,6 +51,17 @@ static void fill(struct qcow2_image *img, uint64_t offset, uint64_t len, int byt
     free(buf);
 }
 
+/* Two 64 KiB-cluster images `name`-a.qcow2 and `name`-b.qcow2 of `size` bytes. */
+static void make_pair(const char *name, uint64_t size, struct qcow2_image **a,
+                      struct qcow2_image **b)
+{
+    char n[256];
+    snprintf(n, sizeof(n), "%s-a.qcow2", name);
+    *a = make(n, QCOW2_FORMAT_QCOW2, size, 0, 0);
+    snprintf(n, sizeof(n), "%s-b.qcow2", name);
+    *b = make(n, QCOW2_FORMAT_QCOW2, size, 0, 0);
+}
+
 static struct qcow2_compare_result compare(struct qcow2_image *a, struct qcow2_image *b,
                                            unsigned flags)
 {
@@ -91,8 +102,8 @@ static void test_same_data_in_different_layouts_is_identical(void)
  * reported, as the start of its 512-byte sector. */
 static void test_earliest_difference_wins(void)
 {
-    struct qcow2_image *a = make("first-a.qcow2", QCOW2_FORMAT_QCOW2, 32 * MIB, 0, 0);
-    struct qcow2_image *b = make("first-b.qcow2", QCOW2_FORMAT_QCOW2, 32 * MIB, 0, 0);
+    struct qcow2_image *a, *b;
+    make_pair("first", 32 * MIB, &a, &b);
     fill(a, 0, 32 * MIB, 0x33);
     fill(b, 0, 32 * MIB, 0x33);
     fill(b, 31 * MIB, 1, 0x34);
@@ -111,8 +122,8 @@ static void test_earliest_difference_wins(void)
  * and it must be zeros. */
 static void test_data_against_zeros(void)
 {
-    struct qcow2_image *a = make("zero-a.qcow2", QCOW2_FORMAT_QCOW2, 4 * MIB, 0, 0);
-    struct qcow2_image *b = make("zero-b.qcow2", QCOW2_FORMAT_QCOW2, 4 * MIB, 0, 0);
+    struct qcow2_image *a, *b;
+    make_pair("zero", 4 * MIB, &a, &b);
     fill(a, 0, 4 * MIB, 0x11);
     CHECK(qcow2_pwrite_zeroes(a, MIB, MIB, 0) == 0);
     fill(b, 0, MIB, 0x11);
@@ -254,12 +265,8 @@ static void test_copy_range(void)
 
 int main(void)
 {
-    const char *base = getenv("QCOW2_TEST_TMPDIR");
-    snprintf(g_dir, sizeof(g_dir), "%s/test_compare.XXXXXX", base ? base : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
+    if (test_make_dir(g_dir, sizeof(g_dir), "test_compare") < 0)
         return 1;
-    }
     RUN("same data in different layouts is identical",
         test_same_data_in_different_layouts_is_identical());
     RUN("the earliest difference wins", test_earliest_difference_wins());
@@ -268,10 +275,5 @@ int main(void)
     RUN("progress and bad result structs", test_progress_and_bad_results());
     RUN("measure gives qemu's numbers", test_measure_gives_qemus_numbers());
     RUN("copy range", test_copy_range());
-    char cmd[4200];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", g_dir);
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed ? 1 : 0;
+    return test_finish(g_dir);
 }
