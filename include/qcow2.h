@@ -408,6 +408,8 @@ struct qcow2_compare_result {
  * the longer image's tail reads as zeros. With QCOW2_COMPARE_STRICT the sizes must be equal
  * and the block status (data, zero, allocated, host offset valid, compressed, reaching the end)
  * must match at every offset. `progress` (may be NULL) counts bytes of the larger size.
+ * The reads run on up to two threads of the call's own (started and joined inside it), so
+ * the images see concurrent reads, which every image allows.
  * Returns 0 when the comparison ran (the verdict is in `res`), or -errno with the message in
  * the failing image's qcow2_error() and res->failed_image/failed_step/offset set. */
 int qcow2_compare(struct qcow2_image *img1, struct qcow2_image *img2, unsigned flags,
