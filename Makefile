@@ -12,6 +12,9 @@
 #                         FUZZ_SECONDS (default 60); see tests/fuzz/Makefile
 #   make abi-baseline     build, then rewrite abi/libqcow2.so.0.abi, the ABI that `make check`
 #                         (tests/interop/abi.sh) holds the library to; commit it with the reason
+#   make package          the Debian packages (debian/) with dpkg-buildpackage, into ./build-deb
+#   make package-check    build them, run lintian, install them (as root), try them, remove
+#                         them again (tests/packaging/deb.sh; .ci/run runs it)
 #   make install PREFIX=/usr/local
 #   make clean
 
@@ -31,12 +34,13 @@ CTEST_ARGS ?=
 
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
 DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time \
-       nbdkit nbdkit-plugin-dev libnbd-bin fio clang libclang-rt-14-dev abigail-tools
+       nbdkit nbdkit-plugin-dev libnbd-bin fio clang libclang-rt-14-dev abigail-tools \
+       bash-completion debhelper dpkg-dev lintian
 
 CMAKE_FLAGS = -DQCOW2_WERROR=ON
 
 .PHONY: all build deps check check-build check-asan check-tsan demo install clean bench bench-quick \
-        stress fuzz abi-baseline
+        stress fuzz abi-baseline package package-check
 
 all: build
 
@@ -114,10 +118,19 @@ demo: deps
 	$(MAKE) --no-print-directory build
 	bash tools/demo.sh $(BUILD)
 
+package: deps
+	rm -rf build-deb && mkdir -p build-deb/src
+	git ls-files -z | xargs -0 cp --parents -t build-deb/src
+	cd build-deb/src && dpkg-buildpackage -us -uc -b
+	@ls -1 build-deb/*.deb
+
+package-check: deps
+	bash tests/packaging/deb.sh
+
 install:
 	$(CMAKE) -S . -B $(BUILD) $(CMAKE_FLAGS) -DCMAKE_INSTALL_PREFIX=$(PREFIX)
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 	$(CMAKE) --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD) build-deb

@@ -83,12 +83,20 @@ static int is_regular_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+#ifndef SERVE_PLUGIN_DIR
+#define SERVE_PLUGIN_DIR "lib/nbdkit/plugins"
+#endif
+
 /* The plugin: $QCOW2_NBDKIT_PLUGIN, else next to this program (the build tree), else in
- * ../lib/nbdkit/plugins of this program's directory (an install). Prints the error itself. */
+ * SERVE_PLUGIN_DIR (the install directory, relative to the prefix: ../SERVE_PLUGIN_DIR of
+ * this program's directory, or absolute). Prints the error itself. */
 static char *find_plugin(void)
 {
     static const char *const rel[] = { "/" SERVE_PLUGIN_NAME,
-                                       "/../lib/nbdkit/plugins/" SERVE_PLUGIN_NAME };
+                                       "/../" SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME };
+    if (SERVE_PLUGIN_DIR[0] == '/' && is_regular_file(SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME)) {
+        return strdup(SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME);
+    }
     const char *env = getenv(SERVE_PLUGIN_ENV);
     char *dir, *path = NULL;
 
