@@ -385,6 +385,11 @@ static int check_header_bounds(struct qcow2_image *img, char *err, size_t errlen
                             img->filename, (unsigned long long)h->bitmap_directory_size,
                             (unsigned long long)img->limits.bitmap_directory_bytes,
                             untrusted_note(img));
+    /* (the snapshot table's own checks let an open for check through; this bound does not) */
+    if (img->opts.untrusted && h->nb_snapshots > img->limits.snapshots)
+        return format_error(err, errlen, -EFBIG, "%s: too many snapshots (%u, at most %u%s)",
+                            img->filename, h->nb_snapshots, img->limits.snapshots,
+                            untrusted_note(img));
     if (h->nb_unknown_exts > img->limits.unknown_exts)
         return format_error(err, errlen, -EFBIG,
                             "%s: too many unknown header extensions (%u, at most %u%s)",
