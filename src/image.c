@@ -247,7 +247,7 @@ static int check_features(struct qcow2_image *img, char *err, size_t errlen)
                             h->crypt_method == QCOW2_CRYPT_AES    ? "AES"
                             : h->crypt_method == QCOW2_CRYPT_LUKS ? "LUKS"
                                                                   : "unknown");
-    if (h->has_crypto_ext)
+    if (h->has_crypto_ext && h->crypt_method == QCOW2_CRYPT_NONE)
         return format_error(err, errlen, -EINVAL,
                             "%s: encryption header extension in an unencrypted image",
                             img->filename);

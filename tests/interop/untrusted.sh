@@ -80,6 +80,7 @@ data_over data-abs.qcow2 "$OUT/secret.raw"
 ln -s ../out/secret.raw "$IN/data-link.raw"
 data_over data-link.qcow2 data-link.raw
 data_over data-fifo.qcow2 fifo
+data_over data-devzero.qcow2 /dev/zero
 patched l1.qcow2 4 36 $((2 * 1024 * 1024))      # l1_size: 16 MiB of L1 table
 patched reftable.qcow2 4 56 64                  # refcount_table_clusters: 4 MiB
 patched snapshots.qcow2 4 60 5000               # nb_snapshots
@@ -163,11 +164,11 @@ declare -A WHY=(
     [abs.qcow2]="$OUTSIDE" [etc.qcow2]="$OUTSIDE" [dotdot.qcow2]="$OUTSIDE"
     [symlink.qcow2]="$OUTSIDE" [symdir.qcow2]="$OUTSIDE" [devlink.qcow2]="$OUTSIDE"
     [devzero.qcow2]="$OUTSIDE" [fifo.qcow2]='is a FIFO' [devnode.qcow2]='is a character device'
-    [data-abs.qcow2]="$OUTSIDE" [data-link.qcow2]="$OUTSIDE" [data-fifo.qcow2]='is a FIFO'
+    [data-abs.qcow2]="$OUTSIDE" [data-link.qcow2]="$OUTSIDE" [data-fifo.qcow2]='is a FIFO' [data-devzero.qcow2]="$OUTSIDE"
     [l1.qcow2]='L1 table is too large.*untrusted' [reftable.qcow2]='refcount table is too large.*untrusted'
     [snapshots.qcow2]='too many snapshots.*untrusted' [bitmaps.qcow2]='too many bitmaps.*untrusted'
 )
-CORPUS="abs etc dotdot symlink symdir devlink devzero fifo data-abs data-link data-fifo l1 reftable snapshots bitmaps"
+CORPUS="abs etc dotdot symlink symdir devlink devzero fifo data-abs data-link data-fifo data-devzero l1 reftable snapshots bitmaps"
 [ -e "$IN/devnode.qcow2" ] && CORPUS="$CORPUS devnode"
 
 U=(--untrusted --allow-dir "$IN")
@@ -243,6 +244,17 @@ else
 fi
 refused "convert of an unknown incompatible feature" 'unsupported feature' \
     "$QCOW2" convert --untrusted -O raw "$IN/incompat.qcow2" "$T/conv.out"
+
+# Encryption likewise: reported by the inspector (the image is not decrypted, nor refused).
+if harness "make enc.qcow2" qemu-img create -q --object secret,id=s0,data=pw -f qcow2 \
+    -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 "$IN/enc.qcow2" 1M; then
+    works "info of an encrypted image" "$QCOW2" info --untrusted --output=json "$IN/enc.qcow2"
+    if grep -q '"encrypted": true' "$T/out.txt"; then
+        pass "info reports the encryption"
+    else
+        fail "info does not report the encryption" "$(cat "$T/out.txt")"
+    fi
+fi
 
 # ---- the nbdkit plugin -----------------------------------------------------------------------
 if [ "$HAVE_NBD" = 1 ]; then
