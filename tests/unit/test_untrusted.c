@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "testharness.h"
+#include "testworkload.h"
 
 static char g_dir[4096]; /* g_dir/in is the allowed directory, g_dir/out the outside */
 static char g_in[4200];
@@ -211,12 +212,8 @@ int main(void)
     RUN("confine_paths_does_not_follow_a_symlink_out",
         test_confine_paths_does_not_follow_a_symlink_out());
     RUN("untrusted_chain_depth_is_limited", test_untrusted_chain_depth_is_limited());
-    if (!getenv("KEEP_TMP")) {
-        char cmd[4200];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", g_dir);
-    }
+    if (!getenv("KEEP_TMP"))
+        wl_run_cmd("rm -rf '%s'", g_dir);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }
