@@ -4,7 +4,8 @@
  * symlinks to files or directories outside, and refuse devices and FIFOs (without hanging).
  * The fallback is stricter: it follows no symlink, even one that stays inside. Then the
  * library: confine_paths no longer lets a symlink out (the old check compared names as text),
- * and untrusted mode limits the chain depth and accepts a legitimate chain. */
+ * untrusted mode limits the chain depth and accepts a legitimate chain, and an inspect_only open
+ * checks names without opening them and refuses guest I/O. */
 #include "internal.h"
 
 #include <fcntl.h>
@@ -193,6 +194,30 @@ static void test_untrusted_chain_depth_is_limited(void)
     CHECK_MSG(open_in(below, &o, err, sizeof(err)) == 0, "%s", err);
 }
 
+/* An inspection checks the names without opening the files, and does no guest I/O. */
+static void test_inspect_only_checks_names_and_refuses_guest_io(void)
+{
+    char p[4400], err[QCOW2_ERROR_MAX];
+    struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;
+    o.untrusted = 1;
+    o.inspect_only = 1;
+    o.allowed_dir = g_in;
+    CHECK(open_in("over-link.qcow2", &o, err, sizeof(err)) == -EPERM);
+    snprintf(p, sizeof(p), "%s/over-a.qcow2", g_in);
+    struct qcow2_image *img = NULL;
+    CHECK_MSG(qcow2_open(p, &o, &img, err, sizeof(err)) == 0, "%s", err);
+    if (!img)
+        return;
+    struct qcow2_info info = QCOW2_INFO_INIT;
+    CHECK(qcow2_get_info(img, &info) == 0 && info.backing_file &&
+          strcmp(info.backing_file, "a.raw") == 0);
+    CHECK(qcow2_get_backing(img) == NULL);
+    char buf[512];
+    CHECK(qcow2_pread(img, buf, sizeof(buf), 0) == -EPERM);
+    CHECK(qcow2_pwrite(img, buf, sizeof(buf), 0, 0) == -EROFS);
+    qcow2_close(img);
+}
+
 int main(void)
 {
     const char *base = getenv("QCOW2_TEST_TMPDIR");
@@ -212,6 +237,8 @@ int main(void)
     RUN("confine_paths_does_not_follow_a_symlink_out",
         test_confine_paths_does_not_follow_a_symlink_out());
     RUN("untrusted_chain_depth_is_limited", test_untrusted_chain_depth_is_limited());
+    RUN("inspect_only_checks_names_and_refuses_guest_io",
+        test_inspect_only_checks_names_and_refuses_guest_io());
     if (!getenv("KEEP_TMP"))
         wl_run_cmd("rm -rf '%s'", g_dir);
     printf("%d passed, %d failed\n", g_passed, g_failed);
