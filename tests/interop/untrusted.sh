@@ -264,6 +264,7 @@ if [ "$HAVE_NBD" = 1 ]; then
     done
     refused "plugin chain2" "$OUTSIDE" nbdkit -U - "$PLUGIN" file="$IN/chain2.qcow2" \
         untrusted=1 allow-dir="$IN" --run 'nbdcopy "$uri" -'
+    refused "serve symlink" "$OUTSIDE" "$QCOW2" serve "${U[@]}" -k "$T/s.sock" "$IN/symlink.qcow2"
     refused "plugin without allow-dir" 'no allowed directory' nbdkit -U - "$PLUGIN" \
         file="$IN/good.qcow2" untrusted=1 --run 'nbdcopy "$uri" -'
     if run_cli "$CLI_TIMEOUT" "$T/out.txt" "$T/err.txt" nbdkit -U - "$PLUGIN" \
