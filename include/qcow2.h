@@ -112,7 +112,7 @@ struct qcow2_open_opts {
                                * (guest I/O through such a handle fails); a corrupt image may
                                * be opened writable, a dirty one is not repaired
                                * automatically */
-    /* Images from untrusted sources (since 0.1.0, appended): see "Untrusted images" below. */
+    /* Images from untrusted sources (appended after 0.1.0): see "Untrusted images" below. */
     int untrusted;            /* untrusted mode: regular files only, smaller limits, backing
                                * and data files only beneath `allowed_dir` (none without it) */
     int inspect_only;         /* open to describe the image (qcow2_get_info, qcow2_check):
@@ -157,7 +157,9 @@ struct qcow2_open_opts {
  * `allowed_dir` set to the image's own directory.
  * An inspector that must not open any other file opens with `untrusted` and `inspect_only`:
  * the names the header gives are checked (resolved beneath `allowed_dir` without being
- * opened), the image is described by qcow2_get_info(), and nothing else is touched. */
+ * opened; a name that resolves to nothing inside is no refusal), the image is described by
+ * qcow2_get_info(), and nothing else is touched. The snapshot table and bitmap directory
+ * themselves are read only by the functions that need them (qcow2_check), within the limits. */
 
 /* Every option at its default. */
 #define QCOW2_OPEN_OPTS_INIT \
