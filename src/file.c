@@ -358,11 +358,15 @@ static int beneath_walk(int dirfd, const char *name, int oflags)
 {
     if (name[0] == '/')
         return -EXDEV;
+    if (name[0] == '\0')
+        return -ENOENT;
     char *copy = strdup(name);
     if (!copy)
         return -ENOMEM;
     int stack[BENEATH_MAX_DEPTH + 1]; /* stack[0] = dirfd, then the directories walked */
     int depth = 0, ret = 0;
+    /* "a/" names a directory, as the kernel reads it: never the file a (found by fuzzing) */
+    int last_flags = name[strlen(name) - 1] == '/' ? O_DIRECTORY : 0;
     stack[0] = dirfd;
     char *save = NULL;
     char *comp = strtok_r(copy, "/", &save);
@@ -378,7 +382,8 @@ static int beneath_walk(int dirfd, const char *name, int oflags)
         } else if (depth == BENEATH_MAX_DEPTH) {
             ret = -ENAMETOOLONG;
         } else {
-            int fl = next ? O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC : oflags | O_NOFOLLOW;
+            int fl = next ? O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+                          : oflags | O_NOFOLLOW | last_flags;
             int fd = openat(stack[depth], comp, fl);
             struct stat st;
             if (fd >= 0)

@@ -727,9 +727,11 @@ static int open_image(const char *path, const struct qcow2_open_opts *opts, unsi
         return format_error(err, errlen, -e, "%s: %s", path, strerror(e));
     }
     for (const struct chain_seen *s = seen; s; s = s->child)
-        if (s->dev == st.st_dev && s->ino == st.st_ino)
+        if (s->dev == st.st_dev && s->ino == st.st_ino) {
+            file_close(file); /* ours from the call on, also on failure */
             return format_error(err, errlen, -ELOOP, "%s: backing chain loops back to itself",
                                 path);
+        }
     struct chain_seen me = {.dev = st.st_dev, .ino = st.st_ino, .child = seen};
 
     struct qcow2_image *img = image_alloc(path);

@@ -1,7 +1,8 @@
 /* fuzz_open.c - libFuzzer target: a hostile image through the public API.
  * The input is written to a file in a private directory (so that backing and data-file names,
- * confined to relative ones, resolve to nothing but a small raw "data.raw"). Then:
- *   read-only: open, block status over the disk, read every allocated extent, qcow2_check;
+ * confined to it, resolve to nothing but a small raw "data.raw"). Then:
+ *   read-only: open, block status over the disk, read every allocated extent, qcow2_check
+ *              (also in untrusted mode); an inspect_only open and its info;
  *   writable:  open for repair, qcow2_check with every fix, close;
  *              open normally, write / zero / discard / flush a few clusters, close.
  * Work per input is bounded here (extents walked, bytes read); memory is not: the library
@@ -98,13 +99,15 @@ static void walk(struct qcow2_image *img)
     (void)qcow2_pread(img, g_buf, 1024, size > 512 ? size - 512 : 0);
 }
 
-static void read_only_pass(bool backing)
+static void read_only_pass(bool backing, bool untrusted)
 {
     struct qcow2_open_opts o;
     o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = 1;
     o.no_backing = !backing;
     o.confine_paths = 1;
+    o.untrusted = untrusted; /* its limits, and names resolved beneath g_dir */
+    o.allowed_dir = untrusted ? g_dir : NULL;
     struct qcow2_image *img;
     char err[QCOW2_ERROR_MAX];
     if (qcow2_open(g_image, &o, &img, err, sizeof(err)) < 0)
@@ -114,6 +117,26 @@ static void read_only_pass(bool backing)
     walk(img);
     struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     (void)qcow2_check(img, 0, &res, NULL, NULL);
+    qcow2_close(img);
+}
+
+/* What `qcow2 info --untrusted` does: an inspect_only open and the info. */
+static void inspect_pass(void)
+{
+    struct qcow2_open_opts o;
+    o = QCOW2_OPEN_OPTS_INIT;
+    o.untrusted = 1;
+    o.inspect_only = 1;
+    o.allowed_dir = g_dir;
+    struct qcow2_image *img;
+    char err[QCOW2_ERROR_MAX];
+    if (qcow2_open(g_image, &o, &img, err, sizeof(err)) < 0)
+        return;
+    struct qcow2_info info = QCOW2_INFO_INIT;
+    (void)qcow2_get_info(img, &info);
+    char buf[512];
+    if (qcow2_pread(img, buf, sizeof(buf), 0) != -EPERM) /* guest I/O must be refused */
+        abort();
     qcow2_close(img);
 }
 
@@ -162,8 +185,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (write_file(g_image, data, size) < 0 || write_file(g_data, zeros, sizeof(zeros)) < 0)
         return 0;
-    read_only_pass(false);
-    read_only_pass(true); /* backing names resolve to data.raw, the image itself, or nothing */
+    read_only_pass(false, false);
+    read_only_pass(true, false); /* backing names resolve to data.raw, the image itself, or nothing */
+    read_only_pass(true, true);
+    inspect_pass();
     writable_pass();
     return 0;
 }

@@ -89,6 +89,8 @@ static void test_both_resolutions_confine_to_the_directory(void)
         {"sub", -EISDIR},
         {"sub/..", -EISDIR},
         {"missing", -ENOENT},
+        {"a.raw/", -ENOTDIR},
+        {"", -ENOENT},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int a = open_beneath(cases[i].name, 0);
