@@ -196,6 +196,20 @@ static void test_untrusted_chain_depth_is_limited(void)
     CHECK_MSG(open_in(below, &o, err, sizeof(err)) == 0, "%s", err);
 }
 
+/* An image that names itself, opened beneath the directory: the loop is found from the open
+ * file (never its name), and the file opened for it is not leaked (ASan). */
+static void test_confined_chain_that_loops_is_refused(void)
+{
+    char err[QCOW2_ERROR_MAX];
+    make_overlay("self.qcow2", "self.qcow2");
+    struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;
+    o.read_only = 1;
+    o.untrusted = 1;
+    o.allowed_dir = g_in;
+    CHECK_MSG(open_in("self.qcow2", &o, err, sizeof(err)) == -ELOOP, "%s", err);
+    CHECK_MSG(strstr(err, "loops back") != NULL, "%s", err);
+}
+
 /* An inspection checks the names without opening the files, and does no guest I/O. */
 static void test_inspect_only_checks_names_and_refuses_guest_io(void)
 {
@@ -239,6 +253,7 @@ int main(void)
     RUN("confine_paths_does_not_follow_a_symlink_out",
         test_confine_paths_does_not_follow_a_symlink_out());
     RUN("untrusted_chain_depth_is_limited", test_untrusted_chain_depth_is_limited());
+    RUN("confined_chain_that_loops_is_refused", test_confined_chain_that_loops_is_refused());
     RUN("inspect_only_checks_names_and_refuses_guest_io",
         test_inspect_only_checks_names_and_refuses_guest_io());
     if (!getenv("KEEP_TMP"))
