@@ -99,44 +99,33 @@ static void walk(struct qcow2_image *img)
     (void)qcow2_pread(img, g_buf, 1024, size > 512 ? size - 512 : 0);
 }
 
-static void read_only_pass(bool backing, bool untrusted)
+/* untrusted: its limits, and names resolved beneath g_dir; inspect: what `qcow2 info
+ * --untrusted` does (an inspect_only open, the info, and guest I/O must be refused). */
+static void read_only_pass(bool backing, bool untrusted, bool inspect)
 {
     struct qcow2_open_opts o;
     o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = 1;
     o.no_backing = !backing;
     o.confine_paths = 1;
-    o.untrusted = untrusted; /* its limits, and names resolved beneath g_dir */
+    o.untrusted = untrusted;
     o.allowed_dir = untrusted ? g_dir : NULL;
+    o.inspect_only = inspect;
     struct qcow2_image *img;
     char err[QCOW2_ERROR_MAX];
     if (qcow2_open(g_image, &o, &img, err, sizeof(err)) < 0)
         return;
     struct qcow2_info info = QCOW2_INFO_INIT;
     (void)qcow2_get_info(img, &info);
+    if (inspect) {
+        if (qcow2_pread(img, g_buf, 512, 0) != -EPERM)
+            abort();
+        qcow2_close(img);
+        return;
+    }
     walk(img);
     struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     (void)qcow2_check(img, 0, &res, NULL, NULL);
-    qcow2_close(img);
-}
-
-/* What `qcow2 info --untrusted` does: an inspect_only open and the info. */
-static void inspect_pass(void)
-{
-    struct qcow2_open_opts o;
-    o = QCOW2_OPEN_OPTS_INIT;
-    o.untrusted = 1;
-    o.inspect_only = 1;
-    o.allowed_dir = g_dir;
-    struct qcow2_image *img;
-    char err[QCOW2_ERROR_MAX];
-    if (qcow2_open(g_image, &o, &img, err, sizeof(err)) < 0)
-        return;
-    struct qcow2_info info = QCOW2_INFO_INIT;
-    (void)qcow2_get_info(img, &info);
-    char buf[512];
-    if (qcow2_pread(img, buf, sizeof(buf), 0) != -EPERM) /* guest I/O must be refused */
-        abort();
     qcow2_close(img);
 }
 
@@ -185,10 +174,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (write_file(g_image, data, size) < 0 || write_file(g_data, zeros, sizeof(zeros)) < 0)
         return 0;
-    read_only_pass(false, false);
-    read_only_pass(true, false); /* backing names resolve to data.raw, the image itself, or nothing */
-    read_only_pass(true, true);
-    inspect_pass();
+    read_only_pass(false, false, false);
+    read_only_pass(true, false, false); /* backing names: data.raw, the image itself, nothing */
+    read_only_pass(true, true, false);
+    read_only_pass(false, true, true);
     writable_pass();
     return 0;
 }
