@@ -179,7 +179,10 @@ for c in $CORPUS; do
     refused "convert $c" "$why" "$QCOW2" convert "${U[@]}" -O raw "$img" "$T/conv.out"
     refused "check $c" "$why" "$QCOW2" check "${U[@]}" "$img"
     refused "map $c" "$why" "$QCOW2" map "${U[@]}" --output=json "$img"
-    refused "io $c" "$why" "$QCOW2" io "${U[@]}" -r -c 'read -v 0 64' "$img"
+done
+# qcow2 io opens through the same call: a few routes are enough (the test is short).
+for c in abs symlink data-link fifo l1; do
+    refused "io $c" "${WHY[$c.qcow2]}" "$QCOW2" io "${U[@]}" -r -c 'read -v 0 64' "$IN/$c.qcow2"
 done
 
 # The chain that leaves at depth 2: info describes the top image alone (its backing file is
