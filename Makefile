@@ -35,7 +35,7 @@ CTEST_ARGS ?=
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
 DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time \
        nbdkit nbdkit-plugin-dev libnbd-bin fio clang libclang-rt-14-dev abigail-tools \
-       bash-completion debhelper dpkg-dev lintian
+       bash-completion debhelper dpkg-dev lintian scdoc
 
 CMAKE_FLAGS = -DQCOW2_WERROR=ON
 

@@ -102,8 +102,8 @@ struct qcow2_open_opts {
     int no_backing;           /* do not open the backing file: unallocated ranges read zeros */
     uint64_t l2_cache_size;   /* bytes of L2 slices to cache; 0 = enough for the whole disk,
                                * at most 32 MiB */
-    int confine_paths;        /* refuse backing and data-file names that are absolute or
-                               * contain "..": for images from untrusted sources */
+    int confine_paths;        /* confine backing and data files to the directory of the
+                               * image: as `allowed_dir` set to that directory (below) */
     unsigned max_chain_depth; /* longest backing chain accepted; 0 = default (16) */
     enum qcow2_tristate lazy_refcounts; /* QCOW2_AUTO = as the image says, QCOW2_ON, QCOW2_OFF
                                          * (v3 only) */
@@ -113,7 +113,54 @@ struct qcow2_open_opts {
                                * (guest I/O through such a handle fails); a corrupt image may
                                * be opened writable, a dirty one is not repaired
                                * automatically */
+    /* Images from untrusted sources (appended after 0.1.0): see "Untrusted images" below. */
+    int untrusted;            /* untrusted mode: regular files only, smaller limits, backing
+                               * and data files only beneath `allowed_dir` (none without it) */
+    int inspect_only;         /* open to describe the image (qcow2_get_info, qcow2_check):
+                               * read-only, the backing and data files are checked but never
+                               * opened, guest I/O fails; unknown incompatible features and
+                               * encryption are accepted (reported by qcow2_get_info) */
+    const char *allowed_dir;  /* backing and data files must resolve beneath this directory,
+                               * symlinks included (NULL: anywhere, or in untrusted mode
+                               * nowhere). Copied: need not outlive the call */
 };
+
+/* Untrusted images.
+ *
+ * A qcow2 header names other host files (a backing file, an external data file): opening an
+ * image from an untrusted source can make a program read /etc/shadow or a block device into a
+ * guest disk. With `untrusted` set, qcow2_open():
+ *  - opens the image and every file it names only when it is a regular file: devices, FIFOs
+ *    and sockets are refused (looked at before opening, checked again on the open descriptor;
+ *    a FIFO is opened non-blocking and never read);
+ *  - opens a backing or data file only when `allowed_dir` is set and the name, taken relative
+ *    to the directory of the image that names it (which must lie inside `allowed_dir`),
+ *    resolves beneath `allowed_dir`: the kernel resolves it with openat2(RESOLVE_BENEATH |
+ *    RESOLVE_NO_MAGICLINKS), so an absolute name, ".." or a symbolic link leading out fails;
+ *    where openat2 is missing (ENOSYS), each component is opened with O_NOFOLLOW from the one
+ *    before and ".." only within the walk, so no symbolic link is followed at all. Without
+ *    `allowed_dir` an image that names either file is refused (-EPERM), unless `no_backing`
+ *    (or `inspect_only`) spares the backing file;
+ *  - bounds what the header can make the library allocate or read, smaller than the limits
+ *    that always apply (QEMU's):
+ *        limit                          always            untrusted
+ *        L1 table                       32 MiB            4 MiB
+ *        refcount table                 8 MiB             1 MiB
+ *        snapshots                      65536             1024
+ *        bitmaps / bitmap directory     65535 / 64 MiB    64 / 1 MiB
+ *        unknown header extensions      (one cluster)     64
+ *        backing chain depth            16                8   (max_chain_depth may lower it)
+ *    (a 4 MiB L1 table maps 256 TiB with 64 KiB clusters, 16 GiB with 512-byte clusters).
+ * Each refusal is -EPERM (a file outside, a non-regular file), -EFBIG (a limit) or -ELOOP
+ * (chain depth) with one line naming the image, the file and the reason.
+ * `allowed_dir` without `untrusted` confines backing and data files the same way (regular
+ * files only, beneath the directory) and leaves the rest as usual; `confine_paths` is
+ * `allowed_dir` set to the image's own directory.
+ * An inspector that must not open any other file opens with `untrusted` and `inspect_only`:
+ * the names the header gives are checked (resolved beneath `allowed_dir` without being
+ * opened; a name that resolves to nothing inside is no refusal), the image is described by
+ * qcow2_get_info(), and nothing else is touched. The snapshot table and bitmap directory
+ * themselves are read only by the functions that need them (qcow2_check), within the limits. */
 
 /* Every option at its default. */
 #define QCOW2_OPEN_OPTS_INIT \
@@ -318,6 +365,11 @@ struct qcow2_info {
     uint64_t incompatible_features;
     uint64_t compatible_features;
     uint64_t autoclear_features;
+    /* The bits of the three feature fields this library does not know (appended): an
+     * incompatible one makes every open but an inspect_only one fail. */
+    uint64_t unknown_incompatible_features;
+    uint64_t unknown_compatible_features;
+    uint64_t unknown_autoclear_features;
 };
 
 #define QCOW2_INFO_INIT ((struct qcow2_info){.struct_size = sizeof(struct qcow2_info)})

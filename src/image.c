@@ -30,17 +30,125 @@ char *image_resolve_path(const char *image_path, const char *name)
     return out;
 }
 
-static bool path_is_confined(const char *name)
+/* ---------------------------------------------------------------------------------------- */
+/* Confinement and limits (qcow2.h, "Untrusted images"). */
+
+static void set_limits(struct qcow2_image *img)
 {
-    if (name[0] == '/')
-        return false;
-    for (const char *p = name; (p = strstr(p, "..")) != NULL; p += 2) {
-        bool starts = p == name || p[-1] == '/';
-        bool ends = p[2] == '\0' || p[2] == '/';
-        if (starts && ends)
-            return false;
+    bool u = img->opts.untrusted != 0;
+    struct image_limits *l = &img->limits;
+    l->l1_bytes = u ? QCOW2_UNTRUSTED_MAX_L1_BYTES : QCOW2_MAX_L1_BYTES;
+    l->reftable_bytes = u ? QCOW2_UNTRUSTED_MAX_REFTABLE_BYTES : QCOW2_MAX_REFTABLE_BYTES;
+    l->snapshots = u ? QCOW2_UNTRUSTED_MAX_SNAPSHOTS : QCOW2_MAX_SNAPSHOTS;
+    l->bitmaps = u ? QCOW2_UNTRUSTED_MAX_BITMAPS : QCOW2_MAX_BITMAPS;
+    l->bitmap_directory_bytes =
+        u ? QCOW2_UNTRUSTED_MAX_BITMAP_DIRECTORY_SIZE : QCOW2_MAX_BITMAP_DIRECTORY_SIZE;
+    l->unknown_exts = u ? QCOW2_UNTRUSTED_MAX_UNKNOWN_EXTS : UINT32_MAX;
+    l->chain_depth = u ? QCOW2_UNTRUSTED_CHAIN_DEPTH : QCOW2_DEFAULT_CHAIN_DEPTH;
+    if (img->opts.max_chain_depth && (!u || img->opts.max_chain_depth < l->chain_depth))
+        l->chain_depth = img->opts.max_chain_depth;
+}
+
+/* The directory of `path` relative to `dir` (both as the kernel resolves them: the caller
+ * named both), "." for `dir` itself, or NULL when it lies outside. */
+static char *dir_relative_to(const char *path, const char *dir)
+{
+    char *copy = strdup(path);
+    char *real_dir = realpath(dir, NULL);
+    char *real_img = copy ? realpath(dirname(copy), NULL) : NULL;
+    char *rel = NULL;
+    if (real_dir && real_img) {
+        size_t n = strcmp(real_dir, "/") == 0 ? 0 : strlen(real_dir);
+        if (strcmp(real_img, real_dir) == 0)
+            rel = strdup(".");
+        else if (strncmp(real_img, real_dir, n) == 0 && real_img[n] == '/')
+            rel = strdup(real_img + n + 1);
     }
-    return true;
+    free(copy);
+    free(real_dir);
+    free(real_img);
+    return rel;
+}
+
+/* The image's confinement: the allowed directory (opts.allowed_dir, or for confine_paths
+ * the top image's own directory) and where the image lies in it: for the top image as the
+ * kernel resolves its name, for a backing image `base`, the directory of the name it was
+ * reached by. */
+static int setup_confinement(struct qcow2_image *img, const char *path, const char *base,
+                             char *err, size_t errlen)
+{
+    const char *dir = img->opts.allowed_dir;
+    char *own = NULL;
+    img->opts.allowed_dir = NULL; /* the caller's string need not outlive the call */
+    if (!dir && img->opts.confine_paths && img->chain_depth == 0) {
+        char *copy = strdup(path);
+        own = copy ? strdup(dirname(copy)) : NULL;
+        free(copy);
+        if (!own)
+            return format_error(err, errlen, -ENOMEM, "%s: out of memory", path);
+        dir = own;
+    }
+    if (!dir)
+        return 0;
+    img->allowed_dir = own ? own : strdup(dir);
+    if (!img->allowed_dir)
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory", path);
+    img->opts.allowed_dir = img->allowed_dir;
+    /* NULL: the image lies outside, and may name no file */
+    img->confine_base = img->chain_depth == 0 ? dir_relative_to(path, dir)
+                        : base                ? strdup(base)
+                                              : NULL;
+    return 0;
+}
+
+/* Is the image confined (its backing and data files opened only beneath a directory)? */
+static bool is_confined(const struct qcow2_image *img)
+{
+    return img->allowed_dir || img->opts.untrusted;
+}
+
+/* `name` (a backing or data file, `what`) relative to the allowed directory, or -EPERM with
+ * the reason: untrusted without a directory, an absolute name, an image outside. */
+static int confined_name(struct qcow2_image *img, const char *what, const char *name,
+                         char **rel, char *err, size_t errlen)
+{
+    *rel = NULL;
+    if (!img->allowed_dir)
+        return format_error(err, errlen, -EPERM,
+                            "%s: %s '%s' refused: untrusted images may name no other file "
+                            "(no allowed directory given)",
+                            img->filename, what, name);
+    if (name[0] == '/' || !img->confine_base)
+        return format_error(err, errlen, -EPERM,
+                            "%s: %s '%s' is outside the allowed directory '%s'%s",
+                            img->filename, what, name, img->allowed_dir,
+                            name[0] == '/' ? " (an absolute name)"
+                                           : " (the image itself lies outside it)");
+    int n = strcmp(img->confine_base, ".") == 0
+                ? asprintf(rel, "%s", name)
+                : asprintf(rel, "%s/%s", img->confine_base, name);
+    if (n < 0) {
+        *rel = NULL;
+        return format_error(err, errlen, -ENOMEM, "%s: out of memory", img->filename);
+    }
+    return 0;
+}
+
+/* Open (or with FILE_PATH_ONLY just resolve and check) the file `name` the image names,
+ * beneath the allowed directory. *rel gets its name relative to that directory. */
+static int open_confined(struct qcow2_image *img, const char *what, const char *name,
+                         unsigned flags, struct qcow2_file **out, char **rel, char *err,
+                         size_t errlen)
+{
+    int ret = confined_name(img, what, name, rel, err, errlen);
+    if (ret < 0)
+        return ret;
+    char msg[QCOW2_ERROR_MAX];
+    ret = file_open_beneath(img->allowed_dir, *rel, flags, out, msg, sizeof(msg));
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s: %s '%s': %s", img->filename, what, name,
+                            msg);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -54,7 +162,7 @@ struct chain_seen {
 
 static int open_image(const char *path, const struct qcow2_open_opts *opts, unsigned depth,
                       const struct chain_seen *seen, struct qcow2_file *file,
-                      struct qcow2_image **out, char *err, size_t errlen);
+                      const char *base, struct qcow2_image **out, char *err, size_t errlen);
 
 static struct qcow2_image *image_alloc(const char *path)
 {
@@ -93,6 +201,8 @@ static void image_free(struct qcow2_image *img)
     file_close(img->file);
     header_free(&img->hdr);
     free(img->backing_path);
+    free(img->allowed_dir);
+    free(img->confine_base);
     compress_cache_free(img->compress_cache);
     pthread_mutex_destroy(&img->lock);
     pthread_mutex_destroy(&img->err_lock);
@@ -106,6 +216,9 @@ static int check_features(struct qcow2_image *img, char *err, size_t errlen)
     struct qcow2_header *h = &img->hdr;
     uint64_t unknown =
         h->incompatible_features & ~header_feature_mask(QCOW2_FEAT_TYPE_INCOMPATIBLE, false);
+    /* An inspection reads no guest data: it describes what it cannot read (qcow2_get_info). */
+    if (img->opts.inspect_only)
+        unknown = 0;
     if (unknown) {
         int bit = __builtin_ctzll(unknown);
         const char *name = header_feature_name(h, QCOW2_FEAT_TYPE_INCOMPATIBLE, bit);
@@ -127,14 +240,14 @@ static int check_features(struct qcow2_image *img, char *err, size_t errlen)
                             img->filename,
                             header_feature_name(h, QCOW2_FEAT_TYPE_INCOMPATIBLE, bit), bit);
     }
-    if (h->crypt_method != QCOW2_CRYPT_NONE)
+    if (h->crypt_method != QCOW2_CRYPT_NONE && !img->opts.inspect_only)
         return format_error(err, errlen, -ENOTSUP,
                             "%s: encrypted images are not supported yet (%s encryption)",
                             img->filename,
                             h->crypt_method == QCOW2_CRYPT_AES    ? "AES"
                             : h->crypt_method == QCOW2_CRYPT_LUKS ? "LUKS"
                                                                   : "unknown");
-    if (h->has_crypto_ext)
+    if (h->has_crypto_ext && h->crypt_method == QCOW2_CRYPT_NONE)
         return format_error(err, errlen, -EINVAL,
                             "%s: encryption header extension in an unencrypted image",
                             img->filename);
@@ -233,13 +346,20 @@ static int layout_damage(struct qcow2_image *img, int ret, char *err, size_t err
     return ret;
 }
 
+/* " in untrusted mode" after a limit that untrusted mode lowered. */
+static const char *untrusted_note(const struct qcow2_image *img)
+{
+    return img->opts.untrusted ? " in untrusted mode" : "";
+}
+
 static int check_snapshot_table(struct qcow2_image *img, int64_t fsize, char *err,
                                 size_t errlen)
 {
     struct qcow2_header *h = &img->hdr;
-    if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
-        return format_error(err, errlen, -EFBIG, "%s: too many snapshots (%u)", img->filename,
-                            h->nb_snapshots);
+    if (h->nb_snapshots > img->limits.snapshots)
+        return format_error(err, errlen, -EFBIG, "%s: too many snapshots (%u, at most %u%s)",
+                            img->filename, h->nb_snapshots, img->limits.snapshots,
+                            untrusted_note(img));
     if (h->nb_snapshots == 0)
         return 0;
     uint64_t len = (uint64_t)h->nb_snapshots * QCOW2_SNAPSHOT_HEADER_SIZE;
@@ -250,9 +370,38 @@ static int check_snapshot_table(struct qcow2_image *img, int64_t fsize, char *er
     return ret;
 }
 
+/* The bitmap directory and the header extensions: what a later reader of them (bitmaps) would
+ * allocate is bounded here, at open, as QEMU bounds it (qcow2_read_extensions). */
+static int check_header_bounds(struct qcow2_image *img, char *err, size_t errlen)
+{
+    const struct qcow2_header *h = &img->hdr;
+    if (h->has_bitmaps_ext && h->nb_bitmaps > img->limits.bitmaps)
+        return format_error(err, errlen, -EFBIG, "%s: too many bitmaps (%u, at most %u%s)",
+                            img->filename, h->nb_bitmaps, img->limits.bitmaps,
+                            untrusted_note(img));
+    if (h->has_bitmaps_ext && h->bitmap_directory_size > img->limits.bitmap_directory_bytes)
+        return format_error(err, errlen, -EFBIG,
+                            "%s: bitmap directory is too large (%llu bytes, at most %llu%s)",
+                            img->filename, (unsigned long long)h->bitmap_directory_size,
+                            (unsigned long long)img->limits.bitmap_directory_bytes,
+                            untrusted_note(img));
+    /* (the snapshot table's own checks let an open for check through; this bound does not) */
+    if (img->opts.untrusted && h->nb_snapshots > img->limits.snapshots)
+        return format_error(err, errlen, -EFBIG, "%s: too many snapshots (%u, at most %u%s)",
+                            img->filename, h->nb_snapshots, img->limits.snapshots,
+                            untrusted_note(img));
+    if (h->nb_unknown_exts > img->limits.unknown_exts)
+        return format_error(err, errlen, -EFBIG,
+                            "%s: too many unknown header extensions (%u, at most %u%s)",
+                            img->filename, h->nb_unknown_exts, img->limits.unknown_exts,
+                            untrusted_note(img));
+    return 0;
+}
+
 static int check_layout(struct qcow2_image *img, char *err, size_t errlen)
 {
     struct qcow2_header *h = &img->hdr;
+    int ret;
     int64_t fsize = file_size(img->file);
     if (fsize < 0)
         return format_error(err, errlen, (int)fsize, "%s: cannot get the file size",
@@ -260,25 +409,30 @@ static int check_layout(struct qcow2_image *img, char *err, size_t errlen)
     if (h->size > (1ull << 62))
         return format_error(err, errlen, -EFBIG, "%s: virtual size %llu is too large",
                             img->filename, (unsigned long long)h->size);
-    if ((uint64_t)h->l1_size * 8 > QCOW2_MAX_L1_BYTES)
+    if ((uint64_t)h->l1_size * 8 > img->limits.l1_bytes)
         return format_error(err, errlen, -EFBIG,
-                            "%s: L1 table is too large (%u entries, at most %u)",
-                            img->filename, h->l1_size, QCOW2_MAX_L1_BYTES / 8);
+                            "%s: L1 table is too large (%u entries, at most %llu%s)",
+                            img->filename, h->l1_size,
+                            (unsigned long long)img->limits.l1_bytes / 8, untrusted_note(img));
     if (h->l1_size < size_to_l1(img, h->size))
         return format_error(err, errlen, -EINVAL,
                             "%s: L1 table is too small (%u entries) for virtual size %llu",
                             img->filename, h->l1_size, (unsigned long long)h->size);
     uint64_t l1_bytes = (uint64_t)h->l1_size * 8;
-    int ret = check_table_offset(img, "L1 table", h->l1_table_offset, l1_bytes, err, errlen);
+    ret = check_table_offset(img, "L1 table", h->l1_table_offset, l1_bytes, err, errlen);
     if (ret == 0 && h->l1_size)
         ret = layout_damage(img, check_table_place(img, "L1 table", h->l1_table_offset,
                                                    l1_bytes, fsize, err, errlen),
                             err, errlen);
     if (ret < 0)
         return ret;
-    if ((uint64_t)h->refcount_table_clusters << img->cluster_bits > QCOW2_MAX_REFTABLE_BYTES)
-        return format_error(err, errlen, -EFBIG, "%s: refcount table is too large (%u clusters)",
-                            img->filename, h->refcount_table_clusters);
+    if ((uint64_t)h->refcount_table_clusters << img->cluster_bits > img->limits.reftable_bytes)
+        return format_error(err, errlen, -EFBIG,
+                            "%s: refcount table is too large (%u clusters, at most %llu bytes%s)",
+                            img->filename, h->refcount_table_clusters,
+                            (unsigned long long)img->limits.reftable_bytes, untrusted_note(img));
+    if ((ret = check_header_bounds(img, err, errlen)) < 0)
+        return ret;
     uint64_t rt_bytes = (uint64_t)h->refcount_table_clusters << img->cluster_bits;
     ret = check_table_offset(img, "refcount table", h->refcount_table_offset, rt_bytes, err,
                              errlen);
@@ -341,29 +495,52 @@ static int setup_caches(struct qcow2_image *img, char *err, size_t errlen)
     return 0;
 }
 
-static int open_data_file(struct qcow2_image *img, char *err, size_t errlen)
+/* An inspect_only open resolves the names the image gives but leaves a file that is not there
+ * alone: a missing file inside the allowed directory reads nothing outside. */
+static int inspect_tolerates(struct qcow2_image *img, int ret, char *err, size_t errlen)
 {
-    if (!has_data_file(img)) {
-        img->data_file = img->file;
+    if (ret == -ENOENT && img->opts.inspect_only) {
+        if (err && errlen)
+            err[0] = '\0';
         return 0;
     }
-    if (!img->hdr.data_file)
+    return ret;
+}
+
+static int open_data_file(struct qcow2_image *img, char *err, size_t errlen)
+{
+    img->data_file = img->file;
+    if (!has_data_file(img))
+        return 0;
+    const char *name = img->hdr.data_file;
+    if (!name)
         return format_error(err, errlen, -EINVAL,
                             "%s: image needs an external data file but names none",
                             img->filename);
-    if (img->opts.confine_paths && !path_is_confined(img->hdr.data_file))
-        return format_error(err, errlen, -EPERM,
-                            "%s: data file name '%s' is not allowed (absolute or '..')",
-                            img->filename, img->hdr.data_file);
-    char *path = image_resolve_path(img->filename, img->hdr.data_file);
+    if (is_confined(img)) {
+        struct qcow2_file *f = NULL;
+        char *rel = NULL;
+        unsigned flags = (img->read_only ? FILE_READ_ONLY : 0) |
+                         (img->opts.inspect_only ? FILE_PATH_ONLY : 0);
+        int ret = open_confined(img, "data file", name, flags, &f, &rel, err, errlen);
+        free(rel);
+        if (f)
+            img->data_file = f;
+        return inspect_tolerates(img, ret, err, errlen);
+    }
+    if (img->opts.inspect_only)
+        return 0; /* guest I/O is refused (io.c): the data file is never needed */
+    char *path = image_resolve_path(img->filename, name);
     if (!path)
         return format_error(err, errlen, -ENOMEM, "%s: out of memory", img->filename);
     char msg[QCOW2_ERROR_MAX];
     int ret = file_open(path, img->read_only, false, &img->data_file, msg, sizeof(msg));
     free(path);
-    if (ret < 0)
+    if (ret < 0) {
+        img->data_file = img->file;
         return format_error(err, errlen, ret, "%s: external data file: %s", img->filename,
                             msg);
+    }
     return 0;
 }
 
@@ -378,36 +555,72 @@ static enum qcow2_format format_by_name(const char *name)
     return (enum qcow2_format)-1;
 }
 
+/* The backing file of a confined image: resolved (and opened, unless no_backing) beneath the
+ * allowed directory. Stores its display path in img->backing_path, the open file in *file
+ * (NULL with no_backing) and in *base the directory it was named from, for its own names. */
+static int resolve_backing_confined(struct qcow2_image *img, struct qcow2_file **file,
+                                    char **base, char *err, size_t errlen)
+{
+    char *rel = NULL;
+    unsigned flags = FILE_READ_ONLY | (img->opts.no_backing ? FILE_PATH_ONLY : 0);
+    int ret = open_confined(img, "backing file", img->hdr.backing_file, flags, file, &rel, err,
+                            errlen);
+    if (ret == 0) {
+        if (asprintf(&img->backing_path, "%s/%s", img->allowed_dir, rel) < 0)
+            img->backing_path = NULL;
+        char *copy = strdup(rel);
+        *base = copy ? strdup(dirname(copy)) : NULL;
+        free(copy);
+        if (!img->backing_path || !*base) {
+            file_close(*file);
+            *file = NULL;
+            ret = format_error(err, errlen, -ENOMEM, "%s: out of memory", img->filename);
+        }
+    }
+    free(rel);
+    return inspect_tolerates(img, ret, err, errlen);
+}
+
 static int open_backing(struct qcow2_image *img, const struct chain_seen *seen, char *err,
                         size_t errlen)
 {
     const char *name = img->hdr.backing_file;
     if (!name)
         return 0;
-    if (img->opts.confine_paths && !path_is_confined(name))
-        return format_error(err, errlen, -EPERM,
-                            "%s: backing file name '%s' is not allowed (absolute or '..')",
-                            img->filename, name);
-    img->backing_path = image_resolve_path(img->filename, name);
+    bool confined = is_confined(img) && (!img->opts.no_backing || img->opts.inspect_only);
+    if (!img->opts.no_backing && img->chain_depth + 1 >= img->limits.chain_depth)
+        return format_error(err, errlen, -ELOOP, "%s: backing chain is deeper than %u images",
+                            img->filename, img->limits.chain_depth);
+    struct qcow2_file *file = NULL;
+    char *base = NULL;
+    int ret = confined ? resolve_backing_confined(img, &file, &base, err, errlen) : 0;
+    if (ret < 0)
+        return ret;
     if (!img->backing_path)
+        img->backing_path = image_resolve_path(img->filename, name);
+    if (!img->backing_path) {
+        file_close(file);
+        free(base);
         return format_error(err, errlen, -ENOMEM, "%s: out of memory", img->filename);
-    if (img->opts.no_backing)
+    }
+    if (img->opts.no_backing) {
+        free(base);
         return 0;
-    unsigned limit = img->opts.max_chain_depth ? img->opts.max_chain_depth
-                                               : QCOW2_DEFAULT_CHAIN_DEPTH;
-    if (img->chain_depth + 1 >= limit)
-        return format_error(err, errlen, -ELOOP,
-                            "%s: backing chain is deeper than %u images", img->filename, limit);
+    }
     struct qcow2_open_opts bopts = img->opts;
     bopts.read_only = 1;
     bopts.repair = 0;
     bopts.format = format_by_name(img->hdr.backing_fmt);
-    if ((int)bopts.format < 0)
+    if ((int)bopts.format < 0) {
+        file_close(file);
+        free(base);
         return format_error(err, errlen, -ENOTSUP, "%s: unsupported backing format '%s'",
                             img->filename, img->hdr.backing_fmt);
+    }
     char msg[QCOW2_ERROR_MAX];
-    int ret = open_image(img->backing_path, &bopts, img->chain_depth + 1, seen, NULL,
-                         &img->backing, msg, sizeof(msg));
+    ret = open_image(img->backing_path, &bopts, img->chain_depth + 1, seen, file, base,
+                     &img->backing, msg, sizeof(msg));
+    free(base);
     if (ret < 0)
         return format_error(err, errlen, ret, "%s: backing file: %s", img->filename, msg);
     return 0;
@@ -501,19 +714,24 @@ static int prepare_for_writing(struct qcow2_image *img, char *err, size_t errlen
 
 static int open_image(const char *path, const struct qcow2_open_opts *opts, unsigned depth,
                       const struct chain_seen *seen, struct qcow2_file *file,
-                      struct qcow2_image **out, char *err, size_t errlen)
+                      const char *base, struct qcow2_image **out, char *err, size_t errlen)
 {
     *out = NULL;
     struct stat st;
-    if (stat(path, &st) < 0) {
+    if (file && file->has_identity) { /* opened beneath a directory: never by its path */
+        st.st_dev = file->dev;
+        st.st_ino = file->ino;
+    } else if (stat(path, &st) < 0) {
         int e = errno;
         file_close(file);
         return format_error(err, errlen, -e, "%s: %s", path, strerror(e));
     }
     for (const struct chain_seen *s = seen; s; s = s->child)
-        if (s->dev == st.st_dev && s->ino == st.st_ino)
+        if (s->dev == st.st_dev && s->ino == st.st_ino) {
+            file_close(file); /* ours from the call on, also on failure */
             return format_error(err, errlen, -ELOOP, "%s: backing chain loops back to itself",
                                 path);
+        }
     struct chain_seen me = {.dev = st.st_dev, .ino = st.st_ino, .child = seen};
 
     struct qcow2_image *img = image_alloc(path);
@@ -522,14 +740,26 @@ static int open_image(const char *path, const struct qcow2_open_opts *opts, unsi
         return format_error(err, errlen, -ENOMEM, "%s: out of memory", path);
     }
     img->opts = *opts;
-    img->read_only = opts->read_only != 0;
+    if (opts->inspect_only) {
+        img->opts.read_only = 1;
+        img->opts.no_backing = 1;
+    }
+    img->read_only = img->opts.read_only != 0;
     img->chain_depth = depth;
     img->metadata_prealloc = -1;
-    int ret = 0;
-    if (file)
-        img->file = file; /* a caller's backend (tests): the image owns it from here */
+    set_limits(img);
+    int ret = setup_confinement(img, path, base, err, errlen);
+    if (ret < 0) {
+        file_close(file);
+        goto fail;
+    }
+    if (file) /* a caller's backend (tests), or a backing file opened beneath a directory */
+        img->file = file; /* the image owns it from here */
     else
-        ret = file_open(path, img->read_only, false, &img->file, err, errlen);
+        ret = file_open_flags(path,
+                              (img->read_only ? FILE_READ_ONLY : 0) |
+                                  (img->opts.untrusted ? FILE_REGULAR_ONLY : 0),
+                              &img->file, err, errlen);
     if (ret < 0)
         goto fail;
 
@@ -580,7 +810,7 @@ int qcow2_open(const char *path, const struct qcow2_open_opts *opts, struct qcow
     int ret = abi_copy_in(&abi_open_opts, &o, opts, err, errlen);
     if (ret < 0)
         return ret;
-    return open_image(path, &o, 0, NULL, NULL, img, err, errlen);
+    return open_image(path, &o, 0, NULL, NULL, NULL, img, err, errlen);
 }
 
 int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
@@ -593,7 +823,7 @@ int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
         file_close(file); /* the image owns it, also on failure */
         return ret;
     }
-    return open_image(path, &o, 0, NULL, file, img, err, errlen);
+    return open_image(path, &o, 0, NULL, file, NULL, img, err, errlen);
 }
 
 int qcow2_close(struct qcow2_image *img)
@@ -652,6 +882,12 @@ static void get_info(struct qcow2_image *img, struct qcow2_info *info)
     info->incompatible_features = h->incompatible_features;
     info->compatible_features = h->compatible_features;
     info->autoclear_features = h->autoclear_features;
+    info->unknown_incompatible_features =
+        h->incompatible_features & ~header_feature_mask(QCOW2_FEAT_TYPE_INCOMPATIBLE, false);
+    info->unknown_compatible_features =
+        h->compatible_features & ~header_feature_mask(QCOW2_FEAT_TYPE_COMPATIBLE, false);
+    info->unknown_autoclear_features =
+        h->autoclear_features & ~header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, false);
 }
 
 int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info)

@@ -36,6 +36,7 @@
 #include "qcow2.h"
 
 #define QCOW2_DEFAULT_CHAIN_DEPTH 16
+#define QCOW2_UNTRUSTED_CHAIN_DEPTH 8
 #define QCOW2_DEFAULT_L2_CACHE_MAX (32u * 1024 * 1024)
 #define QCOW2_REFCOUNT_CACHE_MIN_ENTRIES 4
 
@@ -101,10 +102,31 @@ struct qcow2_file {
     int64_t known_size;   /* file size as of our last fstat/write/truncate; -1 unknown */
     uint64_t flush_begun; /* flushes begun (atomic): see file_sync_point() */
     uint64_t flush_done;  /* highest numbered flush that succeeded (atomic) */
+    bool has_identity;    /* dev/ino of the open file are known (the POSIX backend) */
+    dev_t dev;
+    ino_t ino;
 };
 
 int file_open(const char *path, bool read_only, bool create, struct qcow2_file **out,
               char *err, size_t errlen);
+
+#define FILE_READ_ONLY 0x1u
+#define FILE_CREATE 0x2u
+/* Refuse anything but a regular file (devices, FIFOs, sockets): looked at before opening,
+ * opened O_NONBLOCK (a FIFO cannot block the open) and checked again on the descriptor. */
+#define FILE_REGULAR_ONLY 0x4u
+/* file_open_beneath: resolve and check the name only; open nothing for I/O (*out = NULL). */
+#define FILE_PATH_ONLY 0x8u
+/* file_open_beneath: take the fallback even where openat2 exists (tests). */
+#define FILE_NO_OPENAT2 0x10u
+int file_open_flags(const char *path, unsigned flags, struct qcow2_file **out, char *err,
+                    size_t errlen);
+/* Open `name`, relative, beneath the directory `dir` without ever leaving it: openat2 with
+ * RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS, or where that is missing a walk that opens each
+ * component with O_NOFOLLOW (".." only back down the walk). Always FILE_REGULAR_ONLY. An
+ * escape is -EPERM with a message naming `name` and `dir`. The handle's path is dir/name. */
+int file_open_beneath(const char *dir, const char *name, unsigned flags,
+                      struct qcow2_file **out, char *err, size_t errlen);
 struct qcow2_file *file_new(const struct qcow2_file_ops *ops, void *ctx, const char *path,
                             bool read_only);
 void file_close(struct qcow2_file *f);
@@ -341,6 +363,20 @@ struct qcow2_image {
     char *backing_path;           /* resolved path of the backing file */
     unsigned chain_depth;         /* 0 for the top image */
     uint64_t size;                /* virtual size */
+    /* Confinement (opts.allowed_dir, confine_paths): the allowed directory (owned; NULL
+     * when backing and data files may be anywhere), and this image's directory relative to
+     * it ("." for itself; NULL when the image lies outside it, so it may name no file). */
+    char *allowed_dir;
+    char *confine_base;
+    struct image_limits {         /* what the header may make us allocate or read */
+        uint64_t l1_bytes;
+        uint64_t reftable_bytes;
+        uint32_t snapshots;
+        uint32_t bitmaps;
+        uint64_t bitmap_directory_bytes;
+        unsigned unknown_exts;
+        unsigned chain_depth;
+    } limits;
 
     /* qcow2 state (format == QCOW2_FORMAT_QCOW2) */
     struct qcow2_header hdr;

@@ -15,6 +15,9 @@ static int check_layout_intact(struct qcow2_image *img)
     if (img->layout_damaged)
         return set_error(img, -EIO, "image was opened for check with tables an ordinary open "
                                     "refuses; no guest I/O through this handle");
+    if (img->opts.inspect_only)
+        return set_error(img, -EPERM, "image was opened for inspection only; no guest I/O "
+                                      "through this handle");
     return 0;
 }
 

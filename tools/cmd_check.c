@@ -28,6 +28,7 @@ static void check_usage(FILE *f)
                "  --output=FORMAT   human (default) or json, with qemu-img's field names\n"
                "  -q                quiet: print nothing on stdout\n"
                "  -U, --force-share accepted for compatibility\n"
+               TOOL_TRUST_HELP
                "\n"
                "Exit status: 0 consistent (possibly after repair), 1 check not completed,\n"
                "2 corruptions, 3 leaked clusters only, 63 format does not support checks.\n");
@@ -133,6 +134,7 @@ int cmd_check(int argc, char **argv)
         { "repair", required_argument, NULL, 'r' },
         { "quiet", no_argument, NULL, 'q' },
         { "force-share", no_argument, NULL, 'U' },
+        TOOL_TRUST_LONGOPTS,
         { NULL, 0, NULL, 0 },
     };
     enum tool_output output = TOOL_OUTPUT_HUMAN;
@@ -144,9 +146,13 @@ int cmd_check(int argc, char **argv)
     struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     char err[QCOW2_ERROR_MAX] = "";
     enum qcow2_format fmt;
+    struct tool_trust trust = { 0 };
 
     optind = 0;
     while ((c = getopt_long(argc, argv, "+hf:r:qUT:", longopts, NULL)) != -1) {
+        if (tool_trust_option(&trust, c, optarg)) {
+            continue;
+        }
         switch (c) {
         case 'h':
             check_usage(stdout);
@@ -197,6 +203,7 @@ int cmd_check(int argc, char **argv)
     opts.format = fmt;
     opts.read_only = fix == 0;
     opts.repair = 1;
+    tool_trust_apply(&trust, &opts);
     ret = qcow2_open(path, &opts, &img, err, sizeof(err));
     if (ret < 0) {
         tool_error("Could not open '%s': %s", path, err[0] ? err : strerror(-ret));

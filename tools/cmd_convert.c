@@ -54,7 +54,9 @@ static void convert_usage(FILE *f)
             "  -W          write out of order (faster; the target's layout may vary)\n"
             "  -m N        N requests in parallel (threads), 1 to 16, default 8; with -c at most\n"
             "              one thread per CPU compresses, and clusters are written in order\n"
-            "  -U          accepted for compatibility (the source is opened read-only)\n");
+            "  -U          accepted for compatibility (the source is opened read-only)\n"
+            TOOL_TRUST_HELP
+            "              (both apply to SRC)\n");
 }
 
 struct convert {
@@ -825,6 +827,7 @@ int cmd_convert(int argc, char **argv)
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "force-share", no_argument, NULL, 'U' },
+        TOOL_TRUST_LONGOPTS,
         { NULL, 0, NULL, 0 },
     };
     struct convert c = { .fd = -1, .min_sparse = CONVERT_DEFAULT_SPARSE, .last_pct = -100.0,
@@ -838,9 +841,13 @@ int cmd_convert(int argc, char **argv)
     uint8_t *zeros = NULL;
     char *end;
     long m;
+    struct tool_trust trust = { 0 };
 
     optind = 0;
     while ((ch = getopt_long(argc, argv, "+hf:O:o:B:cpqnS:Wm:U", longopts, NULL)) != -1) {
+        if (tool_trust_option(&trust, ch, optarg)) {
+            continue;
+        }
         switch (ch) {
         case 'h':
             convert_usage(stdout);
@@ -947,7 +954,8 @@ int cmd_convert(int argc, char **argv)
     }
     c.zeros = zeros;
 
-    if (tool_open(c.src_path, fmt, 0, &c.src) < 0) {
+    /* --untrusted applies to the source, the image a user supplied; DST is ours. */
+    if (tool_open_trust(c.src_path, fmt, 0, &trust, &c.src) < 0) {
         goto out;
     }
     c.size = qcow2_get_size(c.src);

@@ -1,6 +1,9 @@
 /* cmd_info.c - "qcow2 info": describe an image (and with --backing-chain, every image below
  * it) in qemu-img info's human or JSON output. Like qemu-img, each image of the chain is opened
- * by itself without its backing file, so a missing backing file does not hide the image. */
+ * by itself without its backing file, so a missing backing file does not hide the image.
+ * With --untrusted it is an image inspector: the image alone is opened (inspect_only), what
+ * it names is checked without being opened, and the JSON output gains an "inspection" object
+ * with everything a service needs to decide whether to accept the image. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -13,14 +16,19 @@
 
 static void info_usage(FILE *f)
 {
-    fprintf(f, "usage: " TOOL_NAME " info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE\n"
+    fprintf(f, "usage: " TOOL_NAME " info [-f FMT] [--output=human|json] [--backing-chain] [-U]\n"
+               "                  [--untrusted [--allow-dir=DIR]] FILE\n"
                "\n"
                "Show the format, sizes, backing file and format-specific information of FILE.\n"
                "\n"
                "  -f FMT             image format (qcow2 or raw); probed if omitted\n"
                "  --output=FORMAT    human (default) or json, with qemu-img's field names\n"
                "  --backing-chain    also show every image of the backing chain\n"
-               "  -U, --force-share  accepted for compatibility (images are opened read-only)\n");
+               "  -U, --force-share  accepted for compatibility (images are opened read-only)\n"
+               TOOL_TRUST_HELP
+               "                     With --untrusted no other file is opened, and a backing\n"
+               "                     or data file that would be refused fails the command; the\n"
+               "                     JSON output gains an \"inspection\" object.\n");
 }
 
 /* What one image says, gathered before printing. */
@@ -28,7 +36,43 @@ struct info_item {
     const char *filename;       /* as opened */
     struct qcow2_info info;
     char *full_backing;         /* backing file relative to `filename`, or NULL */
+    int inspect;                /* --untrusted: add the "inspection" object */
 };
+
+/* The bits set in `bits`, as a JSON array of numbers. */
+static void json_bits(struct tool_json *j, const char *key, uint64_t bits)
+{
+    tool_json_begin_array(j, key);
+    for (int b = 0; b < 64; b++) {
+        if (bits & (1ull << b)) {
+            tool_json_int(j, NULL, b);
+        }
+    }
+    tool_json_end_array(j);
+}
+
+/* Everything an inspector decides on, in one object with every key always present (qemu-img
+ * leaves some out when false or absent). */
+static void print_inspection(struct tool_json *j, const struct qcow2_info *in)
+{
+    tool_json_begin_object(j, "inspection");
+    tool_json_str(j, "format", tool_format_name(in->format));
+    tool_json_int(j, "virtual-size", (int64_t)in->virtual_size);
+    tool_json_str(j, "backing-filename", in->backing_file ? in->backing_file : "");
+    tool_json_str(j, "backing-format", in->backing_fmt ? in->backing_fmt : "");
+    tool_json_str(j, "data-file", in->data_file ? in->data_file : "");
+    tool_json_bool(j, "data-file-raw", in->data_file_raw);
+    tool_json_bool(j, "encrypted", in->encrypted);
+    tool_json_bool(j, "corrupt", in->corrupt);
+    tool_json_bool(j, "dirty", in->dirty);
+    tool_json_int(j, "snapshots", in->nb_snapshots);
+    tool_json_int(j, "bitmaps", in->nb_bitmaps);
+    tool_json_bool(j, "bitmaps-inconsistent", in->bitmaps_inconsistent);
+    json_bits(j, "unknown-incompatible-features", in->unknown_incompatible_features);
+    json_bits(j, "unknown-compatible-features", in->unknown_compatible_features);
+    json_bits(j, "unknown-autoclear-features", in->unknown_autoclear_features);
+    tool_json_end_object(j);
+}
 
 
 static void print_json(struct tool_json *j, const struct info_item *it)
@@ -81,6 +125,9 @@ static void print_json(struct tool_json *j, const struct info_item *it)
         tool_json_str(j, "backing-filename", in->backing_file);
     }
     tool_json_bool(j, "dirty-flag", is_qcow2 && in->dirty);
+    if (it->inspect) {
+        print_inspection(j, in);
+    }
     tool_json_end_object(j);
 }
 
@@ -148,8 +195,10 @@ int cmd_info(int argc, char **argv)
         { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
         { "force-share", no_argument, NULL, 'U' },
         { "format", required_argument, NULL, 'f' },
+        TOOL_TRUST_LONGOPTS,
         { NULL, 0, NULL, 0 },
     };
+    struct tool_trust trust = { 0 };
     enum tool_output output = TOOL_OUTPUT_HUMAN;
     const char *fmtname = NULL;
     int chain = 0, c, n = 0, ret = TOOL_EXIT_ERROR;
@@ -161,6 +210,9 @@ int cmd_info(int argc, char **argv)
 
     optind = 0;
     while ((c = getopt_long(argc, argv, "+hf:U", longopts, NULL)) != -1) {
+        if (tool_trust_option(&trust, c, optarg)) {
+            continue;
+        }
         switch (c) {
         case 'h':
             info_usage(stdout);
@@ -188,6 +240,9 @@ int cmd_info(int argc, char **argv)
     if (tool_parse_format(fmtname, &fmt) < 0) {
         return TOOL_EXIT_ERROR;
     }
+    if (trust.untrusted && chain) {
+        return tool_usage_error("info", "--backing-chain opens other files: not with --untrusted");
+    }
 
     /* Gather everything first: an error half-way through prints nothing on stdout. */
     path = argv[optind];
@@ -203,11 +258,14 @@ int cmd_info(int argc, char **argv)
                 goto out;
             }
         }
-        if (tool_open(path, fmt, TOOL_OPEN_NO_BACKING, &imgs[n]) < 0) {
+        if (tool_open_trust(path, fmt,
+                            TOOL_OPEN_NO_BACKING | (trust.untrusted ? TOOL_OPEN_INSPECT : 0),
+                            &trust, &imgs[n]) < 0) {
             goto out;
         }
         n++;
         it->filename = path;
+        it->inspect = trust.untrusted;
         r = qcow2_get_info(imgs[n - 1], &it->info);
         if (r < 0) {
             tool_image_error(imgs[n - 1], r, "%s", path);

@@ -25,7 +25,8 @@ static void map_usage(FILE *f)
                "                        or json (every range: depth, present, zero, data, offset)\n"
                "  -s, --start-offset=N  start at guest offset N\n"
                "  -l, --max-length=N    stop after N bytes\n"
-               "  -U, --force-share     accepted for compatibility\n");
+               "  -U, --force-share     accepted for compatibility\n"
+               TOOL_TRUST_HELP);
 }
 
 /* qemu-img's MapEntry. */
@@ -131,6 +132,7 @@ int cmd_map(int argc, char **argv)
         { "max-length", required_argument, NULL, 'l' },
         { "force-share", no_argument, NULL, 'U' },
         { "format", required_argument, NULL, 'f' },
+        TOOL_TRUST_LONGOPTS,
         { NULL, 0, NULL, 0 },
     };
     enum tool_output output = TOOL_OUTPUT_HUMAN;
@@ -140,9 +142,13 @@ int cmd_map(int argc, char **argv)
     struct qcow2_image *img = NULL;
     struct map_entry curr, next;
     enum qcow2_format fmt;
+    struct tool_trust trust = { 0 };
 
     optind = 0;
     while ((c = getopt_long(argc, argv, "+hf:s:l:U", longopts, NULL)) != -1) {
+        if (tool_trust_option(&trust, c, optarg)) {
+            continue;
+        }
         switch (c) {
         case 'h':
             map_usage(stdout);
@@ -176,7 +182,7 @@ int cmd_map(int argc, char **argv)
         return tool_usage_error("map", "expecting one image file name");
     }
     path = argv[optind];
-    if (tool_parse_format(fmtname, &fmt) < 0 || tool_open(path, fmt, 0, &img) < 0) {
+    if (tool_parse_format(fmtname, &fmt) < 0 || tool_open_trust(path, fmt, 0, &trust, &img) < 0) {
         return TOOL_EXIT_ERROR;
     }
 

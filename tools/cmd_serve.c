@@ -32,6 +32,7 @@ static void serve_usage(FILE *f)
             "usage: " TOOL_NAME " serve IMAGE [--socket PATH | --port N] [--readonly]\n"
             "                   [-e CONNECTIONS] [--no-backing] [--cache-size SIZE]\n"
             "                   [--threads N] [--foreground | --background [--pidfile FILE]]\n"
+            "                   [--untrusted [--allow-dir=DIR]]\n"
             "\n"
             "Export IMAGE (qcow2 or raw, with its backing chain) over NBD. Runs nbdkit with the\n"
             "libqcow2 plugin and prints the URI it serves on stdout; clients may connect several\n"
@@ -51,6 +52,8 @@ static void serve_usage(FILE *f)
             "      --background       return once the server is listening (and FILE written);\n"
             "                         stop it with kill $(cat FILE)\n"
             "      --pidfile FILE     write the server's pid to FILE\n"
+            TOOL_TRUST_HELP
+            "                     (passed to the plugin as untrusted=1 allow-dir=DIR)\n"
             "\n"
             "Environment: " SERVE_PLUGIN_ENV " = the plugin to load (default: " SERVE_PLUGIN_NAME
             "\n"
@@ -320,6 +323,7 @@ int cmd_serve(int argc, char **argv)
         { "foreground", no_argument, NULL, 'f' },
         { "background", no_argument, NULL, OPT_BACKGROUND },
         { "pidfile", required_argument, NULL, OPT_PIDFILE },
+        TOOL_TRUST_LONGOPTS,
         { NULL, 0, NULL, 0 },
     };
     const char *socket_arg = NULL, *pidfile = NULL, *image;
@@ -327,12 +331,16 @@ int cmd_serve(int argc, char **argv)
     int readonly = 0, no_backing = 0, background = 0, c, n = 0;
     uint64_t cache_size = 0;
     int have_cache_size = 0;
-    char *plugin = NULL, *sock = NULL, *file_arg = NULL;
+    char *plugin = NULL, *sock = NULL, *file_arg = NULL, *allow_arg = NULL;
+    struct tool_trust trust = { 0 };
     char port_s[16], threads_s[24], limit_s[32], cache_s[48];
     char *args[SERVE_MAX_ARGS];
 
     optind = 0;
     while ((c = getopt_long(argc, argv, "hk:p:re:f", longopts, NULL)) != -1) {
+        if (tool_trust_option(&trust, c, optarg)) {
+            continue;
+        }
         switch (c) {
         case 'h':
             serve_usage(stdout);
@@ -405,7 +413,7 @@ int cmd_serve(int argc, char **argv)
         struct qcow2_image *img;
         unsigned flags = no_backing ? TOOL_OPEN_NO_BACKING : 0;
 
-        if (tool_open(image, QCOW2_FORMAT_PROBE, flags, &img) < 0) {
+        if (tool_open_trust(image, QCOW2_FORMAT_PROBE, flags, &trust, &img) < 0) {
             goto fail;
         }
         qcow2_close(img);
@@ -431,6 +439,11 @@ int cmd_serve(int argc, char **argv)
         goto fail;
     }
     sprintf(file_arg, "file=%s", image);
+    if (trust.allow_dir && asprintf(&allow_arg, "allow-dir=%s", trust.allow_dir) < 0) {
+        allow_arg = NULL;
+        tool_error("out of memory");
+        goto fail;
+    }
 
     /* nbdkit [-f] [-r] [-U SOCK | -i ADDR -p PORT] --threads N [-P FILE] [--filter=limit]
      *        PLUGIN file=IMAGE [readonly=1] [backing=0] [cache-size=BYTES] [limit=N] */
@@ -468,6 +481,12 @@ int cmd_serve(int argc, char **argv)
     if (no_backing) {
         args[n++] = "backing=0";
     }
+    if (trust.untrusted) {
+        args[n++] = "untrusted=1";
+    }
+    if (allow_arg) {
+        args[n++] = allow_arg;
+    }
     if (have_cache_size) {
         snprintf(cache_s, sizeof(cache_s), "cache-size=%" PRIu64, cache_size);
         args[n++] = cache_s;
@@ -492,6 +511,7 @@ int cmd_serve(int argc, char **argv)
         free(plugin);
         free(sock);
         free(file_arg);
+        free(allow_arg);
         return TOOL_EXIT_OK;
     }
     print_uri(sock, port);
@@ -501,5 +521,6 @@ fail:
     free(plugin);
     free(sock);
     free(file_arg);
+    free(allow_arg);
     return TOOL_EXIT_ERROR;
 }

@@ -48,6 +48,7 @@ struct io_session {
     int snapshot;                     /* -s: img is a temporary overlay over `path` */
     struct qcow2_open_opts opts;      /* as opened, for reopen */
     char *path;                       /* host file, for reopen */
+    struct tool_trust trust;          /* --untrusted, --allow-dir: for every open */
     struct io_aio *aio_first, **aio_last;
     int quit;
 };

@@ -1,6 +1,6 @@
 /* nbdkit-plugin.c - an nbdkit plugin that exports a qcow2 (or raw) image through libqcow2.
  *   nbdkit -U SOCK build/nbdkit-qcow2-plugin.so file=IMAGE [readonly=1] [backing=0]
- *          [cache-size=SIZE]
+ *          [cache-size=SIZE] [untrusted=1 [allow-dir=DIR]]
  * One image is opened when nbdkit is ready and shared by every connection (the library is
  * thread-safe, so the thread model is PARALLEL and multi-conn is safe: a flush on any
  * connection makes all earlier writes durable). Thin over include/qcow2.h. */
@@ -21,6 +21,8 @@ static struct {
     int readonly;
     int backing;
     uint64_t cache_size;
+    int untrusted;
+    char *allow_dir;
     struct qcow2_image *img;
 } plugin = {.backing = 1};
 
@@ -32,6 +34,7 @@ static void qcow2_plugin_unload(void)
         plugin.img = NULL;
     }
     free(plugin.file);
+    free(plugin.allow_dir);
 }
 
 static int parse_bool_or_error(const char *key, const char *value, int *out)
@@ -55,6 +58,13 @@ static int qcow2_plugin_config(const char *key, const char *value)
         return parse_bool_or_error(key, value, &plugin.readonly);
     if (strcmp(key, "backing") == 0)
         return parse_bool_or_error(key, value, &plugin.backing);
+    if (strcmp(key, "untrusted") == 0)
+        return parse_bool_or_error(key, value, &plugin.untrusted);
+    if (strcmp(key, "allow-dir") == 0) {
+        free(plugin.allow_dir);
+        plugin.allow_dir = nbdkit_realpath(value);
+        return plugin.allow_dir ? 0 : -1;
+    }
     if (strcmp(key, "cache-size") == 0) {
         int64_t v = nbdkit_parse_size(value);
         if (v < 0)
@@ -62,7 +72,7 @@ static int qcow2_plugin_config(const char *key, const char *value)
         plugin.cache_size = (uint64_t)v;
         return 0;
     }
-    nbdkit_error("unknown parameter '%s' (expected file, readonly, backing, cache-size)", key);
+    nbdkit_error("unknown parameter '%s' (expected file, readonly, backing, cache-size, untrusted, allow-dir)", key);
     return -1;
 }
 
@@ -83,6 +93,8 @@ static int qcow2_plugin_get_ready(void)
     o.read_only = plugin.readonly;
     o.no_backing = !plugin.backing;
     o.l2_cache_size = plugin.cache_size;
+    o.untrusted = plugin.untrusted;
+    o.allowed_dir = plugin.allow_dir;
     int ret = qcow2_open(plugin.file, &o, &plugin.img, err, sizeof(err));
     if (ret < 0) {
         nbdkit_error("%s", err);
@@ -229,7 +241,11 @@ static struct nbdkit_plugin qcow2_nbdkit_plugin = {
     .config_help = "file=<IMAGE>     (required) the image to export\n"
                    "readonly=<BOOL>  open read-only\n"
                    "backing=<BOOL>   open the backing chain (default true)\n"
-                   "cache-size=<SIZE> L2 cache size",
+                   "cache-size=<SIZE> L2 cache size\n"
+                   "untrusted=<BOOL> the image comes from an untrusted source: regular files\n"
+                   "                 only, smaller limits, no backing or data file outside\n"
+                   "                 allow-dir (none at all without it)\n"
+                   "allow-dir=<DIR>  backing and data files must resolve beneath DIR",
     .magic_config_key = "file",
     .unload = qcow2_plugin_unload,
     .config = qcow2_plugin_config,

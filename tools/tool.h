@@ -81,6 +81,7 @@ char *tool_options_unknown_key(const char *list, const char *const *allowed);
 
 #define TOOL_OPEN_WRITABLE 0x1u
 #define TOOL_OPEN_NO_BACKING 0x2u
+#define TOOL_OPEN_INSPECT 0x4u /* describe only: no other file opened, no guest I/O */
 
 /* Open `path` with format `fmt`. On failure prints the error and returns -errno. */
 int tool_open(const char *path, enum qcow2_format fmt, unsigned flags,
@@ -90,6 +91,34 @@ int tool_open(const char *path, enum qcow2_format fmt, unsigned flags,
  * in `msg`. */
 int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
                     struct qcow2_image **img, char *msg, size_t msglen);
+
+/* --untrusted and --allow-dir=DIR, the same two options on every subcommand that opens an
+ * image a user may have supplied (info, map, check, convert, io). Untrusted mode
+ * (include/qcow2.h, "Untrusted images"): regular files only, smaller limits, no backing or
+ * data file outside DIR (none at all without --allow-dir). --allow-dir alone only confines. */
+struct tool_trust {
+    int untrusted;
+    const char *allow_dir;
+};
+
+enum { TOOL_OPT_UNTRUSTED = 0x1000, TOOL_OPT_ALLOW_DIR };
+#define TOOL_TRUST_LONGOPTS                                     \
+    { "untrusted", no_argument, NULL, TOOL_OPT_UNTRUSTED },     \
+    { "allow-dir", required_argument, NULL, TOOL_OPT_ALLOW_DIR }
+#define TOOL_TRUST_HELP                                                                       \
+    "  --untrusted        the image comes from an untrusted source: refuse devices, FIFOs,\n" \
+    "                     sockets, oversized tables and any backing or data file outside\n"  \
+    "                     --allow-dir (any at all without it)\n"                              \
+    "  --allow-dir=DIR    backing and data files must resolve beneath DIR (no symlink out)\n"
+
+/* Take getopt's option `c` if it is one of the two: 1 (taken) or 0. */
+int tool_trust_option(struct tool_trust *t, int c, const char *arg);
+/* Set the open options they stand for (nothing for a NULL `t`). */
+void tool_trust_apply(const struct tool_trust *t, struct qcow2_open_opts *o);
+
+/* tool_open with the trust options `t` (may be NULL). */
+int tool_open_trust(const char *path, enum qcow2_format fmt, unsigned flags,
+                    const struct tool_trust *t, struct qcow2_image **img);
 
 /* Close and report a failure to close (a failed flush loses data). Returns 0 or -errno. */
 int tool_close(struct qcow2_image *img, const char *path);

@@ -186,8 +186,30 @@ char *tool_options_unknown_key(const char *list, const char *const *allowed)
 
 /* ---- images ------------------------------------------------------------------------------ */
 
-int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
-                    struct qcow2_image **img, char *msg, size_t msglen)
+int tool_trust_option(struct tool_trust *t, int c, const char *arg)
+{
+    if (c == TOOL_OPT_UNTRUSTED) {
+        t->untrusted = 1;
+        return 1;
+    }
+    if (c == TOOL_OPT_ALLOW_DIR) {
+        t->allow_dir = arg;
+        return 1;
+    }
+    return 0;
+}
+
+void tool_trust_apply(const struct tool_trust *t, struct qcow2_open_opts *o)
+{
+    if (t) {
+        o->untrusted = t->untrusted;
+        o->allowed_dir = t->allow_dir;
+    }
+}
+
+static int open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
+                      const struct tool_trust *t, struct qcow2_image **img, char *msg,
+                      size_t msglen)
 {
     struct qcow2_open_opts opts;
     char err[QCOW2_ERROR_MAX] = "";
@@ -199,6 +221,8 @@ int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
     opts.format = fmt;
     opts.read_only = !(flags & TOOL_OPEN_WRITABLE);
     opts.no_backing = !!(flags & TOOL_OPEN_NO_BACKING);
+    opts.inspect_only = !!(flags & TOOL_OPEN_INSPECT);
+    tool_trust_apply(t, &opts);
     ret = qcow2_open(path, &opts, img, err, sizeof(err));
     if (ret < 0) {
         *img = NULL;
@@ -211,16 +235,28 @@ int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
     return ret;
 }
 
-int tool_open(const char *path, enum qcow2_format fmt, unsigned flags,
-              struct qcow2_image **img)
+int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
+                    struct qcow2_image **img, char *msg, size_t msglen)
+{
+    return open_quiet(path, fmt, flags, NULL, img, msg, msglen);
+}
+
+int tool_open_trust(const char *path, enum qcow2_format fmt, unsigned flags,
+                    const struct tool_trust *t, struct qcow2_image **img)
 {
     char msg[QCOW2_ERROR_MAX];
-    int ret = tool_open_quiet(path, fmt, flags, img, msg, sizeof(msg));
+    int ret = open_quiet(path, fmt, flags, t, img, msg, sizeof(msg));
 
     if (ret < 0) {
         tool_error("could not open '%s': %s", path, msg);
     }
     return ret;
+}
+
+int tool_open(const char *path, enum qcow2_format fmt, unsigned flags,
+              struct qcow2_image **img)
+{
+    return tool_open_trust(path, fmt, flags, NULL, img);
 }
 
 int tool_close(struct qcow2_image *img, const char *path)

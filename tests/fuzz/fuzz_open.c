@@ -1,7 +1,8 @@
 /* fuzz_open.c - libFuzzer target: a hostile image through the public API.
  * The input is written to a file in a private directory (so that backing and data-file names,
- * confined to relative ones, resolve to nothing but a small raw "data.raw"). Then:
- *   read-only: open, block status over the disk, read every allocated extent, qcow2_check;
+ * confined to it, resolve to nothing but a small raw "data.raw"). Then:
+ *   read-only: open, block status over the disk, read every allocated extent, qcow2_check
+ *              (also in untrusted mode); an inspect_only open and its info;
  *   writable:  open for repair, qcow2_check with every fix, close;
  *              open normally, write / zero / discard / flush a few clusters, close.
  * Work per input is bounded here (extents walked, bytes read); memory is not: the library
@@ -98,19 +99,30 @@ static void walk(struct qcow2_image *img)
     (void)qcow2_pread(img, g_buf, 1024, size > 512 ? size - 512 : 0);
 }
 
-static void read_only_pass(bool backing)
+/* untrusted: its limits, and names resolved beneath g_dir; inspect: what `qcow2 info
+ * --untrusted` does (an inspect_only open, the info, and guest I/O must be refused). */
+static void read_only_pass(bool backing, bool untrusted, bool inspect)
 {
     struct qcow2_open_opts o;
     o = QCOW2_OPEN_OPTS_INIT;
     o.read_only = 1;
     o.no_backing = !backing;
     o.confine_paths = 1;
+    o.untrusted = untrusted;
+    o.allowed_dir = untrusted ? g_dir : NULL;
+    o.inspect_only = inspect;
     struct qcow2_image *img;
     char err[QCOW2_ERROR_MAX];
     if (qcow2_open(g_image, &o, &img, err, sizeof(err)) < 0)
         return;
     struct qcow2_info info = QCOW2_INFO_INIT;
     (void)qcow2_get_info(img, &info);
+    if (inspect) {
+        if (qcow2_pread(img, g_buf, 512, 0) != -EPERM)
+            abort();
+        qcow2_close(img);
+        return;
+    }
     walk(img);
     struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     (void)qcow2_check(img, 0, &res, NULL, NULL);
@@ -162,8 +174,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (write_file(g_image, data, size) < 0 || write_file(g_data, zeros, sizeof(zeros)) < 0)
         return 0;
-    read_only_pass(false);
-    read_only_pass(true); /* backing names resolve to data.raw, the image itself, or nothing */
+    read_only_pass(false, false, false);
+    read_only_pass(true, false, false); /* backing names: data.raw, the image itself, nothing */
+    read_only_pass(true, true, false);
+    read_only_pass(false, true, true);
     writable_pass();
     return 0;
 }

@@ -5,6 +5,7 @@
 #   OUTDIR/open/    whole images (512-byte to 16 KiB clusters, so that inputs stay small)
 #   OUTDIR/header/  the first cluster of each image
 #   OUTDIR/io/      qemu-io command lists, one command per line
+#   OUTDIR/beneath/ file names for fuzz_beneath
 set -euo pipefail
 out=${1:?usage: make_corpus.sh OUTDIR}
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || {
@@ -121,4 +122,12 @@ bogus
 read
 flush extra
 IO
-echo "make_corpus.sh: $n images, $(ls "$out/io" | wc -l) command scripts in $out"
+# Names for fuzz_beneath (its directory: a, sub/b, sub/deeper/c and links in and out).
+mkdir -p "$out/beneath"
+i=0
+for name in a sub/b sub/deeper/c ./sub/../a in-link sub/up-link out-link dir-out/x abs-link \
+    sub/updir/a sub/deeper/escape/x ../out/x /etc/hostname sub//deeper/./c; do
+    printf '%s' "$name" >"$out/beneath/name$i"
+    i=$((i + 1))
+done
+echo "make_corpus.sh: $n images, $(ls "$out/io" | wc -l) command scripts, $i names in $out"
