@@ -15,6 +15,8 @@
  *   check.c         consistency check and repair
  *   image.c         open/close, backing chain, feature gating, info
  *   create.c        creating images (opens them through image.c to preallocate)
+ *   compact.c       moving clusters down and truncating the file (qcow2_compact)
+ *   amend.c         changing an image's options in place (qcow2_amend)
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -553,6 +555,8 @@ int refcount_update(struct qcow2_image *img, uint64_t offset, uint64_t length, i
 /* Drop a reference held by L2 entry `l2_entry` (normal or compressed); frees host space. */
 int refcount_free_l2_entry(struct qcow2_image *img, uint64_t l2_entry);
 int refcount_free_clusters(struct qcow2_image *img, uint64_t offset, uint64_t size);
+/* Set the refcount width (order 0..6) and what derives from it (needs img->cluster_bits). */
+void refcount_set_order(struct qcow2_image *img, unsigned order);
 /* Refcount entry accessors for any order (used by check.c too). */
 uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index);
 void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t index,
@@ -651,6 +655,13 @@ int io_read(struct qcow2_image *img, void *buf, size_t count, uint64_t offset);
  * data left reading as before (zeros, or the backing file with extended L2). */
 int io_preallocate(struct qcow2_image *img, uint64_t offset, uint64_t end,
                    enum qcow2_prealloc mode);
+
+/* ------------------------------------------------------------------------------------------ */
+/* check.c */
+
+/* Rewrite the refcount table and blocks at width 1 << new_order (crash-safe: new structure,
+ * flush, header switch, flush, old structure freed). -EINVAL when a refcount does not fit. */
+int check_change_refcount_order(struct qcow2_image *img, unsigned new_order);
 
 /* ------------------------------------------------------------------------------------------ */
 /* image.c */

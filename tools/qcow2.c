@@ -17,6 +17,8 @@ static const struct tool_cmd commands[] = {
     { "resize", cmd_resize, "change the virtual size of an image, as qemu-img resize" },
     { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },
     { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
+    { "amend", cmd_amend, "change the format options of an image, as qemu-img amend" },
+    { "compact", cmd_compact, "move clusters down and shrink the image file" },
 };
 
 #define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -33,6 +33,8 @@ int cmd_check(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -73,6 +75,10 @@ int tool_options_want_help(const char *list);
  * as a malloc'ed string; NULL when all keys are allowed (or on allocation failure, when the
  * check is skipped and the library's parser has the last word). Handles ",," escapes. */
 char *tool_options_unknown_key(const char *list, const char *const *allowed);
+
+/* Take the next item off the "-o" list at *cursor (modified in place: ",," becomes ','):
+ * returns its key and sets *value (NULL for a bare key), or returns NULL at the end. */
+char *tool_options_next(char **cursor, char **value);
 
 /* ---- images ------------------------------------------------------------------------------ */
 
@@ -142,5 +148,21 @@ void tool_json_int(struct tool_json *j, const char *key, int64_t val);
 void tool_json_bool(struct tool_json *j, const char *key, int val);
 /* Ends the document with a newline. */
 void tool_json_finish(struct tool_json *j);
+
+/* ---- progress (-p) ------------------------------------------------------------------------ */
+
+/* qemu-img's progress line, "    (NN.NN/100%)" rewritten in place on stdout, reprinted when it
+ * moved by more than `min_skip` points (1.0 for convert, commit and amend), ended by a newline.
+ * Printed only when enabled and stdout is a terminal. */
+struct tool_progress {
+    int enabled;
+    double min_skip;
+    double last;
+};
+
+void tool_progress_init(struct tool_progress *p, int enabled, double min_skip);
+/* A qcow2_progress_fn: `opaque` is the struct tool_progress. */
+void tool_progress_report(void *opaque, double percent);
+void tool_progress_end(struct tool_progress *p);
 
 #endif /* QCOW2_TOOL_H */

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tool.h"
 
@@ -181,6 +182,35 @@ char *tool_options_unknown_key(const char *list, const char *const *allowed)
         }
     }
     return NULL;
+}
+
+char *tool_options_next(char **cursor, char **value)
+{
+    char *r = *cursor, *w = *cursor, *item = *cursor, *eq;
+
+    if (!r || !*r) {
+        return NULL;
+    }
+    /* Unescape ",," in place; the write position never passes the read position. */
+    while (*r) {
+        if (r[0] == ',' && r[1] == ',') {
+            *w++ = ',';
+            r += 2;
+        } else if (r[0] == ',') {
+            r++;
+            break;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    *cursor = r;
+    eq = strchr(item, '=');
+    if (eq) {
+        *eq = '\0';
+    }
+    *value = eq ? eq + 1 : NULL;
+    return item;
 }
 
 /* ---- images ------------------------------------------------------------------------------ */
@@ -518,4 +548,33 @@ void tool_json_bool(struct tool_json *j, const char *key, int val)
 void tool_json_finish(struct tool_json *j)
 {
     fputc('\n', j->f);
+}
+
+/* ---- progress ---------------------------------------------------------------------------- */
+
+void tool_progress_init(struct tool_progress *p, int enabled, double min_skip)
+{
+    p->enabled = enabled && isatty(STDOUT_FILENO);
+    p->min_skip = min_skip;
+    p->last = -1.0;
+}
+
+void tool_progress_report(void *opaque, double percent)
+{
+    struct tool_progress *p = opaque;
+
+    if (!p->enabled || (p->last >= 0 && percent - p->last <= p->min_skip && percent < 100.0)) {
+        return;
+    }
+    p->last = percent;
+    printf("    (%3.2f/100%%)\r", percent);
+    fflush(stdout);
+}
+
+void tool_progress_end(struct tool_progress *p)
+{
+    if (p->enabled) {
+        printf("\n");
+        fflush(stdout);
+    }
 }
