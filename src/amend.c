@@ -48,17 +48,6 @@ static int amend_mark_clean(struct qcow2_image *img)
     return ret;
 }
 
-/* Rewrite cluster 0 from img->hdr and sync it. */
-static int amend_write_header(struct qcow2_image *img)
-{
-    int ret = header_rewrite(img);
-    if (ret == 0 && (ret = file_flush(img->file)) < 0)
-        set_error(img, ret, "flush failed: %s", strerror(-ret));
-    if (ret < 0)
-        img->header_dirty = true; /* memory has the new header: write it at the next flush */
-    return ret;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Walking the active L2 tables, slice by slice. */
 
@@ -192,7 +181,7 @@ static int amend_upgrade(struct qcow2_image *img)
         if (ret < 0)
             return set_error(img, ret, "out of memory");
     }
-    return amend_write_header(img);
+    return header_rewrite_synced(img);
 }
 
 static int amend_downgrade(struct qcow2_image *img, qcow2_progress_fn progress, void *opaque)
@@ -245,7 +234,7 @@ static int amend_downgrade(struct qcow2_image *img, qcow2_progress_fn progress, 
     h->incompatible_features = 0;
     h->compression_type = QCOW2_COMPRESSION_TYPE_ZLIB;
     img->lazy_refcounts = false;
-    return amend_write_header(img);
+    return header_rewrite_synced(img);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -282,7 +271,7 @@ static int amend_data_file(struct qcow2_image *img, const struct qcow2_create_op
         free(h->data_file);
         h->data_file = name;
     }
-    return amend_write_header(img);
+    return header_rewrite_synced(img);
 }
 
 static int amend_lazy_refcounts(struct qcow2_image *img, bool on, int new_version)
@@ -302,7 +291,7 @@ static int amend_lazy_refcounts(struct qcow2_image *img, bool on, int new_versio
         img->hdr.compatible_features &= ~(uint64_t)QCOW2_COMPAT_LAZY_REFCOUNTS;
     }
     img->lazy_refcounts = on;
-    return amend_write_header(img);
+    return header_rewrite_synced(img);
 }
 
 /* The steps in QEMU's order: upgrade, refcount width, data file, backing check,

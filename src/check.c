@@ -1156,12 +1156,22 @@ static int rebuild_refcount_structure(struct check *ck, bool new_order)
 
     if (new_order) {
         /* The new structure is complete on disk: from here on memory uses it, and a failed
-         * header write is written again at the next flush. */
+         * header write is written again at the next flush. The table pointer and the order
+         * change in one write of the header bytes from the one to the other (the fields in
+         * between written as they are), inside the first sector: never torn. */
         img->hdr.refcount_table_offset = table_offset;
         img->hdr.refcount_table_clusters = (uint32_t)table_clusters;
-        ret = header_rewrite(img);
-        if (ret == 0 && (ret = file_flush(img->file)) < 0)
-            set_error(img, ret, "flush failed: %s", strerror(-ret));
+        assert(img->hdr.version >= 3); /* bytes 72.. are extensions in v2 */
+        uint8_t *c0 = malloc(cs);
+        char msg[256];
+        ret = c0 ? header_serialize(&img->hdr, c0, cs, msg, sizeof(msg)) : -ENOMEM;
+        if (ret == 0)
+            ret = header_write_field(img, HDR_REFCOUNT_TABLE_OFFSET,
+                                     c0 + HDR_REFCOUNT_TABLE_OFFSET,
+                                     HDR_REFCOUNT_ORDER + 4 - HDR_REFCOUNT_TABLE_OFFSET);
+        else
+            set_error(img, ret, "%s", c0 ? msg : "out of memory");
+        free(c0);
         if (ret < 0)
             img->header_dirty = true;
     } else {

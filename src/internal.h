@@ -445,6 +445,9 @@ int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Rewrite the whole first cluster from img->hdr (not synced). */
 int header_rewrite(struct qcow2_image *img);
+/* Rewrite the first cluster from img->hdr and sync it, crash-safe when the new header fits in
+ * the first sector (written alone first); on failure header_dirty is set. */
+int header_rewrite_synced(struct qcow2_image *img);
 /* Write a few header bytes in place (a single sync write). */
 int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf, size_t len);
 /* Write again the pointer switches that failed earlier (l1_dirty, reftable_dirty,
