@@ -34,17 +34,13 @@ static bool str_equal(const char *a, const char *b)
 /* Everything in memory on disk, and a lazy-refcounts image marked clean (qcow2_mark_clean). */
 static int amend_mark_clean(struct qcow2_image *img)
 {
-    int ret = header_write_pending_switches(img);
-    if (ret == 0 && img->dirty)
-        img->dirty = false; /* refcounts are written below, not held back any more */
-    if (ret == 0)
-        ret = cache_flush(img->l2_cache);
-    if (ret == 0)
-        ret = cache_flush(img->refcount_cache);
+    int ret = cluster_flush_metadata(img);
     if (ret == 0)
         ret = file_flush(img->data_file);
     if (ret == 0)
         ret = header_set_incompat_bits(img, 0, QCOW2_INCOMPAT_DIRTY);
+    if (ret == 0)
+        img->dirty = false;
     return ret;
 }
 

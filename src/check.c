@@ -1500,11 +1500,7 @@ static int check_image(struct qcow2_image *img, unsigned fix, struct qcow2_check
     int ret = 0;
     if (!img->read_only) {
         /* What memory holds is what the image says: put it on disk first. */
-        ret = header_write_pending_switches(img);
-        if (ret == 0)
-            ret = cache_flush(img->l2_cache);
-        if (ret == 0)
-            ret = cache_flush(img->refcount_cache);
+        ret = cluster_flush_metadata(img);
     }
     if (ret == 0)
         ret = check_pass(img, fix, res, report_fn, opaque);
@@ -1600,11 +1596,7 @@ int check_change_refcount_order(struct qcow2_image *img, unsigned new_order)
     if (!ck.l2_buf)
         return set_error(img, -ENOMEM, "out of memory");
     pthread_mutex_lock(&img->lock);
-    int ret = header_write_pending_switches(img);
-    if (ret == 0)
-        ret = cache_flush(img->l2_cache);
-    if (ret == 0)
-        ret = cache_flush(img->refcount_cache);
+    int ret = cluster_flush_metadata(img);
     if (ret == 0)
         ret = change_refcount_order(&ck, new_order);
     img->metadata_gen++;

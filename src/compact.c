@@ -459,11 +459,7 @@ static uint64_t count_movable_above(const struct compact *c)
 static int compact_image(struct compact *c)
 {
     struct qcow2_image *img = c->img;
-    int ret = header_write_pending_switches(img);
-    if (ret == 0)
-        ret = cache_flush(img->l2_cache);
-    if (ret == 0)
-        ret = cache_flush(img->refcount_cache);
+    int ret = cluster_flush_metadata(img);
     if (ret < 0)
         return ret;
     int64_t len = file_size(img->file);

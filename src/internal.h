@@ -624,6 +624,9 @@ struct data_guard {
 void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uint64_t offset,
                               uint64_t n);
 void cluster_data_guard_end(struct qcow2_image *img, struct data_guard *g);
+/* Everything the metadata caches hold on disk and synced: the pending header/L1/refcount
+ * table switches, the L2 slices, the refcount blocks (also those lazy refcounts hold back). */
+int cluster_flush_metadata(struct qcow2_image *img);
 /* Before changing L2 entries: set the dirty bit (lazy refcounts) or order L2 after refcounts. */
 int cluster_mark_dirty_for_update(struct qcow2_image *img);
 
