@@ -104,6 +104,10 @@ else
     amend_case overlay compat=0.10
 fi
 amend_case v3 size=4M
+if qemu_has_zstd && harness "zstd" build zstd "compat=1.1,compression_type=zstd"; then
+    amend_case zstd compat=0.10 # refused: compressed clusters
+    amend_case zstd refcount_bits=8
+fi
 amend_case overlay backing_file=base.qcow2,backing_fmt=qcow2
 amend_case overlay backing_file=other.qcow2
 
