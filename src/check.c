@@ -1044,9 +1044,9 @@ static void compare_refcounts(struct check *ck, struct qcow2_check_result *res, 
 /* Write a new refcount table and the refcount blocks it needs after everything in use
  * (they describe themselves), then switch the header to it with one synced write. The old
  * table and blocks are left behind as leaks for the caller to free. The blocks are written
- * with img->refcount_order; when that differs from the order on disk (a width change,
- * hdr.refcount_order already set to it), the switch rewrites the whole header, whose first
- * sector holds both the table pointer and the order. */
+ * with img->refcount_order; when that differs from the order on disk (`new_order`: a width
+ * change, hdr.refcount_order already set to it), the switch writes the header bytes from the
+ * table pointer to the order, all in the first sector, in one write. */
 static int rebuild_refcount_structure(struct check *ck, bool new_order)
 {
     struct qcow2_image *img = ck->img;
