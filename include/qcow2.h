@@ -496,6 +496,45 @@ int qcow2_copy_range(struct qcow2_image *src, uint64_t src_offset, struct qcow2_
                      uint64_t dst_offset, uint64_t count, size_t chunk,
                      qcow2_progress_fn progress, void *opaque);
 
+/* ---------------------------------------------------------------------------------------------
+ * Changing an image in place: amend (qemu-img amend) and compact. Both need an image opened
+ * writable and nothing else using it; both are crash-safe at every step (a crash leaves the
+ * old or the new state, at worst with leaked clusters).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Which fields of struct qcow2_create_opts qcow2_amend applies (the options given). */
+#define QCOW2_AMEND_COMPAT 0x1u          /* version: 3 upgrades, 2 downgrades */
+#define QCOW2_AMEND_LAZY_REFCOUNTS 0x2u  /* lazy_refcounts */
+#define QCOW2_AMEND_REFCOUNT_BITS 0x4u   /* refcount_bits */
+#define QCOW2_AMEND_SIZE 0x8u            /* size (shrinks too, as qemu-img amend) */
+#define QCOW2_AMEND_BACKING_FILE 0x10u   /* backing_file: must equal the current one */
+#define QCOW2_AMEND_BACKING_FMT 0x20u    /* backing_fmt: must equal the current one */
+#define QCOW2_AMEND_DATA_FILE 0x40u      /* data_file: renames the external data file ("" drops
+                                          * the name); only for images that have one */
+#define QCOW2_AMEND_DATA_FILE_RAW 0x80u  /* data_file_raw: may only be cleared */
+
+/* Change the options named by `which` to the values in `opts`, as qemu-img amend does, with
+ * its messages: in QEMU's order, upgrade, refcount width, data file, backing file check,
+ * lazy refcounts, size, downgrade last.
+ *  - compat=1.1 -> 0.10 (version 2) marks the image clean, expands zero clusters (unallocated
+ *    without a backing file, else clusters of zeros) and drops the v3 features; refused with
+ *    refcount widths other than 16, a data file, extended L2, zstd with compressed clusters,
+ *    and (unlike QEMU, which loses them and leaks their clusters) persistent bitmaps and
+ *    internal snapshots.
+ *  - refcount_bits: a new refcount table and blocks at the new width are written after the
+ *    end of the image, flushed, switched to in one header write, and the old ones freed.
+ * Returns 0 or -errno; a failure may leave the steps before it done. `progress` may be NULL. */
+int qcow2_amend(struct qcow2_image *img, const struct qcow2_create_opts *opts, unsigned which,
+                qcow2_progress_fn progress, void *opaque);
+
+/* Move clusters from the end of the image file into free clusters lower down (data clusters,
+ * L2 tables, refcount blocks, the L1 and refcount tables), repoint their references and
+ * truncate the file. Each move copies, flushes, repoints, flushes, then frees. The guest view
+ * never changes. Clusters holding compressed data stay where they are (the file cannot shrink
+ * below the last of them). Refused (-ENOTSUP) for images with internal snapshots, persistent
+ * bitmaps or an external data file. `progress` may be NULL. */
+int qcow2_compact(struct qcow2_image *img, qcow2_progress_fn progress, void *opaque);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1043,8 +1043,11 @@ static void compare_refcounts(struct check *ck, struct qcow2_check_result *res, 
 
 /* Write a new refcount table and the refcount blocks it needs after everything in use
  * (they describe themselves), then switch the header to it with one synced write. The old
- * table and blocks are left behind as leaks for the caller to free. */
-static int rebuild_refcount_structure(struct check *ck)
+ * table and blocks are left behind as leaks for the caller to free. The blocks are written
+ * with img->refcount_order; when that differs from the order on disk (`new_order`: a width
+ * change, hdr.refcount_order already set to it), the switch writes the header bytes from the
+ * table pointer to the order, all in the first sector, in one write. */
+static int rebuild_refcount_structure(struct check *ck, bool new_order)
 {
     struct qcow2_image *img = ck->img;
     uint64_t cs = img->cluster_size;
@@ -1151,18 +1154,40 @@ static int rebuild_refcount_structure(struct check *ck)
                          strerror(-ret));
     }
 
-    /* refcount_table_offset and refcount_table_clusters, in one write */
-    uint8_t field[HDR_REFCOUNT_TABLE_CLUSTERS + 4 - HDR_REFCOUNT_TABLE_OFFSET];
-    be64_put(field, table_offset);
-    be32_put(field + (HDR_REFCOUNT_TABLE_CLUSTERS - HDR_REFCOUNT_TABLE_OFFSET),
-             (uint32_t)table_clusters);
-    ret = header_write_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
-    if (ret < 0) {
-        free(table);
-        return ret;
+    if (new_order) {
+        /* The new structure is complete on disk: from here on memory uses it, and a failed
+         * header write is written again at the next flush. The table pointer and the order
+         * change in one write of the header bytes from the one to the other (the fields in
+         * between written as they are), inside the first sector: never torn. */
+        img->hdr.refcount_table_offset = table_offset;
+        img->hdr.refcount_table_clusters = (uint32_t)table_clusters;
+        assert(img->hdr.version >= 3); /* bytes 72.. are extensions in v2 */
+        uint8_t *c0 = malloc(cs);
+        char msg[256];
+        ret = c0 ? header_serialize(&img->hdr, c0, cs, msg, sizeof(msg)) : -ENOMEM;
+        if (ret == 0)
+            ret = header_write_field(img, HDR_REFCOUNT_TABLE_OFFSET,
+                                     c0 + HDR_REFCOUNT_TABLE_OFFSET,
+                                     HDR_REFCOUNT_ORDER + 4 - HDR_REFCOUNT_TABLE_OFFSET);
+        else
+            set_error(img, ret, "%s", c0 ? msg : "out of memory");
+        free(c0);
+        if (ret < 0)
+            img->header_dirty = true;
+    } else {
+        /* refcount_table_offset and refcount_table_clusters, in one write */
+        uint8_t field[HDR_REFCOUNT_TABLE_CLUSTERS + 4 - HDR_REFCOUNT_TABLE_OFFSET];
+        be64_put(field, table_offset);
+        be32_put(field + (HDR_REFCOUNT_TABLE_CLUSTERS - HDR_REFCOUNT_TABLE_OFFSET),
+                 (uint32_t)table_clusters);
+        ret = header_write_field(img, HDR_REFCOUNT_TABLE_OFFSET, field, sizeof(field));
+        if (ret < 0) {
+            free(table);
+            return ret;
+        }
+        img->hdr.refcount_table_offset = table_offset;
+        img->hdr.refcount_table_clusters = (uint32_t)table_clusters;
     }
-    img->hdr.refcount_table_offset = table_offset;
-    img->hdr.refcount_table_clusters = (uint32_t)table_clusters;
     free(img->refcount_table);
     img->refcount_table = table;
     img->refcount_table_size = entries;
@@ -1170,7 +1195,7 @@ static int rebuild_refcount_structure(struct check *ck)
     img->free_cluster_index = 0;
     img->free_byte_offset = 0;
     ck->file_len = MAX(ck->file_len, end << img->cluster_bits);
-    return 0;
+    return ret;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1331,7 +1356,7 @@ static int check_refcounts(struct check *ck, struct qcow2_check_result *res, uns
         struct qcow2_check_result old = *res;
         int64_t fresh_leaks = 0;
         report(ck, "Rebuilding refcount structure");
-        ret = rebuild_refcount_structure(ck);
+        ret = rebuild_refcount_structure(ck, false);
         if (ret < 0) {
             report(ck, "ERROR rebuilding the refcount structure failed: %s", qcow2_error(img));
             res->check_errors++;
@@ -1475,11 +1500,7 @@ static int check_image(struct qcow2_image *img, unsigned fix, struct qcow2_check
     int ret = 0;
     if (!img->read_only) {
         /* What memory holds is what the image says: put it on disk first. */
-        ret = header_write_pending_switches(img);
-        if (ret == 0)
-            ret = cache_flush(img->l2_cache);
-        if (ret == 0)
-            ret = cache_flush(img->refcount_cache);
+        ret = cluster_flush_metadata(img);
     }
     if (ret == 0)
         ret = check_pass(img, fix, res, report_fn, opaque);
@@ -1493,6 +1514,96 @@ static int check_image(struct qcow2_image *img, unsigned fix, struct qcow2_check
     }
     img->metadata_gen++; /* repairs may have moved tables: rebuild the overlap index */
     pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Changing the refcount width (qemu-img amend -o refcount_bits). */
+
+/* The references counted from the metadata, on a flushed image; refuses a damaged one. */
+static int count_references(struct check *ck)
+{
+    struct qcow2_image *img = ck->img;
+    struct qcow2_check_result res = {0};
+    int64_t len = file_size(img->file);
+    if (len < 0)
+        return set_error(img, (int)len, "cannot get the file size: %s", strerror((int)-len));
+    ck->file_len = (uint64_t)len;
+    ck->highest_cluster = 0;
+    int ret = read_snapshots(ck, &res, 0);
+    if (ret == 0 && refs_grow(ck, size_to_clusters(img, ck->file_len)) < 0)
+        ret = set_error(img, -ENOMEM, "out of memory");
+    if (ret == 0)
+        ret = calculate_refcounts(ck, &res, 0);
+    if (ret == 0 && (res.corruptions || res.check_errors))
+        ret = set_error(img, -EIO,
+                        "the image has %lld errors: repair it first (qemu-img check -r all)",
+                        (long long)(res.corruptions + res.check_errors));
+    return ret;
+}
+
+/* Build the refcount table and blocks at the new width after everything in use, flush,
+ * switch the header (width and table together), flush, then free the old structure. A crash
+ * leaves either structure complete, at worst with the other one leaked. */
+static int change_refcount_order(struct check *ck, unsigned new_order)
+{
+    struct qcow2_image *img = ck->img;
+    int ret = count_references(ck);
+    if (ret < 0)
+        return ret;
+    uint64_t new_max = new_order == 6 ? UINT64_MAX : (1ull << (1u << new_order)) - 1;
+    for (uint64_t c = 0; c < ck->nb_clusters; c++) {
+        uint64_t v = refs_get(ck, c);
+        if (v > new_max)
+            return set_error(img, -EINVAL,
+                             "Cannot decrease refcount entry width to %u bits: Cluster at "
+                             "offset %#llx has a refcount of %llu",
+                             1u << new_order, ull(c << img->cluster_bits), ull(v));
+    }
+    unsigned old_order = img->refcount_order;
+    uint64_t old_table = img->hdr.refcount_table_offset;
+    refcount_set_order(img, new_order);
+    img->hdr.refcount_order = new_order;
+    ret = rebuild_refcount_structure(ck, true);
+    if (ret < 0 && img->hdr.refcount_table_offset == old_table) {
+        /* Failed before the switch: the old structure is still the one in use. */
+        refcount_set_order(img, old_order);
+        img->hdr.refcount_order = old_order;
+        return ret;
+    }
+    if (ret < 0)
+        return ret;
+    /* The old table and blocks are leaks now: free them. */
+    struct qcow2_check_result res = {0};
+    refs_clear(ck);
+    ret = calculate_refcounts(ck, &res, 0);
+    if (ret == 0) {
+        compare_refcounts(ck, &res, QCOW2_CHECK_FIX_LEAKS);
+        ret = cache_flush(img->refcount_cache);
+    }
+    return ret;
+}
+
+int check_change_refcount_order(struct qcow2_image *img, unsigned new_order)
+{
+    if (new_order == img->refcount_order)
+        return 0;
+    struct check ck = {
+        .img = img,
+        .width = img->refcount_bits <= 8 ? 1 : img->refcount_bits / 8,
+    };
+    ck.l2_buf = malloc(img->cluster_size);
+    if (!ck.l2_buf)
+        return set_error(img, -ENOMEM, "out of memory");
+    pthread_mutex_lock(&img->lock);
+    int ret = cluster_flush_metadata(img);
+    if (ret == 0)
+        ret = change_refcount_order(&ck, new_order);
+    img->metadata_gen++;
+    pthread_mutex_unlock(&img->lock);
+    free(ck.l2_buf);
+    free(ck.refs);
+    free_snapshots(&ck);
     return ret;
 }
 

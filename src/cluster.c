@@ -873,3 +873,13 @@ void cluster_abort(struct qcow2_image *img, struct l2_meta *m)
     if (!m->keep_old_clusters && !has_data_file(img))
         refcount_free_clusters(img, m->alloc_offset, (uint64_t)m->nb_clusters << img->cluster_bits);
 }
+
+int cluster_flush_metadata(struct qcow2_image *img)
+{
+    int ret = header_write_pending_switches(img);
+    if (ret == 0)
+        ret = cache_flush(img->l2_cache);
+    if (ret == 0)
+        ret = cache_flush(img->refcount_cache);
+    return ret;
+}

@@ -96,20 +96,65 @@ int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t cle
     return ret;
 }
 
-int header_rewrite(struct qcow2_image *img)
+/* Cluster 0 as img->hdr describes it, in a new buffer (NULL with the error set). */
+static uint8_t *serialize_cluster0(struct qcow2_image *img, int *ret)
 {
     uint8_t *c0 = malloc(img->cluster_size);
-    if (!c0)
-        return set_error(img, -ENOMEM, "out of memory");
-    char msg[256];
-    int ret = header_serialize(&img->hdr, c0, img->cluster_size, msg, sizeof(msg));
-    if (ret < 0) {
-        free(c0);
-        return set_error(img, ret, "%s", msg);
+    if (!c0) {
+        *ret = set_error(img, -ENOMEM, "out of memory");
+        return NULL;
     }
+    char msg[256];
+    *ret = header_serialize(&img->hdr, c0, img->cluster_size, msg, sizeof(msg));
+    if (*ret < 0) {
+        free(c0);
+        set_error(img, *ret, "%s", msg);
+        return NULL;
+    }
+    return c0;
+}
+
+int header_rewrite(struct qcow2_image *img)
+{
+    int ret;
+    uint8_t *c0 = serialize_cluster0(img, &ret);
+    if (!c0)
+        return ret;
     ret = file_pwrite(img->file, c0, img->cluster_size, 0);
     free(c0);
     if (ret < 0)
         return set_error(img, ret, "writing the header failed: %s", strerror(-ret));
+    return 0;
+}
+
+/* The smallest write a disk does atomically (the crash model tears larger ones into these). */
+#define HEADER_ATOMIC_SECTOR 512u
+
+int header_rewrite_synced(struct qcow2_image *img)
+{
+    int ret;
+    uint8_t *c0 = serialize_cluster0(img, &ret);
+    if (!c0)
+        return ret;
+    size_t used = img->cluster_size;
+    while (used > 0 && c0[used - 1] == 0)
+        used--;
+    /* Fits in the first sector: that sector alone switches to the new header (whatever it
+     * referenced beyond it is no longer referenced), then the rest is cleared. Otherwise one
+     * write of the whole cluster, as QEMU does. */
+    size_t first = used <= HEADER_ATOMIC_SECTOR ? HEADER_ATOMIC_SECTOR : img->cluster_size;
+    ret = file_pwrite(img->file, c0, first, 0);
+    if (ret == 0)
+        ret = file_flush(img->file);
+    if (ret == 0 && first < img->cluster_size) {
+        ret = file_pwrite(img->file, c0 + first, img->cluster_size - first, first);
+        if (ret == 0)
+            ret = file_flush(img->file);
+    }
+    free(c0);
+    if (ret < 0) {
+        img->header_dirty = true; /* memory has the new header: write it at the next flush */
+        return set_error(img, ret, "writing the header failed: %s", strerror(-ret));
+    }
     return 0;
 }

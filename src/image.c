@@ -290,11 +290,7 @@ static void compute_geometry(struct qcow2_image *img)
     img->subclusters_per_cluster = img->extended_l2 ? QCOW2_SUBCLUSTERS_PER_CLUSTER : 1;
     img->subcluster_bits = img->cluster_bits - (img->extended_l2 ? 5 : 0);
     img->subcluster_size = 1ull << img->subcluster_bits;
-    img->refcount_order = h->refcount_order;
-    img->refcount_bits = 1u << h->refcount_order;
-    img->refcount_max = img->refcount_bits == 64 ? UINT64_MAX
-                                                 : (1ull << img->refcount_bits) - 1;
-    img->refcount_block_bits = img->cluster_bits + 3 - h->refcount_order;
+    refcount_set_order(img, h->refcount_order);
     img->csize_shift = 62 - (img->cluster_bits - 8);
     img->csize_mask = (1ull << (img->cluster_bits - 8)) - 1;
     img->cluster_offset_mask = (1ull << img->csize_shift) - 1;

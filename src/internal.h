@@ -17,6 +17,8 @@
  *   create.c        creating images (opens them through image.c to preallocate)
  *   compare.c       comparing and copying whole images through the public I/O calls
  *   measure.c       the size a new image needs (qemu-img measure)
+ *   compact.c       moving clusters down and truncating the file (qcow2_compact)
+ *   amend.c         changing an image's options in place (qcow2_amend)
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -493,6 +495,9 @@ int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Rewrite the whole first cluster from img->hdr (not synced). */
 int header_rewrite(struct qcow2_image *img);
+/* Rewrite the first cluster from img->hdr and sync it, crash-safe when the new header fits in
+ * the first sector (written alone first); on failure header_dirty is set. */
+int header_rewrite_synced(struct qcow2_image *img);
 /* Write a few header bytes in place (a single sync write). */
 int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf, size_t len);
 /* Write again the pointer switches that failed earlier (l1_dirty, reftable_dirty,
@@ -603,6 +608,8 @@ int refcount_update(struct qcow2_image *img, uint64_t offset, uint64_t length, i
 /* Drop a reference held by L2 entry `l2_entry` (normal or compressed); frees host space. */
 int refcount_free_l2_entry(struct qcow2_image *img, uint64_t l2_entry);
 int refcount_free_clusters(struct qcow2_image *img, uint64_t offset, uint64_t size);
+/* Set the refcount width (order 0..6) and what derives from it (needs img->cluster_bits). */
+void refcount_set_order(struct qcow2_image *img, unsigned order);
 /* Refcount entry accessors for any order (used by check.c too). */
 uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index);
 void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t index,
@@ -667,6 +674,9 @@ struct data_guard {
 void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uint64_t offset,
                               uint64_t n);
 void cluster_data_guard_end(struct qcow2_image *img, struct data_guard *g);
+/* Everything the metadata caches hold on disk and synced: the pending header/L1/refcount
+ * table switches, the L2 slices, the refcount blocks (also those lazy refcounts hold back). */
+int cluster_flush_metadata(struct qcow2_image *img);
 /* Before changing L2 entries: set the dirty bit (lazy refcounts) or order L2 after refcounts. */
 int cluster_mark_dirty_for_update(struct qcow2_image *img);
 
@@ -701,6 +711,13 @@ int io_read(struct qcow2_image *img, void *buf, size_t count, uint64_t offset);
  * data left reading as before (zeros, or the backing file with extended L2). */
 int io_preallocate(struct qcow2_image *img, uint64_t offset, uint64_t end,
                    enum qcow2_prealloc mode);
+
+/* ------------------------------------------------------------------------------------------ */
+/* check.c */
+
+/* Rewrite the refcount table and blocks at width 1 << new_order (crash-safe: new structure,
+ * flush, header switch, flush, old structure freed). -EINVAL when a refcount does not fit. */
+int check_change_refcount_order(struct qcow2_image *img, unsigned new_order);
 
 /* ------------------------------------------------------------------------------------------ */
 /* image.c */

@@ -515,11 +515,7 @@ int qcow2_flush(struct qcow2_image *img)
 int io_close_writable(struct qcow2_image *img)
 {
     pthread_mutex_lock(&img->lock);
-    int ret = header_write_pending_switches(img);
-    if (ret == 0)
-        ret = cache_flush(img->l2_cache);
-    if (ret == 0)
-        ret = cache_flush(img->refcount_cache);
+    int ret = cluster_flush_metadata(img);
     /* A close is a flush (as in QEMU): guest data written in place, which no metadata write
      * waits for, becomes durable too, though the caches had nothing left to sync. */
     if (ret == 0 && (ret = file_flush(img->data_file)) < 0)

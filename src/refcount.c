@@ -95,6 +95,15 @@ void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t ind
     assert(!"refcount_order out of range");
 }
 
+void refcount_set_order(struct qcow2_image *img, unsigned order)
+{
+    assert(order <= 6); /* 64-bit entries at most (spec) */
+    img->refcount_order = order;
+    img->refcount_bits = 1u << order;
+    img->refcount_max = img->refcount_bits == 64 ? UINT64_MAX : (1ull << img->refcount_bits) - 1;
+    img->refcount_block_bits = img->cluster_bits + 3 - order;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The refcount table. */
 

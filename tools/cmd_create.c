@@ -74,35 +74,16 @@ struct given_opts {
 
 static void given_parse(struct given_opts *g, const char *list)
 {
-    char *p, *w;
+    char *cursor, *key, *value;
 
     memset(g, 0, sizeof(*g));
     if (!list || !(g->copy = strdup(list))) {
         return;
     }
-    /* Split on ',' where ",," stands for a literal comma, as QEMU's option syntax. */
-    p = w = g->copy;
-    while (*p && g->n < MAX_GIVEN) {
-        char *item = w, *eq;
-
-        while (*p) {
-            if (p[0] == ',' && p[1] == ',') {
-                *w++ = ',';
-                p += 2;
-            } else if (*p == ',') {
-                p++;
-                break;
-            } else {
-                *w++ = *p++;
-            }
-        }
-        *w++ = '\0';
-        eq = strchr(item, '=');
-        if (eq) {
-            *eq = '\0';
-        }
-        g->key[g->n] = item;
-        g->value[g->n] = eq ? eq + 1 : "on";
+    cursor = g->copy;
+    while (g->n < MAX_GIVEN && (key = tool_options_next(&cursor, &value))) {
+        g->key[g->n] = key;
+        g->value[g->n] = value ? value : "on";
         g->n++;
     }
 }

@@ -20,6 +20,8 @@ static const struct tool_cmd commands[] = {
     { "measure", cmd_measure, "how large a new image would be, as qemu-img measure" },
     { "dd", cmd_dd, "copy a range of an image into a new image, as qemu-img dd" },
     { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
+    { "amend", cmd_amend, "change the format options of an image, as qemu-img amend" },
+    { "compact", cmd_compact, "move clusters down and shrink the image file" },
 };
 
 #define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -36,6 +36,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_measure(int argc, char **argv);
 int cmd_dd(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -76,6 +78,10 @@ int tool_options_want_help(const char *list);
  * as a malloc'ed string; NULL when all keys are allowed (or on allocation failure, when the
  * check is skipped and the library's parser has the last word). Handles ",," escapes. */
 char *tool_options_unknown_key(const char *list, const char *const *allowed);
+
+/* Take the next item off the "-o" list at *cursor (modified in place: ",," becomes ','):
+ * returns its key and sets *value (NULL for a bare key), or returns NULL at the end. */
+char *tool_options_next(char **cursor, char **value);
 
 /* ---- images ------------------------------------------------------------------------------ */
 

@@ -184,6 +184,35 @@ char *tool_options_unknown_key(const char *list, const char *const *allowed)
     return NULL;
 }
 
+char *tool_options_next(char **cursor, char **value)
+{
+    char *r = *cursor, *w = *cursor, *item = *cursor, *eq;
+
+    if (!r || !*r) {
+        return NULL;
+    }
+    /* Unescape ",," in place; the write position never passes the read position. */
+    while (*r) {
+        if (r[0] == ',' && r[1] == ',') {
+            *w++ = ',';
+            r += 2;
+        } else if (r[0] == ',') {
+            r++;
+            break;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    *cursor = r;
+    eq = strchr(item, '=');
+    if (eq) {
+        *eq = '\0';
+    }
+    *value = eq ? eq + 1 : NULL;
+    return item;
+}
+
 /* ---- images ------------------------------------------------------------------------------ */
 
 int tool_trust_option(struct tool_trust *t, int c, const char *arg)

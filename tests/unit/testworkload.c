@@ -296,6 +296,45 @@ static const struct wl_op ops_v2[] = {
     {WL_END, 0, 0, 0},
 };
 
+/* amend and compact (the guest view stays): writes around each, so that the states before,
+ * inside and after are all verified. */
+static const struct wl_op ops_amend_refcount_bits[] = {
+    {WL_WRITE, 100 * KB, 20 * KB, 0},
+    {WL_AMEND_REFCOUNT_BITS, 0, 8, 0},  /* narrower: blocks cover more clusters */
+    {WL_WRITE, 3 * MB, 8 * KB, 0},
+    {WL_AMEND_REFCOUNT_BITS, 0, 64, 0}, /* wider: more blocks */
+    {WL_DISCARD, 0, 64 * KB, 0},
+    {WL_WRITE, 2 * MB, 4 * KB, 0},
+    {WL_END, 0, 0, 0},
+};
+
+static const struct wl_op ops_amend_downgrade[] = {
+    {WL_WRITE, 64 * KB + 100, 1000, 0},
+    {WL_AMEND_DOWNGRADE, 0, 0, 0},      /* zero clusters expanded, then the v2 header */
+    {WL_WRITE, 3 * 64 * KB, 4 * KB, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* 512-byte clusters: one L2 table maps 32 KiB. */
+static const struct wl_op ops_compact[] = {
+    {WL_DISCARD, 0, 8 * KB, 0},
+    {WL_COMPACT, 0, 0, 0},              /* data and an L2 table move down */
+    {WL_WRITE, 1 * KB + 100, 2 * KB, 0},
+    {WL_DISCARD, 40 * KB, 4 * KB, 0},
+    {WL_COMPACT, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* The same on a bigger image: hundreds of moves per batch (make stress). */
+static const struct wl_op ops_compact_big[] = {
+    {WL_DISCARD, 0, 1 * MB, 0},
+    {WL_COMPACT, 0, 0, 0},
+    {WL_WRITE, 100 * KB, 8 * KB, 0},
+    {WL_DISCARD, 3 * MB, 512 * KB, 0},
+    {WL_COMPACT, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
 /* Writes into host clusters that are kept while their L2 entry changes: the COW and the data
  * must be on disk before the L2 entry that makes them visible. 64 KiB clusters, zero-flagged
  * with their host clusters kept (ZERO_ALLOC), still holding the old data on the host. */
@@ -455,6 +494,24 @@ const struct workload wl_workloads[] = {
      .cluster_size = 65536, .backing_size = "2M", .backing_fmt = "raw",
      .backing_io = "write -P 0x99 0 2M", .ops = ops_grow_over_backing,
      .crash_aimed = true},
+    {.name = "amend_refcount_bits", .create_opts = "cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .prep_io = "write -P 0xa1 0 1M;write -c -P 0xa2 1M 64k",
+     .ops = ops_amend_refcount_bits, .crash_aimed = true},
+    {.name = "amend_downgrade", .create_opts = "cluster_size=65536", .size = "1M",
+     .cluster_size = 65536,
+     .prep_io = "write -P 0xa3 0 512k;write -z 64k 128k;write -z 512k 128k;write -z -u 256k 64k",
+     .ops = ops_amend_downgrade, .crash_aimed = true},
+    {.name = "amend_downgrade_backing", .create_opts = "cluster_size=65536", .size = "1M",
+     .cluster_size = 65536, .backing_size = "1M", .backing_fmt = "raw",
+     .backing_io = "write -P 0xa4 0 1M",
+     .prep_io = "write -P 0xa5 0 256k;write -z 64k 64k;write -z 512k 128k",
+     .ops = ops_amend_downgrade, .crash_aimed = true},
+    {.name = "compact", .create_opts = "cluster_size=512", .size = "64k", .cluster_size = 512,
+     .prep_io = "write -P 0xa6 0 12k;write -P 0xa7 40k 12k;write -P 0xa8 30k 1k",
+     .ops = ops_compact, .crash_aimed = true},
+    {.name = "compact_big", .create_opts = "cluster_size=4096", .size = "4M",
+     .cluster_size = 4096, .prep_io = "write -P 0xa6 0 2M;write -P 0xa7 3M 1M;write -P 0xa8 2M 4k",
+     .ops = ops_compact_big, .crash_aimed = true, .big = true},
     {.name = "random", .create_opts = "cluster_size=4096,refcount_bits=4", .size = "16M",
      .cluster_size = 4096, .prep_io = "write -P 0xee 0 2M", .ops = ops_random, .big = true},
     {.name = "random_backing_extl2", .create_opts = "cluster_size=16384,extended_l2=on",
@@ -560,6 +617,18 @@ int wl_exec(struct qcow2_image *img, const struct workload *w, size_t i)
     case WL_TRUNCATE:
         return qcow2_truncate(img, op->offset, QCOW2_PREALLOC_OFF,
                               op->offset < qcow2_get_size(img) ? QCOW2_TRUNCATE_SHRINK : 0);
+    case WL_AMEND_REFCOUNT_BITS:
+    case WL_AMEND_DOWNGRADE: {
+        struct qcow2_create_opts o = QCOW2_CREATE_OPTS_INIT;
+        o.refcount_bits = (unsigned)op->len;
+        o.version = 2;
+        return qcow2_amend(img, &o,
+                           op->kind == WL_AMEND_DOWNGRADE ? QCOW2_AMEND_COMPAT
+                                                          : QCOW2_AMEND_REFCOUNT_BITS,
+                           NULL, NULL);
+    }
+    case WL_COMPACT:
+        return qcow2_compact(img, NULL, NULL);
     case WL_END:
         break;
     }
@@ -597,6 +666,9 @@ static void op_effect(const struct workload *w, size_t i, uint64_t size, uint64_
         *b = MAX(size, op->offset);
         break;
     case WL_FLUSH:
+    case WL_AMEND_REFCOUNT_BITS:
+    case WL_AMEND_DOWNGRADE:
+    case WL_COMPACT:
         *a = *b = 0;
         break;
     default:

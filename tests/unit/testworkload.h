@@ -22,6 +22,10 @@ enum wl_kind {
     WL_COMPRESSED, /* offset, len: compressible pattern data, whole clusters */
     WL_FLUSH,
     WL_TRUNCATE,   /* offset = new size (shrinks with QCOW2_TRUNCATE_SHRINK) */
+    /* Whole-image operations that leave the guest view alone and end with a flush: */
+    WL_AMEND_REFCOUNT_BITS, /* len = the new refcount width */
+    WL_AMEND_DOWNGRADE,     /* compat=0.10 */
+    WL_COMPACT,
 };
 
 struct wl_op {
