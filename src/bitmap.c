@@ -750,19 +750,27 @@ bool bitmap_writes_unrecorded(const struct qcow2_image *img)
 /* The public API (include/qcow2.h, "Persistent dirty bitmaps"). Not concurrent with I/O on
  * the same image: marking reads the list without the lock. */
 
-static int need_bitmap(struct qcow2_image *img, const char *name, bool usable,
-                       struct bitmap **out)
+/* Bitmap `name` of `img`; a failure is reported on `err_img` (the image of the call). */
+static int find_in(struct qcow2_image *err_img, struct qcow2_image *img, const char *name,
+                   bool usable, struct bitmap **out)
 {
     *out = NULL;
     if (!name)
-        return set_error(img, -EINVAL, "no bitmap name given");
+        return set_error(err_img, -EINVAL, "no bitmap name given");
     struct bitmap *b = bitmap_find(img, name);
     if (!b)
-        return set_error(img, -ENOENT, "Dirty bitmap '%s' not found", name);
+        return set_error(err_img, -ENOENT, "Dirty bitmap '%s' not found", name);
     if (usable && b->inconsistent)
-        return set_error(img, -EBUSY, "Bitmap '%s' is inconsistent and cannot be used", name);
+        return set_error(err_img, -EBUSY, "Bitmap '%s' is inconsistent and cannot be used",
+                         name);
     *out = b;
     return 0;
+}
+
+static int need_bitmap(struct qcow2_image *img, const char *name, bool usable,
+                       struct bitmap **out)
+{
+    return find_in(img, img, name, usable, out);
 }
 
 static int need_writable(struct qcow2_image *img)
@@ -952,8 +960,8 @@ int qcow2_bitmap_merge(struct qcow2_image *img, const char *dst, struct qcow2_im
     int ret = change_bitmap(img, dst, &d);
     if (ret < 0)
         return ret;
-    if ((ret = need_bitmap(src_img, src, true, &s)) < 0)
-        return src_img == img ? ret : set_error(img, ret, "%s", qcow2_error(src_img));
+    if ((ret = find_in(img, src_img, src, true, &s)) < 0)
+        return ret;
     if (src_img->size != img->size)
         return set_error(img, -EINVAL,
                          "Bitmaps are of different sizes (destination size is %llu, source "

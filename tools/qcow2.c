@@ -16,6 +16,7 @@ static const struct tool_cmd commands[] = {
     { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
     { "resize", cmd_resize, "change the virtual size of an image, as qemu-img resize" },
     { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },
+    { "bitmap", cmd_bitmap, "change persistent dirty bitmaps, as qemu-img bitmap" },
     { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
 };
 

@@ -33,6 +33,7 @@ int cmd_check(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
