@@ -669,7 +669,7 @@ int bitmap_store(struct qcow2_image *img);
 void bitmap_close(struct qcow2_image *img);
 /* Mark guest [offset, offset+len) dirty in every enabled bitmap (lock-free, any thread). */
 void bitmap_mark(struct qcow2_image *img, uint64_t offset, uint64_t len);
-/* The virtual size changed (truncate): resize the bitmaps; a grown area is dirty. */
+/* The virtual size changed (truncate): resize the bitmaps; a grown area is clean (QEMU). */
 int bitmap_resize(struct qcow2_image *img, uint64_t old_size, uint64_t new_size);
 /* Would a guest write go unrecorded (consistent bitmaps not in_use on disk: a repair open)? */
 bool bitmap_writes_unrecorded(const struct qcow2_image *img);
