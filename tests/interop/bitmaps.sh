@@ -9,7 +9,8 @@
 #      reads the same, `qemu-img check` is clean.
 #   C. `$QCOW2 bitmap` and `qemu-img bitmap` agree: the same action sequence (add with -g,
 #      merge, merge from another file, clear, disable, enable, remove, add --disable) gives the
-#      same info and the same bitmaps; errors give qemu-img's messages and exit codes.
+#      same info and the same bitmaps, as does convert --bitmaps; errors give qemu-img's
+#      messages and exit codes.
 #   D. A writer that dies (qemu-nbd, kill -9) leaves bitmaps in use: we list them as qemu-img
 #      does, refuse to use them as it does (with its hint) and remove them.
 # (Granularities, extended L2 and a 4 TiB image: bitmaps_geometry.sh.)
@@ -84,6 +85,13 @@ same_info C cref.qcow2 cours.qcow2
 same_bitmaps C cref.qcow2 cours.qcow2 b0 b2 b3 b4 b5
 check_clean C cours.qcow2
 
+# convert --bitmaps copies them as qemu-img convert --bitmaps does
+harness "C: qemu-img convert" qemu-img convert --bitmaps -O qcow2 cref.qcow2 conv_ref.qcow2
+cli "C: convert" "$QCOW2" convert --bitmaps -O qcow2 cours.qcow2 conv_ours.qcow2
+same_info "C: convert --bitmaps" conv_ref.qcow2 conv_ours.qcow2
+same_bitmaps "C: convert --bitmaps" conv_ref.qcow2 conv_ours.qcow2 b0 b4
+check_clean "C: convert --bitmaps" conv_ours.qcow2
+
 # errors: same message (but the program name) and exit code
 errs=("--add IMG b0" "--remove IMG nosuch" "--add -g 3000 IMG x" "--add -g 4G IMG x"
     "IMG x" "--clear -g 1M IMG b0" "--merge b0 -F qcow2 IMG b3" "--clear -b other.qcow2 IMG b0"
@@ -106,14 +114,13 @@ done
 
 # --- D. a writer killed while the bitmaps are in use ---
 cp cours.qcow2 crash.qcow2
-qemu-nbd -f qcow2 -k "$T/crash.sock" crash.qcow2 2>/dev/null &
-pid=$!
+# (--fork: a daemon, not a job of this shell, which would report its death)
+qemu-nbd --fork --pid-file="$T/crash.pid" -f qcow2 -k "$T/crash.sock" crash.qcow2 2>/dev/null
+kill -9 "$(cat "$T/crash.pid")"
 for i in $(seq 100); do
-    [ -S "$T/crash.sock" ] && break
-    sleep 0.05
+    kill -0 "$(cat "$T/crash.pid")" 2>/dev/null || break
+    sleep 0.02
 done
-kill -9 $pid
-wait $pid 2>/dev/null
 for out in human json; do
     qemu-img info --output=$out crash.qcow2 2>&1 | grep -v -e 'disk size' -e actual-size >qi.out
     if cli "D: info" "$QCOW2" info --output=$out crash.qcow2 &&
