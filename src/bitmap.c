@@ -133,6 +133,11 @@ int bitmap_parse_directory(const uint8_t *dir, uint64_t size, uint32_t nb_bitmap
         memcpy(d->name, p + BME_HEADER_SIZE + extra, name_size);
         d->name[name_size] = '\0';
         n++;
+        /* A NUL inside the name would make it another (shorter, maybe duplicate) name. */
+        if (memchr(d->name, '\0', name_size)) {
+            ret = format_error(err, errlen, -EINVAL, "Bitmap name contains a NUL byte");
+            break;
+        }
         if (extra != 0) {
             ret = format_error(err, errlen, -ENOTSUP, "Bitmap extra data is not supported");
             break;
