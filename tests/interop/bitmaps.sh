@@ -13,6 +13,8 @@
 #      messages and exit codes.
 #   D. A writer that dies (qemu-nbd, kill -9) leaves bitmaps in use: we list them as qemu-img
 #      does, refuse to use them as it does (with its hint) and remove them.
+#   E. Writes through our NBD export (`$QCOW2 serve`) are recorded: QEMU reads the bitmaps as
+#      after the same writes by qemu-io.
 # (Granularities, extended L2 and a 4 TiB image: bitmaps_geometry.sh.)
 
 . "$(dirname "$0")/lib.sh"
@@ -156,5 +158,35 @@ else
     fail "D: the inconsistent bitmaps became trusted" "$(qemu-img info crash2.qcow2)"
 fi
 # (the crashed images leak the clusters of the bitmaps QEMU had not stored: no check here)
+
+# --- E. writes through our NBD export ---
+plugin=${QCOW2_BUILD_DIR:-$(dirname "$QCOW2")}/nbdkit-qcow2-plugin.so
+if ! command -v nbdkit >/dev/null 2>&1 || [ ! -f "$plugin" ]; then
+    skip "E: nbdkit or the plugin is missing"
+else
+    cp a.qcow2 nref.qcow2
+    cp a.qcow2 nours.qcow2
+    nops=(-c "write -P 0x44 2M 8k" -c "write -z 10M 1M" -c "discard 40M 1M")
+    harness "E: qemu-io" qemu-io "${nops[@]}" nref.qcow2
+    QCOW2_NBDKIT_PLUGIN=$plugin timeout -k 5 60 "$QCOW2" serve nours.qcow2 \
+        --socket "$T/serve.sock" >serve.out 2>serve.err &
+    spid=$!
+    for i in $(seq 200); do
+        [ -S "$T/serve.sock" ] && nbdinfo --size "nbd+unix:///?socket=$T/serve.sock" \
+            >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    harness "E: NBD writes" qemu-io -f raw "${nops[@]}" "nbd+unix:///?socket=$T/serve.sock"
+    kill -TERM $spid
+    wait $spid
+    rc=$?
+    if [ $rc = 0 ]; then
+        pass "E: the server stopped cleanly"
+    else
+        fail "E: the server exited $rc" "$(tail -n 5 serve.err)"
+    fi
+    same_bitmaps E nref.qcow2 nours.qcow2 b0 b1
+    check_clean E nours.qcow2
+fi
 
 finish
