@@ -11,35 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Bitmap directory entry fields (spec "Bitmap directory"). */
-#define BME_TABLE_OFFSET 0
-#define BME_TABLE_SIZE 8
-#define BME_FLAGS 12
-#define BME_TYPE 16
-#define BME_GRANULARITY_BITS 17
-#define BME_NAME_SIZE 18
-#define BME_EXTRA_DATA_SIZE 20
-#define BME_HEADER_SIZE 24
-
-#define BME_FLAG_IN_USE 0x1u
-#define BME_FLAG_AUTO 0x2u
-#define BME_RESERVED_FLAGS 0xfffffffcu
-#define BME_TYPE_DIRTY_TRACKING 1
-#define BME_MIN_GRANULARITY_BITS 9
-#define BME_MAX_GRANULARITY_BITS 31
-#define BME_MAX_NAME_SIZE 1023
-#define BME_MAX_TABLE_SIZE 0x8000000u
-#define BME_MAX_PHYS_SIZE 0x20000000ull /* 512 MiB of bitmap data */
-#define BME_MAX_BITMAPS 65535u
-#define BME_MAX_DIRECTORY_SIZE (1024ull * BME_MAX_BITMAPS)
-/* Bitmap table entries. */
-#define BME_TABLE_ENTRY_SIZE 8
-#define BME_TABLE_ENTRY_OFFSET_MASK 0x00fffffffffffe00ull
-#define BME_TABLE_ENTRY_RESERVED_MASK 0xff000000000001feull
-#define BME_TABLE_ENTRY_ALL_ONES 0x1ull
-/* The extension body. */
-#define BITMAPS_EXT_SIZE 24
-
 /* One bitmap. Bit i covers guest bytes [i << gran_bits, (i + 1) << gran_bits), stored in
  * `words` least significant bit first: on disk that is byte i/8, bit i%8 (LSB first), so a
  * word is the little-endian reading of 8 bytes of bitmap data. */
@@ -514,16 +485,6 @@ static void dir_serialize(const struct bitmap_set *s, uint8_t *dir, bool in_use)
     }
 }
 
-static int write_autoclear(struct qcow2_image *img, uint64_t v)
-{
-    uint8_t b[8];
-    be64_put(b, v);
-    int ret = header_write_field(img, HDR_AUTOCLEAR_FEATURES, b, sizeof(b));
-    if (ret == 0)
-        img->hdr.autoclear_features = v;
-    return ret;
-}
-
 static int flush_file(struct qcow2_image *img)
 {
     int ret = file_flush(img->file);
@@ -547,14 +508,14 @@ int bitmap_mark_in_use(struct qcow2_image *img)
         return set_error(img, -ENOMEM, "out of memory");
     dir_serialize(s, dir, true);
     uint64_t ac = img->hdr.autoclear_features;
-    int ret = write_autoclear(img, ac & ~QCOW2_AUTOCLEAR_BITMAPS);
+    int ret = header_set_autoclear(img, ac & ~QCOW2_AUTOCLEAR_BITMAPS);
     if (ret == 0 && (ret = file_pwrite(img->file, dir, size,
                                        img->hdr.bitmap_directory_offset)) < 0)
         set_error(img, ret, "writing the bitmap directory failed: %s", strerror(-ret));
     if (ret == 0)
         ret = flush_file(img);
     if (ret == 0)
-        ret = write_autoclear(img, ac | QCOW2_AUTOCLEAR_BITMAPS);
+        ret = header_set_autoclear(img, ac | QCOW2_AUTOCLEAR_BITMAPS);
     free(dir);
     if (ret == 0)
         s->in_use_on_disk = true;
@@ -655,9 +616,7 @@ static int switch_directory(struct qcow2_image *img, uint64_t offset, uint64_t s
         h->autoclear_features |= QCOW2_AUTOCLEAR_BITMAPS;
     else
         h->autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
-    int ret = header_rewrite(img);
-    if (ret == 0)
-        ret = flush_file(img);
+    int ret = header_rewrite_sync(img);
     if (ret < 0) {
         h->has_bitmaps_ext = saved.has_bitmaps_ext;
         h->nb_bitmaps = saved.nb_bitmaps;
@@ -915,22 +874,23 @@ int qcow2_bitmap_clear(struct qcow2_image *img, const char *name)
     return ret;
 }
 
-int qcow2_bitmap_enable(struct qcow2_image *img, const char *name)
+static int set_enabled(struct qcow2_image *img, const char *name, bool enabled)
 {
     struct bitmap *b;
     int ret = change_bitmap(img, name, &b);
     if (ret == 0)
-        b->enabled = true;
+        b->enabled = enabled;
     return ret;
+}
+
+int qcow2_bitmap_enable(struct qcow2_image *img, const char *name)
+{
+    return set_enabled(img, name, true);
 }
 
 int qcow2_bitmap_disable(struct qcow2_image *img, const char *name)
 {
-    struct bitmap *b;
-    int ret = change_bitmap(img, name, &b);
-    if (ret == 0)
-        b->enabled = false;
-    return ret;
+    return set_enabled(img, name, false);
 }
 
 /* Is bit `i` of `b` the first of a run of `v`? The run's end (bits). */

@@ -482,12 +482,7 @@ static int clear_unmaintained_autoclear(struct qcow2_image *img)
     uint64_t keep = h->autoclear_features & header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, true);
     if (keep == h->autoclear_features)
         return 0;
-    uint8_t b[8];
-    be64_put(b, keep);
-    int ret = header_write_field(img, HDR_AUTOCLEAR_FEATURES, b, sizeof(b));
-    if (ret == 0)
-        h->autoclear_features = keep;
-    return ret;
+    return header_set_autoclear(img, keep);
 }
 
 /* Writable opens clean up what the header says must not survive a writer, before anything

@@ -445,11 +445,15 @@ int signal_corruption(struct qcow2_image *img, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Rewrite the whole first cluster from img->hdr (not synced). */
 int header_rewrite(struct qcow2_image *img);
+/* The same, then flush: the header is durable. */
+int header_rewrite_sync(struct qcow2_image *img);
 /* Write a few header bytes in place (a single sync write). */
 int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf, size_t len);
 /* Write again the pointer switches that failed earlier (l1_dirty, reftable_dirty,
  * header_dirty). Called first by every flush. */
 int header_write_pending_switches(struct qcow2_image *img);
+/* Write the autoclear feature bits `v` to disk (sync) and memory. */
+int header_set_autoclear(struct qcow2_image *img, uint64_t v);
 /* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
 int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
 

@@ -309,51 +309,60 @@ static int bitmap_flags(struct qcow2_image *img, unsigned i, struct qcow2_bitmap
     return n;
 }
 
-static void print_bitmaps_human(struct qcow2_image *img, const char *indent)
+/* One bitmap's lines of qemu-img info, under `indent`. */
+static void print_bitmap_human(const struct qcow2_bitmap_info *bi, const char *const *flags,
+                               int nf, int i, void *opaque)
+{
+    const char *indent = opaque;
+
+    printf("%s    [%d]:\n%s        flags:\n", indent, i, indent);
+    for (int k = 0; k < nf; k++) {
+        printf("%s            [%d]: %s\n", indent, k, flags[k]);
+    }
+    printf("%s        name: %s\n%s        granularity: %u\n", indent, bi->name, indent,
+           bi->granularity);
+}
+
+static void print_bitmap_json(const struct qcow2_bitmap_info *bi, const char *const *flags,
+                              int nf, int i, void *opaque)
+{
+    struct tool_json *j = opaque;
+
+    (void)i;
+    tool_json_begin_object(j, NULL);
+    tool_json_begin_array(j, "flags");
+    for (int k = 0; k < nf; k++) {
+        tool_json_str(j, NULL, flags[k]);
+    }
+    tool_json_end_array(j);
+    tool_json_str(j, "name", bi->name);
+    tool_json_int(j, "granularity", bi->granularity);
+    tool_json_end_object(j);
+}
+
+/* Call `fn` for each bitmap of `img` with the flags QEMU lists for it. */
+static void for_each_bitmap(struct qcow2_image *img,
+                            void (*fn)(const struct qcow2_bitmap_info *, const char *const *,
+                                       int, int, void *),
+                            void *opaque)
 {
     int count = qcow2_bitmap_count(img);
 
-    printf(":\n");
     for (int i = 0; i < count; i++) {
         struct qcow2_bitmap_info bi;
         const char *flags[2];
         int nf = bitmap_flags(img, (unsigned)i, &bi, flags);
 
-        if (nf < 0) {
-            continue;
+        if (nf >= 0) {
+            fn(&bi, flags, nf, i, opaque);
         }
-        printf("%s    [%d]:\n%s        flags:\n", indent, i, indent);
-        for (int k = 0; k < nf; k++) {
-            printf("%s            [%d]: %s\n", indent, k, flags[k]);
-        }
-        printf("%s        name: %s\n%s        granularity: %u\n", indent, bi.name, indent,
-               bi.granularity);
     }
 }
 
 void tool_json_bitmaps(struct tool_json *j, struct qcow2_image *img)
 {
-    int count = qcow2_bitmap_count(img);
-
     tool_json_begin_array(j, "bitmaps");
-    for (int i = 0; i < count; i++) {
-        struct qcow2_bitmap_info bi;
-        const char *flags[2];
-        int nf = bitmap_flags(img, (unsigned)i, &bi, flags);
-
-        if (nf < 0) {
-            continue;
-        }
-        tool_json_begin_object(j, NULL);
-        tool_json_begin_array(j, "flags");
-        for (int k = 0; k < nf; k++) {
-            tool_json_str(j, NULL, flags[k]);
-        }
-        tool_json_end_array(j);
-        tool_json_str(j, "name", bi.name);
-        tool_json_int(j, "granularity", bi.granularity);
-        tool_json_end_object(j);
-    }
+    for_each_bitmap(img, print_bitmap_json, j);
     tool_json_end_array(j);
 }
 
@@ -379,7 +388,8 @@ void tool_print_format_specific(struct qcow2_image *img, const struct qcow2_info
             printf(": %s\n", f[i].i ? "true" : "false");
             break;
         case TOOL_SPEC_BITMAPS:
-            print_bitmaps_human(f[i].img, indent);
+            printf(":\n");
+            for_each_bitmap(f[i].img, print_bitmap_human, (void *)indent);
             break;
         }
     }
