@@ -705,8 +705,9 @@ bool bitmap_writes_unrecorded(const struct qcow2_image *img)
     const struct bitmap_set *s = img->bitmaps;
     if (!s || s->in_use_on_disk)
         return false;
+    /* Only stored ones: a bitmap added in this session is not on disk until close. */
     for (unsigned i = 0; i < s->n; i++)
-        if (!s->bm[i]->inconsistent)
+        if (!s->bm[i]->inconsistent && s->bm[i]->table_offset)
             return true;
     return false;
 }
@@ -796,9 +797,10 @@ static int check_new_bitmap(struct qcow2_image *img, const char *name, uint64_t 
     else if (bytes > BME_MAX_PHYS_SIZE ||
              DIV_ROUND_UP(bytes, img->cluster_size) > BME_MAX_TABLE_SIZE)
         why = "Too much space will be occupied by the bitmap. Use larger granularity";
+    /* (A long name is cut in the message, so that the reason fits.) */
     if (why)
-        return set_error(img, -EINVAL, "Can't make bitmap '%s' persistent in '%s': %s", name,
-                         img->filename, why);
+        return set_error(img, -EINVAL, "Can't make bitmap '%.64s%s' persistent in '%s': %s",
+                         name, nlen > 64 ? "..." : "", img->filename, why);
     return 0;
 }
 
