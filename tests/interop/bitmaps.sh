@@ -157,7 +157,15 @@ elif qemu-img info crash2.qcow2 | grep -q 'in-use'; then
 else
     fail "D: the inconsistent bitmaps became trusted" "$(qemu-img info crash2.qcow2)"
 fi
-# (the crashed images leak the clusters of the bitmaps QEMU had not stored: no check here)
+qemu-img check crash2.qcow2 >qc.out 2>&1
+qrc=$?
+"$QCOW2" check crash2.qcow2 >oc.out 2>&1
+orc=$?
+if [ $qrc = 0 ] && [ $orc = 0 ] && diff qc.out oc.out >/dev/null; then
+    pass "D: check agrees with qemu-img check and finds nothing after the removal"
+else
+    fail "D: check after the removal: exit $orc (qemu-img $qrc)" "$(diff qc.out oc.out | head)"
+fi
 
 # --- E. writes through our NBD export ---
 plugin=${QCOW2_BUILD_DIR:-$(dirname "$QCOW2")}/nbdkit-qcow2-plugin.so
