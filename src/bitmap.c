@@ -1,6 +1,7 @@
 /* bitmap.c - persistent dirty bitmaps (the bitmaps extension, autoclear bit 0).
  * Owns the in-memory bitmaps of an image: loaded from the bitmap directory at open, marked
- * by every write, zero write, discard and grow (io.c calls bitmap_mark/bitmap_resize), and
+ * by every write, zero write, discard and compressed write (io.c calls bitmap_mark; a
+ * truncate calls bitmap_resize), and
  * stored exactly as QEMU stores them at close. While a writable handle is open every bitmap
  * carries `in_use` on disk, so a crash leaves them inconsistent, never stale and trusted.
  * Calls file.c for I/O, header_write.c for header updates and refcount.c for clusters; knows
