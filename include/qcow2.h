@@ -43,7 +43,7 @@ struct qcow2_image;
  *
  * Every struct the library reads from or writes into the caller's memory (struct
  * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result,
- * qcow2_compare_result, qcow2_measure_result) starts
+ * qcow2_compare_result, qcow2_measure_result, qcow2_bitmap_info) starts
  * with `size_t struct_size`, the sizeof of the struct the caller was compiled with, and is
  * initialised with its QCOW2_<NAME>_INIT macro, which sets struct_size and zeroes the rest:
  *
@@ -354,8 +354,7 @@ struct qcow2_info {
     int nb_bitmaps;                  /* from the bitmaps extension, or 0 */
     /* The bitmaps extension is there but not vouched for (autoclear bit clear, or a v2
      * image): a program without bitmap support wrote the image, the bitmaps are stale and
-     * QEMU ignores them. A writable open by this library does that too: it does not update
-     * bitmaps. */
+     * QEMU ignores them (so do we: qcow2_bitmap_count() is 0). */
     int bitmaps_inconsistent;
     const char *backing_file;        /* as stored in the image, or NULL */
     const char *backing_fmt;         /* as stored, or NULL */
@@ -379,6 +378,78 @@ int qcow2_get_info(struct qcow2_image *img, struct qcow2_info *info);
 
 /* The backing image of `img` (owned by img), or NULL. */
 struct qcow2_image *qcow2_get_backing(struct qcow2_image *img);
+
+/* ---------------------------------------------------------------------------------------------
+ * Persistent dirty bitmaps (qcow2 v3), as QEMU keeps them.
+ *
+ * A bitmap records which guest ranges were written since it was created or cleared, in units
+ * of its granularity: an incremental backup copies only the dirty ranges, then clears the
+ * bitmap (or starts a new one). Bitmaps are loaded at open. Every write, zero write, discard,
+ * compressed write and grow through a writable handle marks the enabled ones in memory; they
+ * are stored at qcow2_close() (not at qcow2_flush(), as in QEMU). While a writable handle is
+ * open the bitmaps carry the in_use flag on disk, so after a crash they are inconsistent:
+ * listed with `in_use` set, refused by every call but qcow2_bitmap_remove(), never silently
+ * used. A bitmap found in_use at open is such a bitmap (QEMU reports it the same way).
+ *
+ * Changes (add, remove, clear, enable, disable, merge) are made in memory and stored at
+ * close; they need a writable handle and must not run concurrently with other calls on the
+ * same image. Errors are QEMU's messages ("Dirty bitmap 'x' not found", "Bitmap already
+ * exists: x", "Bitmap 'x' is inconsistent and cannot be used" with -EBUSY, ...).
+ * ------------------------------------------------------------------------------------------- */
+
+#define QCOW2_BITMAP_DISABLED 0x1u /* qcow2_bitmap_add: created not recording */
+
+struct qcow2_bitmap_info {
+    size_t struct_size;   /* sizeof(struct qcow2_bitmap_info): QCOW2_BITMAP_INFO_INIT */
+    const char *name;     /* valid until the bitmap is removed or the image closed */
+    uint32_t granularity; /* bytes per bit: 512 .. 2 GiB, a power of two */
+    int enabled;          /* the "auto" flag: writes are recorded */
+    int in_use;           /* inconsistent (in_use on disk when opened: a crash, or another
+                           * program has it open): unusable, only removable */
+    int recording;        /* enabled and consistent: writes through this handle mark it */
+};
+
+#define QCOW2_BITMAP_INFO_INIT \
+    ((struct qcow2_bitmap_info){.struct_size = sizeof(struct qcow2_bitmap_info)})
+
+/* How many bitmaps the image has (0 for raw images and images without any). */
+int qcow2_bitmap_count(struct qcow2_image *img);
+
+/* Describe bitmap number `index` (0 .. count-1, directory order). -ENOENT past the end. */
+int qcow2_bitmap_get_info(struct qcow2_image *img, unsigned index,
+                          struct qcow2_bitmap_info *info);
+
+/* Add an empty bitmap. `granularity` 0 means QEMU's default (the cluster size, within 4 KiB
+ * .. 64 KiB); otherwise a power of two from 512 bytes to 2 GiB. `flags`: QCOW2_BITMAP_*. */
+int qcow2_bitmap_add(struct qcow2_image *img, const char *name, uint64_t granularity,
+                     unsigned flags);
+
+/* Remove a bitmap (also an inconsistent one). Its clusters are freed at close. */
+int qcow2_bitmap_remove(struct qcow2_image *img, const char *name);
+
+/* Mark every range clean. */
+int qcow2_bitmap_clear(struct qcow2_image *img, const char *name);
+
+/* Start or stop recording writes (the "auto" flag). */
+int qcow2_bitmap_enable(struct qcow2_image *img, const char *name);
+int qcow2_bitmap_disable(struct qcow2_image *img, const char *name);
+
+/* OR bitmap `src` of `src_img` (NULL: `img` itself; another open image of the same virtual
+ * size otherwise) into bitmap `dst` of `img`. Granularities may differ: each dirty source
+ * range marks every destination granule it touches. */
+int qcow2_bitmap_merge(struct qcow2_image *img, const char *dst, struct qcow2_image *src_img,
+                       const char *src);
+
+/* The call a backup tool makes. Describe [offset, offset+count) in bitmap `name`: stores in
+ * *length the longest prefix that is all dirty or all clean and returns 1 (dirty) or 0
+ * (clean), or -errno. Runs end on granule boundaries (or at the end of the range). Loop:
+ *
+ *     for (uint64_t off = 0, len; off < size; off += len)
+ *         if ((r = qcow2_bitmap_status(img, "b0", off, size - off, &len)) < 0) ... ;
+ *         else if (r) copy(off, len);
+ */
+int qcow2_bitmap_status(struct qcow2_image *img, const char *name, uint64_t offset,
+                        uint64_t count, uint64_t *length);
 
 /* ---------------------------------------------------------------------------------------------
  * Consistency check and repair, as qemu-img check.

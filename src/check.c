@@ -13,7 +13,6 @@
 /* Entry sizes of the 64-bit tables. */
 #define L1E_SIZE 8
 #define REFTABLE_ENTRY_SIZE 8
-#define BITMAP_TABLE_ENTRY_SIZE 8
 
 /* Snapshot table entry fields (the fixed part, QCOW2_SNAPSHOT_HEADER_SIZE bytes). */
 #define SN_L1_TABLE_OFFSET 0
@@ -27,31 +26,11 @@
 #define SN_EXTRA_DISK_SIZE 8
 #define SN_EXTRA_ICOUNT 16
 
-/* Bitmap directory entry fields (the fixed part, BITMAP_DIR_ENTRY_SIZE bytes). */
-#define BME_TABLE_OFFSET 0
-#define BME_TABLE_SIZE 8
-#define BME_FLAGS 12
-#define BME_TYPE 16
-#define BME_GRANULARITY_BITS 17
-#define BME_NAME_SIZE 18
-#define BME_EXTRA_DATA_SIZE 20
-
 /* Limits QEMU puts on what it reads during a check. */
 #define SNAPSHOT_MAX_EXTRA_DATA 1024
 #define SNAPSHOT_MIN_V3_EXTRA_DATA 16 /* vm_state_size_large + disk_size */
 #define SNAPSHOT_EXTRA_DATA_SIZE 24   /* ... + icount: what a rewritten entry carries */
 #define SNAPSHOT_TABLE_MAX_BYTES (64u * 1024 * 1024)
-#define BITMAP_DIR_ENTRY_SIZE 24
-#define BITMAP_MAX_DIRECTORY_BYTES (1024u * 65535)
-#define BITMAP_MAX_TABLE_ENTRIES 0x8000000u
-#define BITMAP_MAX_NAME 1023
-#define BITMAP_MAX_PHYS_BYTES (512ull * 1024 * 1024)
-#define BITMAP_TYPE_DIRTY_TRACKING 1
-#define BITMAP_FLAG_IN_USE 0x1u
-#define BITMAP_RESERVED_FLAGS 0xfffffffcu
-#define BITMAP_TABLE_RESERVED_MASK 0xff000000000001feull
-#define BITMAP_TABLE_OFFSET_MASK 0x00fffffffffffe00ull
-#define BITMAP_TABLE_ALL_ONES 0x1ull
 
 /* The cluster type of an L2 entry as a whole (subclusters are looked at separately). */
 enum l2_cluster_type {
@@ -737,7 +716,7 @@ static int count_bitmap_table(struct check *ck, struct qcow2_check_result *res,
                               uint64_t table_offset, uint32_t table_size)
 {
     struct qcow2_image *img = ck->img;
-    size_t bytes = (size_t)table_size * BITMAP_TABLE_ENTRY_SIZE;
+    size_t bytes = (size_t)table_size * BME_TABLE_ENTRY_SIZE;
     int ret = count_range(ck, res, table_offset, bytes);
     if (ret < 0)
         return ret;
@@ -754,10 +733,10 @@ static int count_bitmap_table(struct check *ck, struct qcow2_check_result *res,
                          ull(table_offset), strerror(-ret));
     }
     for (uint32_t i = 0; i < table_size && ret == 0; i++) {
-        uint64_t entry = be64_get(table + (size_t)i * BITMAP_TABLE_ENTRY_SIZE);
-        uint64_t offset = entry & BITMAP_TABLE_OFFSET_MASK;
-        if ((entry & BITMAP_TABLE_RESERVED_MASK) ||
-            (offset && ((entry & BITMAP_TABLE_ALL_ONES) || offset_into_cluster(img, offset)))) {
+        uint64_t entry = be64_get(table + (size_t)i * BME_TABLE_ENTRY_SIZE);
+        uint64_t offset = entry & BME_TABLE_ENTRY_OFFSET_MASK;
+        if ((entry & BME_TABLE_ENTRY_RESERVED_MASK) ||
+            (offset && ((entry & BME_TABLE_ENTRY_ALL_ONES) || offset_into_cluster(img, offset)))) {
             res->corruptions++;
             continue;
         }
@@ -786,7 +765,7 @@ static int count_bitmaps(struct check *ck, struct qcow2_check_result *res)
     uint64_t size = h->bitmap_directory_size;
     uint8_t *dir = NULL;
     const char *why = NULL;
-    if (size > BITMAP_MAX_DIRECTORY_BYTES || size < BITMAP_DIR_ENTRY_SIZE) {
+    if (size > BME_MAX_DIRECTORY_SIZE || size < BME_HEADER_SIZE) {
         why = "bad bitmap directory size";
         goto bad;
     }
@@ -803,7 +782,7 @@ static int count_bitmaps(struct check *ck, struct qcow2_check_result *res)
     uint64_t pos = 0;
     uint32_t n = 0;
     while (pos < size) {
-        if (size - pos < BITMAP_DIR_ENTRY_SIZE) {
+        if (size - pos < BME_HEADER_SIZE) {
             why = "truncated bitmap directory entry";
             goto bad;
         }
@@ -815,23 +794,23 @@ static int count_bitmaps(struct check *ck, struct qcow2_check_result *res)
         uint8_t gran_bits = e[BME_GRANULARITY_BITS];
         uint16_t name_size = be16_get(e + BME_NAME_SIZE);
         uint32_t extra = be32_get(e + BME_EXTRA_DATA_SIZE);
-        uint64_t len = ROUND_UP(BITMAP_DIR_ENTRY_SIZE + (uint64_t)extra + name_size, 8);
+        uint64_t len = ROUND_UP(BME_HEADER_SIZE + (uint64_t)extra + name_size, 8);
         if (len > size - pos) {
             why = "bitmap directory entry runs past the directory";
             goto bad;
         }
-        if (extra != 0 || (flags & BITMAP_RESERVED_FLAGS) || table_size == 0 ||
+        if (extra != 0 || (flags & BME_RESERVED_FLAGS) || table_size == 0 ||
             table_offset == 0 || offset_into_cluster(img, table_offset) ||
-            table_size > BITMAP_MAX_TABLE_ENTRIES || name_size == 0 ||
-            name_size > BITMAP_MAX_NAME || type != BITMAP_TYPE_DIRTY_TRACKING ||
+            table_size > BME_MAX_TABLE_SIZE || name_size == 0 ||
+            name_size > BME_MAX_NAME_SIZE || type != BME_TYPE_DIRTY_TRACKING ||
             gran_bits > 63) {
             why = "invalid bitmap directory entry";
             goto bad;
         }
         uint64_t phys = (uint64_t)table_size * img->cluster_size;
         /* A consistent bitmap must cover the whole disk (phys * 8 bits of 2^gran bytes). */
-        if (phys > BITMAP_MAX_PHYS_BYTES ||
-            (!(flags & BITMAP_FLAG_IN_USE) && gran_bits <= 31 &&
+        if (phys > BME_MAX_PHYS_SIZE ||
+            (!(flags & BME_FLAG_IN_USE) && gran_bits <= 31 &&
              img->size > ((phys * 8) << gran_bits))) {
             why = "bitmap table too small for the disk";
             goto bad;
@@ -847,7 +826,7 @@ static int count_bitmaps(struct check *ck, struct qcow2_check_result *res)
         const uint8_t *e = dir + pos;
         ret = count_bitmap_table(ck, res, be64_get(e + BME_TABLE_OFFSET),
                                  be32_get(e + BME_TABLE_SIZE));
-        pos += ROUND_UP(BITMAP_DIR_ENTRY_SIZE + (uint64_t)be32_get(e + BME_EXTRA_DATA_SIZE) +
+        pos += ROUND_UP(BME_HEADER_SIZE + (uint64_t)be32_get(e + BME_EXTRA_DATA_SIZE) +
                             be16_get(e + BME_NAME_SIZE),
                         8);
     }

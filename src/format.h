@@ -122,6 +122,33 @@
 /* Snapshot table entry (fixed part). */
 #define QCOW2_SNAPSHOT_HEADER_SIZE 40
 
+/* Bitmap directory entry (spec "Bitmap directory"): fields of the fixed part, flags, type. */
+#define BME_TABLE_OFFSET 0
+#define BME_TABLE_SIZE 8
+#define BME_FLAGS 12
+#define BME_TYPE 16
+#define BME_GRANULARITY_BITS 17
+#define BME_NAME_SIZE 18
+#define BME_EXTRA_DATA_SIZE 20
+#define BME_HEADER_SIZE 24
+#define BME_FLAG_IN_USE 0x1u
+#define BME_FLAG_AUTO 0x2u
+#define BME_RESERVED_FLAGS 0xfffffffcu
+#define BME_TYPE_DIRTY_TRACKING 1
+/* The limits QEMU puts on bitmaps (block/qcow2-bitmap.c). */
+#define BME_MIN_GRANULARITY_BITS 9
+#define BME_MAX_GRANULARITY_BITS 31
+#define BME_MAX_NAME_SIZE 1023
+#define BME_MAX_TABLE_SIZE 0x8000000u
+#define BME_MAX_PHYS_SIZE 0x20000000ull /* 512 MiB of bitmap data */
+#define BME_MAX_BITMAPS 65535u
+#define BME_MAX_DIRECTORY_SIZE (1024ull * BME_MAX_BITMAPS)
+/* Bitmap table entries. */
+#define BME_TABLE_ENTRY_SIZE 8
+#define BME_TABLE_ENTRY_OFFSET_MASK 0x00fffffffffffe00ull
+#define BME_TABLE_ENTRY_RESERVED_MASK 0xff000000000001feull
+#define BME_TABLE_ENTRY_ALL_ONES 0x1ull
+
 /* Big-endian helpers: the only place that knows the byte order. */
 static inline uint16_t be16_get(const void *p)
 {

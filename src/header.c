@@ -19,9 +19,8 @@ static const struct qcow2_feature features[] = {
     {QCOW2_FEAT_TYPE_INCOMPATIBLE, 3, "compression type", true, true},
     {QCOW2_FEAT_TYPE_INCOMPATIBLE, 4, "extended L2 entries", true, true},
     {QCOW2_FEAT_TYPE_COMPATIBLE, 0, "lazy refcounts", true, true},
-    /* The extension is parsed (count, directory) but our writes do not update the bitmaps:
-     * a writable open must declare them inconsistent. */
-    {QCOW2_FEAT_TYPE_AUTOCLEAR, 0, "bitmaps", true, false},
+    /* bitmap.c loads, marks and stores the bitmaps (in_use while open for writing). */
+    {QCOW2_FEAT_TYPE_AUTOCLEAR, 0, "bitmaps", true, true},
     /* Our writes, zero writes and discards keep the data file a valid raw image. */
     {QCOW2_FEAT_TYPE_AUTOCLEAR, 1, "raw external data", true, true},
 };

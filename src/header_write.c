@@ -71,14 +71,28 @@ int header_write_pending_switches(struct qcow2_image *img)
         img->reftable_dirty = false;
     }
     if (img->header_dirty) {
-        ret = header_rewrite(img);
-        if (ret == 0)
-            ret = file_flush(img->file);
+        ret = header_rewrite_synced(img);
         if (ret < 0)
-            return set_error(img, ret, "rewriting the header failed: %s", strerror(-ret));
+            return ret;
         img->header_dirty = false;
     }
     return 0;
+}
+
+/* A 64-bit feature field of the header: on disk (sync), then in memory. */
+static int write_features(struct qcow2_image *img, uint64_t offset, uint64_t *field, uint64_t v)
+{
+    uint8_t b[8];
+    be64_put(b, v);
+    int ret = header_write_field(img, offset, b, sizeof(b));
+    if (ret == 0)
+        *field = v;
+    return ret;
+}
+
+int header_set_autoclear(struct qcow2_image *img, uint64_t v)
+{
+    return write_features(img, HDR_AUTOCLEAR_FEATURES, &img->hdr.autoclear_features, v);
 }
 
 int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear)
@@ -88,12 +102,7 @@ int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t cle
     uint64_t v = (img->hdr.incompatible_features | set) & ~clear;
     if (v == img->hdr.incompatible_features)
         return 0;
-    uint8_t b[8];
-    be64_put(b, v);
-    int ret = header_write_field(img, HDR_INCOMPATIBLE_FEATURES, b, sizeof(b));
-    if (ret == 0)
-        img->hdr.incompatible_features = v;
-    return ret;
+    return write_features(img, HDR_INCOMPATIBLE_FEATURES, &img->hdr.incompatible_features, v);
 }
 
 /* Cluster 0 as img->hdr describes it, in a new buffer (NULL with the error set). */

@@ -195,6 +195,7 @@ static void image_free(struct qcow2_image *img)
     cache_free(img->refcount_cache);
     refcount_close(img);
     overlap_index_free(img);
+    bitmap_close(img);
     free(img->l1_table);
     if (img->data_file && img->data_file != img->file)
         file_close(img->data_file);
@@ -622,6 +623,20 @@ static int open_backing(struct qcow2_image *img, const struct chain_seen *seen, 
     return 0;
 }
 
+/* A bitmap directory QEMU refuses fails the open as in QEMU; an open for check ignores the
+ * bitmaps instead (the check reports what is wrong with them). */
+static int load_bitmaps(struct qcow2_image *img, char *err, size_t errlen)
+{
+    int ret = bitmap_load(img);
+    if (ret < 0 && img->opts.repair) {
+        bitmap_close(img);
+        return 0;
+    }
+    if (ret < 0)
+        return format_error(err, errlen, ret, "%s", img->err);
+    return 0;
+}
+
 static int open_qcow2(struct qcow2_image *img, const uint8_t *probe, size_t probe_len,
                       const struct chain_seen *seen, char *err, size_t errlen)
 {
@@ -661,7 +676,7 @@ static int open_qcow2(struct qcow2_image *img, const uint8_t *probe, size_t prob
     if ((ret = open_data_file(img, err, errlen)) < 0 ||
         (ret = open_backing(img, seen, err, errlen)) < 0)
         return ret;
-    return 0;
+    return load_bitmaps(img, err, errlen);
 }
 
 /* Autoclear bits promise something about data our writes change (bitmaps that record every
@@ -676,12 +691,7 @@ static int clear_unmaintained_autoclear(struct qcow2_image *img)
     uint64_t keep = h->autoclear_features & header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, true);
     if (keep == h->autoclear_features)
         return 0;
-    uint8_t b[8];
-    be64_put(b, keep);
-    int ret = header_write_field(img, HDR_AUTOCLEAR_FEATURES, b, sizeof(b));
-    if (ret == 0)
-        h->autoclear_features = keep;
-    return ret;
+    return header_set_autoclear(img, keep);
 }
 
 /* Writable opens clean up what the header says must not survive a writer, before anything
@@ -705,6 +715,10 @@ static int prepare_for_writing(struct qcow2_image *img, char *err, size_t errlen
         if (ret < 0)
             return format_error(err, errlen, ret, "%s", img->err);
     }
+    /* From here on a crash leaves the bitmaps inconsistent, never stale and trusted. An open
+     * for repair leaves them alone (io.c refuses its guest writes while they exist). */
+    if (!img->opts.repair && (ret = bitmap_mark_in_use(img)) < 0)
+        return format_error(err, errlen, ret, "%s", img->err);
     return 0;
 }
 

@@ -11,6 +11,7 @@
  *   refcount.c      refcounts and host cluster allocation
  *   cluster.c       guest->host mapping, L2 meta records, L2 linking
  *   compress.c      zlib / zstd cluster (de)compression (pure)
+ *   bitmap.c        persistent dirty bitmaps: load, mark, store, the bitmap API
  *   io.c            the data path: split requests, read/write/zero/discard, block status
  *   check.c         consistency check and repair
  *   image.c         open/close, backing chain, feature gating, info
@@ -472,6 +473,7 @@ struct qcow2_image {
     } guard_slots[64];
     uint64_t guard_slots_enabled; /* all 64; tests narrow it to reach the overflow path */
     struct compress_cache *compress_cache; /* zstd contexts kept between clusters */
+    struct bitmap_set *bitmaps;   /* persistent dirty bitmaps (bitmap.c), NULL if none */
     pthread_mutex_t err_lock;
     char err[QCOW2_ERROR_MAX];
 };
@@ -503,6 +505,8 @@ int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf
 /* Write again the pointer switches that failed earlier (l1_dirty, reftable_dirty,
  * header_dirty). Called first by every flush. */
 int header_write_pending_switches(struct qcow2_image *img);
+/* Write the autoclear feature bits `v` to disk (sync) and memory. */
+int header_set_autoclear(struct qcow2_image *img, uint64_t v);
 /* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
 int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
 
@@ -701,6 +705,38 @@ ssize_t compress_compress(struct compress_cache *cache, int compression_type, co
 int compress_looks_incompressible(const void *src, size_t len);
 
 /* ------------------------------------------------------------------------------------------ */
+/* bitmap.c: persistent dirty bitmaps */
+
+/* A bitmap directory entry as parsed (name malloc'd, NUL-terminated). */
+struct bitmap_dir_entry {
+    uint64_t table_offset;
+    uint32_t table_size;
+    uint32_t flags;
+    uint8_t type;
+    uint8_t gran_bits;
+    char *name;
+};
+/* Parse and validate a whole bitmap directory of `size` bytes holding `nb_bitmaps` entries
+ * (QEMU's constraints; a bitmap not in use must cover exactly `disk_size`). Pure. */
+int bitmap_parse_directory(const uint8_t *dir, uint64_t size, uint32_t nb_bitmaps,
+                           unsigned cluster_bits, uint64_t disk_size,
+                           struct bitmap_dir_entry **out, char *err, size_t errlen);
+void bitmap_dir_free(struct bitmap_dir_entry *e, unsigned n);
+/* Load the bitmaps the header vouches for (open). */
+int bitmap_load(struct qcow2_image *img);
+/* Writable open: set in_use on disk for every bitmap, before any guest write. */
+int bitmap_mark_in_use(struct qcow2_image *img);
+/* Writable close: store the bitmaps and clear in_use (caller holds the lock). */
+int bitmap_store(struct qcow2_image *img);
+void bitmap_close(struct qcow2_image *img);
+/* Mark guest [offset, offset+len) dirty in every enabled bitmap (lock-free, any thread). */
+void bitmap_mark(struct qcow2_image *img, uint64_t offset, uint64_t len);
+/* The virtual size changed (truncate): resize the bitmaps; a grown area is clean (QEMU). */
+int bitmap_resize(struct qcow2_image *img, uint64_t old_size, uint64_t new_size);
+/* Would a guest write go unrecorded (consistent bitmaps not in_use on disk: a repair open)? */
+bool bitmap_writes_unrecorded(const struct qcow2_image *img);
+
+/* ------------------------------------------------------------------------------------------ */
 /* io.c */
 
 /* Flush everything and mark a lazy-refcounts image clean: the last step of a writable close. */
@@ -749,7 +785,7 @@ struct abi_struct {
     size_t first_size; /* the smallest struct_size a caller can have */
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
-    abi_check_result, abi_compare_result, abi_measure_result;
+    abi_check_result, abi_compare_result, abi_measure_result, abi_bitmap_info;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,

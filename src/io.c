@@ -295,6 +295,9 @@ static int check_writable(struct qcow2_image *img)
     int ret = check_layout_intact(img);
     if (ret < 0)
         return ret;
+    if (bitmap_writes_unrecorded(img))
+        return set_error(img, -EPERM, "image is opened for repair and has dirty bitmaps that "
+                                      "guest writes would make stale; not writing to it");
     /* A repair open keeps the autoclear bits (image.c): guest data must not change. */
     if (img->opts.repair && img->format == QCOW2_FORMAT_QCOW2 &&
         (img->hdr.autoclear_features &
@@ -449,6 +452,9 @@ int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_
         ret = check_request(img, offset, count);
     if (ret < 0)
         return ret;
+    /* Marked before the write, not after: a crash or failure half-way leaves the range
+     * dirty, which costs a backup a few more bytes and never misses one. */
+    bitmap_mark(img, offset, count);
     if (img->format == QCOW2_FORMAT_RAW) {
         ret = write_raw(img, buf, count, offset);
     } else {
@@ -515,7 +521,12 @@ int qcow2_flush(struct qcow2_image *img)
 int io_close_writable(struct qcow2_image *img)
 {
     pthread_mutex_lock(&img->lock);
-    int ret = cluster_flush_metadata(img);
+    int ret = header_write_pending_switches(img);
+    /* Before the final flush: the data the bitmaps describe is written by then. */
+    if (ret == 0)
+        ret = bitmap_store(img);
+    if (ret == 0)
+        ret = cluster_flush_metadata(img);
     /* A close is a flush (as in QEMU): guest data written in place, which no metadata write
      * waits for, becomes durable too, though the caches had nothing left to sync. */
     if (ret == 0 && (ret = file_flush(img->data_file)) < 0)
@@ -798,6 +809,7 @@ int qcow2_pwrite_zeroes(struct qcow2_image *img, uint64_t offset, uint64_t count
         ret = check_request(img, offset, count);
     if (ret < 0 || count == 0)
         return ret;
+    bitmap_mark(img, offset, count);
     if (img->format == QCOW2_FORMAT_RAW)
         return zero_raw(img, offset, count, flags);
     bool fast = (flags & QCOW2_ZERO_FAST) != 0;
@@ -853,6 +865,7 @@ int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count)
         ret = check_request(img, offset, count);
     if (ret < 0 || count == 0)
         return ret;
+    bitmap_mark(img, offset, count);
     if (img->format == QCOW2_FORMAT_RAW) {
         ret = file_discard(img->file, offset, count);
         return ret == -ENOTSUP ? 0 : ret;
@@ -982,6 +995,7 @@ static int check_compressed_target(struct qcow2_image *img, uint64_t offset, uin
     if (offset_into_cluster(img, offset) ||
         (count % img->cluster_size && offset + count != img->size))
         return set_error(img, -EINVAL, "compressed writes must cover whole clusters");
+    bitmap_mark(img, offset, count);
     return 0;
 }
 
@@ -1260,5 +1274,10 @@ int qcow2_truncate(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc p
     }
     if (img->hdr.nb_snapshots && img->hdr.version < 3)
         return set_error(img, -ENOTSUP, "cannot resize a version 2 image with snapshots");
-    return truncate_qcow2(img, size, prealloc, flags);
+    uint64_t old = img->size;
+    ret = truncate_qcow2(img, size, prealloc, flags);
+    /* The bitmaps follow the new size (as in QEMU 7.2, which resizes them too). */
+    if (ret == 0 && size != old)
+        ret = bitmap_resize(img, old, size);
+    return ret;
 }

@@ -37,7 +37,8 @@ static void convert_usage(FILE *f)
 {
     fprintf(f,
             "usage: " TOOL_NAME " convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-c] [-p] [-q] [-n]\n"
-            "                     [-S SIZE] [-W] [-m N] [-U] SRC DST\n"
+            "                     [-S SIZE] [-W] [-m N] [-U] [--bitmaps [--skip-broken-bitmaps]]\n"
+            "                     SRC DST\n"
             "\n"
             "Copy SRC (with its backing chain merged) to DST.\n"
             "\n"
@@ -55,6 +56,8 @@ static void convert_usage(FILE *f)
             "  -m N        N requests in parallel (threads), 1 to 16, default 8; with -c at most\n"
             "              one thread per CPU compresses, and clusters are written in order\n"
             "  -U          accepted for compatibility (the source is opened read-only)\n"
+            "  --bitmaps   also copy SRC's persistent dirty bitmaps (qcow2 to qcow2)\n"
+            "  --skip-broken-bitmaps  with --bitmaps: skip inconsistent bitmaps (warning)\n"
             TOOL_TRUST_HELP
             "              (both apply to SRC)\n");
 }
@@ -822,12 +825,71 @@ static int open_qcow2_target(struct convert *c, char *optlist, int no_create)
     return 0;
 }
 
+/* --bitmaps, before the target is made: qemu-img's refusals (convert_check_bitmaps). */
+static int check_bitmaps(struct qcow2_image *src, int skip_broken)
+{
+    int n = qcow2_bitmap_count(src);
+
+    for (int i = 0; i < n; i++) {
+        struct qcow2_bitmap_info bi = QCOW2_BITMAP_INFO_INIT;
+
+        if (qcow2_bitmap_get_info(src, (unsigned)i, &bi) < 0 || !bi.in_use || skip_broken) {
+            continue;
+        }
+        tool_error("Cannot copy inconsistent bitmap '%s'", bi.name);
+        fprintf(stderr, "Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete "
+                        "it\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Only v3 images store bitmaps. */
+static int target_supports_bitmaps(struct qcow2_image *dst)
+{
+    struct qcow2_info in = QCOW2_INFO_INIT;
+
+    return qcow2_get_info(dst, &in) == 0 && in.version >= 3;
+}
+
+/* --bitmaps, after the copy: each bitmap of the source again on the target, with its
+ * granularity and state, filled by a merge (qemu-img's convert_copy_bitmap). */
+static int copy_bitmaps(struct qcow2_image *src, struct qcow2_image *dst, const char *dst_path)
+{
+    int n = qcow2_bitmap_count(src);
+
+    for (int i = 0; i < n; i++) {
+        struct qcow2_bitmap_info bi = QCOW2_BITMAP_INFO_INIT;
+        int r = qcow2_bitmap_get_info(src, (unsigned)i, &bi);
+
+        if (r == 0 && bi.in_use) {
+            tool_warning("Skipping inconsistent bitmap '%s'", bi.name);
+            continue;
+        }
+        if (r == 0) {
+            r = qcow2_bitmap_add(dst, bi.name, bi.granularity,
+                                 bi.enabled ? 0 : QCOW2_BITMAP_DISABLED);
+        }
+        if (r == 0) {
+            r = qcow2_bitmap_merge(dst, bi.name, src, bi.name);
+        }
+        if (r < 0) {
+            tool_image_error(dst, r, "%s: copying bitmap '%s'", dst_path, bi.name);
+            return r;
+        }
+    }
+    return 0;
+}
+
 int cmd_convert(int argc, char **argv)
 {
+    enum { OPT_BITMAPS = 256, OPT_SKIP_BROKEN };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "force-share", no_argument, NULL, 'U' },
         TOOL_TRUST_LONGOPTS,
+        { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+        { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
         { NULL, 0, NULL, 0 },
     };
     struct convert c = { .fd = -1, .min_sparse = CONVERT_DEFAULT_SPARSE, .last_pct = -100.0,
@@ -835,6 +897,7 @@ int cmd_convert(int argc, char **argv)
     const char *fmtname = NULL, *outname = "raw";
     char *optlist = NULL;
     int no_create = 0, quiet = 0, out_of_order = 0, ch, ret = TOOL_EXIT_ERROR;
+    int bitmaps = 0, skip_broken = 0;
     struct qcow2_info src_info = QCOW2_INFO_INIT;
     enum qcow2_format fmt;
     uint64_t sparse;
@@ -905,6 +968,12 @@ int cmd_convert(int argc, char **argv)
             break;
         case 'U':
             break;
+        case OPT_BITMAPS:
+            bitmaps = 1;
+            break;
+        case OPT_SKIP_BROKEN:
+            skip_broken = 1;
+            break;
         default:
             ret = tool_usage_error("convert", "invalid option");
             goto out;
@@ -935,6 +1004,14 @@ int cmd_convert(int argc, char **argv)
         tool_error("compression is not supported for format '%s'", outname);
         goto out;
     }
+    if (skip_broken && !bitmaps) {
+        tool_error("Use of --skip-broken-bitmaps requires --bitmaps");
+        goto out;
+    }
+    if (bitmaps && c.out_fmt != QCOW2_FORMAT_QCOW2) {
+        tool_error("Format driver '%s' does not support bitmaps", outname);
+        goto out;
+    }
     if (c.out_backing && (c.out_fmt != QCOW2_FORMAT_QCOW2 || no_create)) {
         tool_error("-B needs a new qcow2 target (-O qcow2, without -n)");
         goto out;
@@ -959,11 +1036,18 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
     c.size = qcow2_get_size(c.src);
+    if (bitmaps && check_bitmaps(c.src, skip_broken) < 0) {
+        goto out;
+    }
     if (c.out_fmt == QCOW2_FORMAT_RAW ? open_raw_target(&c, optlist, no_create) < 0
                                       : open_qcow2_target(&c, optlist, no_create) < 0) {
         goto out;
     }
 
+    if (bitmaps && !target_supports_bitmaps(c.dst)) {
+        tool_error("Format driver 'qcow2' does not support bitmaps");
+        goto out;
+    }
     if (qcow2_get_info(c.src, &src_info) < 0) {
         tool_image_error(c.src, -EIO, "%s", c.src_path);
         goto out;
@@ -1001,6 +1085,9 @@ int cmd_convert(int argc, char **argv)
     c.ordered = !out_of_order || c.compress;
     progress_print(&c, 0, 1);
     if (copy_image(&c) < 0) {
+        goto out;
+    }
+    if (bitmaps && copy_bitmaps(c.src, c.dst, c.dst_path) < 0) {
         goto out;
     }
     if (c.fd >= 0 && fsync(c.fd) < 0) {

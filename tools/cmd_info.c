@@ -34,6 +34,7 @@ static void info_usage(FILE *f)
 /* What one image says, gathered before printing. */
 struct info_item {
     const char *filename;       /* as opened */
+    struct qcow2_image *img;
     struct qcow2_info info;
     char *full_backing;         /* backing file relative to `filename`, or NULL */
     int inspect;                /* --untrusted: add the "inspection" object */
@@ -94,7 +95,7 @@ static void print_json(struct tool_json *j, const struct info_item *it)
     tool_json_int(j, "actual-size", (int64_t)in->actual_size);
     if (is_qcow2) {
         struct tool_spec_field f[TOOL_SPEC_MAX];
-        int n = tool_qcow2_specific(in, f);
+        int n = tool_qcow2_specific(it->img, in, f);
 
         tool_json_begin_object(j, "format-specific");
         tool_json_str(j, "type", "qcow2");
@@ -109,6 +110,9 @@ static void print_json(struct tool_json *j, const struct info_item *it)
                 break;
             case TOOL_SPEC_BOOL:
                 tool_json_bool(j, f[i].key, (int)f[i].i);
+                break;
+            case TOOL_SPEC_BITMAPS:
+                tool_json_bitmaps(j, f[i].img);
                 break;
             }
         }
@@ -182,7 +186,7 @@ static void print_human(const struct info_item *it)
     }
     if (in->format == QCOW2_FORMAT_QCOW2) {
         printf("Format specific information:\n");
-        tool_print_format_specific(in, "    ");
+        tool_print_format_specific(it->img, in, "    ");
     }
 }
 
@@ -266,6 +270,7 @@ int cmd_info(int argc, char **argv)
         n++;
         it->filename = path;
         it->inspect = trust.untrusted;
+        it->img = imgs[n - 1];
         r = qcow2_get_info(imgs[n - 1], &it->info);
         if (r < 0) {
             tool_image_error(imgs[n - 1], r, "%s", path);

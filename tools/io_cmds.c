@@ -1044,7 +1044,7 @@ static int info_f(struct io_session *s, int argc, char **argv)
     printf("vm state offset: %s\n", s2);
     if (in.format == QCOW2_FORMAT_QCOW2) {
         printf("Format specific information:\n");
-        tool_print_format_specific(&in, "    ");
+        tool_print_format_specific(s->img, &in, "    ");
     }
     return 0;
 }

@@ -19,6 +19,7 @@ static const struct tool_cmd commands[] = {
     { "compare", cmd_compare, "compare the guest view of two images, as qemu-img compare" },
     { "measure", cmd_measure, "how large a new image would be, as qemu-img measure" },
     { "dd", cmd_dd, "copy a range of an image into a new image, as qemu-img dd" },
+    { "bitmap", cmd_bitmap, "change persistent dirty bitmaps, as qemu-img bitmap" },
     { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
     { "amend", cmd_amend, "change the format options of an image, as qemu-img amend" },
     { "compact", cmd_compact, "move clusters down and shrink the image file" },

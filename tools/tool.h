@@ -38,6 +38,7 @@ int cmd_measure(int argc, char **argv);
 int cmd_dd(int argc, char **argv);
 int cmd_amend(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -167,21 +168,24 @@ void tool_progress_end(struct tool_progress *p);
 
 /* ImageInfoSpecificQCow2 (qemu-img info's "format-specific" data) as (key, value) pairs in the
  * order QEMU's QDict prints them. Returns how many were stored in `f` (TOOL_SPEC_MAX room). */
-enum tool_spec_kind { TOOL_SPEC_STR, TOOL_SPEC_INT, TOOL_SPEC_BOOL };
+enum tool_spec_kind { TOOL_SPEC_STR, TOOL_SPEC_INT, TOOL_SPEC_BOOL, TOOL_SPEC_BITMAPS };
 
 struct tool_spec_field {
     const char *key;
     enum tool_spec_kind kind;
     const char *s;
     int64_t i;
+    struct qcow2_image *img; /* TOOL_SPEC_BITMAPS: the image whose bitmaps are listed */
 };
 
 #define TOOL_SPEC_MAX 16
-int tool_qcow2_specific(const struct qcow2_info *in, struct tool_spec_field *f);
+int tool_qcow2_specific(struct qcow2_image *img, const struct qcow2_info *in,
+                        struct tool_spec_field *f);
 
 /* The same pairs as qemu-img info and qemu-io info print them, one "INDENTkey: value" line
  * each, keys spelled with spaces ("lazy refcounts: false"). */
-void tool_print_format_specific(const struct qcow2_info *in, const char *indent);
+void tool_print_format_specific(struct qcow2_image *img, const struct qcow2_info *in,
+                                const char *indent);
 
 /* qemu's size_to_str(): "4.25 MiB", "196 KiB", "0 B". */
 void tool_human_size(char *buf, size_t len, uint64_t val);
@@ -209,5 +213,9 @@ void tool_json_int(struct tool_json *j, const char *key, int64_t val);
 void tool_json_bool(struct tool_json *j, const char *key, int val);
 /* Ends the document with a newline. */
 void tool_json_finish(struct tool_json *j);
+
+/* The "bitmaps" value of format-specific data, as QEMU's JSON prints it (a list of
+ * {"flags": ["in-use", "auto"], "name": ..., "granularity": ...}). */
+void tool_json_bitmaps(struct tool_json *j, struct qcow2_image *img);
 
 #endif /* QCOW2_TOOL_H */

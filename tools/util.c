@@ -360,46 +360,120 @@ void tool_progress_end(struct tool_progress *p)
 
 /* ---- output ------------------------------------------------------------------------------ */
 
-int tool_qcow2_specific(const struct qcow2_info *in, struct tool_spec_field *f)
+int tool_qcow2_specific(struct qcow2_image *img, const struct qcow2_info *in,
+                        struct tool_spec_field *f)
 {
     int v3 = in->version >= 3, n = 0;
 
-    f[n++] = (struct tool_spec_field){ "compat", TOOL_SPEC_STR, v3 ? "1.1" : "0.10", 0 };
+    f[n++] = (struct tool_spec_field){ "compat", TOOL_SPEC_STR, v3 ? "1.1" : "0.10", 0, NULL };
     f[n++] = (struct tool_spec_field){
         "compression-type", TOOL_SPEC_STR,
-        in->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib", 0
-    };
+        in->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib", 0, NULL };
     if (v3) {
         f[n++] = (struct tool_spec_field){ "lazy-refcounts", TOOL_SPEC_BOOL, NULL,
-                                           !!in->lazy_refcounts };
+                                           !!in->lazy_refcounts, NULL };
     }
-    /* Where QEMU lists the bitmaps (it reads their directory, we do not): how many, and
-     * whether they can be trusted. QEMU shows nothing for inconsistent ones. */
-    if (in->nb_bitmaps > 0 || in->bitmaps_inconsistent) {
-        f[n++] = (struct tool_spec_field){ "bitmaps-count", TOOL_SPEC_INT, NULL, in->nb_bitmaps };
-        f[n++] = (struct tool_spec_field){
-            "bitmaps-state", TOOL_SPEC_STR,
-            in->bitmaps_inconsistent ? "inconsistent" : "consistent", 0
-        };
+    /* Consistent bitmaps only: QEMU ignores inconsistent ones (it warns on stderr). */
+    if (img && qcow2_bitmap_count(img) > 0) {
+        f[n++] = (struct tool_spec_field){ "bitmaps", TOOL_SPEC_BITMAPS, NULL, 0, img };
     }
-    f[n++] = (struct tool_spec_field){ "refcount-bits", TOOL_SPEC_INT, NULL, in->refcount_bits };
+    f[n++] = (struct tool_spec_field){ "refcount-bits", TOOL_SPEC_INT, NULL, in->refcount_bits,
+                                       NULL };
     if (in->data_file) {
-        f[n++] = (struct tool_spec_field){ "data-file", TOOL_SPEC_STR, in->data_file, 0 };
+        f[n++] = (struct tool_spec_field){ "data-file", TOOL_SPEC_STR, in->data_file, 0, NULL };
         f[n++] = (struct tool_spec_field){ "data-file-raw", TOOL_SPEC_BOOL, NULL,
-                                           !!in->data_file_raw };
+                                           !!in->data_file_raw, NULL };
     }
     if (v3) {
-        f[n++] = (struct tool_spec_field){ "corrupt", TOOL_SPEC_BOOL, NULL, !!in->corrupt };
+        f[n++] = (struct tool_spec_field){ "corrupt", TOOL_SPEC_BOOL, NULL, !!in->corrupt,
+                                           NULL };
         f[n++] = (struct tool_spec_field){ "extended-l2", TOOL_SPEC_BOOL, NULL,
-                                           !!in->extended_l2 };
+                                           !!in->extended_l2, NULL };
     }
     return n;
 }
 
-void tool_print_format_specific(const struct qcow2_info *in, const char *indent)
+/* The flags QEMU lists for a bitmap (Qcow2BitmapInfoFlags), in its order. */
+static int bitmap_flags(struct qcow2_image *img, unsigned i, struct qcow2_bitmap_info *bi,
+                        const char *flags[2])
+{
+    int n = 0;
+
+    *bi = QCOW2_BITMAP_INFO_INIT;
+    if (qcow2_bitmap_get_info(img, i, bi) < 0) {
+        return -1;
+    }
+    if (bi->in_use) {
+        flags[n++] = "in-use";
+    }
+    if (bi->enabled) {
+        flags[n++] = "auto";
+    }
+    return n;
+}
+
+/* One bitmap's lines of qemu-img info, under `indent`. */
+static void print_bitmap_human(const struct qcow2_bitmap_info *bi, const char *const *flags,
+                               int nf, int i, void *opaque)
+{
+    const char *indent = opaque;
+
+    printf("%s    [%d]:\n%s        flags:\n", indent, i, indent);
+    for (int k = 0; k < nf; k++) {
+        printf("%s            [%d]: %s\n", indent, k, flags[k]);
+    }
+    printf("%s        name: %s\n%s        granularity: %u\n", indent, bi->name, indent,
+           bi->granularity);
+}
+
+static void print_bitmap_json(const struct qcow2_bitmap_info *bi, const char *const *flags,
+                              int nf, int i, void *opaque)
+{
+    struct tool_json *j = opaque;
+
+    (void)i;
+    tool_json_begin_object(j, NULL);
+    tool_json_begin_array(j, "flags");
+    for (int k = 0; k < nf; k++) {
+        tool_json_str(j, NULL, flags[k]);
+    }
+    tool_json_end_array(j);
+    tool_json_str(j, "name", bi->name);
+    tool_json_int(j, "granularity", bi->granularity);
+    tool_json_end_object(j);
+}
+
+/* Call `fn` for each bitmap of `img` with the flags QEMU lists for it. */
+static void for_each_bitmap(struct qcow2_image *img,
+                            void (*fn)(const struct qcow2_bitmap_info *, const char *const *,
+                                       int, int, void *),
+                            void *opaque)
+{
+    int count = qcow2_bitmap_count(img);
+
+    for (int i = 0; i < count; i++) {
+        struct qcow2_bitmap_info bi;
+        const char *flags[2];
+        int nf = bitmap_flags(img, (unsigned)i, &bi, flags);
+
+        if (nf >= 0) {
+            fn(&bi, flags, nf, i, opaque);
+        }
+    }
+}
+
+void tool_json_bitmaps(struct tool_json *j, struct qcow2_image *img)
+{
+    tool_json_begin_array(j, "bitmaps");
+    for_each_bitmap(img, print_bitmap_json, j);
+    tool_json_end_array(j);
+}
+
+void tool_print_format_specific(struct qcow2_image *img, const struct qcow2_info *in,
+                                const char *indent)
 {
     struct tool_spec_field f[TOOL_SPEC_MAX];
-    int n = tool_qcow2_specific(in, f);
+    int n = tool_qcow2_specific(img, in, f);
 
     for (int i = 0; i < n; i++) {
         fputs(indent, stdout);
@@ -415,6 +489,10 @@ void tool_print_format_specific(const struct qcow2_info *in, const char *indent)
             break;
         case TOOL_SPEC_BOOL:
             printf(": %s\n", f[i].i ? "true" : "false");
+            break;
+        case TOOL_SPEC_BITMAPS:
+            printf(":\n");
+            for_each_bitmap(f[i].img, print_bitmap_human, (void *)indent);
             break;
         }
     }

@@ -6,13 +6,14 @@
 #   OUTDIR/header/  the first cluster of each image
 #   OUTDIR/io/      qemu-io command lists, one command per line
 #   OUTDIR/beneath/ file names for fuzz_beneath
+#   OUTDIR/bitmap/  bitmap directories of qemu-img's images, behind fuzz_bitmap's preamble
 set -euo pipefail
 out=${1:?usage: make_corpus.sh OUTDIR}
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || {
     echo "make_corpus.sh: qemu-img and qemu-io are needed" >&2
     exit 1
 }
-mkdir -p "$out/open" "$out/header" "$out/io"
+mkdir -p "$out/open" "$out/header" "$out/io" "$out/bitmap"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -82,6 +83,39 @@ for f in "$out"/open/*.qcow2; do
     cs=$(qemu-img info --output=json "$f" | sed -n 's/.*"cluster-size": \([0-9]*\).*/\1/p')
     head -c "${cs:-512}" "$f" >"$out/header/$(basename "$f" .qcow2).hdr"
 done
+
+# bitmap_seed NAME IMAGE: fuzz_bitmap's input for IMAGE's bitmap directory (python-free: the
+# extension's fields are read with od).
+be() { od -An -t u1 -j "$2" -N "$3" "$1" | awk '{for (i = 1; i <= NF; i++) v = v * 256 + $i} END {printf "%.0f", v}'; }
+bitmap_seed() {
+    local f=$2 off len t nb dsize doff cbits
+    off=$(be "$f" 100 4)
+    while :; do
+        t=$(be "$f" "$off" 4)
+        len=$(be "$f" $((off + 4)) 4)
+        [ "$t" = 0 ] && return 0
+        if [ "$t" = $((0x23852875)) ]; then
+            nb=$(be "$f" $((off + 8)) 4)
+            dsize=$(be "$f" $((off + 16)) 8)
+            doff=$(be "$f" $((off + 24)) 8)
+            cbits=$(be "$f" 20 4)
+            {
+                head -c 4 <(tail -c +$((off + 9)) "$f")
+                printf "\\$(printf %03o $((cbits - 9)))\0\0\0"
+                head -c 8 <(tail -c +25 "$f")
+                tail -c +$((doff + 1)) "$f" | head -c "$dsize"
+            } >"$out/bitmap/$1.bin"
+            return 0
+        fi
+        off=$((off + 8 + (len + 7) / 8 * 8))
+    done
+}
+qemu-img create -q -f qcow2 -o cluster_size=512 bm2.qcow2 1M
+qemu-img bitmap --add bm2.qcow2 b0
+qemu-img bitmap --add -g 512 --disable bm2.qcow2 "a longer bitmap name"
+qemu-io -f qcow2 -c "write 0 4k" bm2.qcow2 >/dev/null
+bitmap_seed one "$out/open/bitmap_512.qcow2"
+bitmap_seed two bm2.qcow2
 
 cat >"$out/io/basic.txt" <<'IO'
 write -P 0x41 0 4k

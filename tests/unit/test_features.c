@@ -1,7 +1,8 @@
 /* test_features.c - feature bits: the table of what we parse and what we maintain, and what
- * opens do with it. A writable open clears every autoclear bit we do not maintain (persistent
- * bitmaps: our writes do not update them) before it writes anything, keeps the bitmaps
- * extension on disk, and QEMU then calls the bitmaps inconsistent; a read-only open changes
+ * opens do with it. A writable open clears every autoclear bit we do not maintain (unknown
+ * ones) before it writes anything; persistent bitmaps are maintained: a writable open marks
+ * them in_use on disk and its close stores them, with the write recorded, as QEMU reads them
+ * back; a read-only open changes
  * no byte of the file; an open for repair keeps the bits and refuses guest writes, and takes
  * tables an ordinary open refuses, for the check to report. Images are made with qemu-img;
  * skipped (77) without it. */
@@ -82,7 +83,7 @@ static bool make_bitmap_image(const char *name)
     return ok;
 }
 
-/* Every bit QEMU 7.2 knows, by QEMU's names: parsed; all maintained but the bitmaps. */
+/* Every bit QEMU 7.2 knows, by QEMU's names: parsed and maintained. */
 static void test_table_says_what_is_parsed_and_what_is_maintained(void)
 {
     static const struct {
@@ -96,7 +97,7 @@ static void test_table_says_what_is_parsed_and_what_is_maintained(void)
         {QCOW2_FEAT_TYPE_INCOMPATIBLE, 3, "compression type", true},
         {QCOW2_FEAT_TYPE_INCOMPATIBLE, 4, "extended L2 entries", true},
         {QCOW2_FEAT_TYPE_COMPATIBLE, 0, "lazy refcounts", true},
-        {QCOW2_FEAT_TYPE_AUTOCLEAR, 0, "bitmaps", false},
+        {QCOW2_FEAT_TYPE_AUTOCLEAR, 0, "bitmaps", true},
         {QCOW2_FEAT_TYPE_AUTOCLEAR, 1, "raw external data", true},
     };
     for (size_t i = 0; i < sizeof(qemu) / sizeof(qemu[0]); i++) {
@@ -109,7 +110,7 @@ static void test_table_says_what_is_parsed_and_what_is_maintained(void)
     CHECK(header_feature_mask(QCOW2_FEAT_TYPE_INCOMPATIBLE, false) == 0x1f);
     CHECK(header_feature_mask(QCOW2_FEAT_TYPE_INCOMPATIBLE, true) == 0x1f);
     CHECK(header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, false) == 0x3);
-    CHECK(header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, true) == QCOW2_AUTOCLEAR_DATA_FILE_RAW);
+    CHECK(header_feature_mask(QCOW2_FEAT_TYPE_AUTOCLEAR, true) == 0x3);
 }
 
 static void test_read_only_open_changes_nothing(void)
@@ -134,39 +135,55 @@ static void test_read_only_open_changes_nothing(void)
     free(after);
 }
 
-static void test_writable_open_invalidates_bitmaps_and_keeps_the_extension(void)
+/* The bitmap's in_use flag on disk (the one bitmap of make_bitmap_image), via qemu-img info. */
+static bool qemu_sees_in_use(const char *path)
+{
+    return wl_run_cmd("qemu-img info -U --output=json '%s' | grep -q '\"in-use\"'", path) == 0;
+}
+
+static void test_writable_open_marks_bitmaps_in_use_and_close_stores_the_write(void)
 {
     const char *name = "rw.qcow2";
     if (!make_bitmap_image(name))
         return;
+    char p[4200];
+    wl_path(p, sizeof(p), name);
     struct qcow2_image *img = open_image(name, false, false);
     if (!img)
         return;
-    /* Before the first write: the bit is off on disk, the extension still there. */
+    /* Before the first write: the bit stays on and the bitmap is in_use on disk, so that a
+     * crash leaves it inconsistent. */
     struct qcow2_header h;
     if (disk_header(name, &h)) {
-        CHECK(!(h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS));
+        CHECK(h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
         CHECK(h.has_bitmaps_ext && h.nb_bitmaps == 1);
         header_free(&h);
     }
+    CHECK(qemu_sees_in_use(p));
     struct qcow2_info info = QCOW2_INFO_INIT;
     CHECK(qcow2_get_info(img, &info) == 0);
-    CHECK(info.nb_bitmaps == 1 && info.bitmaps_inconsistent);
+    CHECK(info.nb_bitmaps == 1 && !info.bitmaps_inconsistent);
     uint8_t buf[4096];
     memset(buf, 0x22, sizeof(buf));
     CHECK(qcow2_pwrite(img, buf, sizeof(buf), 1 << 20, 0) == 0);
+    uint64_t len = 0;
+    CHECK(qcow2_bitmap_status(img, "b0", 1 << 20, 4096, &len) == 1 && len == 4096);
     CHECK(qcow2_close(img) == 0);
     if (disk_header(name, &h)) {
-        CHECK(!(h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) && h.has_bitmaps_ext);
+        CHECK((h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) && h.has_bitmaps_ext);
         header_free(&h);
     }
-    /* QEMU no longer trusts (nor shows) the bitmap, and says why. */
-    char p[4200];
-    wl_path(p, sizeof(p), name);
-    CHECK(wl_run_cmd("qemu-img info --output=json '%s' 2>&1 | grep -q '\"bitmaps\"'", p) == 1);
-    CHECK(wl_run_cmd("qemu-img info '%s' 2>&1 >/dev/null | grep -q 'a program lacking bitmap "
-                     "support modified this file'",
-                     p) == 0);
+    CHECK(!qemu_sees_in_use(p));
+    CHECK(wl_run_cmd("qemu-img check -q '%s'", p) == 0);
+    /* Read back: qemu-io's first 64 KiB and the 64 KiB granule of our write are dirty. */
+    img = open_image(name, true, false);
+    if (!img)
+        return;
+    CHECK(qcow2_bitmap_status(img, "b0", 0, 4 << 20, &len) == 1 && len == 65536);
+    CHECK(qcow2_bitmap_status(img, "b0", 65536, (4 << 20) - 65536, &len) == 0 &&
+          len == (1 << 20) - 65536);
+    CHECK(qcow2_bitmap_status(img, "b0", 1 << 20, 3 << 20, &len) == 1 && len == 65536);
+    CHECK(qcow2_close(img) == 0);
 }
 
 /* Unknown autoclear bits go too; one we maintain (raw external data) stays. */
@@ -197,8 +214,9 @@ static void test_writable_open_clears_only_unmaintained_autoclear_bits(void)
     }
 }
 
-/* qcow2 check -r opens for repair: the bitmaps stay consistent (repairs do not change guest
- * data, and the check counts their clusters as used), so guest writes are refused. */
+/* qcow2 check -r opens for repair: the bitmaps stay consistent and are not marked in_use
+ * (repairs do not change guest data, and the check counts their clusters as used), so guest
+ * writes, which they would not record, are refused. */
 static void test_repair_open_keeps_bitmaps_and_refuses_guest_writes(void)
 {
     const char *name = "repair.qcow2";
@@ -275,8 +293,8 @@ int main(void)
     }
     wl_set_dir(g_dir);
     RUN("read_only_open_changes_nothing", test_read_only_open_changes_nothing());
-    RUN("writable_open_invalidates_bitmaps_and_keeps_the_extension",
-        test_writable_open_invalidates_bitmaps_and_keeps_the_extension());
+    RUN("writable_open_marks_bitmaps_in_use_and_close_stores_the_write",
+        test_writable_open_marks_bitmaps_in_use_and_close_stores_the_write());
     RUN("writable_open_clears_only_unmaintained_autoclear_bits",
         test_writable_open_clears_only_unmaintained_autoclear_bits());
     RUN("repair_open_keeps_bitmaps_and_refuses_guest_writes",

@@ -1,7 +1,8 @@
 /* test_regress.c - inputs that once crashed or hung a fuzz target, replayed through the
  * target's own code: tests/regress/open/ through tests/fuzz/fuzz_open.c (open, block status,
- * read, check, repair, writes) and tests/regress/header/ through tests/fuzz/fuzz_header.c
- * (header and extension parsing). Each input must run to the end: a library error is fine, a
+ * read, check, repair, writes), tests/regress/header/ through tests/fuzz/fuzz_header.c
+ * (header and extension parsing) and tests/regress/bitmap/ through tests/fuzz/fuzz_bitmap.c
+ * (the bitmap directory). Each input must run to the end: a library error is fine, a
  * crash, an assertion, a sanitizer report (in the ASan build) or a hang is not. The file name
  * says what the input once did. */
 #define LLVMFuzzerInitialize fuzz_open_initialize
@@ -10,6 +11,9 @@
 #undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_header_one
 #include "../fuzz/fuzz_header.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_bitmap_one
+#include "../fuzz/fuzz_bitmap.c"
 #undef LLVMFuzzerTestOneInput
 #undef LLVMFuzzerInitialize
 
@@ -103,6 +107,8 @@ int main(void)
     replay_dir(dir, "fuzz_open", fuzz_open_one);
     snprintf(dir, sizeof(dir), "%s/../regress/header", unit);
     replay_dir(dir, "fuzz_header", fuzz_header_one);
+    snprintf(dir, sizeof(dir), "%s/../regress/bitmap", unit);
+    replay_dir(dir, "fuzz_bitmap", fuzz_bitmap_one);
 
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;

@@ -188,6 +188,7 @@ struct checker {
     size_t *uncertain;     /* ops that had started and are not durable */
     size_t nb_uncertain;
     uint64_t base_size;
+    const struct tf_buf *base;
     struct tf_buf state;
     struct hash_set seen;     /* file contents that passed qemu-img check */
     struct hash_set verified; /* (content, expectations) pairs that passed */
@@ -286,7 +287,8 @@ static void try_state(struct checker *c, size_t k, const char *variant, struct r
     char why[2048];
     int ret = -1;
     struct wl_expect ex = {.durable = &c->durable, .uncertain = c->uncertain,
-                           .nb_uncertain = c->nb_uncertain, .start_size = c->base_size};
+                           .nb_uncertain = c->nb_uncertain, .start_size = c->base_size,
+                           .base = c->base};
     if (tf_buf_save(&c->state, c->path) < 0)
         snprintf(why, sizeof(why), "cannot write %.1000s", c->path);
     else
@@ -368,7 +370,8 @@ size_t crash_check_states(const struct workload *w, const struct crash_recording
     if (o->trace)
         print_trace(w, rec);
     const size_t nev = testfile_nb_events(rec->tf);
-    struct checker c = {.w = w, .rec = rec, .o = o, .st = st, .base_size = base->size};
+    struct checker c = {.w = w, .rec = rec, .o = o, .st = st, .base_size = base->size,
+                        .base = base};
     c.window = calloc(nev + 1, sizeof(*c.window));
     c.fates = calloc(nev + 1, sizeof(*c.fates));
     c.uncertain = calloc(rec->nb_ops + 1, sizeof(*c.uncertain));

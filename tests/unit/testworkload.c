@@ -124,6 +124,8 @@ int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *ba
         goto fail;
     if (run_qemu_img_cmds(w->prep_cmd, top) < 0)
         goto fail;
+    if (w->bitmap && wl_run_cmd("qemu-img bitmap --add -g 512 '%s' '%s'", top, w->bitmap) != 0)
+        goto fail;
     if (wl_run_cmd("qemu-img convert -f qcow2 -O raw '%s' '%s'", top, raw) != 0)
         goto fail;
     if (w->snapshot && wl_run_cmd("qemu-img convert -f qcow2 -l snapshot.name=%s -O raw "
@@ -259,6 +261,18 @@ static const struct wl_op ops_lazy_refcounts[] = {
     {WL_WRITE, 5 * MB, 4096, 0},
     {WL_FLUSH, 0, 0, 0},
     {WL_WRITE, 100, 100, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Every kind of change a persistent bitmap must record, across flushes. */
+static const struct wl_op ops_bitmap[] = {
+    {WL_WRITE, 1000, 3000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_ZERO, 64 * 1024, 8192, 0},
+    {WL_DISCARD, 128 * 1024, 64 * 1024, 0},
+    {WL_WRITE, 512 * 1024 + 7, 5000, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 900 * 1024, 4096, 0},
     {WL_END, 0, 0, 0},
 };
 
@@ -512,6 +526,9 @@ const struct workload wl_workloads[] = {
     {.name = "compact_big", .create_opts = "cluster_size=4096", .size = "4M",
      .cluster_size = 4096, .prep_io = "write -P 0xa6 0 2M;write -P 0xa7 3M 1M;write -P 0xa8 2M 4k",
      .ops = ops_compact_big, .crash_aimed = true, .big = true},
+    {.name = "bitmap", .create_opts = "cluster_size=4096", .size = "1M", .cluster_size = 4096,
+     .prep_io = "write -P 0x5a 0 256k", .bitmap = "b0", .ops = ops_bitmap,
+     .crash_aimed = true},
     {.name = "random", .create_opts = "cluster_size=4096,refcount_bits=4", .size = "16M",
      .cluster_size = 4096, .prep_io = "write -P 0xee 0 2M", .ops = ops_random, .big = true},
     {.name = "random_backing_extl2", .create_opts = "cluster_size=16384,extended_l2=on",
@@ -864,6 +881,44 @@ int wl_check_content(struct qcow2_image *img, const struct workload *w,
     return ret < 0 ? -1 : 0;
 }
 
+/* A consistent bitmap w->bitmap must be dirty wherever the guest reads otherwise than at the
+ * start: "never stale and trusted". An inconsistent (in use) one is what a crash leaves. */
+static int check_bitmap(struct qcow2_image *img, const struct workload *w,
+                        const struct tf_buf *base, char *why, size_t whylen)
+{
+    struct qcow2_bitmap_info bi = QCOW2_BITMAP_INFO_INIT;
+    int n = qcow2_bitmap_count(img), i;
+    for (i = 0; i < n; i++)
+        if (qcow2_bitmap_get_info(img, (unsigned)i, &bi) == 0 && strcmp(bi.name, w->bitmap) == 0)
+            break;
+    if (i == n) {
+        /* Fine only when all bitmaps are disowned (autoclear bit clear): inconsistent. */
+        struct qcow2_info info = QCOW2_INFO_INIT;
+        if (qcow2_get_info(img, &info) == 0 && info.bitmaps_inconsistent)
+            return 0;
+        snprintf(why, whylen, "bitmap %s is gone", w->bitmap);
+        return -1;
+    }
+    if (bi.in_use)
+        return 0;
+    uint64_t size = MIN(qcow2_get_size(img), base->size);
+    uint8_t buf[512];
+    for (uint64_t off = 0; off + sizeof(buf) <= size; off += sizeof(buf)) {
+        uint64_t len;
+        if (qcow2_pread(img, buf, sizeof(buf), off) < 0) {
+            snprintf(why, whylen, "read failed: %s", qcow2_error(img));
+            return -1;
+        }
+        if (memcmp(buf, base->data + off, sizeof(buf)) != 0 &&
+            qcow2_bitmap_status(img, w->bitmap, off, sizeof(buf), &len) != 1) {
+            snprintf(why, whylen, "bitmap %s is consistent but clean at 0x%llx, which was "
+                     "written", w->bitmap, (unsigned long long)off);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Does w->snapshot in `path` read otherwise than in the starting image? (qemu-img reads it:
  * the library has no API for snapshots.) It is applied on a copy, which brings back its own
  * disk size: `convert -l` would read it at the image's current size, which a shrink changed. */
@@ -895,6 +950,8 @@ int wl_verify(const char *path, const struct workload *w, const struct wl_expect
         return -1;
     }
     if (wl_check_content(img, w, ex, why, whylen) < 0)
+        goto fail;
+    if (w->bitmap && ex->base && check_bitmap(img, w, ex->base, why, whylen) < 0)
         goto fail;
     struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
     struct report_buf rep = {.len = 0};

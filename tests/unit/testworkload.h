@@ -49,6 +49,9 @@ struct workload {
                                * image's path as its last argument ("snapshot -c s1") */
     const char *snapshot;     /* an internal snapshot (made by prep_cmd) whose content
                                * wl_verify requires unchanged */
+    const char *bitmap;       /* an enabled persistent bitmap (512-byte granularity) added
+                               * after prep_io: wl_verify requires it in use (inconsistent)
+                               * or dirty wherever the guest differs from the start */
     bool data_file;           /* an external data file "<name>.data.raw", data_file_raw=on */
     const struct wl_op *ops;  /* ends with WL_END */
     bool big;                 /* only with CRASH_FULL=1 (make stress) */
@@ -100,6 +103,8 @@ struct wl_expect {
     const size_t *uncertain;          /* ops that may or may not (or partly) have happened */
     size_t nb_uncertain;
     uint64_t start_size;              /* guest size before op 0 */
+    const struct tf_buf *base;        /* guest content before op 0 (for w->bitmap; NULL:
+                                       * the bitmap is not checked) */
 };
 
 /* Open `path` read-write with the library (a dirty image is repaired by the open), read every
