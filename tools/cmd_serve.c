@@ -97,9 +97,6 @@ static char *find_plugin(void)
 {
     static const char *const rel[] = { "/" SERVE_PLUGIN_NAME,
                                        "/../" SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME };
-    if (SERVE_PLUGIN_DIR[0] == '/' && is_regular_file(SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME)) {
-        return strdup(SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME);
-    }
     const char *env = getenv(SERVE_PLUGIN_ENV);
     char *dir, *path = NULL;
 
@@ -126,6 +123,10 @@ static char *find_plugin(void)
             free(path);
             path = NULL;
         }
+    }
+    if (SERVE_PLUGIN_DIR[0] == '/' && is_regular_file(SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME)) {
+        free(dir);
+        return strdup(SERVE_PLUGIN_DIR "/" SERVE_PLUGIN_NAME);
     }
     tool_error("the nbdkit plugin " SERVE_PLUGIN_NAME " was not found in %s (build it with "
                "nbdkit-plugin-dev installed, or set " SERVE_PLUGIN_ENV ")",
