@@ -26,6 +26,7 @@ static void info_usage(FILE *f)
 /* What one image says, gathered before printing. */
 struct info_item {
     const char *filename;       /* as opened */
+    struct qcow2_image *img;
     struct qcow2_info info;
     char *full_backing;         /* backing file relative to `filename`, or NULL */
 };
@@ -41,6 +42,7 @@ static void print_json(struct tool_json *j, const struct info_item *it)
     if (in->backing_file && in->backing_fmt) {
         tool_json_str(j, "backing-filename-format", in->backing_fmt);
     }
+    (void)tool_json_snapshots(j, it->img);
     tool_json_int(j, "virtual-size", (int64_t)in->virtual_size);
     tool_json_str(j, "filename", it->filename);
     if (is_qcow2 && in->cluster_size) {
@@ -133,6 +135,7 @@ static void print_human(const struct info_item *it)
             printf("backing file format: %s\n", in->backing_fmt);
         }
     }
+    (void)tool_print_snapshots(it->img);
     if (in->format == QCOW2_FORMAT_QCOW2) {
         printf("Format specific information:\n");
         tool_print_format_specific(in, "    ");
@@ -208,6 +211,7 @@ int cmd_info(int argc, char **argv)
         }
         n++;
         it->filename = path;
+        it->img = imgs[n - 1];
         r = qcow2_get_info(imgs[n - 1], &it->info);
         if (r < 0) {
             tool_image_error(imgs[n - 1], r, "%s", path);

@@ -33,6 +33,7 @@ int cmd_check(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -142,5 +143,11 @@ void tool_json_int(struct tool_json *j, const char *key, int64_t val);
 void tool_json_bool(struct tool_json *j, const char *key, int val);
 /* Ends the document with a newline. */
 void tool_json_finish(struct tool_json *j);
+
+/* The snapshot table as qemu-img snapshot -l and info print it ("Snapshot list:", the header,
+ * one row each, dates in local time); nothing without snapshots. Returns 0 or -errno. */
+int tool_print_snapshots(struct qcow2_image *img);
+/* qemu-img info's "snapshots" array (nothing without snapshots). Returns 0 or -errno. */
+int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img);
 
 #endif /* QCOW2_TOOL_H */

@@ -2,10 +2,12 @@
  * and the output formats qemu-img uses (human sizes, QEMU's JSON layout and escaping).
  * Calls only the public API; holds no state between calls. */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tool.h"
 
@@ -518,4 +520,86 @@ void tool_json_bool(struct tool_json *j, const char *key, int val)
 void tool_json_finish(struct tool_json *j)
 {
     fputc('\n', j->f);
+}
+
+/* ---- snapshots --------------------------------------------------------------------------- */
+
+/* One row of qemu's bdrv_snapshot_dump(); `sn` NULL prints the header. */
+static void print_snapshot_row(const struct qcow2_snapshot_info *sn)
+{
+    char size[64], date[32] = "", clock[64], icount[32] = "";
+    time_t t;
+    struct tm tm;
+    uint64_t secs;
+
+    if (!sn) {
+        printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
+               "ICOUNT");
+        return;
+    }
+    tool_human_size(size, sizeof(size), sn->vm_state_size);
+    t = (time_t)sn->date_sec;
+    if (localtime_r(&t, &tm)) {
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+    }
+    secs = sn->vm_clock_nsec / 1000000000u;
+    snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
+             (int)((secs / 60) % 60), (int)(secs % 60),
+             (int)((sn->vm_clock_nsec / 1000000u) % 1000));
+    if (sn->icount != QCOW2_SNAPSHOT_NO_ICOUNT) {
+        snprintf(icount, sizeof(icount), "%" PRId64, (int64_t)sn->icount);
+    }
+    printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
+}
+
+int tool_print_snapshots(struct qcow2_image *img)
+{
+    int n = qcow2_snapshot_count(img);
+    struct qcow2_snapshot_info sn = QCOW2_SNAPSHOT_INFO_INIT;
+
+    if (n <= 0) {
+        return n;
+    }
+    printf("Snapshot list:\n");
+    print_snapshot_row(NULL);
+    for (int i = 0; i < n; i++) {
+        int ret = qcow2_snapshot_get(img, (unsigned)i, &sn);
+        if (ret < 0) {
+            return ret;
+        }
+        print_snapshot_row(&sn);
+    }
+    return 0;
+}
+
+int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img)
+{
+    int n = qcow2_snapshot_count(img);
+    struct qcow2_snapshot_info sn = QCOW2_SNAPSHOT_INFO_INIT;
+
+    if (n <= 0) {
+        return n;
+    }
+    /* QEMU's SnapshotInfo members in its QDict's order. */
+    tool_json_begin_array(j, "snapshots");
+    for (int i = 0; i < n; i++) {
+        int ret = qcow2_snapshot_get(img, (unsigned)i, &sn);
+        if (ret < 0) {
+            return ret;
+        }
+        tool_json_begin_object(j, NULL);
+        if (sn.icount != QCOW2_SNAPSHOT_NO_ICOUNT) {
+            tool_json_int(j, "icount", (int64_t)sn.icount);
+        }
+        tool_json_int(j, "vm-clock-nsec", (int64_t)(sn.vm_clock_nsec % 1000000000u));
+        tool_json_str(j, "name", sn.name);
+        tool_json_int(j, "date-sec", sn.date_sec);
+        tool_json_int(j, "date-nsec", sn.date_nsec);
+        tool_json_int(j, "vm-clock-sec", (int64_t)(sn.vm_clock_nsec / 1000000000u));
+        tool_json_str(j, "id", sn.id);
+        tool_json_int(j, "vm-state-size", (int64_t)sn.vm_state_size);
+        tool_json_end_object(j);
+    }
+    tool_json_end_array(j);
+    return 0;
 }
