@@ -37,7 +37,7 @@ static void convert_usage(FILE *f)
 {
     fprintf(f,
             "usage: " TOOL_NAME " convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-c] [-p] [-q] [-n]\n"
-            "                     [-S SIZE] [-W] [-m N] [-U] SRC DST\n"
+            "                     [-S SIZE] [-W] [-m N] [-U] [-l SNAPSHOT] SRC DST\n"
             "\n"
             "Copy SRC (with its backing chain merged) to DST.\n"
             "\n"
@@ -54,7 +54,9 @@ static void convert_usage(FILE *f)
             "  -W          write out of order (faster; the target's layout may vary)\n"
             "  -m N        N requests in parallel (threads), 1 to 16, default 8; with -c at most\n"
             "              one thread per CPU compresses, and clusters are written in order\n"
-            "  -U          accepted for compatibility (the source is opened read-only)\n");
+            "  -U          accepted for compatibility (the source is opened read-only)\n"
+            "  -l SNAPSHOT copy internal snapshot SNAPSHOT of SRC instead of its current disk:\n"
+            "              snapshot.id=ID[,snapshot.name=NAME], or an ID or name\n");
 }
 
 struct convert {
@@ -829,7 +831,7 @@ int cmd_convert(int argc, char **argv)
     };
     struct convert c = { .fd = -1, .min_sparse = CONVERT_DEFAULT_SPARSE, .last_pct = -100.0,
                          .workers = CONVERT_DEFAULT_WORKERS };
-    const char *fmtname = NULL, *outname = "raw";
+    const char *fmtname = NULL, *outname = "raw", *snapshot = NULL;
     char *optlist = NULL;
     int no_create = 0, quiet = 0, out_of_order = 0, ch, ret = TOOL_EXIT_ERROR;
     struct qcow2_info src_info = QCOW2_INFO_INIT;
@@ -840,7 +842,7 @@ int cmd_convert(int argc, char **argv)
     long m;
 
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "+hf:O:o:B:cpqnS:Wm:U", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+hf:O:o:B:cpqnS:Wm:Ul:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'h':
             convert_usage(stdout);
@@ -898,6 +900,9 @@ int cmd_convert(int argc, char **argv)
             break;
         case 'U':
             break;
+        case 'l':
+            snapshot = optarg;
+            break;
         default:
             ret = tool_usage_error("convert", "invalid option");
             goto out;
@@ -947,7 +952,8 @@ int cmd_convert(int argc, char **argv)
     }
     c.zeros = zeros;
 
-    if (tool_open(c.src_path, fmt, 0, &c.src) < 0) {
+    if (snapshot ? tool_open_snapshot(c.src_path, fmt, snapshot, &c.src) < 0
+                 : tool_open(c.src_path, fmt, 0, &c.src) < 0) {
         goto out;
     }
     c.size = qcow2_get_size(c.src);

@@ -1,6 +1,6 @@
 /* nbdkit-plugin.c - an nbdkit plugin that exports a qcow2 (or raw) image through libqcow2.
  *   nbdkit -U SOCK build/nbdkit-qcow2-plugin.so file=IMAGE [readonly=1] [backing=0]
- *          [cache-size=SIZE]
+ *          [cache-size=SIZE] [snapshot=ID_OR_NAME]
  * One image is opened when nbdkit is ready and shared by every connection (the library is
  * thread-safe, so the thread model is PARALLEL and multi-conn is safe: a flush on any
  * connection makes all earlier writes durable). Thin over include/qcow2.h. */
@@ -21,6 +21,7 @@ static struct {
     int readonly;
     int backing;
     uint64_t cache_size;
+    char *snapshot; /* export this internal snapshot (read-only) */
     struct qcow2_image *img;
 } plugin = {.backing = 1};
 
@@ -32,6 +33,7 @@ static void qcow2_plugin_unload(void)
         plugin.img = NULL;
     }
     free(plugin.file);
+    free(plugin.snapshot);
 }
 
 static int parse_bool_or_error(const char *key, const char *value, int *out)
@@ -62,7 +64,18 @@ static int qcow2_plugin_config(const char *key, const char *value)
         plugin.cache_size = (uint64_t)v;
         return 0;
     }
-    nbdkit_error("unknown parameter '%s' (expected file, readonly, backing, cache-size)", key);
+    if (strcmp(key, "snapshot") == 0) {
+        free(plugin.snapshot);
+        plugin.snapshot = strdup(value);
+        if (!plugin.snapshot)
+            nbdkit_error("out of memory");
+        /* A snapshot is exported read-only, as qemu-nbd -l does. */
+        plugin.readonly = 1;
+        return plugin.snapshot ? 0 : -1;
+    }
+    nbdkit_error("unknown parameter '%s' (expected file, readonly, backing, cache-size, "
+                 "snapshot)",
+                 key);
     return -1;
 }
 
@@ -70,6 +83,11 @@ static int qcow2_plugin_config_complete(void)
 {
     if (!plugin.file) {
         nbdkit_error("the file=IMAGE parameter is required");
+        return -1;
+    }
+    if (plugin.snapshot && !plugin.readonly) {
+        nbdkit_error("snapshot=%s: a snapshot is exported read-only (readonly=false given)",
+                     plugin.snapshot);
         return -1;
     }
     return 0;
@@ -83,7 +101,14 @@ static int qcow2_plugin_get_ready(void)
     o.read_only = plugin.readonly;
     o.no_backing = !plugin.backing;
     o.l2_cache_size = plugin.cache_size;
+    /* snapshot=X is an ID first, then a name, as qemu-img's and qemu-nbd's -l X. */
+    o.snapshot_id = plugin.snapshot;
     int ret = qcow2_open(plugin.file, &o, &plugin.img, err, sizeof(err));
+    if (ret == -ENOENT && plugin.snapshot) {
+        o.snapshot_id = NULL;
+        o.snapshot_name = plugin.snapshot;
+        ret = qcow2_open(plugin.file, &o, &plugin.img, err, sizeof(err));
+    }
     if (ret < 0) {
         nbdkit_error("%s", err);
         return -1;
@@ -229,7 +254,8 @@ static struct nbdkit_plugin qcow2_nbdkit_plugin = {
     .config_help = "file=<IMAGE>     (required) the image to export\n"
                    "readonly=<BOOL>  open read-only\n"
                    "backing=<BOOL>   open the backing chain (default true)\n"
-                   "cache-size=<SIZE> L2 cache size",
+                   "cache-size=<SIZE> L2 cache size\n"
+                   "snapshot=<ID|NAME> export this internal snapshot, read-only",
     .magic_config_key = "file",
     .unload = qcow2_plugin_unload,
     .config = qcow2_plugin_config,

@@ -89,6 +89,12 @@ int tool_open(const char *path, enum qcow2_format fmt, unsigned flags,
 int tool_open_quiet(const char *path, enum qcow2_format fmt, unsigned flags,
                     struct qcow2_image **img, char *msg, size_t msglen);
 
+/* Open internal snapshot `param` of `path` read-only: qemu-img's -l syntax,
+ * "snapshot.id=ID[,snapshot.name=NAME]" or a bare ID_OR_NAME (the ID first, then the name).
+ * Prints qemu-img's messages on failure and returns -errno. */
+int tool_open_snapshot(const char *path, enum qcow2_format fmt, const char *param,
+                       struct qcow2_image **img);
+
 /* Close and report a failure to close (a failed flush loses data). Returns 0 or -errno. */
 int tool_close(struct qcow2_image *img, const char *path);
 

@@ -603,3 +603,65 @@ int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img)
     tool_json_end_array(j);
     return 0;
 }
+
+/* qemu-img's -l: "snapshot.id=ID[,snapshot.name=NAME]" (either key alone too) or a bare
+ * ID_OR_NAME. Fills *id / *name pointing into `buf` (a copy of `param`); a bare value is
+ * both. Returns 0 or -EINVAL. */
+static int parse_snapshot_param(const char *param, char *buf, size_t len, const char **id,
+                                const char **name)
+{
+    static const char base[] = "snapshot.";
+
+    *id = *name = NULL;
+    snprintf(buf, len, "%s", param);
+    if (strncmp(buf, base, sizeof(base) - 1) != 0) {
+        *id = *name = buf;
+        return 0;
+    }
+    for (char *item = buf, *next; item; item = next) {
+        next = strchr(item, ',');
+        if (next) {
+            *next++ = '\0';
+        }
+        if (strncmp(item, "snapshot.id=", 12) == 0) {
+            *id = item + 12;
+        } else if (strncmp(item, "snapshot.name=", 14) == 0) {
+            *name = item + 14;
+        } else {
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int tool_open_snapshot(const char *path, enum qcow2_format fmt, const char *param,
+                       struct qcow2_image **img)
+{
+    struct qcow2_open_opts opts = QCOW2_OPEN_OPTS_INIT;
+    char buf[1024], err[QCOW2_ERROR_MAX] = "";
+    const char *id, *name;
+    int ret;
+
+    *img = NULL;
+    if (parse_snapshot_param(param, buf, sizeof(buf), &id, &name) < 0) {
+        tool_error("Failed in parsing snapshot param '%s'", param);
+        return -EINVAL;
+    }
+    opts.format = fmt;
+    opts.read_only = 1;
+    /* A bare value is an ID first, then a name (bdrv_snapshot_load_tmp_by_id_or_name). */
+    opts.snapshot_id = id;
+    opts.snapshot_name = id == name ? NULL : name;
+    ret = qcow2_open(path, &opts, img, err, sizeof(err));
+    if (ret == -ENOENT && id == name) {
+        opts.snapshot_id = NULL;
+        opts.snapshot_name = name;
+        ret = qcow2_open(path, &opts, img, err, sizeof(err));
+    }
+    if (ret == -ENOENT && strcmp(err, "Can't find snapshot") == 0) {
+        tool_error("Failed to load snapshot: %s", err);
+    } else if (ret < 0) {
+        tool_error("could not open '%s': %s", path, err);
+    }
+    return ret;
+}
