@@ -775,13 +775,10 @@ static int apply_locked(struct qcow2_image *img, uint32_t index)
     be32_put(field + (HDR_CRYPT_METHOD - HDR_SIZE), img->hdr.crypt_method);
     be32_put(field + (HDR_L1_SIZE - HDR_SIZE), new_size);
     be64_put(field + (HDR_L1_TABLE_OFFSET - HDR_SIZE), (uint64_t)l1_offset);
-    ret = header_write_field(img, HDR_SIZE, field, sizeof(field));
-    if (ret < 0) {
-        /* The switch may have landed or not: the dirty bit (v3) or check repairs refcounts;
-         * keep the old state in memory, the image needs a check. */
-        img->corrupt = true;
-        goto out;
-    }
+    int switched = header_write_field(img, HDR_SIZE, field, sizeof(field));
+    /* The new L1 table is complete on disk and referenced. Even if the header write failed it
+     * may have landed: use the new state from now on, write the header again at the next
+     * flush, and keep the old state's references (a leak at worst). */
     free(img->l1_table);
     img->l1_table = new_l1;
     new_l1 = NULL;
@@ -791,6 +788,11 @@ static int apply_locked(struct qcow2_image *img, uint32_t index)
     img->hdr.size = sn->disk_size;
     img->size = sn->disk_size;
     img->metadata_gen++;
+    if (switched < 0) {
+        img->header_dirty = true;
+        ret = switched;
+        goto out;
+    }
     /* 3. The old active state's references dropped, COPIED recomputed. */
     if ((ret = apply_refs(img, &drop, -1)) < 0)
         goto out;

@@ -22,6 +22,9 @@ enum wl_kind {
     WL_COMPRESSED, /* offset, len: compressible pattern data, whole clusters */
     WL_FLUSH,
     WL_TRUNCATE,   /* offset = new size (shrinks with QCOW2_TRUNCATE_SHRINK) */
+    WL_SNAP_CREATE, /* internal snapshot "w<offset>" of the active disk (no guest change) */
+    WL_SNAP_DELETE, /* delete snapshot "w<offset>" (no guest change) */
+    WL_SNAP_APPLY,  /* apply the workload's prep snapshot (w->snapshot): the disk becomes it */
 };
 
 struct wl_op {
