@@ -30,6 +30,18 @@ static void snapshot_usage(FILE *f)
             "  -q           quiet\n");
 }
 
+/* The library's message without its "FILE: " prefix (qemu-img names the snapshot instead). */
+static const char *reason(struct qcow2_image *img, const char *path)
+{
+    const char *msg = qcow2_error(img);
+    size_t n = strlen(path);
+
+    if (strncmp(msg, path, n) == 0 && strncmp(msg + n, ": ", 2) == 0) {
+        return msg + n + 2;
+    }
+    return msg;
+}
+
 static int run_create(struct qcow2_image *img, const char *name)
 {
     char cut[SNAPSHOT_NAME_MAX + 1];
@@ -46,7 +58,7 @@ static int run_create(struct qcow2_image *img, const char *name)
     return ret;
 }
 
-static int run_apply(struct qcow2_image *img, const char *name)
+static int run_apply(struct qcow2_image *img, const char *path, const char *name)
 {
     int i = qcow2_snapshot_find(img, name, NULL);
 
@@ -62,12 +74,12 @@ static int run_apply(struct qcow2_image *img, const char *name)
         i = qcow2_snapshot_apply(img, (unsigned)i);
     }
     if (i < 0) {
-        tool_error("Could not apply snapshot '%s': %s", name, qcow2_error(img));
+        tool_error("Could not apply snapshot '%s': %s", name, reason(img, path));
     }
     return i;
 }
 
-static int run_delete(struct qcow2_image *img, const char *name)
+static int run_delete(struct qcow2_image *img, const char *path, const char *name)
 {
     int i = qcow2_snapshot_find(img, NULL, name);
 
@@ -79,7 +91,7 @@ static int run_delete(struct qcow2_image *img, const char *name)
         i = qcow2_snapshot_delete(img, (unsigned)i);
     }
     if (i < 0) {
-        tool_error("Could not delete snapshot '%s': %s", name, qcow2_error(img));
+        tool_error("Could not delete snapshot '%s': %s", name, reason(img, path));
     }
     return i;
 }
@@ -162,10 +174,10 @@ int cmd_snapshot(int argc, char **argv)
         ret = run_create(img, name);
         break;
     case ACT_APPLY:
-        ret = run_apply(img, name);
+        ret = run_apply(img, path, name);
         break;
     case ACT_DELETE:
-        ret = run_delete(img, name);
+        ret = run_delete(img, path, name);
         break;
     case ACT_NONE:
         ret = 0;

@@ -275,6 +275,14 @@ harness "raw" qemu-img create -q -f raw r.raw 1M
 [ $? = 1 ] && grep -q "Could not create snapshot 'x': -95 (Operation not supported)" o.out &&
     pass "cli: raw -c" || fail "cli: raw -c" "$(cat o.out)"
 
+# Persistent bitmaps: qemu-img refuses apply (create and delete work).
+harness "bitmap image" qemu-img create -q -f qcow2 bm.qcow2 1M &&
+    harness "bitmap snapshot" qemu-img snapshot -c s bm.qcow2 &&
+    harness "bitmap" qemu-img bitmap --add bm.qcow2 b0
+"$QCOW2" snapshot -a s bm.qcow2 >o.out 2>&1
+[ $? = 1 ] && grep -qx "qcow2: Could not apply snapshot 's': Device has active dirty bitmaps" o.out &&
+    pass "cli: apply with bitmaps" || fail "cli: apply with bitmaps" "$(cat o.out)"
+
 # A snapshot is exported read-only by the nbdkit plugin.
 PLUGIN=${QCOW2_BUILD_DIR:-$INTEROP_DIR/../../build}/nbdkit-qcow2-plugin.so
 if command -v nbdkit >/dev/null && command -v nbdcopy >/dev/null && [ -e "$PLUGIN" ]; then

@@ -9,34 +9,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "testharness.h"
+#include "testworkload.h"
 
 #define MB (1024 * 1024)
 
 static char g_dir[4096];
-
-static int run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_cmd(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
-}
 
 /* A qemu-img image at g_dir/NAME with OPTS, SIZE, and qemu-io commands IO (may be ""). */
 static void make_image(char *path, size_t len, const char *name, const char *opts,
                        const char *size, const char *io)
 {
     snprintf(path, len, "%s/%s", g_dir, name);
-    CHECK(run_cmd("qemu-img create -q -f qcow2 -o '%s' '%s' %s", opts, path, size) == 0);
+    CHECK(wl_run_cmd("qemu-img create -q -f qcow2 -o '%s' '%s' %s", opts, path, size) == 0);
     if (*io)
-        CHECK(run_cmd("qemu-io %s '%s' >/dev/null", io, path) == 0);
+        CHECK(wl_run_cmd("qemu-io %s '%s' >/dev/null", io, path) == 0);
 }
 
 static struct qcow2_image *open_rw(const char *path)
@@ -50,7 +38,7 @@ static struct qcow2_image *open_rw(const char *path)
 
 static bool qemu_check_clean(const char *path)
 {
-    return run_cmd("qemu-img check -q '%s'", path) == 0;
+    return wl_run_cmd("qemu-img check -q '%s'", path) == 0;
 }
 
 static bool reads_pattern(struct qcow2_image *img, uint64_t off, size_t len, uint8_t pat)
@@ -113,7 +101,7 @@ static void test_fields_round_trip_and_qemu_lists_them(void)
     CHECK(qcow2_close(img) == 0);
     CHECK(qemu_check_clean(path));
     /* qemu-img reads the fields we wrote: a blank ICOUNT column, the clock, the date. */
-    CHECK(run_cmd("TZ=UTC qemu-img snapshot -l '%s' | grep -q '^1         vm                    "
+    CHECK(wl_run_cmd("TZ=UTC qemu-img snapshot -l '%s' | grep -q '^1         vm                    "
                   "0 B 2001-09-09 01:46:40 01:02:03.456           $'",
                   path) == 0);
 }
@@ -180,7 +168,7 @@ static void test_apply_brings_back_content_and_size(void)
     CHECK(reads_pattern(img, 0, sizeof(buf), 4) && reads_pattern(img, 65536, 65536, 3));
     CHECK(qcow2_close(img) == 0);
     CHECK(qemu_check_clean(path));
-    CHECK(run_cmd("qemu-img info '%s' | grep -q '^virtual size: 1 MiB'", path) == 0);
+    CHECK(wl_run_cmd("qemu-img info '%s' | grep -q '^virtual size: 1 MiB'", path) == 0);
 }
 
 static void test_unknown_extra_data_is_kept(void)
@@ -259,7 +247,7 @@ static void test_v2_lifecycle(void)
     CHECK(qcow2_snapshot_delete(img, 1) == 0);
     CHECK(qcow2_close(img) == 0);
     CHECK(qemu_check_clean(path));
-    CHECK(run_cmd("qemu-img snapshot -l '%s' | grep -c '^[0-9]' | grep -qx 1", path) == 0);
+    CHECK(wl_run_cmd("qemu-img snapshot -l '%s' | grep -c '^[0-9]' | grep -qx 1", path) == 0);
 }
 
 static void test_refusals(void)
@@ -267,7 +255,7 @@ static void test_refusals(void)
     char path[4200], raw[4200], err[QCOW2_ERROR_MAX];
     struct qcow2_image *img = NULL;
     snprintf(raw, sizeof(raw), "%s/r.raw", g_dir);
-    CHECK(run_cmd("qemu-img create -q -f raw '%s' 1M", raw) == 0);
+    CHECK(wl_run_cmd("qemu-img create -q -f raw '%s' 1M", raw) == 0);
     struct qcow2_open_opts oo = QCOW2_OPEN_OPTS_INIT;
     oo.format = QCOW2_FORMAT_RAW;
     if (qcow2_open(raw, &oo, &img, err, sizeof(err)) == 0) {
@@ -285,7 +273,7 @@ static void test_refusals(void)
     char df[4200];
     snprintf(path, sizeof(path), "%s/df.qcow2", g_dir);
     snprintf(df, sizeof(df), "%s/df.data", g_dir);
-    CHECK(run_cmd("qemu-img create -q -f qcow2 -o data_file='%s' '%s' 1M", df, path) == 0);
+    CHECK(wl_run_cmd("qemu-img create -q -f qcow2 -o data_file='%s' '%s' 1M", df, path) == 0);
     img = open_rw(path);
     if (img) {
         CHECK(create(img, "x") == -ENOTSUP);
@@ -312,9 +300,9 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    if (run_cmd("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
+    if (wl_run_cmd("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
         printf("skip: qemu-img/qemu-io not found\n");
-        run_cmd("rm -rf '%s'", g_dir);
+        wl_run_cmd("rm -rf '%s'", g_dir);
         return 77;
     }
     RUN("fields_round_trip_and_qemu_lists_them", test_fields_round_trip_and_qemu_lists_them());
@@ -328,6 +316,6 @@ int main(void)
     RUN("refusals", test_refusals());
     printf("%d passed, %d failed\n", g_passed, g_failed);
     if (!g_failed)
-        run_cmd("rm -rf '%s'", g_dir);
+        wl_run_cmd("rm -rf '%s'", g_dir);
     return g_failed ? 1 : 0;
 }
