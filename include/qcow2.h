@@ -43,7 +43,8 @@ struct qcow2_image;
  *
  * Every struct the library reads from or writes into the caller's memory (struct
  * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result,
- * qcow2_compare_result, qcow2_measure_result, qcow2_bitmap_info) starts
+ * qcow2_compare_result, qcow2_measure_result, qcow2_bitmap_info, qcow2_snapshot_info,
+ * qcow2_snapshot_opts) starts
  * with `size_t struct_size`, the sizeof of the struct the caller was compiled with, and is
  * initialised with its QCOW2_<NAME>_INIT macro, which sets struct_size and zeroes the rest:
  *
@@ -123,6 +124,14 @@ struct qcow2_open_opts {
     const char *allowed_dir;  /* backing and data files must resolve beneath this directory,
                                * symlinks included (NULL: anywhere, or in untrusted mode
                                * nowhere). Copied: need not outlive the call */
+    /* Open an internal snapshot instead of the active disk: the handle reads the snapshot's
+     * content at the snapshot's disk size, and must be read_only (-EINVAL otherwise). With
+     * only snapshot_id, the snapshot with that ID; with only snapshot_name, the first with
+     * that name; with both, one snapshot must have both. -ENOENT ("Can't find snapshot")
+     * when there is none. qemu-img's bare `-l ID_OR_NAME` is the ID first, then the name:
+     * open with snapshot_id and, on -ENOENT, again with snapshot_name. */
+    const char *snapshot_id;
+    const char *snapshot_name;
 };
 
 /* Untrusted images.
@@ -450,6 +459,91 @@ int qcow2_bitmap_merge(struct qcow2_image *img, const char *dst, struct qcow2_im
  */
 int qcow2_bitmap_status(struct qcow2_image *img, const char *name, uint64_t offset,
                         uint64_t count, uint64_t *length);
+
+/* ---------------------------------------------------------------------------------------------
+ * Internal snapshots, as qemu-img snapshot.
+ *
+ * A snapshot keeps the disk as it was when it was taken, inside the image: the active disk
+ * and the snapshot share every cluster until one of them is written, then the write copies
+ * the cluster (and its L2 table) first. The snapshot table is written as QEMU 7.2 writes it,
+ * extra data included, so either tool can create, list, apply, delete and read the others'
+ * snapshots, VM-state snapshots of QEMU included (their VM state is kept, never loaded).
+ *
+ * Snapshots are indexed 0 .. qcow2_snapshot_count() - 1 in table order; an index is valid
+ * until the next create, apply or delete on the handle. Create, apply and delete are each
+ * crash-safe: a power loss at any point leaves the image before or after the call, at worst
+ * with leaked clusters (on a version 3 image the dirty bit is set during the call, so that
+ * the next writable open repairs the refcounts; on a version 2 image, which has no dirty bit,
+ * `qcow2 check -r all` may be needed after such a crash, as with QEMU).
+ *
+ * Concurrency: create, apply and delete flush the image first and then hold it for their
+ * whole run. The caller must make sure no other thread reads, writes or flushes the image
+ * during them (writes that overlap the call would land on one side of the snapshot or the
+ * other, and a read during apply could see the old or the new disk); QEMU's monitor, which
+ * allows I/O around a snapshot, pauses the guest's I/O for the same reason. Listing may run
+ * beside reads.
+ *
+ * Images with an external data file have no snapshots (-ENOTSUP). Apply is refused on an
+ * image with persistent bitmaps (-EBUSY, "Device has active dirty bitmaps"), as QEMU does.
+ * ------------------------------------------------------------------------------------------- */
+
+#define QCOW2_SNAPSHOT_NO_ICOUNT UINT64_MAX
+
+struct qcow2_snapshot_info {
+    size_t struct_size;     /* sizeof(struct qcow2_snapshot_info): QCOW2_SNAPSHOT_INFO_INIT */
+    const char *id;         /* "1", "2", ...: valid until the next create, apply, delete or
+                             * close on the handle */
+    const char *name;
+    uint64_t vm_state_size; /* bytes of saved VM state; 0 for a disk-only snapshot */
+    uint32_t date_sec;      /* when it was taken, seconds since the epoch (UTC) */
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec; /* guest run time at the snapshot */
+    uint64_t icount;        /* instruction counter, or QCOW2_SNAPSHOT_NO_ICOUNT */
+    uint64_t disk_size;     /* virtual size when the snapshot was taken */
+};
+
+#define QCOW2_SNAPSHOT_INFO_INIT \
+    ((struct qcow2_snapshot_info){.struct_size = sizeof(struct qcow2_snapshot_info)})
+
+/* Options of qcow2_snapshot_create; zero fields are what qemu-img snapshot -c writes. */
+struct qcow2_snapshot_opts {
+    size_t struct_size;     /* sizeof(struct qcow2_snapshot_opts): QCOW2_SNAPSHOT_OPTS_INIT */
+    const char *name;       /* required; names need not be unique (QEMU allows duplicates) */
+    const char *id;         /* NULL: the largest numeric ID + 1; else must be unused */
+    uint32_t date_sec;      /* 0 and date_nsec 0: now */
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t icount;        /* qemu-img writes 0 */
+};
+
+#define QCOW2_SNAPSHOT_OPTS_INIT \
+    ((struct qcow2_snapshot_opts){.struct_size = sizeof(struct qcow2_snapshot_opts)})
+
+/* Number of snapshots (0 for raw images and images with a data file), or -errno when the
+ * snapshot table cannot be read. */
+int qcow2_snapshot_count(struct qcow2_image *img);
+
+/* Describe snapshot `index`. -ENOENT past the end. */
+int qcow2_snapshot_get(struct qcow2_image *img, unsigned index, struct qcow2_snapshot_info *sn);
+
+/* The index of a snapshot, by QEMU's rules: with only `id` the one with that ID, with only
+ * `name` the first with that name, with both one that has both. -ENOENT when there is none
+ * ("snapshot not found"), -EINVAL when both are NULL. qemu-img snapshot -a looks up by ID
+ * and then by name; -d by name only. */
+int qcow2_snapshot_find(struct qcow2_image *img, const char *id, const char *name);
+
+/* Take a snapshot of the active disk (writable image). The new snapshot is the last index.
+ * Fails with -EFBIG at 65536 snapshots or when the table would pass 64 MiB (QEMU's limits),
+ * -EINVAL when a refcount would overflow (narrow refcount_bits: 1-bit refcounts allow no
+ * shared cluster), -EEXIST for an ID in use. */
+int qcow2_snapshot_create(struct qcow2_image *img, const struct qcow2_snapshot_opts *opts);
+
+/* Make snapshot `index` the active disk again; the snapshot stays. What was written since
+ * is dropped. The virtual size becomes the snapshot's (as QEMU 7.2 does). */
+int qcow2_snapshot_apply(struct qcow2_image *img, unsigned index);
+
+/* Delete snapshot `index`, freeing the clusters only it referenced. */
+int qcow2_snapshot_delete(struct qcow2_image *img, unsigned index);
 
 /* ---------------------------------------------------------------------------------------------
  * Consistency check and repair, as qemu-img check.

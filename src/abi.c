@@ -25,7 +25,7 @@
 /* For each struct: its last member now, and its last member in the first published version
  * (libqcow2.so.0 as of 0.1.0), which fixes the smallest struct_size a caller can have and
  * never changes. */
-ABI_STRUCT(abi_open_opts, struct qcow2_open_opts, allowed_dir, repair);
+ABI_STRUCT(abi_open_opts, struct qcow2_open_opts, snapshot_name, repair);
 ABI_STRUCT(abi_create_opts, struct qcow2_create_opts, data_file, data_file);
 ABI_STRUCT(abi_extent, struct qcow2_extent, filename, filename);
 ABI_STRUCT(abi_info, struct qcow2_info, unknown_autoclear_features, autoclear_features);
@@ -34,6 +34,8 @@ ABI_STRUCT(abi_check_result, struct qcow2_check_result, compressed_clusters,
            compressed_clusters);
 ABI_STRUCT(abi_compare_result, struct qcow2_compare_result, failed_step, failed_step);
 ABI_STRUCT(abi_measure_result, struct qcow2_measure_result, bitmaps, bitmaps);
+ABI_STRUCT(abi_snapshot_info, struct qcow2_snapshot_info, disk_size, disk_size);
+ABI_STRUCT(abi_snapshot_opts, struct qcow2_snapshot_opts, icount, icount);
 
 /* Far above any struct we will have; a struct_size beyond it is garbage (an uninitialised
  * struct), not a newer caller, and is refused before anything is read past the known size. */

@@ -14,23 +14,6 @@
 #define L1E_SIZE 8
 #define REFTABLE_ENTRY_SIZE 8
 
-/* Snapshot table entry fields (the fixed part, QCOW2_SNAPSHOT_HEADER_SIZE bytes). */
-#define SN_L1_TABLE_OFFSET 0
-#define SN_L1_SIZE 8
-#define SN_ID_STR_SIZE 12
-#define SN_NAME_SIZE 14
-#define SN_VM_STATE_SIZE 32
-#define SN_EXTRA_DATA_SIZE 36
-/* Its extra data. */
-#define SN_EXTRA_VM_STATE_SIZE_LARGE 0
-#define SN_EXTRA_DISK_SIZE 8
-#define SN_EXTRA_ICOUNT 16
-
-/* Limits QEMU puts on what it reads during a check. */
-#define SNAPSHOT_MAX_EXTRA_DATA 1024
-#define SNAPSHOT_MIN_V3_EXTRA_DATA 16 /* vm_state_size_large + disk_size */
-#define SNAPSHOT_EXTRA_DATA_SIZE 24   /* ... + icount: what a rewritten entry carries */
-#define SNAPSHOT_TABLE_MAX_BYTES (64u * 1024 * 1024)
 
 /* The cluster type of an L2 entry as a whole (subclusters are looked at separately). */
 enum l2_cluster_type {
@@ -39,19 +22,6 @@ enum l2_cluster_type {
     CT_ZERO_ALLOC,
     CT_NORMAL,
     CT_COMPRESSED,
-};
-
-/* One snapshot table entry, kept whole so that a repair can rewrite the table. */
-struct snapshot_ref {
-    uint8_t header[QCOW2_SNAPSHOT_HEADER_SIZE];
-    uint64_t l1_offset;
-    uint32_t l1_size;
-    uint32_t extra_data_size; /* as kept: truncated to the maximum by a repair */
-    uint8_t *extra;           /* extra_data_size bytes */
-    uint16_t id_size;
-    uint16_t name_size;
-    char *id;
-    char *name;
 };
 
 /* One check pass. `refs` holds the computed refcount of every host cluster below
@@ -70,9 +40,7 @@ struct check {
     uint64_t file_len;
     uint8_t *l2_buf; /* one L2 table */
 
-    struct snapshot_ref *snaps;
-    uint32_t nb_snaps;
-    uint64_t snaps_size; /* bytes of the snapshot table */
+    struct snapshot_table snaps; /* read through snapshot.c, kept whole for a rewrite */
 
     bool rebuild;
     uint64_t highest_cluster;
@@ -488,33 +456,9 @@ static int check_l1(struct check *ck, struct qcow2_check_result *res, uint64_t l
 /* ------------------------------------------------------------------------------------------ */
 /* Snapshot table. */
 
-static void free_snapshots(struct check *ck)
-{
-    for (uint32_t i = 0; i < ck->nb_snaps; i++) {
-        free(ck->snaps[i].extra);
-        free(ck->snaps[i].id);
-        free(ck->snaps[i].name);
-    }
-    free(ck->snaps);
-    ck->snaps = NULL;
-    ck->nb_snaps = 0;
-    ck->snaps_size = 0;
-}
-
-static char *read_string(struct qcow2_image *img, uint64_t offset, uint32_t len, int *ret)
-{
-    char *s = malloc((size_t)len + 1);
-    if (!s) {
-        *ret = -ENOMEM;
-        return NULL;
-    }
-    *ret = file_pread(img->file, s, len, offset);
-    s[len] = '\0';
-    return s;
-}
-
-/* Read the snapshot table. A table that cannot be read stops the check, as in QEMU; with
- * FIX_ERRORS, extra data beyond the maximum is dropped (the table is rewritten later). */
+/* Read the snapshot table (snapshot.c parses it). A table that cannot be read stops the
+ * check, as in QEMU; with FIX_ERRORS, extra data beyond the maximum is dropped (the table is
+ * rewritten later). */
 static int read_snapshots(struct check *ck, struct qcow2_check_result *res, unsigned fix)
 {
     struct qcow2_image *img = ck->img;
@@ -544,74 +488,38 @@ static int read_snapshots(struct check *ck, struct qcow2_check_result *res, unsi
         return set_error(img, ret, "%s", why);
     }
 
-    ck->snaps = calloc(nb, sizeof(*ck->snaps));
-    if (!ck->snaps) {
+    uint32_t bad;
+    ret = snapshot_table_read(img, start, nb, (fix & QCOW2_CHECK_FIX_ERRORS) != 0, &ck->snaps,
+                              &bad);
+    if (ret < 0) {
         res->check_errors++;
-        return set_error(img, -ENOMEM, "out of memory for %u snapshots", nb);
+        if (ret == -ENOMEM)
+            return ret;
+        if (ret != -EFBIG) {
+            report(ck, "ERROR failed to read the snapshot table: %s", strerror(-ret));
+        } else if (bad != UINT32_MAX) {
+            report(ck, "ERROR failed to read the snapshot table: Too much extra metadata in "
+                       "snapshot table entry %u", bad);
+            report(ck, "You can force-remove this extra metadata with check -r all");
+        } else {
+            report(ck, "ERROR failed to read the snapshot table: Snapshot table is too big");
+        }
+        return ret;
     }
-    uint64_t pos = start, length = 0;
     for (uint32_t i = 0; i < nb; i++) {
-        struct snapshot_ref *sn = &ck->snaps[i];
-        pos = ROUND_UP(pos, 8);
-        ret = file_pread(img->file, sn->header, sizeof(sn->header), pos);
-        if (ret < 0)
-            goto io_error;
-        ck->nb_snaps = i + 1;
-        sn->l1_offset = be64_get(sn->header + SN_L1_TABLE_OFFSET);
-        sn->l1_size = be32_get(sn->header + SN_L1_SIZE);
-        sn->id_size = be16_get(sn->header + SN_ID_STR_SIZE);
-        sn->name_size = be16_get(sn->header + SN_NAME_SIZE);
-        uint32_t extra_size = be32_get(sn->header + SN_EXTRA_DATA_SIZE);
-        sn->extra_data_size = extra_size;
-        if (extra_size > SNAPSHOT_MAX_EXTRA_DATA) {
-            if (!(fix & QCOW2_CHECK_FIX_ERRORS)) {
-                report(ck,
-                       "ERROR failed to read the snapshot table: Too much extra metadata in "
-                       "snapshot table entry %u",
-                       i);
-                report(ck, "You can force-remove this extra metadata with check -r all");
-                res->check_errors++;
-                return set_error(img, -EFBIG,
-                                 "too much extra metadata in snapshot table entry %u (%u bytes)",
-                                 i, extra_size);
-            }
+        const struct snapshot *sn = &ck->snaps.sn[i];
+        if (sn->extra_truncated_from) {
             report(ck,
                    "Discarding too much extra metadata in snapshot table entry %u (%u > %u)", i,
-                   extra_size, SNAPSHOT_MAX_EXTRA_DATA);
+                   sn->extra_truncated_from, SNAPSHOT_MAX_EXTRA_DATA);
             res->corruptions++;
-            sn->extra_data_size = SNAPSHOT_MAX_EXTRA_DATA;
-        }
-        pos += sizeof(sn->header);
-        sn->extra = malloc(sn->extra_data_size ? sn->extra_data_size : 1);
-        if (!sn->extra) {
-            ret = -ENOMEM;
-            goto io_error;
-        }
-        ret = file_pread(img->file, sn->extra, sn->extra_data_size, pos);
-        if (ret < 0)
-            goto io_error;
-        pos += extra_size;
-        sn->id = read_string(img, pos, sn->id_size, &ret);
-        if (ret < 0)
-            goto io_error;
-        pos += sn->id_size;
-        sn->name = read_string(img, pos, sn->name_size, &ret);
-        if (ret < 0)
-            goto io_error;
-        pos += sn->name_size;
-        length += sizeof(sn->header) + sn->extra_data_size + sn->id_size + sn->name_size;
-        if (length > SNAPSHOT_TABLE_MAX_BYTES) {
-            report(ck, "ERROR failed to read the snapshot table: Snapshot table is too big");
-            res->check_errors++;
-            return set_error(img, -EFBIG, "the snapshot table is too big");
         }
     }
-    ck->snaps_size = pos - start;
 
     /* Every entry of a v3 image carries at least vm_state_size_large and disk_size. */
     if (img->hdr.version >= 3) {
         for (uint32_t i = 0; i < nb; i++) {
-            if (ck->snaps[i].extra_data_size < SNAPSHOT_MIN_V3_EXTRA_DATA) {
+            if (ck->snaps.sn[i].extra_data_size < SNAPSHOT_MIN_V3_EXTRA_DATA) {
                 res->corruptions++;
                 report(ck, "%s snapshot table entry %u is incomplete",
                        repairing(fix, QCOW2_CHECK_FIX_ERRORS), i);
@@ -619,15 +527,6 @@ static int read_snapshots(struct check *ck, struct qcow2_check_result *res, unsi
         }
     }
     return 0;
-
-io_error:
-    if (ret == -ENOMEM) {
-        res->check_errors++;
-        return set_error(img, ret, "out of memory reading the snapshot table");
-    }
-    report(ck, "ERROR failed to read the snapshot table: %s", strerror(-ret));
-    res->check_errors++;
-    return set_error(img, ret, "reading the snapshot table failed: %s", strerror(-ret));
 }
 
 /* Rewrite the snapshot table at a new place, every entry with at least the extra data QEMU
@@ -636,77 +535,14 @@ io_error:
 static int rewrite_snapshots(struct check *ck)
 {
     struct qcow2_image *img = ck->img;
-    uint64_t size = 0;
-    for (uint32_t i = 0; i < ck->nb_snaps; i++) {
-        const struct snapshot_ref *sn = &ck->snaps[i];
-        size = ROUND_UP(size, 8) + QCOW2_SNAPSHOT_HEADER_SIZE +
-               MAX(SNAPSHOT_EXTRA_DATA_SIZE, sn->extra_data_size) + sn->id_size + sn->name_size;
-    }
-    if (size == 0 || size > SNAPSHOT_TABLE_MAX_BYTES)
-        return set_error(img, -EFBIG, "the snapshot table would be too big");
-    uint8_t *buf = calloc(1, size);
-    if (!buf)
-        return set_error(img, -ENOMEM, "out of memory");
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < ck->nb_snaps; i++) {
-        const struct snapshot_ref *sn = &ck->snaps[i];
-        uint8_t extra[SNAPSHOT_EXTRA_DATA_SIZE];
-        uint32_t extra_size = MAX(SNAPSHOT_EXTRA_DATA_SIZE, sn->extra_data_size);
-        /* Known fields present in the entry are kept, whole fields only. */
-        be64_put(extra + SN_EXTRA_VM_STATE_SIZE_LARGE, be32_get(sn->header + SN_VM_STATE_SIZE));
-        be64_put(extra + SN_EXTRA_DISK_SIZE, ROUND_UP(img->size, 512));
-        be64_put(extra + SN_EXTRA_ICOUNT, UINT64_MAX); /* none */
-        memcpy(extra, sn->extra, ROUND_DOWN(MIN(sn->extra_data_size, sizeof(extra)), 8));
-        uint64_t vm_state = be64_get(extra + SN_EXTRA_VM_STATE_SIZE_LARGE);
-        pos = ROUND_UP(pos, 8);
-        memcpy(buf + pos, sn->header, QCOW2_SNAPSHOT_HEADER_SIZE);
-        /* Readers that know only the 32-bit size see a disk-only snapshot, not a cut one. */
-        be32_put(buf + pos + SN_VM_STATE_SIZE, vm_state <= UINT32_MAX ? (uint32_t)vm_state : 0);
-        be32_put(buf + pos + SN_EXTRA_DATA_SIZE, extra_size);
-        pos += QCOW2_SNAPSHOT_HEADER_SIZE;
-        memcpy(buf + pos, extra, sizeof(extra));
-        if (sn->extra_data_size > sizeof(extra))
-            memcpy(buf + pos + sizeof(extra), sn->extra + sizeof(extra),
-                   sn->extra_data_size - sizeof(extra));
-        pos += extra_size;
-        memcpy(buf + pos, sn->id, sn->id_size);
-        pos += sn->id_size;
-        memcpy(buf + pos, sn->name, sn->name_size);
-        pos += sn->name_size;
-    }
-    assert(pos == size);
-
-    int64_t offset = refcount_alloc_clusters(img, size);
-    int ret = offset < 0 ? (int)offset : cache_flush(img->refcount_cache);
-    if (ret == 0) {
-        ret = file_pwrite(img->file, buf, size, (uint64_t)offset);
-        if (ret == 0)
-            ret = file_flush(img->file);
-        if (ret < 0)
-            set_error(img, ret, "writing the snapshot table failed: %s", strerror(-ret));
-    }
-    free(buf);
-    if (ret == 0) {
-        /* nb_snapshots and snapshots_offset, in one write */
-        uint8_t field[HDR_SNAPSHOTS_OFFSET + 8 - HDR_NB_SNAPSHOTS];
-        be32_put(field, ck->nb_snaps);
-        be64_put(field + (HDR_SNAPSHOTS_OFFSET - HDR_NB_SNAPSHOTS), (uint64_t)offset);
-        ret = header_write_field(img, HDR_NB_SNAPSHOTS, field, sizeof(field));
-    }
-    if (ret < 0) {
-        if (offset > 0)
-            (void)refcount_free_clusters(img, (uint64_t)offset, size);
-        return ret;
-    }
-    uint64_t old = img->hdr.snapshots_offset;
-    img->hdr.snapshots_offset = (uint64_t)offset;
-    img->hdr.nb_snapshots = ck->nb_snaps;
-    /* The switch is done: failing to free the old table only leaks it. A table past the end
-     * of the file never had clusters to free. */
-    if (old + ck->snaps_size <= ck->file_len)
-        (void)refcount_free_clusters(img, old, ck->snaps_size);
-    ck->snaps_size = size;
-    return cache_flush(img->refcount_cache);
+    uint64_t old_size = img->hdr.snapshots_offset + ck->snaps.size <= ck->file_len
+                            ? ck->snaps.size
+                            : 0; /* past the end of the file: never had clusters to free */
+    int ret = snapshot_table_write(img, ck->snaps.sn, ck->snaps.nb, old_size);
+    snapshot_close(img); /* the image's own copy, if it read one, is stale */
+    if (ret == 0)
+        ck->snaps.size = snapshot_table_size(ck->snaps.sn, ck->snaps.nb);
+    return ret;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -931,17 +767,17 @@ static int calculate_refcounts(struct check *ck, struct qcow2_check_result *res,
     if (ret < 0)
         return ret;
     /* snapshots */
-    if (has_data_file(img) && ck->nb_snaps) {
-        report(ck, "ERROR %u snapshots in image with data file", ck->nb_snaps);
+    if (has_data_file(img) && ck->snaps.nb) {
+        report(ck, "ERROR %u snapshots in image with data file", ck->snaps.nb);
         res->corruptions++;
     }
-    for (uint32_t i = 0; i < ck->nb_snaps; i++) {
-        const struct snapshot_ref *sn = &ck->snaps[i];
-        if (offset_into_cluster(img, sn->l1_offset)) {
+    for (uint32_t i = 0; i < ck->snaps.nb; i++) {
+        const struct snapshot *sn = &ck->snaps.sn[i];
+        if (offset_into_cluster(img, sn->l1_table_offset)) {
             report(ck,
                    "ERROR snapshot %s (%s) l1_offset=%#llx: L1 table is not cluster aligned; "
                    "snapshot table entry corrupted",
-                   sn->id, sn->name, ull(sn->l1_offset));
+                   sn->id, sn->name, ull(sn->l1_table_offset));
             res->corruptions++;
             continue;
         }
@@ -953,11 +789,11 @@ static int calculate_refcounts(struct check *ck, struct qcow2_check_result *res,
             res->corruptions++;
             continue;
         }
-        ret = check_l1(ck, res, sn->l1_offset, sn->l1_size, false, fix);
+        ret = check_l1(ck, res, sn->l1_table_offset, sn->l1_size, false, fix);
         if (ret < 0)
             return ret;
     }
-    if ((ret = count_range(ck, res, img->hdr.snapshots_offset, ck->snaps_size)) < 0)
+    if ((ret = count_range(ck, res, img->hdr.snapshots_offset, ck->snaps.size)) < 0)
         return ret;
     /* the refcount table */
     ret = count_range(ck, res, img->hdr.refcount_table_offset,
@@ -1459,7 +1295,7 @@ static int check_pass(struct qcow2_image *img, unsigned fix, struct qcow2_check_
 out:
     free(ck.l2_buf);
     free(ck.refs);
-    free_snapshots(&ck);
+    snapshot_table_free(&ck.snaps);
     return ret;
 }
 

@@ -196,6 +196,7 @@ static void image_free(struct qcow2_image *img)
     refcount_close(img);
     overlap_index_free(img);
     bitmap_close(img);
+    snapshot_close(img);
     free(img->l1_table);
     if (img->data_file && img->data_file != img->file)
         file_close(img->data_file);
@@ -607,6 +608,7 @@ static int open_backing(struct qcow2_image *img, const struct chain_seen *seen, 
     struct qcow2_open_opts bopts = img->opts;
     bopts.read_only = 1;
     bopts.repair = 0;
+    bopts.snapshot_id = bopts.snapshot_name = NULL; /* the snapshot is the top image's */
     bopts.format = format_by_name(img->hdr.backing_fmt);
     if ((int)bopts.format < 0) {
         file_close(file);
@@ -798,6 +800,8 @@ static int open_image(const char *path, const struct qcow2_open_opts *opts, unsi
             goto fail;
     }
     ret = prepare_for_writing(img, err, errlen);
+    if (ret == 0 && depth == 0 && (opts->snapshot_id || opts->snapshot_name))
+        ret = snapshot_open_view(img, opts->snapshot_id, opts->snapshot_name, err, errlen);
     if (ret < 0)
         goto fail;
     *out = img;

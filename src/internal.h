@@ -13,6 +13,7 @@
  *   compress.c      zlib / zstd cluster (de)compression (pure)
  *   bitmap.c        persistent dirty bitmaps: load, mark, store, the bitmap API
  *   io.c            the data path: split requests, read/write/zero/discard, block status
+ *   snapshot.c      internal snapshots: the snapshot table, create/apply/delete, views
  *   check.c         consistency check and repair
  *   image.c         open/close, backing chain, feature gating, info
  *   create.c        creating images (opens them through image.c to preallocate)
@@ -303,6 +304,40 @@ bool cache_contains(const struct table_cache *c, uint64_t offset);
 bool cache_is_dirty(const struct table_cache *c);
 
 /* ------------------------------------------------------------------------------------------ */
+/* snapshot.c: one snapshot table entry, parsed. */
+
+#define SNAPSHOT_MAX_EXTRA_DATA 1024      /* QEMU refuses more (check -r all truncates) */
+#define SNAPSHOT_MIN_V3_EXTRA_DATA 16     /* vm_state_size_large + disk_size */
+#define SNAPSHOT_EXTRA_DATA_SIZE 24       /* ... + icount: what QEMU (and we) write */
+#define SNAPSHOT_TABLE_MAX_BYTES (64u * 1024 * 1024)
+
+struct snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    uint16_t id_size;
+    uint16_t name_size;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint32_t vm_state_size32;  /* the 32-bit field as read */
+    uint32_t extra_data_size;  /* bytes in `extra` (a repair truncates to the maximum) */
+    uint32_t extra_truncated_from; /* the size on disk when truncated, else 0 */
+    uint8_t *extra;            /* the extra data verbatim: unknown bytes are written back */
+    /* From the extra data, or QEMU's defaults when the entry is too short for them. */
+    uint64_t vm_state_size;
+    uint64_t disk_size;
+    uint64_t icount;           /* UINT64_MAX: none */
+    char *id;                  /* NUL-terminated copies */
+    char *name;
+};
+
+struct snapshot_table {
+    struct snapshot *sn;
+    uint32_t nb;
+    uint64_t size; /* bytes on disk (padding between entries included) */
+};
+
+/* ------------------------------------------------------------------------------------------ */
 /* The image. */
 
 enum subcluster_type {
@@ -442,6 +477,12 @@ struct qcow2_image {
      * open refuses it (image.c check_layout): qcow2_check reports the damage, guest I/O
      * through the handle is refused. */
     bool layout_damaged;
+    /* The snapshot table, read on first use (snapshot.c). */
+    struct snapshot_table snapshots;
+    bool snapshots_loaded;
+    /* Opened on a snapshot (qcow2_open_opts.snapshot_id/name): l1_table and size are the
+     * snapshot's, the handle is read-only. */
+    bool snapshot_view;
 
     /* Concurrency: `lock` protects all metadata above and below; it is never held across
      * guest data I/O. `inflight` lists the L2 meta records of allocations in progress; a
@@ -749,6 +790,31 @@ int io_preallocate(struct qcow2_image *img, uint64_t offset, uint64_t end,
                    enum qcow2_prealloc mode);
 
 /* ------------------------------------------------------------------------------------------ */
+/* snapshot.c (callers hold img->lock, except for the public entry points) */
+
+/* Read `nb` entries at `offset`. Extra data past the maximum: with `truncate_extra` the entry
+ * keeps the first SNAPSHOT_MAX_EXTRA_DATA bytes (extra_truncated_from says so), else -EFBIG
+ * with *bad_entry set to the entry. A table past 64 MiB: -EFBIG, *bad_entry = UINT32_MAX.
+ * Messages as QEMU's ("Too much extra metadata in snapshot table entry N", "Snapshot table
+ * is too big") in the image's error. */
+int snapshot_table_read(struct qcow2_image *img, uint64_t offset, uint32_t nb,
+                        bool truncate_extra, struct snapshot_table *t, uint32_t *bad_entry);
+void snapshot_table_free(struct snapshot_table *t);
+void snapshot_entry_free(struct snapshot *sn);
+/* Bytes the entries take on disk, as snapshot_table_write writes them. */
+uint64_t snapshot_table_size(const struct snapshot *sn, uint32_t nb);
+/* Write the entries as QEMU does (at least 24 bytes of extra data each) at a newly allocated
+ * place, flush, switch the header (nb_snapshots + snapshots_offset, one write), free the old
+ * table of `old_size` bytes. Refcounts must be right: this allocates and frees clusters. Does
+ * not touch img->snapshots. */
+int snapshot_table_write(struct qcow2_image *img, const struct snapshot *sn, uint32_t nb,
+                         uint64_t old_size);
+/* Forget the loaded table (closing, or the table was rewritten by a check). */
+void snapshot_close(struct qcow2_image *img);
+/* Make a read-only handle show the snapshot (id and/or name, as qcow2_snapshot_find). */
+int snapshot_open_view(struct qcow2_image *img, const char *id, const char *name, char *err,
+                       size_t errlen);
+
 /* check.c */
 
 /* Rewrite the refcount table and blocks at width 1 << new_order (crash-safe: new structure,
@@ -785,7 +851,8 @@ struct abi_struct {
     size_t first_size; /* the smallest struct_size a caller can have */
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
-    abi_check_result, abi_compare_result, abi_measure_result, abi_bitmap_info;
+    abi_check_result, abi_compare_result, abi_measure_result, abi_bitmap_info,
+    abi_snapshot_info, abi_snapshot_opts;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,

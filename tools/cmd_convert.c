@@ -37,8 +37,8 @@ static void convert_usage(FILE *f)
 {
     fprintf(f,
             "usage: " TOOL_NAME " convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-c] [-p] [-q] [-n]\n"
-            "                     [-S SIZE] [-W] [-m N] [-U] [--bitmaps [--skip-broken-bitmaps]]\n"
-            "                     SRC DST\n"
+            "                     [-S SIZE] [-W] [-m N] [-U] [-l SNAPSHOT]\n"
+            "                     [--bitmaps [--skip-broken-bitmaps]] SRC DST\n"
             "\n"
             "Copy SRC (with its backing chain merged) to DST.\n"
             "\n"
@@ -56,6 +56,8 @@ static void convert_usage(FILE *f)
             "  -m N        N requests in parallel (threads), 1 to 16, default 8; with -c at most\n"
             "              one thread per CPU compresses, and clusters are written in order\n"
             "  -U          accepted for compatibility (the source is opened read-only)\n"
+            "  -l SNAPSHOT copy internal snapshot SNAPSHOT of SRC instead of its current disk:\n"
+            "              snapshot.id=ID[,snapshot.name=NAME], or an ID or name\n"
             "  --bitmaps   also copy SRC's persistent dirty bitmaps (qcow2 to qcow2)\n"
             "  --skip-broken-bitmaps  with --bitmaps: skip inconsistent bitmaps (warning)\n"
             TOOL_TRUST_HELP
@@ -894,7 +896,7 @@ int cmd_convert(int argc, char **argv)
     };
     struct convert c = { .fd = -1, .min_sparse = CONVERT_DEFAULT_SPARSE, .last_pct = -100.0,
                          .workers = CONVERT_DEFAULT_WORKERS };
-    const char *fmtname = NULL, *outname = "raw";
+    const char *fmtname = NULL, *outname = "raw", *snapshot = NULL;
     char *optlist = NULL;
     int no_create = 0, quiet = 0, out_of_order = 0, ch, ret = TOOL_EXIT_ERROR;
     int bitmaps = 0, skip_broken = 0;
@@ -907,7 +909,7 @@ int cmd_convert(int argc, char **argv)
     struct tool_trust trust = { 0 };
 
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "+hf:O:o:B:cpqnS:Wm:U", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+hf:O:o:B:cpqnS:Wm:Ul:", longopts, NULL)) != -1) {
         if (tool_trust_option(&trust, ch, optarg)) {
             continue;
         }
@@ -974,6 +976,9 @@ int cmd_convert(int argc, char **argv)
         case OPT_SKIP_BROKEN:
             skip_broken = 1;
             break;
+        case 'l':
+            snapshot = optarg;
+            break;
         default:
             ret = tool_usage_error("convert", "invalid option");
             goto out;
@@ -1032,7 +1037,8 @@ int cmd_convert(int argc, char **argv)
     c.zeros = zeros;
 
     /* --untrusted applies to the source, the image a user supplied; DST is ours. */
-    if (tool_open_trust(c.src_path, fmt, 0, &trust, &c.src) < 0) {
+    if (snapshot ? tool_open_snapshot(c.src_path, fmt, snapshot, &trust, &c.src) < 0
+                 : tool_open_trust(c.src_path, fmt, 0, &trust, &c.src) < 0) {
         goto out;
     }
     c.size = qcow2_get_size(c.src);

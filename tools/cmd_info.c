@@ -86,6 +86,7 @@ static void print_json(struct tool_json *j, const struct info_item *it)
     if (in->backing_file && in->backing_fmt) {
         tool_json_str(j, "backing-filename-format", in->backing_fmt);
     }
+    (void)tool_json_snapshots(j, it->img);
     tool_json_int(j, "virtual-size", (int64_t)in->virtual_size);
     tool_json_str(j, "filename", it->filename);
     if (is_qcow2 && in->cluster_size) {
@@ -184,6 +185,7 @@ static void print_human(const struct info_item *it)
             printf("backing file format: %s\n", in->backing_fmt);
         }
     }
+    (void)tool_print_snapshots(it->img);
     if (in->format == QCOW2_FORMAT_QCOW2) {
         printf("Format specific information:\n");
         tool_print_format_specific(it->img, in, "    ");

@@ -87,7 +87,28 @@ qemu-io -r -c 'read -P 0x5a 3073k 3k' -c 'read -P 0 3080k 4k' -c 'read -P 0xab 3
     overlay.qcow2 | grep -q 'Pattern verification failed' && { echo "-> qemu-io reads something else" >&2; exit 1; }
 echo "-> qemu-img check is clean and qemu-io reads back what we wrote"
 
-step "7. Serve the overlay over NBD: qcow2 serve runs nbdkit with our plugin (tools/nbdkit-plugin.c)"
+step "7. Internal snapshots: take one, change the disk, go back to it"
+qemu-img convert -O raw overlay.qcow2 before.raw   # the disk now, for the checks below
+run "$qcow2" snapshot -c before-change overlay.qcow2
+run "$qcow2" snapshot -l overlay.qcow2
+echo "qemu-io overwrites 64 KiB at 1 MiB: the cluster is shared with the snapshot, so the write"
+echo "copies it first and the snapshot keeps the old data."
+qio -f qcow2 -c 'write -P 0x77 1M 64k' overlay.qcow2
+run "$qcow2" convert -O raw -l before-change overlay.qcow2 snap.raw
+if cmp -s snap.raw before.raw; then
+    echo "-> the snapshot (convert -l) still reads as the disk did before the write"
+else
+    echo "-> the snapshot CHANGED" >&2
+    exit 1
+fi
+run "$qcow2" snapshot -a before-change overlay.qcow2
+run qemu-img check overlay.qcow2
+run qemu-img compare overlay.qcow2 before.raw
+run "$qcow2" snapshot -d before-change overlay.qcow2
+run qemu-img snapshot -l overlay.qcow2
+echo "-> applied: the disk is back as it was; deleted: no snapshot left"
+
+step "8. Serve the overlay over NBD: qcow2 serve runs nbdkit with our plugin (tools/nbdkit-plugin.c)"
 if ! command -v nbdkit >/dev/null || ! command -v nbdinfo >/dev/null ||
     [ ! -f "$build/nbdkit-qcow2-plugin.so" ]; then
     echo "(skipped: needs nbdkit, libnbd-bin, and the plugin built with nbdkit-plugin-dev)"

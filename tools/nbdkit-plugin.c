@@ -1,6 +1,6 @@
 /* nbdkit-plugin.c - an nbdkit plugin that exports a qcow2 (or raw) image through libqcow2.
  *   nbdkit -U SOCK build/nbdkit-qcow2-plugin.so file=IMAGE [readonly=1] [backing=0]
- *          [cache-size=SIZE] [untrusted=1 [allow-dir=DIR]]
+ *          [cache-size=SIZE] [untrusted=1 [allow-dir=DIR]] [snapshot=ID_OR_NAME]
  * One image is opened when nbdkit is ready and shared by every connection (the library is
  * thread-safe, so the thread model is PARALLEL and multi-conn is safe: a flush on any
  * connection makes all earlier writes durable). Thin over include/qcow2.h. */
@@ -23,6 +23,7 @@ static struct {
     uint64_t cache_size;
     int untrusted;
     char *allow_dir;
+    char *snapshot; /* export this internal snapshot (read-only) */
     struct qcow2_image *img;
 } plugin = {.backing = 1};
 
@@ -35,6 +36,7 @@ static void qcow2_plugin_unload(void)
     }
     free(plugin.file);
     free(plugin.allow_dir);
+    free(plugin.snapshot);
 }
 
 static int parse_bool_or_error(const char *key, const char *value, int *out)
@@ -72,7 +74,18 @@ static int qcow2_plugin_config(const char *key, const char *value)
         plugin.cache_size = (uint64_t)v;
         return 0;
     }
-    nbdkit_error("unknown parameter '%s' (expected file, readonly, backing, cache-size, untrusted, allow-dir)", key);
+    if (strcmp(key, "snapshot") == 0) {
+        free(plugin.snapshot);
+        plugin.snapshot = strdup(value);
+        if (!plugin.snapshot)
+            nbdkit_error("out of memory");
+        /* A snapshot is exported read-only, as qemu-nbd -l does. */
+        plugin.readonly = 1;
+        return plugin.snapshot ? 0 : -1;
+    }
+    nbdkit_error("unknown parameter '%s' (expected file, readonly, backing, cache-size, "
+                 "untrusted, allow-dir, snapshot)",
+                 key);
     return -1;
 }
 
@@ -80,6 +93,11 @@ static int qcow2_plugin_config_complete(void)
 {
     if (!plugin.file) {
         nbdkit_error("the file=IMAGE parameter is required");
+        return -1;
+    }
+    if (plugin.snapshot && !plugin.readonly) {
+        nbdkit_error("snapshot=%s: a snapshot is exported read-only (readonly=false given)",
+                     plugin.snapshot);
         return -1;
     }
     return 0;
@@ -95,7 +113,14 @@ static int qcow2_plugin_get_ready(void)
     o.l2_cache_size = plugin.cache_size;
     o.untrusted = plugin.untrusted;
     o.allowed_dir = plugin.allow_dir;
+    /* snapshot=X is an ID first, then a name, as qemu-img's and qemu-nbd's -l X. */
+    o.snapshot_id = plugin.snapshot;
     int ret = qcow2_open(plugin.file, &o, &plugin.img, err, sizeof(err));
+    if (ret == -ENOENT && plugin.snapshot) {
+        o.snapshot_id = NULL;
+        o.snapshot_name = plugin.snapshot;
+        ret = qcow2_open(plugin.file, &o, &plugin.img, err, sizeof(err));
+    }
     if (ret < 0) {
         nbdkit_error("%s", err);
         return -1;
@@ -245,7 +270,8 @@ static struct nbdkit_plugin qcow2_nbdkit_plugin = {
                    "untrusted=<BOOL> the image comes from an untrusted source: regular files\n"
                    "                 only, smaller limits, no backing or data file outside\n"
                    "                 allow-dir (none at all without it)\n"
-                   "allow-dir=<DIR>  backing and data files must resolve beneath DIR",
+                   "allow-dir=<DIR>  backing and data files must resolve beneath DIR\n"
+                   "snapshot=<ID|NAME> export this internal snapshot, read-only",
     .magic_config_key = "file",
     .unload = qcow2_plugin_unload,
     .config = qcow2_plugin_config,

@@ -39,6 +39,7 @@ int cmd_dd(int argc, char **argv);
 int cmd_amend(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_bitmap(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -126,6 +127,12 @@ void tool_trust_apply(const struct tool_trust *t, struct qcow2_open_opts *o);
 /* tool_open with the trust options `t` (may be NULL). */
 int tool_open_trust(const char *path, enum qcow2_format fmt, unsigned flags,
                     const struct tool_trust *t, struct qcow2_image **img);
+/* Open internal snapshot `param` of `path` read-only: qemu-img's -l syntax,
+ * "snapshot.id=ID[,snapshot.name=NAME]" or a bare ID_OR_NAME (the ID first, then the name).
+ * With the trust options `t` (may be NULL). Prints qemu-img's messages on failure and returns
+ * -errno. */
+int tool_open_snapshot(const char *path, enum qcow2_format fmt, const char *param,
+                       const struct tool_trust *t, struct qcow2_image **img);
 
 /* Close and report a failure to close (a failed flush loses data). Returns 0 or -errno. */
 int tool_close(struct qcow2_image *img, const char *path);
@@ -217,5 +224,10 @@ void tool_json_finish(struct tool_json *j);
 /* The "bitmaps" value of format-specific data, as QEMU's JSON prints it (a list of
  * {"flags": ["in-use", "auto"], "name": ..., "granularity": ...}). */
 void tool_json_bitmaps(struct tool_json *j, struct qcow2_image *img);
+/* The snapshot table as qemu-img snapshot -l and info print it ("Snapshot list:", the header,
+ * one row each, dates in local time); nothing without snapshots. Returns 0 or -errno. */
+int tool_print_snapshots(struct qcow2_image *img);
+/* qemu-img info's "snapshots" array (nothing without snapshots). Returns 0 or -errno. */
+int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img);
 
 #endif /* QCOW2_TOOL_H */

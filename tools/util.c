@@ -2,11 +2,13 @@
  * and the output formats qemu-img uses (human sizes, QEMU's JSON layout and escaping).
  * Calls only the public API; holds no state between calls. */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 
 #include "tool.h"
 
@@ -699,4 +701,149 @@ void tool_json_bool(struct tool_json *j, const char *key, int val)
 void tool_json_finish(struct tool_json *j)
 {
     fputc('\n', j->f);
+}
+
+/* ---- snapshots --------------------------------------------------------------------------- */
+
+/* One row of qemu's bdrv_snapshot_dump(); `sn` NULL prints the header. */
+static void print_snapshot_row(const struct qcow2_snapshot_info *sn)
+{
+    char size[64], date[32] = "", clock[64], icount[32] = "";
+    time_t t;
+    struct tm tm;
+    uint64_t secs;
+
+    if (!sn) {
+        printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
+               "ICOUNT");
+        return;
+    }
+    tool_human_size(size, sizeof(size), sn->vm_state_size);
+    t = (time_t)sn->date_sec;
+    if (localtime_r(&t, &tm)) {
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+    }
+    secs = sn->vm_clock_nsec / 1000000000u;
+    snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
+             (int)((secs / 60) % 60), (int)(secs % 60),
+             (int)((sn->vm_clock_nsec / 1000000u) % 1000));
+    if (sn->icount != QCOW2_SNAPSHOT_NO_ICOUNT) {
+        snprintf(icount, sizeof(icount), "%" PRId64, (int64_t)sn->icount);
+    }
+    printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
+}
+
+int tool_print_snapshots(struct qcow2_image *img)
+{
+    int n = qcow2_snapshot_count(img);
+    struct qcow2_snapshot_info sn = QCOW2_SNAPSHOT_INFO_INIT;
+
+    if (n <= 0) {
+        return n;
+    }
+    printf("Snapshot list:\n");
+    print_snapshot_row(NULL);
+    for (int i = 0; i < n; i++) {
+        int ret = qcow2_snapshot_get(img, (unsigned)i, &sn);
+        if (ret < 0) {
+            return ret;
+        }
+        print_snapshot_row(&sn);
+    }
+    return 0;
+}
+
+int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img)
+{
+    int n = qcow2_snapshot_count(img);
+    struct qcow2_snapshot_info sn = QCOW2_SNAPSHOT_INFO_INIT;
+
+    if (n <= 0) {
+        return n;
+    }
+    /* QEMU's SnapshotInfo members in its QDict's order. */
+    tool_json_begin_array(j, "snapshots");
+    for (int i = 0; i < n; i++) {
+        int ret = qcow2_snapshot_get(img, (unsigned)i, &sn);
+        if (ret < 0) {
+            return ret;
+        }
+        tool_json_begin_object(j, NULL);
+        if (sn.icount != QCOW2_SNAPSHOT_NO_ICOUNT) {
+            tool_json_int(j, "icount", (int64_t)sn.icount);
+        }
+        tool_json_int(j, "vm-clock-nsec", (int64_t)(sn.vm_clock_nsec % 1000000000u));
+        tool_json_str(j, "name", sn.name);
+        tool_json_int(j, "date-sec", sn.date_sec);
+        tool_json_int(j, "date-nsec", sn.date_nsec);
+        tool_json_int(j, "vm-clock-sec", (int64_t)(sn.vm_clock_nsec / 1000000000u));
+        tool_json_str(j, "id", sn.id);
+        tool_json_int(j, "vm-state-size", (int64_t)sn.vm_state_size);
+        tool_json_end_object(j);
+    }
+    tool_json_end_array(j);
+    return 0;
+}
+
+/* qemu-img's -l: "snapshot.id=ID[,snapshot.name=NAME]" (either key alone too) or a bare
+ * ID_OR_NAME. Fills *id / *name pointing into `buf` (a copy of `param`); a bare value is
+ * both. Returns 0 or -EINVAL. */
+static int parse_snapshot_param(const char *param, char *buf, size_t len, const char **id,
+                                const char **name)
+{
+    static const char base[] = "snapshot.";
+
+    *id = *name = NULL;
+    snprintf(buf, len, "%s", param);
+    if (strncmp(buf, base, sizeof(base) - 1) != 0) {
+        *id = *name = buf;
+        return 0;
+    }
+    for (char *item = buf, *next; item; item = next) {
+        next = strchr(item, ',');
+        if (next) {
+            *next++ = '\0';
+        }
+        if (strncmp(item, "snapshot.id=", 12) == 0) {
+            *id = item + 12;
+        } else if (strncmp(item, "snapshot.name=", 14) == 0) {
+            *name = item + 14;
+        } else {
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int tool_open_snapshot(const char *path, enum qcow2_format fmt, const char *param,
+                       const struct tool_trust *t, struct qcow2_image **img)
+{
+    struct qcow2_open_opts opts = QCOW2_OPEN_OPTS_INIT;
+    char buf[1024], err[QCOW2_ERROR_MAX] = "";
+    const char *id, *name;
+    int ret;
+
+    *img = NULL;
+    if (parse_snapshot_param(param, buf, sizeof(buf), &id, &name) < 0) {
+        tool_error("Failed in parsing snapshot param '%s'", param);
+        return -EINVAL;
+    }
+    opts.format = fmt;
+    opts.read_only = 1;
+    tool_trust_apply(t, &opts);
+    /* A bare value is an ID first, then a name (bdrv_snapshot_load_tmp_by_id_or_name). */
+    opts.snapshot_id = id;
+    opts.snapshot_name = id == name ? NULL : name;
+    ret = qcow2_open(path, &opts, img, err, sizeof(err));
+    if (ret == -ENOENT && id == name) {
+        opts.snapshot_id = NULL;
+        opts.snapshot_name = name;
+        ret = qcow2_open(path, &opts, img, err, sizeof(err));
+    }
+    if (ret == -ENOENT && strcmp(err, "Can't find snapshot") == 0) {
+        tool_error("Failed to load snapshot: %s", err);
+    } else if (ret < 0) {
+        tool_error("could not open '%s': %s", path, err);
+    }
+    return ret;
 }

@@ -173,12 +173,14 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
                 snprintf(why, whylen, "op %zu failed with an unclear message: '%s'", i, msg);
                 goto fail;
             }
-            /* Later ops need the new size: a failed truncate is repeated, and must work. */
-            if (kind == WL_TRUNCATE) {
+            /* Later ops need the new size, or the snapshot: a failed truncate or snapshot
+             * create is repeated, and must work. */
+            if (kind == WL_TRUNCATE || kind == WL_SNAP_CREATE) {
                 ret = wl_exec(img, w, i);
                 if (ret < 0) {
-                    snprintf(why, whylen, "op %zu (truncate) failed again after the error "
-                             "was gone: %s", i, qcow2_error(img));
+                    snprintf(why, whylen, "op %zu (%s) failed again after the error was "
+                             "gone: %s", i, kind == WL_TRUNCATE ? "truncate" : "snapshot",
+                             qcow2_error(img));
                     goto fail;
                 }
                 failed_op = SIZE_MAX;

@@ -411,6 +411,24 @@ static const struct wl_op ops_snapshot_shared[] = {
     {WL_END, 0, 0, 0},
 };
 
+/* Snapshot operations of the library over a snapshot taken by qemu-img: create (L1 copy,
+ * refcounts, COPIED cleared, table switch), writes into the clusters now shared, delete
+ * (table switch, references dropped, COPIED set again), apply (references added, L1 switch,
+ * the old state's dropped). */
+static const struct wl_op ops_snapshot_ops[] = {
+    {WL_WRITE, 64 * KB + 100, 5000, 0},
+    {WL_SNAP_CREATE, 1, 0, 0},
+    {WL_WRITE, 64 * KB + 8000, 3000, 0},  /* COW of a cluster shared with w1 */
+    {WL_SNAP_CREATE, 2, 0, 0},
+    {WL_ZERO, 512 * KB, 8 * KB, 0},
+    {WL_SNAP_DELETE, 1, 0, 0},
+    {WL_SNAP_APPLY, 0, 0, 0},
+    {WL_WRITE, 4000, 200, 0},
+    {WL_SNAP_DELETE, 2, 0, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
 /* An external raw data file: guest offset = data file offset. */
 static const struct wl_op ops_data_file_raw[] = {
     {WL_WRITE, 1000, 3000, 0},
@@ -500,6 +518,16 @@ const struct workload wl_workloads[] = {
      .cluster_size = 4096, .prep_io = "write -P 0x5c 0 2M", .prep_cmd = "snapshot -c snap1",
      .snapshot = "snap1", .ops = ops_snapshot_shared,
      .crash_aimed = true},
+    {.name = "snapshot_ops", .create_opts = "cluster_size=4096", .size = "1M",
+     .cluster_size = 4096, .prep_io = "write -P 0x6d 0 768k;write -c -P 0x6e 768k 64k",
+     .prep_cmd = "snapshot -c snap1", .snapshot = "snap1", .ops = ops_snapshot_ops,
+     .crash_aimed = true},
+    {.name = "snapshot_ops_extl2_rc64",
+     .create_opts = "cluster_size=16384,extended_l2=on,refcount_bits=64",
+     .size = "1M", .cluster_size = 16384,
+     .prep_io = "write -P 0x6d 0 512k;write -P 0x6f 600k 3k",
+     .prep_cmd = "snapshot -c snap1", .snapshot = "snap1", .ops = ops_snapshot_ops,
+     .big = true},
     {.name = "data_file_raw", .create_opts = "cluster_size=65536", .size = "4M",
      .cluster_size = 65536, .data_file = true, .prep_io = "write -P 0x3d 0 1M",
      .ops = ops_data_file_raw,
@@ -605,6 +633,47 @@ void wl_fill(const struct workload *w, size_t i, uint8_t *buf)
     }
 }
 
+static int exec_snapshot_op(struct qcow2_image *img, const struct workload *w,
+                            const struct wl_op *op)
+{
+    char name[32];
+    snprintf(name, sizeof(name), "w%llu", (unsigned long long)op->offset);
+    if (op->kind == WL_SNAP_CREATE) {
+        struct qcow2_snapshot_opts o = QCOW2_SNAPSHOT_OPTS_INIT;
+        o.name = name;
+        return qcow2_snapshot_create(img, &o);
+    }
+    int i = qcow2_snapshot_find(img, NULL, op->kind == WL_SNAP_APPLY ? w->snapshot : name);
+    if (i < 0)
+        return i;
+    return op->kind == WL_SNAP_APPLY ? qcow2_snapshot_apply(img, (unsigned)i)
+                                     : qcow2_snapshot_delete(img, (unsigned)i);
+}
+
+/* The content of w->snapshot, as wl_prepare saved it (read once per workload). */
+static const struct tf_buf *snapshot_content(const struct workload *w)
+{
+    static struct tf_buf buf;
+    static const struct workload *loaded;
+    if (loaded == w)
+        return &buf;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s.snapshot.raw", g_dir, w->name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        abort();
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf.data = realloc(buf.data, n > 0 ? (size_t)n : 1);
+    if (!buf.data || (n > 0 && fread(buf.data, 1, (size_t)n, f) != (size_t)n))
+        abort();
+    buf.size = (uint64_t)n;
+    fclose(f);
+    loaded = w;
+    return &buf;
+}
+
 int wl_exec(struct qcow2_image *img, const struct workload *w, size_t i)
 {
     const struct wl_op *op = &w->ops[i];
@@ -646,6 +715,10 @@ int wl_exec(struct qcow2_image *img, const struct workload *w, size_t i)
     }
     case WL_COMPACT:
         return qcow2_compact(img, NULL, NULL);
+    case WL_SNAP_CREATE:
+    case WL_SNAP_DELETE:
+    case WL_SNAP_APPLY:
+        return exec_snapshot_op(img, w, op);
     case WL_END:
         break;
     }
@@ -686,7 +759,13 @@ static void op_effect(const struct workload *w, size_t i, uint64_t size, uint64_
     case WL_AMEND_REFCOUNT_BITS:
     case WL_AMEND_DOWNGRADE:
     case WL_COMPACT:
+    case WL_SNAP_CREATE:
+    case WL_SNAP_DELETE:
         *a = *b = 0;
+        break;
+    case WL_SNAP_APPLY: /* the whole disk (its values: the snapshot's content) */
+        *a = 0;
+        *b = size;
         break;
     default:
         break;
@@ -702,6 +781,10 @@ void wl_apply(const struct workload *w, size_t i, struct tf_buf *guest)
     if (op->kind == WL_TRUNCATE) {
         struct tf_event e = {.kind = TF_TRUNCATE, .offset = op->offset};
         tf_buf_apply(guest, &e, NULL, NULL);
+        return;
+    }
+    if (op->kind == WL_SNAP_APPLY) {
+        tf_buf_copy(guest, snapshot_content(w));
         return;
     }
     if (a >= b)
@@ -745,7 +828,8 @@ static void collect_report(void *opaque, const char *msg)
 struct maybe_op {
     uint64_t a, b; /* guest range */
     uint64_t fill_offset;
-    uint8_t *val;  /* NULL: zeros */
+    uint8_t *val;         /* its fill pattern (owned), or NULL */
+    const uint8_t *ref;   /* or content it may show (not owned: a snapshot's), or NULL: zeros */
 };
 
 /* The expectation against which guest bytes are judged, one piece at a time. */
@@ -771,6 +855,17 @@ static void judge_init(struct judge *j, const struct workload *w, const struct w
             continue;
         m->fill_offset = w->ops[opi].offset;
         m->val = NULL;
+        m->ref = NULL;
+        if (w->ops[opi].kind == WL_SNAP_APPLY) {
+            /* the whole disk may read as the snapshot */
+            const struct tf_buf *sn = snapshot_content(w);
+            m->a = 0;
+            m->b = MIN(m->b, sn->size);
+            m->fill_offset = 0;
+            m->ref = sn->data;
+            j->nb_ops++;
+            continue;
+        }
         if (!zero) {
             m->val = malloc(w->ops[opi].len ? w->ops[opi].len : 1);
             if (!m->val)
@@ -799,7 +894,10 @@ static bool byte_ok(const struct judge *j, uint64_t i, uint8_t v)
         return true;
     for (size_t k = 0; k < j->nb_ops; k++) {
         const struct maybe_op *m = &j->ops[k];
-        if (i >= m->a && i < m->b && v == (m->val ? m->val[i - m->fill_offset] : 0))
+        if (i < m->a || i >= m->b)
+            continue;
+        uint8_t want = m->val ? m->val[i - m->fill_offset] : m->ref ? m->ref[i] : 0;
+        if (v == want)
             return true;
     }
     return false;

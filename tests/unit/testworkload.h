@@ -26,6 +26,9 @@ enum wl_kind {
     WL_AMEND_REFCOUNT_BITS, /* len = the new refcount width */
     WL_AMEND_DOWNGRADE,     /* compat=0.10 */
     WL_COMPACT,
+    WL_SNAP_CREATE, /* internal snapshot "w<offset>" of the active disk (no guest change) */
+    WL_SNAP_DELETE, /* delete snapshot "w<offset>" (no guest change) */
+    WL_SNAP_APPLY,  /* apply the workload's prep snapshot (w->snapshot): the disk becomes it */
 };
 
 struct wl_op {

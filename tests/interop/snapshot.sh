@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# snapshot.sh - internal snapshots against qemu-img, both ways, on copies of the same image.
+#  1. Lifecycle, per image kind (v3, v2, extended L2, refcount widths 1/16/64, a backing file,
+#     compressed clusters in all): one tool creates a snapshot, the other changes the disk and
+#     creates another, lists, reads every snapshot, applies, deletes; then the same with the
+#     tools swapped. After every step `qemu-img check` must be clean, the active disk and every
+#     snapshot (`qemu-img convert -l` and `$QCOW2 convert -l`) must equal the model, and
+#     `snapshot -l` and `info` (human and JSON) must print what qemu-img prints.
+#  2. The CLI: messages and exit codes of both tools on the same mistakes.
+#  3. A randomized run: writes, zero writes, discards and snapshot create/apply/delete through
+#     either tool at random, against raw models (SNAPSHOT_RANDOM_STEPS, default 16,
+#     verified every SNAPSHOT_VERIFY_EVERY=4;
+#     `make stress` sets more; SNAPSHOT_SEED picks the sequence). SNAPSHOT_FULL=1 (make
+#     stress) adds more image kinds to 1.
+
+. "$(dirname "$0")/lib.sh"
+
+CLI_TIMEOUT=${CLI_TIMEOUT:-60}
+export TZ=UTC
+cd "$T" || exit 1
+
+SIZE=$((4 * 1024 * 1024))
+
+# snap_tool WHO: the snapshot-capable CLI of one side ("ours" or "qemu").
+snap_tool() { if [ "$1" = ours ]; then echo "$QCOW2"; else echo qemu-img; fi; }
+# io WHO ARGS...: qemu-io or our drop-in for it.
+io() {
+    local who=$1
+    shift
+    if [ "$who" = ours ]; then "$QCOW2" io "$@"; else qemu-io "$@"; fi
+}
+other() { if [ "$1" = ours ]; then echo qemu; else echo ours; fi; }
+
+# model_io RAW CMDS...: apply qemu-io commands to a raw model.
+model_io() {
+    local raw=$1 c args=()
+    shift
+    for c in "$@"; do args+=(-c "$c"); done
+    qemu-io -f raw "${args[@]}" "$raw" >/dev/null
+}
+
+# both_io WHO IMG RAW CMDS...: the same commands on the image (through WHO) and its model.
+both_io() {
+    local who=$1 img=$2 raw=$3 c args=()
+    shift 3
+    for c in "$@"; do args+=(-c "$c"); done
+    io "$who" "${args[@]}" "$img" >io.out 2>&1 || { cat io.out; return 1; }
+    model_io "$raw" "$@"
+}
+
+# verify NAME IMG: qemu-img check clean, the active disk equals IMG.raw, every snapshot
+# (model IMG.snap.NAME.raw) reads the same through both tools.
+verify() {
+    local name=$1 img=$2 f sn ok=1
+    if ! qemu-img check "$img" >check.out 2>&1; then
+        fail "$name: qemu-img check" "$(head -n 8 check.out)"
+        return 1
+    fi
+    if ! qemu-img compare -q -f qcow2 -F raw "$img" "$img.raw"; then
+        fail "$name: active disk differs from the model"
+        return 1
+    fi
+    for f in "$img".snap.*.raw; do
+        [ -e "$f" ] || continue
+        sn=${f#"$img".snap.}
+        sn=${sn%.raw}
+        rm -f q.raw o.raw
+        if ! qemu-img convert -O raw -l "snapshot.name=$sn" "$img" q.raw 2>conv.err ||
+            ! cmp -s q.raw "$f"; then
+            fail "$name: qemu-img reads snapshot $sn wrong" "$(cat conv.err)"
+            ok=0
+        fi
+        if ! "$QCOW2" convert -O raw -l "$sn" "$img" o.raw 2>conv.err || ! cmp -s o.raw "$f"; then
+            fail "$name: $QCOW2 reads snapshot $sn wrong" "$(cat conv.err)"
+            ok=0
+        fi
+    done
+    [ $ok = 1 ] && pass "$name"
+}
+
+# same_listing NAME IMG: snapshot -l, info and info --output=json agree with qemu-img.
+same_listing() {
+    local name=$1 img=$2
+    qemu-img snapshot -l "$img" >q.list 2>&1
+    "$QCOW2" snapshot -l "$img" >o.list 2>&1
+    if ! diff -u q.list o.list >list.diff; then
+        fail "$name: snapshot -l differs" "$(head -n 12 list.diff)"
+        return
+    fi
+    qemu-img info --output=json "$img" | sed '/actual-size/d' >q.json
+    "$QCOW2" info --output=json "$img" | sed '/actual-size/d' >o.json
+    if ! diff -u q.json o.json >json.diff; then
+        fail "$name: info --output=json differs" "$(head -n 20 json.diff)"
+        return
+    fi
+    qemu-img info "$img" | sed '/^disk size/d' >q.info
+    "$QCOW2" info "$img" | sed '/^disk size/d' >o.info
+    if ! diff -u q.info o.info >info.diff; then
+        fail "$name: info differs" "$(head -n 20 info.diff)"
+        return
+    fi
+    pass "$name: listing"
+}
+
+# snap WHO OP NAME IMG: snapshot -OP NAME through WHO; keeps the models in step.
+snap() {
+    local who=$1 op=$2 sn=$3 img=$4
+    if ! "$(snap_tool "$who")" snapshot "-$op" "$sn" "$img" >snap.out 2>&1; then
+        fail "$who snapshot -$op $sn $img" "$(cat snap.out)"
+        return 1
+    fi
+    case $op in
+        c) cp "$img.raw" "$img.snap.$sn.raw" ;;
+        a) cp "$img.snap.$sn.raw" "$img.raw" ;;
+        d) rm -f "$img.snap.$sn.raw" ;;
+    esac
+}
+
+# new_image IMG OPTS [BACKING]: data written by qemu-io, compressed clusters included.
+new_image() {
+    local img=$1 opts=$2 backing=${3:-}
+    rm -f "$img" "$img".*raw
+    if [ -n "$backing" ]; then
+        harness "create $img" qemu-img create -f qcow2 -o "$opts" -b "$backing" -F qcow2 "$img" \
+            || return 1
+    else
+        harness "create $img" qemu-img create -f qcow2 -o "$opts" "$img" $SIZE || return 1
+    fi
+    harness "model of $img" qemu-img convert -O raw "$img" "$img.raw" || return 1
+    both_io qemu "$img" "$img.raw" "write -P 0x11 0 192k" "write -P 0x12 1M 8k" \
+        "write -P 0x13 3M 1k" || return 1
+    # Compressed clusters (qemu-io writes them only into unallocated clusters).
+    io qemu -c "write -c -P 0x14 2M 64k" -c "write -c -P 0x15 2112k 64k" "$img" >/dev/null &&
+        model_io "$img.raw" "write -P 0x14 2M 64k" "write -P 0x15 2112k 64k"
+}
+
+# lifecycle NAME OPTS A [BACKING]: the two-snapshot story with tools A and B = other(A).
+lifecycle() {
+    local name=$1 opts=$2 a=$3 backing=${4:-} img=img.qcow2
+    local b
+    b=$(other "$a")
+    name="$name ($a first)"
+    new_image "$img" "$opts" "$backing" || return
+    snap "$a" c s1 "$img" && verify "$name: $a creates s1" "$img" || return
+    both_io "$b" "$img" "$img.raw" "write -P 0x21 0 4k" "write -P 0x22 130k 3k" \
+        "write -P 0x23 2M 4k" "write -z 1M 64k" "discard 3M 64k" || return
+    verify "$name: $b writes over shared clusters" "$img" || return
+    snap "$b" c s2 "$img" && verify "$name: $b creates s2" "$img" || return
+    both_io "$a" "$img" "$img.raw" "write -P 0x31 64k 64k" "write -P 0x32 2112k 1k" \
+        "write -z 0 32k" || return
+    verify "$name: $a writes" "$img" || return
+    same_listing "$name" "$img"
+    snap "$b" a s1 "$img" && verify "$name: $b applies s1" "$img" || return
+    both_io "$a" "$img" "$img.raw" "write -P 0x41 8k 8k" || return
+    snap "$a" d s1 "$img" && verify "$name: $a deletes s1" "$img" || return
+    snap "$a" a s2 "$img" && verify "$name: $a applies s2" "$img" || return
+    snap "$b" d s2 "$img" && verify "$name: $b deletes s2" "$img" || return
+    same_listing "$name: none left" "$img"
+}
+
+# ---- 1. lifecycles ----------------------------------------------------------------------------
+
+harness "backing file" qemu-img create -q -f qcow2 base.qcow2 $SIZE &&
+    harness "backing data" qemu-io -c "write -P 0x51 0 4M" base.qcow2
+
+lifecycle "v3" "compat=1.1" ours
+lifecycle "v2" "compat=0.10" qemu
+for who in ours qemu; do
+    lifecycle "backing, extended L2, refcount_bits=64" "extended_l2=on,refcount_bits=64" \
+        "$who" base.qcow2
+done
+if [ "${SNAPSHOT_FULL:-0}" = 1 ]; then
+    lifecycle "v3" "compat=1.1" qemu
+    lifecycle "v2" "compat=0.10" ours
+    lifecycle "small clusters, refcount_bits=8" "cluster_size=4k,refcount_bits=8" ours
+    for who in ours qemu; do
+        lifecycle "extended L2" "extended_l2=on,cluster_size=64k" "$who"
+        lifecycle "refcount_bits=64" "refcount_bits=64" "$who"
+        lifecycle "v2, backing" "compat=0.10" "$who" base.qcow2
+        lifecycle "refcount_bits=4, zstd" "refcount_bits=4,compression_type=zstd" "$who"
+        lifecycle "refcount_bits=32, 512-byte clusters" "refcount_bits=32,cluster_size=512" \
+            "$who"
+    done
+fi
+
+# refcount_bits=1: a snapshot of written clusters would need refcount 2. qemu-img refuses
+# (and leaks the L1 copy); we refuse and leak nothing.
+for who in ours qemu; do
+    new_image r1.qcow2 "refcount_bits=1" || continue
+    "$(snap_tool "$who")" snapshot -c s r1.qcow2 >r1.out 2>&1
+    rc=$?
+    msg=$(sed 's/^[a-z0-9-]*: //' r1.out)
+    if [ $rc = 1 ] && [ "$msg" = "Could not create snapshot 's': -22 (Invalid argument)" ]; then
+        pass "refcount_bits=1: $who refuses"
+    else
+        fail "refcount_bits=1: $who: rc $rc" "$(cat r1.out)"
+    fi
+    if [ "$who" = ours ]; then
+        qemu-img check r1.qcow2 >check.out 2>&1 && pass "refcount_bits=1: nothing leaked" ||
+            fail "refcount_bits=1: check after the refusal" "$(cat check.out)"
+    fi
+done
+# ... but an empty image has nothing to share.
+harness "empty r1" qemu-img create -q -f qcow2 -o refcount_bits=1 e1.qcow2 1M
+"$QCOW2" snapshot -c s e1.qcow2 && qemu-img check -q e1.qcow2 &&
+    pass "refcount_bits=1: empty image" || fail "refcount_bits=1: empty image"
+
+# ---- 2. the CLI -----------------------------------------------------------------------------
+
+# cli NAME SETUP ARGS...: run snapshot ARGS (FILE = the image) with both tools on copies made
+# by SETUP; compare exit codes, stdout and stderr (prefix stripped).
+cli() {
+    local name=$1 setup=$2
+    shift 2
+    local a_o=() a_q=() x
+    for x in "$@"; do
+        case $x in
+            FILE) a_o+=(o.qcow2); a_q+=(q.qcow2) ;;
+            *) a_o+=("$x"); a_q+=("$x") ;;
+        esac
+    done
+    rm -f o.qcow2 q.qcow2
+    harness "$name setup" qemu-img create -q -f qcow2 q.qcow2 1M || return
+    if [ -n "$setup" ]; then
+        for x in $setup; do qemu-img snapshot -c "$x" q.qcow2 || return; done
+    fi
+    cp q.qcow2 o.qcow2
+    run_cli "$CLI_TIMEOUT" o.out o.err "$QCOW2" snapshot "${a_o[@]}"
+    local rc_o=$?
+    run_cli "$CLI_TIMEOUT" q.out q.err qemu-img snapshot "${a_q[@]}"
+    local rc_q=$?
+    sed -e 's/^qcow2: //' -e 's/o\.qcow2/FILE/g' -e "s/ (try 'qcow2 snapshot --help')//" o.err >o.e
+    sed -e 's/^qemu-img: //' -e 's/q\.qcow2/FILE/g' -e "/^Try 'qemu-img --help'/d" q.err >q.e
+    if [ $rc_o != $rc_q ] || ! cmp -s o.out q.out || ! cmp -s o.e q.e; then
+        fail "cli: $name: rc $rc_o vs qemu-img $rc_q" "ours: $(cat o.out o.e)" \
+            "qemu-img: $(cat q.out q.e)"
+        return
+    fi
+    # The images must agree too (snapshot IDs and names).
+    if [ $rc_o = 0 ] && ! diff <(qemu-img snapshot -l o.qcow2 | cut -c1-27) \
+        <(qemu-img snapshot -l q.qcow2 | cut -c1-27) >/dev/null; then
+        fail "cli: $name: the tables differ"
+        return
+    fi
+    pass "cli: $name"
+}
+
+cli "list, none" "" -l FILE
+cli "list" "a b" -l FILE
+cli "list -U" "a" -U -l FILE
+cli "no action" "" FILE
+cli "-q create" "" -q -c x FILE
+cli "duplicate names" "x" -c x FILE
+cli "empty name" "" -c "" FILE
+cli "ID after a gap" "a b c" -d b FILE
+cli "apply by ID" "xxx 1" -a 1 FILE
+cli "apply by name" "a b" -a b FILE
+cli "apply missing" "a" -a nosuch FILE
+cli "delete missing" "a" -d nosuch FILE
+cli "delete by ID is by name" "a b" -d 2 FILE
+cli "delete the first of two" "a a" -d a FILE
+cli "mixed actions" "" -l -c x FILE
+cli "missing argument" "" -c
+cli "no file" "" -l
+cli "two files" "" -l FILE FILE
+cli "-U with create" "" -U -c x FILE
+long=$(printf 'n%.0s' $(seq 1 300))
+cli "name cut to 255 bytes" "" -c "$long" FILE
+
+# Raw images have none: -l prints nothing, -c is refused.
+harness "raw" qemu-img create -q -f raw r.raw 1M
+"$QCOW2" snapshot -f raw -l r.raw >o.out 2>&1 && [ ! -s o.out ] && pass "cli: raw -l" ||
+    fail "cli: raw -l" "$(cat o.out)"
+"$QCOW2" snapshot -f raw -c x r.raw >o.out 2>&1
+[ $? = 1 ] && grep -q "Could not create snapshot 'x': -95 (Operation not supported)" o.out &&
+    pass "cli: raw -c" || fail "cli: raw -c" "$(cat o.out)"
+
+# Persistent bitmaps: qemu-img refuses apply (create and delete work).
+harness "bitmap image" qemu-img create -q -f qcow2 bm.qcow2 1M &&
+    harness "bitmap snapshot" qemu-img snapshot -c s bm.qcow2 &&
+    harness "bitmap" qemu-img bitmap --add bm.qcow2 b0
+"$QCOW2" snapshot -a s bm.qcow2 >o.out 2>&1
+[ $? = 1 ] && grep -qx "qcow2: Could not apply snapshot 's': Device has active dirty bitmaps" o.out &&
+    pass "cli: apply with bitmaps" || fail "cli: apply with bitmaps" "$(cat o.out)"
+
+# A snapshot is exported read-only by the nbdkit plugin.
+PLUGIN=${QCOW2_BUILD_DIR:-$INTEROP_DIR/../../build}/nbdkit-qcow2-plugin.so
+if command -v nbdkit >/dev/null && command -v nbdcopy >/dev/null && [ -e "$PLUGIN" ]; then
+    new_image p.qcow2 "compat=1.1" && snap qemu c s1 p.qcow2 &&
+        both_io qemu p.qcow2 p.qcow2.raw "write -P 0x77 0 1M" &&
+        nbdkit -U - "$PLUGIN" file=p.qcow2 snapshot=s1 \
+            --run 'nbdcopy "$uri" plug.raw && nbdinfo "$uri" >plug.info' >/dev/null 2>&1
+    cmp -s plug.raw p.qcow2.snap.s1.raw && grep -q 'is_read_only: true' plug.info &&
+        pass "plugin snapshot=s1" || fail "plugin snapshot=s1"
+else
+    skip "plugin snapshot=: nbdkit, nbdcopy or the plugin missing"
+fi
+
+# ---- 3. randomized ---------------------------------------------------------------------------
+
+STEPS=${SNAPSHOT_RANDOM_STEPS:-16}
+VERIFY_EVERY=${SNAPSHOT_VERIFY_EVERY:-4}
+RANDOM=${SNAPSHOT_SEED:-$$}
+seed=$RANDOM
+RANDOM=$seed
+
+random_run() {
+    local opts=$1 img=rnd.qcow2 step who op sn names=() next=1 off len
+    new_image "$img" "$opts" || return
+    for ((step = 0; step < STEPS; step++)); do
+        who=$([ $((RANDOM % 2)) = 0 ] && echo ours || echo qemu)
+        op=$((RANDOM % 8))
+        off=$(((RANDOM % 64) * 64 * 1024 + (RANDOM % 4) * 512))
+        len=$(((RANDOM % 3 + 1) * 4096 + (RANDOM % 2) * 65536))
+        [ $((off + len)) -gt $SIZE ] && len=$((SIZE - off))
+        case $op in
+            0 | 1) both_io "$who" "$img" "$img.raw" "write -P $((step + 1)) $off $len" ;;
+            2) both_io "$who" "$img" "$img.raw" "write -z $off $len" ;;
+            3) both_io "$who" "$img" "$img.raw" \
+                   "discard $((off / 65536 * 65536)) 65536" ;;
+            4 | 5) sn="r$next"; next=$((next + 1)); snap "$who" c "$sn" "$img" && names+=("$sn") ;;
+            6) if [ ${#names[@]} -gt 0 ]; then
+                   snap "$who" a "${names[RANDOM % ${#names[@]}]}" "$img"
+               fi ;;
+            7) if [ ${#names[@]} -gt 0 ]; then
+                   local i=$((RANDOM % ${#names[@]}))
+                   snap "$who" d "${names[i]}" "$img" &&
+                       names=("${names[@]:0:i}" "${names[@]:i+1}")
+               fi ;;
+        esac || { fail "random (seed $seed, $opts): step $step failed"; return; }
+        [ $((step % VERIFY_EVERY)) = $((VERIFY_EVERY - 1)) ] || [ $step = $((STEPS - 1)) ] ||
+            continue
+        if ! verify "random (seed $seed, $opts): step $step op $op by $who" "$img" >/dev/null; then
+            fail "random (seed $seed, $opts): wrong after step $step (op $op by $who)"
+            return
+        fi
+    done
+    pass "random (seed $seed, $opts): $STEPS steps"
+}
+
+random_run "extended_l2=on,refcount_bits=64"
+[ "${SNAPSHOT_FULL:-0}" = 1 ] && random_run "compat=1.1"
+
+finish
