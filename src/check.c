@@ -1418,7 +1418,7 @@ int check_change_refcount_order(struct qcow2_image *img, unsigned new_order)
     pthread_mutex_unlock(&img->lock);
     free(ck.l2_buf);
     free(ck.refs);
-    free_snapshots(&ck);
+    snapshot_table_free(&ck.snaps);
     return ret;
 }
 
