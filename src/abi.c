@@ -29,6 +29,7 @@ ABI_STRUCT(abi_open_opts, struct qcow2_open_opts, repair, repair);
 ABI_STRUCT(abi_create_opts, struct qcow2_create_opts, data_file, data_file);
 ABI_STRUCT(abi_extent, struct qcow2_extent, filename, filename);
 ABI_STRUCT(abi_info, struct qcow2_info, autoclear_features, autoclear_features);
+ABI_STRUCT(abi_convert_opts, struct qcow2_convert_opts, opaque, opaque);
 ABI_STRUCT(abi_check_result, struct qcow2_check_result, compressed_clusters,
            compressed_clusters);
 

@@ -15,6 +15,8 @@
  *   check.c         consistency check and repair
  *   image.c         open/close, backing chain, feature gating, info
  *   create.c        creating images (opens them through image.c to preallocate)
+ *   convert.c       copying one image into another (qemu-img convert's engine), over the
+ *                   public calls of io.c and image.c
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -523,6 +525,25 @@ static inline uint64_t l2_get_bitmap(const struct qcow2_image *img, const void *
 {
     return img->extended_l2 ? be64_get((const uint8_t *)slice + i * 16 + 8) : 0;
 }
+/* Index of the first entry in [from, to) of `slice` that differs from the raw entry `like`
+ * (entry and, with extended L2, bitmap): a compare of raw words, no decoding, so that a scan
+ * of a sparse disk's tables runs at memory speed. Slices and table buffers are 8-byte
+ * aligned. */
+static inline uint64_t l2_skip_identical(const struct qcow2_image *img, const void *slice,
+                                         uint64_t like, uint64_t from, uint64_t to)
+{
+    const uint64_t *w = (const uint64_t *)slice;
+    if (img->l2_entry_size == sizeof(uint64_t)) {
+        uint64_t v = w[like];
+        while (from < to && w[from] == v)
+            from++;
+        return from;
+    }
+    uint64_t v0 = w[2 * like], v1 = w[2 * like + 1];
+    while (from < to && w[2 * from] == v0 && w[2 * from + 1] == v1)
+        from++;
+    return from;
+}
 static inline void l2_set_entry(const struct qcow2_image *img, void *slice, uint64_t i,
                                 uint64_t v)
 {
@@ -674,7 +695,7 @@ struct abi_struct {
     size_t first_size; /* the smallest struct_size a caller can have */
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
-    abi_check_result;
+    abi_check_result, abi_convert_opts;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,

@@ -795,6 +795,10 @@ static int zero_partial_subcluster(struct qcow2_image *img, uint64_t s, uint64_t
 
 static int zero_raw(struct qcow2_image *img, uint64_t offset, uint64_t count, unsigned flags)
 {
+    /* May unmap: a hole, as QEMU's file driver punches one (convert into an existing raw
+     * target leaves its zero ranges sparse). */
+    if ((flags & QCOW2_ZERO_MAY_UNMAP) && file_discard(img->file, offset, count) == 0)
+        return 0;
     int ret = file_zero(img->file, offset, count);
     if (ret == -ENOTSUP && !(flags & QCOW2_ZERO_FAST))
         return write_zero_buffer(img, offset, count);
