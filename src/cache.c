@@ -350,6 +350,38 @@ int cache_peek(struct table_cache *c, uint64_t offset, const void **table)
     return 0;
 }
 
+int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count)
+{
+    assert(offset != 0 && (offset & (c->table_size - 1)) == 0);
+    count = MIN(count, c->nb_entries / 4);
+    if (count < 2)
+        return 0;
+    size_t bytes = (size_t)count * c->table_size;
+    uint8_t *buf = malloc(bytes);
+    if (!buf)
+        return 0; /* read ahead is an optimisation: the slice is read alone */
+    if (file_pread(c->img->file, buf, bytes, offset) < 0) {
+        free(buf);
+        return 0; /* left to the table's own read, which reports what fails */
+    }
+    int ret = 0;
+    for (unsigned k = 0; k < count && ret == 0; k++) {
+        uint64_t o = offset + (uint64_t)k * c->table_size;
+        uint32_t i;
+        if (lookup(c, o) != NO_ENTRY)
+            continue;
+        ret = find_victim(c, &i);
+        if (ret < 0)
+            break;
+        memcpy(table_of(c, i), buf + (size_t)k * c->table_size, c->table_size);
+        hash_in(c, i, o);
+        c->entries[i].dirty = false;
+        c->entries[i].lru = ++c->lru_clock;
+    }
+    free(buf);
+    return ret;
+}
+
 static uint32_t index_of(const struct table_cache *c, const void *table)
 {
     size_t d = (size_t)((const uint8_t *)table - c->tables);

@@ -125,7 +125,8 @@ static bool type_has_host(enum subcluster_type t)
  * so a cached slice skips the past-EOF test: it passed that test when it was read, or it is
  * a table we allocated. The alignment test stays: an unaligned L1 entry could point into a
  * slice of another table that happens to be cached. */
-static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **slice)
+static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **slice,
+                         bool scan)
 {
     *slice = NULL;
     uint64_t l1_index = offset_to_l1_index(img, offset);
@@ -137,7 +138,18 @@ static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **
     if (!(l2_offset & (img->cluster_size - 1)) && (*slice = cache_find(img->l2_cache, at)))
         return 0;
     int ret = check_l1_entry(img, l1_index, l1_entry);
-    return ret < 0 ? ret : cache_peek(img->l2_cache, at, slice);
+    if (ret < 0)
+        return ret;
+    /* A scan (block status) goes on through the rest of this table: read it in one request,
+     * not a system call per slice. */
+    size_t slice_bytes = cache_table_size(img->l2_cache);
+    if (scan && slice_bytes < img->cluster_size) {
+        uint64_t left = (l2_offset + img->cluster_size - at) / slice_bytes;
+        ret = cache_read_ahead(img->l2_cache, at, (unsigned)left);
+        if (ret < 0)
+            return ret;
+    }
+    return cache_peek(img->l2_cache, at, slice);
 }
 
 /* Type and host offset (data at guest `pos`) of the subcluster that entry `i` of `slice`
@@ -197,15 +209,16 @@ static bool entry_maps_uniform_nothing(const struct qcow2_image *img, const void
     return !img->extended_l2 || (l2_get_entry(img, slice, i) == 0 && l2_get_bitmap(img, slice, i) == 0);
 }
 
-/* cluster_get_host_offset() within the L2 slice (or the missing table) holding `offset`. */
+/* cluster_get_host_offset() within the L2 slice (or the missing table) holding `offset`;
+ * `scan`: reading on through the table is likely (read ahead). */
 static int map_in_slice(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
-                        uint64_t *host, enum subcluster_type *type)
+                        uint64_t *host, enum subcluster_type *type, bool scan)
 {
     uint64_t want = *bytes;
     const void *slice;
     uint64_t idx = offset_to_l2_slice_index(img, offset);
     *host = 0;
-    int ret = peek_l2_slice(img, offset, &slice);
+    int ret = peek_l2_slice(img, offset, &slice, scan);
     if (ret < 0)
         return ret;
     if (!slice) {
@@ -255,11 +268,11 @@ static int map_in_slice(struct qcow2_image *img, uint64_t offset, uint64_t *byte
     return 0;
 }
 
-int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
-                            uint64_t *host, enum subcluster_type *type)
+static int get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                           uint64_t *host, enum subcluster_type *type, bool scan)
 {
     uint64_t want = *bytes, done = want;
-    int ret = map_in_slice(img, offset, &done, host, type);
+    int ret = map_in_slice(img, offset, &done, host, type, scan);
     if (ret < 0 || type_has_host(*type) || *type == SC_COMPRESSED) {
         *bytes = done;
         return ret;
@@ -272,12 +285,24 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
     while (done < want && ((offset + done) & (slice_bytes - 1)) == 0) {
         uint64_t n = want - done, h;
         enum subcluster_type t;
-        if (map_in_slice(img, offset + done, &n, &h, &t) < 0 || t != *type)
+        if (map_in_slice(img, offset + done, &n, &h, &t, scan) < 0 || t != *type)
             break;
         done += n;
     }
     *bytes = done;
     return 0;
+}
+
+int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                            uint64_t *host, enum subcluster_type *type)
+{
+    return get_host_offset(img, offset, bytes, host, type, false);
+}
+
+int cluster_block_status(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                         uint64_t *host, enum subcluster_type *type)
+{
+    return get_host_offset(img, offset, bytes, host, type, true);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -243,6 +243,10 @@ void cache_put(struct table_cache *c, void **table);
 /* Look at the table at host `offset` (read on a miss) without pinning it: for a caller that
  * holds the image lock and makes no other cache call until it is done with the table. */
 int cache_peek(struct table_cache *c, uint64_t offset, const void **table);
+/* Read `count` consecutive tables from host `offset` in one request and cache those not cached
+ * yet (a cached one may be newer than the disk), unpinned; at most a quarter of the cache. For
+ * scans: one system call instead of one per table. */
+int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count);
 /* cache_peek() on a hit; NULL (and no read) on a miss. */
 const void *cache_find(struct table_cache *c, uint64_t offset);
 void cache_mark_dirty(struct table_cache *c, void *table);
@@ -590,6 +594,10 @@ enum subcluster_type subcluster_type(const struct qcow2_image *img, uint64_t l2_
  * raw L2 entry. */
 int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                             uint64_t *host, enum subcluster_type *type);
+/* cluster_get_host_offset() for block status, which scans on: an L2 table missing from the
+ * cache is read in one request from the slice on (cache_read_ahead). */
+int cluster_block_status(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                         uint64_t *host, enum subcluster_type *type);
 /* Load the L2 slice holding guest `offset` for changing its entries. A table shared with a
  * snapshot is always copied first (never changed in place); a missing one is created only
  * with L2_CREATE, else *slice is NULL and it returns 0. */

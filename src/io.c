@@ -219,7 +219,7 @@ static int block_status(struct qcow2_image *img, int depth, uint64_t offset, uin
     uint64_t n = count, host;
     enum subcluster_type type;
     pthread_mutex_lock(&img->lock);
-    int ret = cluster_get_host_offset(img, offset, &n, &host, &type);
+    int ret = cluster_block_status(img, offset, &n, &host, &type);
     pthread_mutex_unlock(&img->lock);
     if (ret < 0)
         return ret;
