@@ -160,22 +160,54 @@ static int write_prerequisites(struct table_cache *c)
     return 0;
 }
 
+/* Is the table at `offset` cached and dirty? Its slot in *i. */
+static bool dirty_at(const struct table_cache *c, uint64_t offset, uint32_t *i)
+{
+    *i = lookup(c, offset);
+    return *i != NO_ENTRY && c->entries[*i].dirty;
+}
+
+/* Write table `i` if dirty, together with the dirty tables cached next to it in the same
+ * cluster (the slices of one L2 table): one request for what a new table made dirty at once,
+ * not one per slice. Same writes, so the same ordering: nothing is flushed between them. */
 static int write_entry(struct table_cache *c, uint32_t i)
 {
     struct cache_entry *e = &c->entries[i];
     if (!e->dirty)
         return 0;
     int ret = write_prerequisites(c);
-    if (ret == 0 && c->overlap_checks)
-        ret = overlap_check(c->img, e->offset, c->table_size, c->overlap_ignore);
     if (ret < 0)
         return ret;
-    ret = file_pwrite(c->img->file, table_of(c, i), c->table_size, e->offset);
+    uint64_t cluster = c->img->cluster_size;
+    enum { RUN_MAX = 64 };
+    uint64_t first = e->offset;
+    uint32_t slot[RUN_MAX], n = 0, j;
+    for (unsigned back = 1; back < RUN_MAX / 2 && (first & (cluster - 1)) &&
+                            dirty_at(c, first - c->table_size, &j);
+         back++)
+        first -= c->table_size;
+    for (uint64_t o = first; n < RUN_MAX && (o == first || (o & (cluster - 1)));
+         o += c->table_size) {
+        if (o != e->offset && !dirty_at(c, o, &j))
+            break;
+        slot[n++] = o == e->offset ? i : j;
+    }
+    struct iovec iov[RUN_MAX];
+    for (uint32_t k = 0; k < n; k++) {
+        if (c->overlap_checks &&
+            (ret = overlap_check(c->img, c->entries[slot[k]].offset, c->table_size,
+                                 c->overlap_ignore)) < 0)
+            return ret;
+        iov[k] = (struct iovec){.iov_base = table_of(c, slot[k]), .iov_len = c->table_size};
+    }
+    ret = file_pwritev(c->img->file, iov, (int)n, first);
     if (ret < 0)
         return set_error(c->img, ret, "writing %s at 0x%llx failed: %s", c->what,
-                         (unsigned long long)e->offset, strerror(-ret));
-    e->dirty = false;
-    c->nb_dirty--;
+                         (unsigned long long)first, strerror(-ret));
+    for (uint32_t k = 0; k < n; k++) {
+        c->entries[slot[k]].dirty = false;
+        c->nb_dirty--;
+    }
     c->written_point = file_sync_point(c->img->file);
     return 0;
 }
