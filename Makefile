@@ -24,7 +24,9 @@ PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE      ?= cmake
 CTEST      ?= ctest
-# Extra arguments for ctest, e.g. CTEST_ARGS="-j2 -R interop_map".
+# ctest runs one test per core (the tests use their own scratch directories and sockets).
+CTEST_JOBS ?= $(JOBS)
+# Extra arguments for ctest, e.g. CTEST_ARGS="-R interop_map".
 CTEST_ARGS ?=
 
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
@@ -71,12 +73,12 @@ check: deps
 	exit $$rc
 
 check-build: build
-	cd $(BUILD) && $(CTEST) --output-on-failure $(CTEST_ARGS)
+	cd $(BUILD) && $(CTEST) --output-on-failure -j $(CTEST_JOBS) $(CTEST_ARGS)
 
 check-asan:
 	$(CMAKE) -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_SANITIZE=ON
 	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && $(CTEST) --output-on-failure -L unit $(CTEST_ARGS)
+	cd $(ASAN_BUILD) && $(CTEST) --output-on-failure -j $(CTEST_JOBS) -L unit $(CTEST_ARGS)
 
 # The concurrency stress test again under ThreadSanitizer.
 check-tsan:

@@ -42,7 +42,8 @@ struct qcow2_image;
  * Extensible structs
  *
  * Every struct the library reads from or writes into the caller's memory (struct
- * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result) starts
+ * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result,
+ * qcow2_compare_result, qcow2_measure_result) starts
  * with `size_t struct_size`, the sizeof of the struct the caller was compiled with, and is
  * initialised with its QCOW2_<NAME>_INIT macro, which sets struct_size and zeroes the rest:
  *
@@ -358,6 +359,92 @@ int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result
                 void (*report)(void *opaque, const char *msg), void *opaque);
 
 /* ---------------------------------------------------------------------------------------------
+ * Whole-image operations: compare, measure, copy (qemu-img compare, measure and dd)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Progress of a long operation: `done` of `total` units (bytes unless said otherwise), called
+ * from the calling thread, in increasing order, at least once at the start (done = 0) and once
+ * at the end (done = total) when the operation succeeds. Every call that takes one accepts
+ * NULL. */
+typedef void (*qcow2_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+
+#define QCOW2_COMPARE_STRICT 0x1u /* allocation counts too: sizes and block status must match */
+
+enum qcow2_compare_outcome {
+    QCOW2_COMPARE_IDENTICAL = 0,        /* the guest sees the same bytes */
+    QCOW2_COMPARE_CONTENT_MISMATCH = 1, /* they differ; `offset` is the first differing
+                                         * 512-byte sector (qemu-img's "Content mismatch at
+                                         * offset N!") */
+    QCOW2_COMPARE_STATUS_MISMATCH = 2,  /* strict: block status differs at `offset` */
+    QCOW2_COMPARE_SIZE_MISMATCH = 3,    /* strict: the virtual sizes differ */
+};
+
+/* Which step of a comparison failed (when qcow2_compare returns -errno). */
+enum qcow2_compare_step {
+    QCOW2_COMPARE_STEP_NONE = 0,
+    QCOW2_COMPARE_STEP_BLOCK_STATUS = 1, /* qemu-img compare exits 3 */
+    QCOW2_COMPARE_STEP_READ = 2,         /* qemu-img compare exits 4 */
+};
+
+struct qcow2_compare_result {
+    size_t struct_size;                 /* sizeof(struct qcow2_compare_result):
+                                         * QCOW2_COMPARE_RESULT_INIT */
+    enum qcow2_compare_outcome outcome;
+    /* The sizes differ and the common part matched, so the longer image's tail was checked
+     * for zeros (qemu-img prints "Warning: Image size mismatch!" before the verdict). */
+    int size_mismatch;
+    uint64_t offset;                    /* see `outcome`; on failure, where it failed */
+    int failed_image;                   /* on failure: 1 or 2 (the image whose error is set) */
+    enum qcow2_compare_step failed_step;
+};
+
+#define QCOW2_COMPARE_RESULT_INIT \
+    ((struct qcow2_compare_result){.struct_size = sizeof(struct qcow2_compare_result)})
+
+/* Compare the guest view of two images (whole backing chains, qcow2 or raw), as qemu-img
+ * compare: ranges that both images report as zeros, or that neither has allocated anywhere in
+ * its chain, are never read; where one side reads as zeros only the other is read; the rest is
+ * read in large pieces. Images of different sizes are equal when the common part matches and
+ * the longer image's tail reads as zeros. With QCOW2_COMPARE_STRICT the sizes must be equal
+ * and the block status (data, zero, allocated, host offset valid, compressed, reaching the end)
+ * must match at every offset. `progress` (may be NULL) counts bytes of the larger size.
+ * The reads run on up to two threads of the call's own (started and joined inside it), so
+ * the images see concurrent reads, which every image allows.
+ * Returns 0 when the comparison ran (the verdict is in `res`), or -errno with the message in
+ * the failing image's qcow2_error() and res->failed_image/failed_step/offset set. */
+int qcow2_compare(struct qcow2_image *img1, struct qcow2_image *img2, unsigned flags,
+                  struct qcow2_compare_result *res, qcow2_progress_fn progress, void *opaque);
+
+struct qcow2_measure_result {
+    size_t struct_size;       /* sizeof(struct qcow2_measure_result): QCOW2_MEASURE_RESULT_INIT */
+    uint64_t required;        /* bytes a new image needs for the source's data and metadata */
+    uint64_t fully_allocated; /* bytes with every cluster allocated */
+    int has_bitmaps;          /* `bitmaps` applies: a qcow2 v3 target and a v3 qcow2 source */
+    uint64_t bitmaps;         /* bytes the source's persistent bitmaps would take */
+};
+
+#define QCOW2_MEASURE_RESULT_INIT \
+    ((struct qcow2_measure_result){.struct_size = sizeof(struct qcow2_measure_result)})
+
+/* How large a new image of the format and options in `target` would be (qemu-img measure):
+ * for a copy of `src` (its whole chain; target->size is then ignored) or, with `src` NULL, for
+ * an empty image of target->size bytes. For qcow2 the options that count are cluster_size,
+ * extended_l2, refcount_bits, compat, preallocation (falloc and full count every cluster as
+ * required) and backing_file (a copy onto a backing file may need every cluster); the other
+ * fields are ignored. Computed exactly as QEMU 7.2 computes it (block/qcow2.c qcow2_measure).
+ * Returns 0 or -errno with a message in `err`. */
+int qcow2_measure(struct qcow2_image *src, const struct qcow2_create_opts *target,
+                  struct qcow2_measure_result *res, char *err, size_t errlen);
+
+/* Copy `count` guest bytes of `src` from `src_offset` into `dst` at `dst_offset` (qemu-img
+ * dd), reading and writing at most `chunk` bytes at a time (0: 1 MiB). Every byte is written
+ * as data, zeros included, as dd does. `progress` counts bytes copied. Returns 0 or -errno
+ * with the message in qcow2_error(dst) (a read failure names `src`). */
+int qcow2_copy_range(struct qcow2_image *src, uint64_t src_offset, struct qcow2_image *dst,
+                     uint64_t dst_offset, uint64_t count, size_t chunk,
+                     qcow2_progress_fn progress, void *opaque);
+
+/* ---------------------------------------------------------------------------------------------
  * Convert: copy one image's guest view (its whole backing chain merged) into another, as
  * qemu-img convert does.
  * ------------------------------------------------------------------------------------------- */
@@ -383,7 +470,7 @@ struct qcow2_convert_opts {
                              * one reported through `warning`) instead of failing */
     /* Called as the copy goes on: `done` of `total` bytes of the ranges copied as data
      * (qemu-img's progress). May be NULL. Called from the copy's threads, one at a time. */
-    void (*progress)(void *opaque, uint64_t done, uint64_t total);
+    qcow2_progress_fn progress;
     /* Non-fatal messages (salvaged read errors). May be NULL. */
     void (*warning)(void *opaque, const char *msg);
     void *opaque;

@@ -32,6 +32,8 @@ ABI_STRUCT(abi_info, struct qcow2_info, autoclear_features, autoclear_features);
 ABI_STRUCT(abi_convert_opts, struct qcow2_convert_opts, opaque, opaque);
 ABI_STRUCT(abi_check_result, struct qcow2_check_result, compressed_clusters,
            compressed_clusters);
+ABI_STRUCT(abi_compare_result, struct qcow2_compare_result, failed_step, failed_step);
+ABI_STRUCT(abi_measure_result, struct qcow2_measure_result, bitmaps, bitmaps);
 
 /* Far above any struct we will have; a struct_size beyond it is garbage (an uninitialised
  * struct), not a newer caller, and is refused before anything is read past the known size. */

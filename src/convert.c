@@ -84,11 +84,6 @@ __attribute__((format(printf, 3, 4))) static int fail(struct convert *c, int ret
     return ret < 0 ? ret : -EIO;
 }
 
-static bool buffer_is_zero(const uint8_t *p, size_t n)
-{
-    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
 /* ---- the target -------------------------------------------------------------------------- */
 
 /* Write data (never zero-detected again). */

@@ -1068,6 +1068,24 @@ static int create_qcow2(const char *path, struct qcow2_create_opts *o, char *err
     return ret;
 }
 
+int create_opts_copy_in(struct qcow2_create_opts *o, const struct qcow2_create_opts *opts,
+                        char *err, size_t errlen)
+{
+    int ret = abi_copy_in(&abi_create_opts, o, opts, err, errlen);
+    if (ret < 0)
+        return ret;
+    /* Zero fields mean the defaults. */
+    if (o->format == QCOW2_FORMAT_PROBE)
+        o->format = QCOW2_FORMAT_QCOW2;
+    if (o->version == 0)
+        o->version = 3;
+    if (o->cluster_size == 0)
+        o->cluster_size = DEFAULT_CLUSTER_SIZE;
+    if (o->refcount_bits == 0)
+        o->refcount_bits = DEFAULT_REFCOUNT_BITS;
+    return 0;
+}
+
 int qcow2_create(const char *path, const struct qcow2_create_opts *opts, char *err,
                  size_t errlen)
 {
@@ -1078,18 +1096,9 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *opts, char *e
     if (!opts)
         return format_error(err, errlen, -EINVAL, "%s: no options given", path);
     struct qcow2_create_opts o; /* the caller's options in this library's struct version */
-    int ret = abi_copy_in(&abi_create_opts, &o, opts, err, errlen);
+    int ret = create_opts_copy_in(&o, opts, err, errlen);
     if (ret < 0)
         return ret;
-    /* Zero fields mean the defaults. */
-    if (o.format == QCOW2_FORMAT_PROBE)
-        o.format = QCOW2_FORMAT_QCOW2;
-    if (o.version == 0)
-        o.version = 3;
-    if (o.cluster_size == 0)
-        o.cluster_size = DEFAULT_CLUSTER_SIZE;
-    if (o.refcount_bits == 0)
-        o.refcount_bits = DEFAULT_REFCOUNT_BITS;
 
     switch (o.format) {
     case QCOW2_FORMAT_RAW:

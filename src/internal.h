@@ -15,6 +15,8 @@
  *   check.c         consistency check and repair
  *   image.c         open/close, backing chain, feature gating, info
  *   create.c        creating images (opens them through image.c to preallocate)
+ *   compare.c       comparing and copying whole images through the public I/O calls
+ *   measure.c       the size a new image needs (qemu-img measure)
  *   convert.c       copying one image into another (qemu-img convert's engine), over the
  *                   public calls of io.c and image.c
  */
@@ -28,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -53,6 +56,17 @@ static inline uint64_t align_down_pow2(uint64_t n, uint64_t p)
 static inline uint64_t align_up_pow2(uint64_t n, uint64_t p)
 {
     return (n + p - 1) & ~(p - 1);
+}
+
+/* True when all `n` bytes at `p` are zero: the first bytes, then the buffer compared with
+ * itself shifted (memcmp is vectorised; a byte loop is not). */
+static inline bool buffer_is_zero(const uint8_t *p, size_t n)
+{
+    size_t head = MIN(n, 16);
+    for (size_t i = 0; i < head; i++)
+        if (p[i])
+            return false;
+    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -693,6 +707,14 @@ int image_open_with_file(const char *path, const struct qcow2_open_opts *opts,
 char *image_resolve_path(const char *image_path, const char *name);
 
 /* ------------------------------------------------------------------------------------------ */
+/* create.c */
+
+/* The caller's creation options in this library's struct version, zero fields at their
+ * defaults (qcow2, version 3, 64 KiB clusters, 16-bit refcounts). Used by measure.c too. */
+int create_opts_copy_in(struct qcow2_create_opts *o, const struct qcow2_create_opts *opts,
+                        char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------------------------ */
 /* abi.c: the public structs of every version (qcow2.h, "Extensible structs"). An entry point
  * copies the caller's options into a full struct of ours (abi_copy_in), or checks the caller's
  * result struct first (abi_check_out) and fills it last (abi_copy_out). */
@@ -703,7 +725,7 @@ struct abi_struct {
     size_t first_size; /* the smallest struct_size a caller can have */
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
-    abi_check_result, abi_convert_opts;
+    abi_check_result, abi_compare_result, abi_measure_result, abi_convert_opts;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,

@@ -301,16 +301,6 @@ static int check_writable(struct qcow2_image *img)
     return 0;
 }
 
-static bool buffer_is_zero(const uint8_t *p, size_t n)
-{
-    /* Check the first bytes, then compare the buffer with itself shifted. */
-    size_t head = MIN(n, 16);
-    for (size_t i = 0; i < head; i++)
-        if (p[i])
-            return false;
-    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
-}
-
 /* Read one COW region through our own read path (old cluster, compressed data, backing file
  * or zeros). *is_zero tells whether there is anything to copy. */
 static int read_cow_region(struct qcow2_image *img, const struct l2_meta *m,

@@ -16,6 +16,9 @@ static const struct tool_cmd commands[] = {
     { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
     { "resize", cmd_resize, "change the virtual size of an image, as qemu-img resize" },
     { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },
+    { "compare", cmd_compare, "compare the guest view of two images, as qemu-img compare" },
+    { "measure", cmd_measure, "how large a new image would be, as qemu-img measure" },
+    { "dd", cmd_dd, "copy a range of an image into a new image, as qemu-img dd" },
     { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
 };
 

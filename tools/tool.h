@@ -33,6 +33,9 @@ int cmd_check(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
+int cmd_dd(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -95,6 +98,35 @@ int tool_close(struct qcow2_image *img, const char *path);
  * "dir/x"; absolute names and bases without '/' leave `name` as is). Returns a malloc'ed
  * string or NULL. */
 char *tool_path_combine(const char *base, const char *name);
+
+/* ---- progress (-p) ------------------------------------------------------------------------ */
+
+/* qemu-img's progress line (util/qemu-progress.c): "    (NN.NN/100%)\r" on stdout, printed
+ * again when the percentage has moved by more than `min_skip` points (and at 0 and 100), and a
+ * newline at the end. Shown only when asked for (-p without -q) and stdout is a terminal:
+ * qemu-img also prints it into pipes and files, where it is noise. Usage:
+ *
+ *     struct tool_progress p;
+ *     tool_progress_init(&p, progress && !quiet, 2.0f);
+ *     qcow2_compare(a, b, 0, &res, tool_progress_cb, &p);   (any qcow2_progress_fn)
+ *     ...print the verdict...
+ *     tool_progress_end(&p);
+ *
+ * QEMU's min_skip: 1.0 for convert, commit and amend, 2.0 for compare and rebase. */
+struct tool_progress {
+    int enabled;
+    float min_skip;
+    float current;    /* percent */
+    float last_print; /* percent at the last print */
+};
+
+void tool_progress_init(struct tool_progress *p, int requested, float min_skip);
+/* Set the absolute percentage (0..100; larger values count as 100). */
+void tool_progress_set(struct tool_progress *p, float percent);
+/* A qcow2_progress_fn: `opaque` is a struct tool_progress; sets done/total as a percentage. */
+void tool_progress_cb(void *opaque, uint64_t done, uint64_t total);
+/* Ends the line (only if the progress was shown). */
+void tool_progress_end(struct tool_progress *p);
 
 /* ---- output ------------------------------------------------------------------------------ */
 

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tool.h"
 
@@ -253,6 +254,43 @@ char *tool_path_combine(const char *base, const char *name)
         strcpy(out + dirlen, name);
     }
     return out;
+}
+
+/* ---- progress (-p) ------------------------------------------------------------------------ */
+
+void tool_progress_init(struct tool_progress *p, int requested, float min_skip)
+{
+    memset(p, 0, sizeof(*p));
+    p->enabled = requested && isatty(STDOUT_FILENO);
+    p->min_skip = min_skip;
+}
+
+void tool_progress_set(struct tool_progress *p, float percent)
+{
+    p->current = percent > 100.0f ? 100.0f : percent;
+    if (!p->enabled) {
+        return;
+    }
+    /* qemu_progress_print(): print at 0, at 100 and after each move of more than min_skip. */
+    if (p->current > p->last_print + p->min_skip || p->current == 100.0f ||
+        p->current == 0.0f) {
+        p->last_print = p->current;
+        printf("    (%3.2f/100%%)\r", (double)p->current);
+        fflush(stdout);
+    }
+}
+
+void tool_progress_cb(void *opaque, uint64_t done, uint64_t total)
+{
+    tool_progress_set(opaque, total ? (float)((double)done * 100.0 / (double)total) : 100.0f);
+}
+
+void tool_progress_end(struct tool_progress *p)
+{
+    if (p->enabled) {
+        putchar('\n');
+        fflush(stdout);
+    }
 }
 
 /* ---- output ------------------------------------------------------------------------------ */

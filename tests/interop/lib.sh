@@ -263,3 +263,90 @@ peek_be64() { echo $((16#$(peek_hex "$1" "$2" 8))); }
 find_string_offset() {
     grep -a -b -o -F -- "$2" "$1" | head -n 1 | cut -d: -f1
 }
+
+# ---------------------------------------------------------------------------------------------
+# Whole-image commands (compare, measure, dd): one set of images and one runner.
+# ---------------------------------------------------------------------------------------------
+
+# make_image_set: in the current directory, images made by qemu-img and qemu-io covering the
+# layouts these commands meet (4 MiB unless said):
+#   std.qcow2   standard L2: data, a zero cluster over data, an unaligned write, unallocated
+#   ext.qcow2   the same writes with extended L2 (subcluster allocation, 128k clusters)
+#   comp.qcow2  std.qcow2 converted with compressed clusters
+#   std.raw     std.qcow2 as raw (sparse where std.qcow2 reads zeros)
+#   over-raw.qcow2    overlay over base.raw (raw backing), with its own data and a zero cluster
+#   over-qcow2.qcow2  overlay over base.qcow2 (qcow2 backing, extended L2 overlay)
+#   short.qcow2  6 MiB overlay over a 2 MiB backing (reads zeros past the backing's end)
+#   long.qcow2   2 MiB overlay over a 6 MiB backing
+#   big-zero.qcow2  6 MiB: std.qcow2's data, a zero tail (explicit zero clusters in it)
+#   big-data.qcow2  6 MiB: std.qcow2's data, data in the tail
+#   flip.qcow2  std.qcow2 with one byte changed at 70001
+#   v2.qcow2    compat=0.10, 4k clusters, std.qcow2's data
+# Returns non-zero (after counting a harness failure) when qemu-img could not build them.
+make_image_set() {
+    local w='-c "write -P 0x61 0 1M" -c "write -z 1M 64k" -c "write -P 0x62 1100000 70001" -c "write -P 0x63 3M 4k"'
+    harness "std.qcow2" qemu-img create -q -f qcow2 std.qcow2 4M &&
+        harness "std writes" eval "qemu-io $w std.qcow2" &&
+        harness "ext.qcow2" qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=128k ext.qcow2 4M &&
+        harness "ext writes" eval "qemu-io $w ext.qcow2" &&
+        harness "comp.qcow2" qemu-img convert -c -O qcow2 std.qcow2 comp.qcow2 &&
+        harness "std.raw" qemu-img convert -O raw std.qcow2 std.raw &&
+        harness "base.raw" qemu-img convert -O raw std.qcow2 base.raw &&
+        harness "base.qcow2" cp std.qcow2 base.qcow2 &&
+        harness "over-raw" qemu-img create -q -f qcow2 -b base.raw -F raw over-raw.qcow2 &&
+        harness "over-raw writes" qemu-io -c "write -P 0x71 64k 64k" -c "write -z 3M 64k" over-raw.qcow2 &&
+        harness "over-qcow2" qemu-img create -q -f qcow2 -o extended_l2=on -b base.qcow2 -F qcow2 over-qcow2.qcow2 &&
+        harness "over-qcow2 writes" qemu-io -c "write -P 0x72 2048 4k" -c "write -z 1M 2M" over-qcow2.qcow2 &&
+        harness "short base" qemu-img create -q -f qcow2 short-base.qcow2 2M &&
+        harness "short base data" qemu-io -c "write -P 0x73 1M 1M" short-base.qcow2 &&
+        harness "short.qcow2" qemu-img create -q -f qcow2 -b short-base.qcow2 -F qcow2 short.qcow2 6M &&
+        harness "short writes" qemu-io -c "write -P 0x74 5M 4k" short.qcow2 &&
+        harness "long base" qemu-img create -q -f qcow2 long-base.qcow2 6M &&
+        harness "long base data" qemu-io -c "write -P 0x75 1M 4M" long-base.qcow2 &&
+        harness "long.qcow2" qemu-img create -q -f qcow2 -b long-base.qcow2 -F qcow2 long.qcow2 2M &&
+        harness "big-zero" qemu-img create -q -f qcow2 big-zero.qcow2 6M &&
+        harness "big-zero writes" eval "qemu-io $w -c 'write -z 5M 128k' big-zero.qcow2" &&
+        harness "big-data" cp big-zero.qcow2 big-data.qcow2 &&
+        harness "big-data writes" qemu-io -c "write -P 0x76 5M 512" big-data.qcow2 &&
+        harness "flip.qcow2" cp std.qcow2 flip.qcow2 &&
+        harness "flip write" qemu-io -c "write -P 0x77 70001 1" flip.qcow2 &&
+        harness "v2.qcow2" qemu-img convert -O qcow2 -o compat=0.10,cluster_size=4k std.qcow2 v2.qcow2
+}
+
+# same_as_qemu NAME SUBCOMMAND ARGS...: run `$QCOW2 SUBCOMMAND ARGS` and `qemu-img SUBCOMMAND
+# ARGS`; their exit codes and stdout must be equal, and our stderr free of sanitizer reports.
+# An argument OUT stands for an output file: ours.out.img for us, qemu.out.img for qemu-img
+# (both removed first). Returns 0 when equal (without counting a pass: the caller may check
+# more), 1 after counting a failure.
+same_as_qemu() {
+    local name=$1 sub=$2 a a_ours=() a_qemu=()
+    shift 2
+    for a in "$@"; do
+        case $a in
+            OUT) a_ours+=(ours.out.img); a_qemu+=(qemu.out.img) ;;
+            *=OUT) a_ours+=("${a%OUT}ours.out.img"); a_qemu+=("${a%OUT}qemu.out.img") ;;
+            *) a_ours+=("$a"); a_qemu+=("$a") ;;
+        esac
+    done
+    rm -f ours.out.img qemu.out.img
+    local repro
+    repro="repro: $(q "$QCOW2" "$sub" "${a_ours[@]}")"
+    run_cli "${CLI_TIMEOUT:-60}" ours.stdout ours.stderr "$QCOW2" "$sub" "${a_ours[@]}"
+    local rc_ours=$?
+    run_cli "${CLI_TIMEOUT:-60}" qemu.stdout qemu.stderr qemu-img "$sub" "${a_qemu[@]}"
+    local rc_qemu=$?
+    if sanitizer_text ours.stderr >/dev/null; then
+        fail "$name: sanitizer report" "$(cat ours.stderr)" "$repro"
+        return 1
+    fi
+    if [ "$rc_ours" != "$rc_qemu" ]; then
+        fail "$name: exit $rc_ours, qemu-img exits $rc_qemu" "ours: $(cat ours.stdout ours.stderr)" \
+            "qemu-img: $(cat qemu.stdout qemu.stderr)" "$repro"
+        return 1
+    fi
+    if ! cmp -s ours.stdout qemu.stdout; then
+        fail "$name: stdout differs" "$(diff ours.stdout qemu.stdout | head -n 10)" "$repro"
+        return 1
+    fi
+    return 0
+}

@@ -55,6 +55,49 @@ static void test_crash_at_every_write(const struct workload *w)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* The verdict itself: a test that cannot fail proves nothing. After op 0 of `w` (a write)
+ * the image differs from the starting content: the verdict must reject it when op 0 is not
+ * expected, accept it when op 0 is durable or uncertain, and reject a wrong size. */
+static void test_verdict_rejects_content_the_model_does_not_allow(const struct workload *w)
+{
+    struct tf_buf start = {0}, base = {0}, after = {0};
+    struct qcow2_image *img = NULL;
+    char path[4200], err[QCOW2_ERROR_MAX], why[1024];
+    snprintf(path, sizeof(path), "%s/%s.verdict.qcow2", wl_dir(), w->name);
+    CHECK_MSG(w->ops[0].kind == WL_WRITE, "%s: op 0 must be a write", w->name);
+    if (wl_prepare(w, &start, &base) < 0 || tf_buf_save(&start, path) < 0 ||
+        qcow2_open(path, NULL, &img, err, sizeof(err)) < 0) {
+        CHECK_MSG(0, "%s: cannot prepare the image", w->name);
+        goto out;
+    }
+    CHECK_MSG(wl_exec(img, w, 0) == 0, "op 0: %s", qcow2_error(img));
+    tf_buf_copy(&after, &base);
+    wl_apply(w, 0, &after);
+    const size_t op0 = 0;
+    struct wl_expect stale = {.durable = &base, .start_size = base.size};
+    struct wl_expect durable = {.durable = &after, .start_size = base.size};
+    struct wl_expect uncertain = {.durable = &base, .uncertain = &op0, .nb_uncertain = 1,
+                                  .start_size = base.size};
+    CHECK_MSG(wl_check_content(img, w, &stale, why, sizeof(why)) < 0,
+              "the verdict accepted data the model does not allow");
+    CHECK_MSG(strstr(why, "are wrong"), "unexpected reason: %s", why);
+    CHECK_MSG(wl_check_content(img, w, &durable, why, sizeof(why)) == 0, "durable: %s", why);
+    CHECK_MSG(wl_check_content(img, w, &uncertain, why, sizeof(why)) == 0, "uncertain: %s",
+              why);
+    after.size -= 512;
+    CHECK_MSG(wl_check_content(img, w, &durable, why, sizeof(why)) < 0 &&
+                  strstr(why, "virtual size"),
+              "the verdict accepted a wrong virtual size");
+    after.size += 512;
+out:
+    if (img)
+        qcow2_close(img);
+    tf_buf_free(&start);
+    tf_buf_free(&base);
+    tf_buf_free(&after);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* An external raw data file: the completed run. */
 
 /* Does the raw data file read as the guest content `guest`? */
@@ -229,6 +272,9 @@ int main(void)
     const char *only = getenv("CRASH_ONLY");
 
     time_t t0 = time(NULL);
+    if (selected(only, wl_workloads[0].name))
+        RUN("verdict_rejects_content_the_model_does_not_allow",
+            test_verdict_rejects_content_the_model_does_not_allow(&wl_workloads[0]));
     /* The random workloads (full runs only) are run with a few seeds. */
     unsigned rounds = full ? 3 : 1;
     const uint32_t first_seed = g_opts.seed;

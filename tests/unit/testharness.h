@@ -6,6 +6,7 @@
 #define QCOW2_TESTHARNESS_H
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static int g_passed, g_failed;
 static int t_failed; /* failures in the current test */
@@ -40,5 +41,28 @@ static int t_failed; /* failures in the current test */
         printf("%s %s\n", t_failed ? "FAIL" : "ok  ", label);                              \
         fflush(stdout);                                                                    \
     } while (0)
+
+/* A scratch directory NAME.XXXXXX under $QCOW2_TEST_TMPDIR (or /tmp) into `dir`; 0 or -1. */
+static inline int test_make_dir(char *dir, size_t len, const char *name)
+{
+    const char *base = getenv("QCOW2_TEST_TMPDIR");
+    snprintf(dir, len, "%s/%s.XXXXXX", base ? base : "/tmp", name);
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return -1;
+    }
+    return 0;
+}
+
+/* Remove the scratch directory, print "N passed, M failed"; the program's exit status. */
+static inline int test_finish(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}
 
 #endif /* QCOW2_TESTHARNESS_H */
