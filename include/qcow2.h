@@ -44,7 +44,7 @@ struct qcow2_image;
  * Every struct the library reads from or writes into the caller's memory (struct
  * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result,
  * qcow2_compare_result, qcow2_measure_result, qcow2_bitmap_info, qcow2_snapshot_info,
- * qcow2_snapshot_opts) starts
+ * qcow2_snapshot_opts, qcow2_convert_opts) starts
  * with `size_t struct_size`, the sizeof of the struct the caller was compiled with, and is
  * initialised with its QCOW2_<NAME>_INIT macro, which sets struct_size and zeroes the rest:
  *
@@ -699,6 +699,50 @@ int qcow2_amend(struct qcow2_image *img, const struct qcow2_create_opts *opts, u
  * below the last of them). Refused (-ENOTSUP) for images with internal snapshots, persistent
  * bitmaps or an external data file. `progress` may be NULL. */
 int qcow2_compact(struct qcow2_image *img, qcow2_progress_fn progress, void *opaque);
+
+/* ---------------------------------------------------------------------------------------------
+ * Convert: copy one image's guest view (its whole backing chain merged) into another, as
+ * qemu-img convert does.
+ * ------------------------------------------------------------------------------------------- */
+
+#define QCOW2_CONVERT_MAX_WORKERS 16          /* qemu-img's -m range: 1 to 16 */
+#define QCOW2_CONVERT_MAX_SPARSE (16u << 20)  /* qemu-img's largest -S */
+
+struct qcow2_convert_opts {
+    size_t struct_size;     /* sizeof(struct qcow2_convert_opts): QCOW2_CONVERT_OPTS_INIT */
+    uint64_t min_sparse;    /* -S: runs of zeros inside data at least this long (a multiple of
+                             * 512, at most QCOW2_CONVERT_MAX_SPARSE) are not written; 0 = the
+                             * default, 4 KiB */
+    int fully_allocate;     /* -S 0: write every byte as data, zeros too */
+    int workers;            /* -m: threads copying in parallel, 0 = 8 */
+    int out_of_order;       /* -W: write as reads complete (the layout may vary) */
+    int compress;           /* -c: compress every cluster (qcow2 target) */
+    int target_is_zero;     /* the target reads zeros everywhere (a new image without a
+                             * backing file, or --target-is-zero): zero ranges are not
+                             * written */
+    int target_backed;      /* -B: the target was created over a backing file; only what
+                             * differs from what the target reads already is written */
+    int salvage;            /* --salvage: a sector that cannot be read counts as zeros (each
+                             * one reported through `warning`) instead of failing */
+    /* Called as the copy goes on: `done` of `total` bytes of the ranges copied as data
+     * (qemu-img's progress). May be NULL. Called from the copy's threads, one at a time. */
+    qcow2_progress_fn progress;
+    /* Non-fatal messages (salvaged read errors). May be NULL. */
+    void (*warning)(void *opaque, const char *msg);
+    void *opaque;
+    /* Later: -l (a snapshot as the source) and --bitmaps are added here by appending. */
+};
+
+#define QCOW2_CONVERT_OPTS_INIT \
+    ((struct qcow2_convert_opts){.struct_size = sizeof(struct qcow2_convert_opts)})
+
+/* Copy all of `src` into `dst` (open writable, raw or qcow2, at least as large; the caller
+ * creates it and says with target_is_zero what it reads). The source's block status is asked
+ * for long runs: unallocated and zero ranges are never read, and not written either when the
+ * target reads zeros, so the cost follows the data, not the virtual size. `dst` is flushed at
+ * the end. Returns 0, or -errno with a message in `err`. */
+int qcow2_convert(struct qcow2_image *src, struct qcow2_image *dst,
+                  const struct qcow2_convert_opts *opts, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,7 @@ ABI_STRUCT(abi_create_opts, struct qcow2_create_opts, data_file, data_file);
 ABI_STRUCT(abi_extent, struct qcow2_extent, filename, filename);
 ABI_STRUCT(abi_info, struct qcow2_info, unknown_autoclear_features, autoclear_features);
 ABI_STRUCT(abi_bitmap_info, struct qcow2_bitmap_info, recording, recording);
+ABI_STRUCT(abi_convert_opts, struct qcow2_convert_opts, opaque, opaque);
 ABI_STRUCT(abi_check_result, struct qcow2_check_result, compressed_clusters,
            compressed_clusters);
 ABI_STRUCT(abi_compare_result, struct qcow2_compare_result, failed_step, failed_step);

@@ -29,6 +29,7 @@ struct table_cache {
     uint32_t *buckets;
     unsigned nb_buckets; /* power of two */
     uint64_t lru_clock;
+    uint32_t hand; /* where find_victim() looks first: just past the last slot it took */
     struct table_cache *depends; /* must be flushed before we write */
     /* Before any of our tables is written, `sync_file` must be durable up to `sync_point`
      * (0: nothing to wait for): the guest data that changed L2 entries make readable. */
@@ -159,22 +160,54 @@ static int write_prerequisites(struct table_cache *c)
     return 0;
 }
 
+/* Is the table at `offset` cached and dirty? Its slot in *i. */
+static bool dirty_at(const struct table_cache *c, uint64_t offset, uint32_t *i)
+{
+    *i = lookup(c, offset);
+    return *i != NO_ENTRY && c->entries[*i].dirty;
+}
+
+/* Write table `i` if dirty, together with the dirty tables cached next to it in the same
+ * cluster (the slices of one L2 table): one request for what a new table made dirty at once,
+ * not one per slice. Same writes, so the same ordering: nothing is flushed between them. */
 static int write_entry(struct table_cache *c, uint32_t i)
 {
     struct cache_entry *e = &c->entries[i];
     if (!e->dirty)
         return 0;
     int ret = write_prerequisites(c);
-    if (ret == 0 && c->overlap_checks)
-        ret = overlap_check(c->img, e->offset, c->table_size, c->overlap_ignore);
     if (ret < 0)
         return ret;
-    ret = file_pwrite(c->img->file, table_of(c, i), c->table_size, e->offset);
+    uint64_t cluster = c->img->cluster_size;
+    enum { RUN_MAX = 64 };
+    uint64_t first = e->offset;
+    uint32_t slot[RUN_MAX], n = 0, j;
+    for (unsigned back = 1; back < RUN_MAX / 2 && (first & (cluster - 1)) &&
+                            dirty_at(c, first - c->table_size, &j);
+         back++)
+        first -= c->table_size;
+    for (uint64_t o = first; n < RUN_MAX && (o == first || (o & (cluster - 1)));
+         o += c->table_size) {
+        if (o != e->offset && !dirty_at(c, o, &j))
+            break;
+        slot[n++] = o == e->offset ? i : j;
+    }
+    struct iovec iov[RUN_MAX];
+    for (uint32_t k = 0; k < n; k++) {
+        if (c->overlap_checks &&
+            (ret = overlap_check(c->img, c->entries[slot[k]].offset, c->table_size,
+                                 c->overlap_ignore)) < 0)
+            return ret;
+        iov[k] = (struct iovec){.iov_base = table_of(c, slot[k]), .iov_len = c->table_size};
+    }
+    ret = file_pwritev(c->img->file, iov, (int)n, first);
     if (ret < 0)
         return set_error(c->img, ret, "writing %s at 0x%llx failed: %s", c->what,
-                         (unsigned long long)e->offset, strerror(-ret));
-    e->dirty = false;
-    c->nb_dirty--;
+                         (unsigned long long)first, strerror(-ret));
+    for (uint32_t k = 0; k < n; k++) {
+        c->entries[slot[k]].dirty = false;
+        c->nb_dirty--;
+    }
     c->written_point = file_sync_point(c->img->file);
     return 0;
 }
@@ -248,18 +281,32 @@ void cache_depends_on_flush(struct table_cache *c, struct qcow2_file *f)
     c->sync_point = MAX(c->sync_point, file_sync_point(f));
 }
 
-/* Find a slot for a new table: a free one, else the least recently used unpinned one. */
+/* Find a slot for a new table: a free one, else an old unpinned one. Looking at every slot on
+ * each miss made a scan through more tables than the cache holds quadratic (8192 slots
+ * compared for each of the 262144 slices of a 16 TiB disk), so the search starts at a clock
+ * hand, just past the slot taken last, and stops at the first free slot or the first table
+ * stamped in the older half of the stamps still in the cache, taking the oldest unpinned
+ * table seen up to there. Filling the cache and streaming through it then cost one step per
+ * miss; tables in use are restamped (cache_find) and skipped. */
 static int find_victim(struct table_cache *c, uint32_t *out)
 {
-    uint32_t best = NO_ENTRY;
-    for (uint32_t i = 0; i < c->nb_entries; i++) {
+    uint32_t best = NO_ENTRY, i = c->hand;
+    uint64_t half = c->nb_entries / 2;
+    uint64_t old_enough = c->lru_clock > half ? c->lru_clock - half : 0;
+    for (unsigned k = 0; k < c->nb_entries; k++, i++) {
+        if (i >= c->nb_entries)
+            i = 0;
         struct cache_entry *e = &c->entries[i];
         if (e->offset == 0) {
             best = i;
             break;
         }
-        if (e->ref == 0 && (best == NO_ENTRY || e->lru < c->entries[best].lru))
+        if (e->ref != 0)
+            continue;
+        if (best == NO_ENTRY || e->lru < c->entries[best].lru)
             best = i;
+        if (e->lru <= old_enough)
+            break;
     }
     if (best == NO_ENTRY)
         return set_error(c->img, -ENOMEM, "%s cache is full (all entries in use)", c->what);
@@ -269,6 +316,7 @@ static int find_victim(struct table_cache *c, uint32_t *out)
             return ret;
         unhash(c, best);
     }
+    c->hand = best + 1 < c->nb_entries ? best + 1 : 0;
     *out = best;
     return 0;
 }
@@ -332,6 +380,38 @@ int cache_peek(struct table_cache *c, uint64_t offset, const void **table)
     *table = t;
     cache_put(c, &t); /* the caller makes no other cache call while it looks */
     return 0;
+}
+
+int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count)
+{
+    assert(offset != 0 && (offset & (c->table_size - 1)) == 0);
+    count = MIN(count, c->nb_entries / 4);
+    if (count < 2)
+        return 0;
+    size_t bytes = (size_t)count * c->table_size;
+    uint8_t *buf = malloc(bytes);
+    if (!buf)
+        return 0; /* read ahead is an optimisation: the slice is read alone */
+    if (file_pread(c->img->file, buf, bytes, offset) < 0) {
+        free(buf);
+        return 0; /* left to the table's own read, which reports what fails */
+    }
+    int ret = 0;
+    for (unsigned k = 0; k < count && ret == 0; k++) {
+        uint64_t o = offset + (uint64_t)k * c->table_size;
+        uint32_t i;
+        if (lookup(c, o) != NO_ENTRY)
+            continue;
+        ret = find_victim(c, &i);
+        if (ret < 0)
+            break;
+        memcpy(table_of(c, i), buf + (size_t)k * c->table_size, c->table_size);
+        hash_in(c, i, o);
+        c->entries[i].dirty = false;
+        c->entries[i].lru = ++c->lru_clock;
+    }
+    free(buf);
+    return ret;
 }
 
 static uint32_t index_of(const struct table_cache *c, const void *table)

@@ -301,6 +301,11 @@ static int check_l2(struct check *ck, struct qcow2_check_result *res, uint64_t l
 
     uint64_t next_contiguous = 0;
     for (uint64_t i = 0; i < img->l2_size; i++) {
+        /* Unallocated entries (all zero) hold nothing to count or check: skipped in runs. */
+        if (!l2_get_entry(img, ck->l2_buf, i) && !l2_get_bitmap(img, ck->l2_buf, i)) {
+            i = l2_skip_identical(img, ck->l2_buf, i, i + 1, img->l2_size) - 1;
+            continue;
+        }
         uint64_t entry = l2_get_entry(img, ck->l2_buf, i);
         uint64_t bitmap = l2_get_bitmap(img, ck->l2_buf, i);
         enum l2_cluster_type type = cluster_type(img, entry);
@@ -1077,6 +1082,10 @@ static int check_oflag_copied(struct check *ck, struct qcow2_check_result *res, 
         int64_t dirty = 0;
         for (uint64_t j = 0; j < img->l2_size; j++) {
             uint64_t entry = l2_get_entry(img, ck->l2_buf, j);
+            if (!entry) { /* unallocated: skipped in runs */
+                j = l2_skip_identical(img, ck->l2_buf, j, j + 1, img->l2_size) - 1;
+                continue;
+            }
             enum l2_cluster_type type = cluster_type(img, entry);
             if (type != CT_NORMAL && type != CT_ZERO_ALLOC)
                 continue;

@@ -125,7 +125,8 @@ static bool type_has_host(enum subcluster_type t)
  * so a cached slice skips the past-EOF test: it passed that test when it was read, or it is
  * a table we allocated. The alignment test stays: an unaligned L1 entry could point into a
  * slice of another table that happens to be cached. */
-static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **slice)
+static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **slice,
+                         bool scan)
 {
     *slice = NULL;
     uint64_t l1_index = offset_to_l1_index(img, offset);
@@ -137,7 +138,18 @@ static int peek_l2_slice(struct qcow2_image *img, uint64_t offset, const void **
     if (!(l2_offset & (img->cluster_size - 1)) && (*slice = cache_find(img->l2_cache, at)))
         return 0;
     int ret = check_l1_entry(img, l1_index, l1_entry);
-    return ret < 0 ? ret : cache_peek(img->l2_cache, at, slice);
+    if (ret < 0)
+        return ret;
+    /* A scan (block status) goes on through the rest of this table: read it in one request,
+     * not a system call per slice. */
+    size_t slice_bytes = cache_table_size(img->l2_cache);
+    if (scan && slice_bytes < img->cluster_size) {
+        uint64_t left = (l2_offset + img->cluster_size - at) / slice_bytes;
+        ret = cache_read_ahead(img->l2_cache, at, (unsigned)left);
+        if (ret < 0)
+            return ret;
+    }
+    return cache_peek(img->l2_cache, at, slice);
 }
 
 /* Type and host offset (data at guest `pos`) of the subcluster that entry `i` of `slice`
@@ -167,25 +179,57 @@ static inline int map_subcluster(struct qcow2_image *img, const void *slice, uin
     return ret;
 }
 
-int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
-                            uint64_t *host, enum subcluster_type *type)
+/* Where a range without an L2 table ends: the end of this L1 entry's range and of every
+ * following L1 entry without a table, in one step (a sparse disk of terabytes has millions of
+ * them), bounded by `stop`. */
+static uint64_t end_of_missing_tables(const struct qcow2_image *img, uint64_t offset,
+                                      uint64_t stop)
+{
+    uint64_t l1_bytes = 1ull << (img->l2_bits + img->cluster_bits);
+    uint64_t pos = align_down_pow2(offset, l1_bytes) + l1_bytes;
+    for (uint64_t i = offset_to_l1_index(img, pos); pos < stop && i < img->l1_size; i++) {
+        if (img->l1_table[i] & L1E_OFFSET_MASK)
+            break;
+        pos += l1_bytes;
+    }
+    if (offset_to_l1_index(img, pos) >= img->l1_size)
+        pos = stop; /* past the L1 table: nothing is mapped there */
+    return MIN(pos, stop);
+}
+
+/* Is every subcluster of the cluster entry `i` maps of the type its first one has, with no
+ * host cluster? Then identical entries after it map the same: l2_skip_identical(). */
+static bool entry_maps_uniform_nothing(const struct qcow2_image *img, const void *slice,
+                                       uint64_t i, enum subcluster_type t)
+{
+    if (t != SC_UNALLOCATED_PLAIN && t != SC_ZERO_PLAIN)
+        return false;
+    /* Without extended L2 the entry decides alone; with it, only an all-zero entry and
+     * bitmap is sure to be one type throughout. */
+    return !img->extended_l2 || (l2_get_entry(img, slice, i) == 0 && l2_get_bitmap(img, slice, i) == 0);
+}
+
+/* cluster_get_host_offset() within the L2 slice (or the missing table) holding `offset`;
+ * `scan`: reading on through the table is likely (read ahead). */
+static int map_in_slice(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                        uint64_t *host, enum subcluster_type *type, bool scan)
 {
     uint64_t want = *bytes;
     const void *slice;
     uint64_t idx = offset_to_l2_slice_index(img, offset);
     *host = 0;
-    int ret = peek_l2_slice(img, offset, &slice);
+    int ret = peek_l2_slice(img, offset, &slice, scan);
     if (ret < 0)
         return ret;
-    /* The slice (or absent L2 table) bounds how far one lookup can see. */
+    if (!slice) {
+        *type = SC_UNALLOCATED_PLAIN;
+        *bytes = end_of_missing_tables(img, offset, offset + want) - offset;
+        return 0;
+    }
+    /* The slice bounds how far one lookup can see. */
     uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
     uint64_t slice_end = align_down_pow2(offset, slice_bytes) + slice_bytes;
     uint64_t end = offset + MIN(want, slice_end - offset);
-    if (!slice) {
-        *type = SC_UNALLOCATED_PLAIN;
-        *bytes = end - offset;
-        return 0;
-    }
 
     /* The first subcluster; most requests end inside it. */
     enum subcluster_type first = SC_INVALID, t = SC_INVALID;
@@ -198,6 +242,13 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
     uint64_t cluster_base = start_of_cluster(img, offset);
     if (first == SC_COMPRESSED) { /* one compressed cluster at a time */
         *bytes = MIN(cluster_base + img->cluster_size, end) - offset;
+        return 0;
+    }
+    if (entry_maps_uniform_nothing(img, slice, idx, first)) {
+        /* Runs of entries that map nothing cost a compare each, not a classification. */
+        uint64_t stop = idx + ((end - cluster_base + img->cluster_size - 1) >> img->cluster_bits);
+        uint64_t i = l2_skip_identical(img, slice, idx, idx + 1, stop);
+        *bytes = MIN(cluster_base + ((i - idx) << img->cluster_bits), end) - offset;
         return 0;
     }
     /* Then as many more as continue it: same type, and contiguous on the host if mapped. */
@@ -215,6 +266,43 @@ int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *
     }
     *bytes = MIN(pos, end) - offset;
     return 0;
+}
+
+static int get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                           uint64_t *host, enum subcluster_type *type, bool scan)
+{
+    uint64_t want = *bytes, done = want;
+    int ret = map_in_slice(img, offset, &done, host, type, scan);
+    if (ret < 0 || type_has_host(*type) || *type == SC_COMPRESSED) {
+        *bytes = done;
+        return ret;
+    }
+    /* A run that maps nothing goes on into the next slices while they continue it, so that
+     * a scan of a sparse disk gets one answer per run, not one per slice. A run cut short
+     * by its type, not by the slice end, is complete. An error further on is left for the
+     * next call, which starts there. */
+    uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
+    while (done < want && ((offset + done) & (slice_bytes - 1)) == 0) {
+        uint64_t n = want - done, h;
+        enum subcluster_type t;
+        if (map_in_slice(img, offset + done, &n, &h, &t, scan) < 0 || t != *type)
+            break;
+        done += n;
+    }
+    *bytes = done;
+    return 0;
+}
+
+int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                            uint64_t *host, enum subcluster_type *type)
+{
+    return get_host_offset(img, offset, bytes, host, type, false);
+}
+
+int cluster_block_status(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                         uint64_t *host, enum subcluster_type *type)
+{
+    return get_host_offset(img, offset, bytes, host, type, true);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -21,6 +21,8 @@
  *   measure.c       the size a new image needs (qemu-img measure)
  *   compact.c       moving clusters down and truncating the file (qcow2_compact)
  *   amend.c         changing an image's options in place (qcow2_amend)
+ *   convert.c       copying one image into another (qemu-img convert's engine), over the
+ *                   public calls of io.c and image.c
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -281,6 +283,10 @@ void cache_put(struct table_cache *c, void **table);
 /* Look at the table at host `offset` (read on a miss) without pinning it: for a caller that
  * holds the image lock and makes no other cache call until it is done with the table. */
 int cache_peek(struct table_cache *c, uint64_t offset, const void **table);
+/* Read `count` consecutive tables from host `offset` in one request and cache those not cached
+ * yet (a cached one may be newer than the disk), unpinned; at most a quarter of the cache. For
+ * scans: one system call instead of one per table. */
+int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count);
 /* cache_peek() on a hit; NULL (and no read) on a miss. */
 const void *cache_find(struct table_cache *c, uint64_t offset);
 void cache_mark_dirty(struct table_cache *c, void *table);
@@ -623,6 +629,25 @@ static inline uint64_t l2_get_bitmap(const struct qcow2_image *img, const void *
 {
     return img->extended_l2 ? be64_get((const uint8_t *)slice + i * 16 + 8) : 0;
 }
+/* Index of the first entry in [from, to) of `slice` that differs from the raw entry `like`
+ * (entry and, with extended L2, bitmap): a compare of raw words, no decoding, so that a scan
+ * of a sparse disk's tables runs at memory speed. Slices and table buffers are 8-byte
+ * aligned. */
+static inline uint64_t l2_skip_identical(const struct qcow2_image *img, const void *slice,
+                                         uint64_t like, uint64_t from, uint64_t to)
+{
+    const uint64_t *w = (const uint64_t *)slice;
+    if (img->l2_entry_size == sizeof(uint64_t)) {
+        uint64_t v = w[like];
+        while (from < to && w[from] == v)
+            from++;
+        return from;
+    }
+    uint64_t v0 = w[2 * like], v1 = w[2 * like + 1];
+    while (from < to && w[2 * from] == v0 && w[2 * from + 1] == v1)
+        from++;
+    return from;
+}
 static inline void l2_set_entry(const struct qcow2_image *img, void *slice, uint64_t i,
                                 uint64_t v)
 {
@@ -671,6 +696,10 @@ enum subcluster_type subcluster_type(const struct qcow2_image *img, uint64_t l2_
  * raw L2 entry. */
 int cluster_get_host_offset(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                             uint64_t *host, enum subcluster_type *type);
+/* cluster_get_host_offset() for block status, which scans on: an L2 table missing from the
+ * cache is read in one request from the slice on (cache_read_ahead). */
+int cluster_block_status(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                         uint64_t *host, enum subcluster_type *type);
 /* Load the L2 slice holding guest `offset` for changing its entries. A table shared with a
  * snapshot is always copied first (never changed in place); a missing one is created only
  * with L2_CREATE, else *slice is NULL and it returns 0. */
@@ -852,7 +881,7 @@ struct abi_struct {
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
     abi_check_result, abi_compare_result, abi_measure_result, abi_bitmap_info,
-    abi_snapshot_info, abi_snapshot_opts;
+    abi_snapshot_info, abi_snapshot_opts, abi_convert_opts;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,

@@ -222,7 +222,7 @@ static int block_status(struct qcow2_image *img, int depth, uint64_t offset, uin
     uint64_t n = count, host;
     enum subcluster_type type;
     pthread_mutex_lock(&img->lock);
-    int ret = cluster_get_host_offset(img, offset, &n, &host, &type);
+    int ret = cluster_block_status(img, offset, &n, &host, &type);
     pthread_mutex_unlock(&img->lock);
     if (ret < 0)
         return ret;
@@ -795,6 +795,10 @@ static int zero_partial_subcluster(struct qcow2_image *img, uint64_t s, uint64_t
 
 static int zero_raw(struct qcow2_image *img, uint64_t offset, uint64_t count, unsigned flags)
 {
+    /* May unmap: a hole, as QEMU's file driver punches one (convert into an existing raw
+     * target leaves its zero ranges sparse). */
+    if ((flags & QCOW2_ZERO_MAY_UNMAP) && file_discard(img->file, offset, count) == 0)
+        return 0;
     int ret = file_zero(img->file, offset, count);
     if (ret == -ENOTSUP && !(flags & QCOW2_ZERO_FAST))
         return write_zero_buffer(img, offset, count);
