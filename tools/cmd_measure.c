@@ -21,7 +21,8 @@ static void measure_usage(FILE *f)
                "                   refcount_bits, extended_l2, preallocation, backing_file, ...)\n"
                "  --size N         measure an empty image of N bytes instead of a file\n"
                "  -f FMT           format of FILE (qcow2 or raw); probed if omitted\n"
-               "  -l SNAPSHOT      measure an internal snapshot (not supported yet)\n"
+               "  -l SNAPSHOT      measure internal snapshot SNAPSHOT (snapshot.id=ID[,snapshot.name=NAME],\n"
+               "                   or an ID or name)\n"
                "  -U               accepted for compatibility\n");
 }
 
@@ -86,20 +87,6 @@ static void print_result(const struct qcow2_measure_result *r, enum tool_output 
     tool_json_int(&j, "fully-allocated", (int64_t)r->fully_allocated);
     tool_json_end_object(&j);
     tool_json_finish(&j);
-}
-
-/* -l: internal snapshots cannot be read through the library yet. An image without any
- * gets qemu-img's own answer. */
-static int refuse_snapshot(struct qcow2_image *img)
-{
-    struct qcow2_info info = QCOW2_INFO_INIT;
-
-    if (qcow2_get_info(img, &info) == 0 && info.nb_snapshots == 0) {
-        tool_error("Failed to load snapshot: Can't find snapshot");
-    } else {
-        tool_error("Failed to load snapshot: reading internal snapshots is not supported yet");
-    }
-    return TOOL_EXIT_ERROR;
 }
 
 int cmd_measure(int argc, char **argv)
@@ -181,11 +168,9 @@ int cmd_measure(int argc, char **argv)
         goto out;
     }
     if (path) {
-        if (tool_parse_format(fmtname, &fmt) < 0 || tool_open(path, fmt, 0, &img) < 0) {
-            goto out;
-        }
-        if (snapshot) {
-            ret = refuse_snapshot(img);
+        if (tool_parse_format(fmtname, &fmt) < 0 ||
+            (snapshot ? tool_open_snapshot(path, fmt, snapshot, NULL, &img)
+                      : tool_open(path, fmt, 0, &img)) < 0) {
             goto out;
         }
     }
