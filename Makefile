@@ -87,8 +87,8 @@ check-tsan:
 # Crash at every write and I/O errors at every I/O, with the bigger and random workloads.
 stress: build
 	cd $(BUILD) && CRASH_FULL=1 IOERROR_FULL=1 STRESS_OPS=2000 WRITE_DIFF_SEEDS=16 \
-	    WRITE_DIFF_OPS=400 $(CTEST) --output-on-failure --timeout 14400 \
-	    -R '^(test_(crash|ioerror|stress)|interop_write_diff)$$' $(CTEST_ARGS)
+	    WRITE_DIFF_OPS=400 CHAIN_FULL=1 $(CTEST) --output-on-failure --timeout 14400 \
+	    -R '^(test_(crash|ioerror|stress)|interop_(write_diff|commit|rebase))$$' $(CTEST_ARGS)
 
 fuzz: deps
 	$(MAKE) -C tests/fuzz run OUT=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$(FUZZ_SECONDS)

@@ -31,6 +31,9 @@ ABI_STRUCT(abi_extent, struct qcow2_extent, filename, filename);
 ABI_STRUCT(abi_info, struct qcow2_info, autoclear_features, autoclear_features);
 ABI_STRUCT(abi_check_result, struct qcow2_check_result, compressed_clusters,
            compressed_clusters);
+/* New in 0.2: first published with these members. */
+ABI_STRUCT(abi_commit_opts, struct qcow2_commit_opts, progress_opaque, progress_opaque);
+ABI_STRUCT(abi_rebase_opts, struct qcow2_rebase_opts, progress_opaque, progress_opaque);
 
 /* Far above any struct we will have; a struct_size beyond it is garbage (an uninitialised
  * struct), not a newer caller, and is refused before anything is read past the known size. */

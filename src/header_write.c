@@ -113,3 +113,47 @@ int header_rewrite(struct qcow2_image *img)
         return set_error(img, ret, "writing the header failed: %s", strerror(-ret));
     return 0;
 }
+
+/* Strings for the header, or NULL for "none" (an empty name is none too). */
+static int dup_or_null(const char *s, char **out)
+{
+    *out = NULL;
+    if (!s || !*s)
+        return 0;
+    *out = strdup(s);
+    return *out ? 0 : -ENOMEM;
+}
+
+int header_set_backing(struct qcow2_image *img, const char *name, const char *fmt)
+{
+    char *new_name, *new_fmt = NULL;
+    if (dup_or_null(name, &new_name) < 0 || (new_name && dup_or_null(fmt, &new_fmt) < 0)) {
+        free(new_name);
+        return set_error(img, -ENOMEM, "out of memory");
+    }
+    struct qcow2_header *h = &img->hdr;
+    char *old_name = h->backing_file, *old_fmt = h->backing_fmt;
+    uint64_t old_offset = h->backing_file_offset;
+    uint32_t old_size = h->backing_file_size;
+    h->backing_file = new_name;
+    h->backing_fmt = new_fmt;
+    int ret = header_rewrite(img);
+    if (ret == -ENOSPC)
+        ret = set_error(img, ret, "No space left in the file header");
+    if (ret == 0 && (ret = file_flush(img->file)) < 0)
+        ret = set_error(img, ret, "flush failed: %s", strerror(-ret));
+    if (ret < 0) {
+        /* Memory keeps describing the old header; the disk holds the old one or, after a
+         * write that landed but failed to flush, the new one: both are whole headers. */
+        h->backing_file = old_name;
+        h->backing_fmt = old_fmt;
+        h->backing_file_offset = old_offset;
+        h->backing_file_size = old_size;
+        free(new_name);
+        free(new_fmt);
+        return ret;
+    }
+    free(old_name);
+    free(old_fmt);
+    return 0;
+}

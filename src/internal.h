@@ -15,6 +15,7 @@
  *   check.c         consistency check and repair
  *   image.c         open/close, backing chain, feature gating, info
  *   create.c        creating images (opens them through image.c to preallocate)
+ *   chain.c         whole-chain operations: commit, rebase, changing the backing file
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -450,6 +451,12 @@ int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf
 int header_write_pending_switches(struct qcow2_image *img);
 /* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
 int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
+/* Name another backing file (`name` NULL or "": none) and format (NULL: none) in the header:
+ * the first cluster rewritten in one write, then flushed. A crash leaves the old or the new
+ * header (the first cluster is one write, as in QEMU's bdrv_change_backing_file). -ENOSPC
+ * ("No space left in the file header") when the name does not fit; on any failure memory
+ * keeps the old names. Changes neither the open chain nor any data. */
+int header_set_backing(struct qcow2_image *img, const char *name, const char *fmt);
 
 
 /* Geometry helpers. */
@@ -674,7 +681,7 @@ struct abi_struct {
     size_t first_size; /* the smallest struct_size a caller can have */
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
-    abi_check_result;
+    abi_check_result, abi_commit_opts, abi_rebase_opts;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,

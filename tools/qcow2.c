@@ -15,6 +15,8 @@ static const struct tool_cmd commands[] = {
     { "io", cmd_io, "a drop-in for qemu-io: its commands, options and output" },
     { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
     { "resize", cmd_resize, "change the virtual size of an image, as qemu-img resize" },
+    { "commit", cmd_commit, "write an overlay's data into its backing file, as qemu-img commit" },
+    { "rebase", cmd_rebase, "put another backing file under an image, as qemu-img rebase" },
     { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },
     { "serve", cmd_serve, "export an image over NBD (runs nbdkit with the libqcow2 plugin)" },
 };

@@ -33,6 +33,8 @@ int cmd_check(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -45,6 +47,11 @@ void tool_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print "qcow2: <message>: <the image's error, or strerror(-ret)>". */
 void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Print the image's last error (else strerror(-ret)) as "qcow2: <message>" without the
+ * library's "PATH: " prefix when it names `path` itself: qemu-img's messages for the image a
+ * command works on name no file. */
+void tool_image_error_bare(struct qcow2_image *img, const char *path, int ret);
 
 /* Report a command-line mistake of subcommand `cmd` and return TOOL_EXIT_ERROR. */
 int tool_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -97,6 +104,20 @@ int tool_close(struct qcow2_image *img, const char *path);
 char *tool_path_combine(const char *base, const char *name);
 
 /* ---- output ------------------------------------------------------------------------------ */
+
+/* qemu-img's -p line, "    (NN.NN/100%)\r", reprinted when the percentage has moved by more
+ * than `min_skip` (1 for commit, 2 for rebase, as qemu-img), ended by a newline. Printed on
+ * stdout only when it is a terminal (qemu-img prints it anywhere; a log is better without).
+ * tool_progress_update has the shape of qcow2_progress_fn (opaque = the struct). */
+struct tool_progress {
+    int on;
+    double min_skip;
+    double last;
+};
+
+void tool_progress_init(struct tool_progress *p, int wanted, double min_skip);
+void tool_progress_update(void *opaque, uint64_t done, uint64_t total);
+void tool_progress_end(struct tool_progress *p);
 
 /* ImageInfoSpecificQCow2 (qemu-img info's "format-specific" data) as (key, value) pairs in the
  * order QEMU's QDict prints them. Returns how many were stored in `f` (TOOL_SPEC_MAX room). */

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tool.h"
 
@@ -48,6 +49,19 @@ void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, ": %s\n", msg && *msg ? msg : strerror(-ret));
+}
+
+void tool_image_error_bare(struct qcow2_image *img, const char *path, int ret)
+{
+    const char *msg = qcow2_error(img);
+    size_t plen = strlen(path);
+
+    if (!msg[0]) {
+        msg = strerror(-ret);
+    } else if (strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0) {
+        msg += plen + 2;
+    }
+    tool_error("%s", msg);
 }
 
 int tool_usage_error(const char *cmd, const char *fmt, ...)
@@ -518,4 +532,42 @@ void tool_json_bool(struct tool_json *j, const char *key, int val)
 void tool_json_finish(struct tool_json *j)
 {
     fputc('\n', j->f);
+}
+
+/* ---- progress ---------------------------------------------------------------------------- */
+
+static void progress_print(struct tool_progress *p, double pct)
+{
+    printf("    (%3.2f/100%%)\r", pct);
+    fflush(stdout);
+    p->last = pct;
+}
+
+void tool_progress_init(struct tool_progress *p, int wanted, double min_skip)
+{
+    p->on = wanted && isatty(STDOUT_FILENO);
+    p->min_skip = min_skip;
+    p->last = 0;
+    if (p->on) {
+        progress_print(p, 0);
+    }
+}
+
+void tool_progress_update(void *opaque, uint64_t done, uint64_t total)
+{
+    struct tool_progress *p = opaque;
+    double pct = total ? (double)done * 100.0 / (double)total : 100.0;
+
+    if (p->on && pct - p->last > p->min_skip) {
+        progress_print(p, pct);
+    }
+}
+
+void tool_progress_end(struct tool_progress *p)
+{
+    if (p->on) {
+        progress_print(p, 100.0);
+        printf("\n");
+        fflush(stdout);
+    }
 }
