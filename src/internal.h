@@ -451,11 +451,12 @@ int header_write_field(struct qcow2_image *img, uint64_t offset, const void *buf
 int header_write_pending_switches(struct qcow2_image *img);
 /* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
 int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
-/* Name another backing file (`name` NULL or "": none) and format (NULL: none) in the header:
- * the first cluster rewritten in one write, then flushed. A crash leaves the old or the new
- * header (the first cluster is one write, as in QEMU's bdrv_change_backing_file). -ENOSPC
- * ("No space left in the file header") when the name does not fit; on any failure memory
- * keeps the old names. Changes neither the open chain nor any data. */
+/* Name another backing file (`name` NULL or "": none) and format (NULL: none) in the header,
+ * synced. A crash leaves the old or the new header: dropping the file and renaming it with
+ * the same format switch in one sector, after the new name is durable where the old header
+ * does not look; another format rewrites the first cluster in one write (as QEMU always
+ * does). -ENOSPC ("No space left in the file header") when the name does not fit; on any
+ * failure memory keeps the old names. Changes neither the open chain nor any data. */
 int header_set_backing(struct qcow2_image *img, const char *name, const char *fmt);
 
 

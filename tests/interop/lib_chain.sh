@@ -40,9 +40,15 @@ make_chain() {
         "write -P 0x34 1537 3000" || return 1
 }
 
-# info_of FILE: qemu-img info --output=json without what depends on host allocation.
+# info_of FILE: qemu-img info --output=json without what depends on host allocation; opened
+# without its backing file when that does not open (rebase -u onto a file not there).
 info_of() {
-    qemu-img info --output=json "$1" 2>&1 | grep -v '"actual-size"'
+    if qemu-img compare "$1" "$1" >/dev/null 2>&1; then
+        qemu-img info --output=json "$1"
+    else
+        qemu-img info --output=json \
+            "json:{\"driver\":\"qcow2\",\"backing\":null,\"file\":{\"driver\":\"file\",\"filename\":\"$1\"}}"
+    fi 2>&1 | grep -v '"actual-size"'
 }
 
 # chain_case NAME SETUP-FN CMD ARGS...: SETUP-FN builds the chain in the current directory;
@@ -84,12 +90,14 @@ chain_case() {
     local f out
     for f in top.qcow2 mid.qcow2 base.qcow2 base.raw new.qcow2 new.raw; do
         [ -e "qemu/$f" ] || continue
-        if ! out=$(qemu-img compare "ours/$f" "qemu/$f" 2>&1); then
+        if ! qemu-img compare "qemu/$f" "qemu/$f" >/dev/null 2>&1; then
+            : # qemu-img's result does not open (a missing backing file): info only
+        elif ! out=$(qemu-img compare "ours/$f" "qemu/$f" 2>&1); then
             fail "$name: $f reads differently from qemu-img's" "$out" "$repro"
             return
         fi
         case $f in *.raw) continue ;; esac
-        if ! out=$(qemu-img check "ours/$f" 2>&1); then
+        if ! out=$(qemu-img check "ours/$f" 2>&1) && qemu-img check "qemu/$f" >/dev/null 2>&1; then
             fail "$name: qemu-img check $f" "$out" "$repro"
             return
         fi
