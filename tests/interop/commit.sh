@@ -49,4 +49,24 @@ chain_case "image without backing file" setup commit base.qcow2
 chain_case "missing file" setup commit nosuch.qcow2
 chain_case "no file" setup commit
 
+# -p: qemu-img's progress line on a terminal (script(1) provides one), nothing otherwise.
+if command -v script >/dev/null 2>&1; then
+    rm -rf ours && mkdir ours && (cd ours && setup) >/dev/null 2>&1
+    (cd ours && script -qc "$(q "$QCOW2" commit -p top.qcow2)" /dev/null) >progress.out 2>&1
+    if grep -q '    (0.00/100%)'$'\r' progress.out && grep -q '    (100.00/100%)'$'\r' progress.out &&
+        grep -q '^Image committed.' progress.out; then
+        pass "commit -p on a terminal"
+    else
+        fail "commit -p on a terminal: no progress line" "$(od -c progress.out | head -n 5)"
+    fi
+    rm -rf ours && mkdir ours && (cd ours && setup) >/dev/null 2>&1
+    if out=$(cd ours && "$QCOW2" commit -p top.qcow2) && [ "$out" = "Image committed." ]; then
+        pass "commit -p without a terminal prints no progress"
+    else
+        fail "commit -p without a terminal" "$out"
+    fi
+else
+    skip "commit -p on a terminal (no script(1))"
+fi
+
 finish
