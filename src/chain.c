@@ -22,6 +22,90 @@ static void report_progress(qcow2_progress_fn fn, void *opaque, uint64_t done, u
         fn(opaque, done, total);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The walk: the image in windows of CHAIN_CHUNK guest bytes, handed out in order to
+ * CHAIN_THREADS threads (the library's I/O calls are thread-safe), each with two buffers of a
+ * window. The first failure stops the walk; its message, which the failing thread left on
+ * the image (messages are per thread), is carried over to the caller's thread. Progress is
+ * reported under the walk's lock, so the callback runs on one thread at a time with `done`
+ * growing. */
+
+#define CHAIN_THREADS 4
+
+typedef int (*chain_window_fn)(void *ctx, uint64_t offset, uint64_t len, uint8_t *buf,
+                               uint8_t *buf2);
+
+struct chain_walk {
+    struct qcow2_image *img;
+    chain_window_fn fn;
+    void *ctx;
+    qcow2_progress_fn progress;
+    void *progress_opaque;
+    pthread_mutex_t lock;
+    uint64_t next, done; /* under lock */
+    int ret;             /* under lock */
+    char msg[QCOW2_ERROR_MAX];
+};
+
+static void *chain_worker(void *arg)
+{
+    struct chain_walk *w = arg;
+    uint8_t *buf = malloc(CHAIN_CHUNK), *buf2 = malloc(CHAIN_CHUNK);
+    uint64_t size = w->img->size;
+    int ret = buf && buf2 ? 0 : -ENOMEM;
+    if (ret < 0)
+        snprintf(w->msg, sizeof(w->msg), "out of memory");
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        if (ret < 0 && w->ret == 0) {
+            w->ret = ret;
+            if (ret != -ENOMEM)
+                snprintf(w->msg, sizeof(w->msg), "%s", qcow2_error(w->img));
+        }
+        uint64_t off = w->next;
+        bool stop = w->ret < 0 || off >= size;
+        if (!stop)
+            w->next = off + MIN(CHAIN_CHUNK, size - off);
+        pthread_mutex_unlock(&w->lock);
+        if (stop)
+            break;
+        uint64_t len = MIN(CHAIN_CHUNK, size - off);
+        ret = w->fn(w->ctx, off, len, buf, buf2);
+        if (ret == 0) {
+            pthread_mutex_lock(&w->lock);
+            w->done += len;
+            report_progress(w->progress, w->progress_opaque, w->done, size);
+            pthread_mutex_unlock(&w->lock);
+        }
+    }
+    free(buf);
+    free(buf2);
+    return NULL;
+}
+
+/* Run `fn` over every window of `img` on `threads` threads (1: this thread only). */
+static int chain_walk(struct qcow2_image *img, unsigned threads, chain_window_fn fn, void *ctx,
+                      qcow2_progress_fn progress, void *progress_opaque)
+{
+    struct chain_walk w = {.img = img, .fn = fn, .ctx = ctx, .progress = progress,
+                           .progress_opaque = progress_opaque};
+    pthread_mutex_init(&w.lock, NULL);
+    report_progress(progress, progress_opaque, 0, img->size);
+    pthread_t tid[CHAIN_THREADS];
+    unsigned started = 0;
+    uint64_t windows = DIV_ROUND_UP(img->size, CHAIN_CHUNK);
+    threads = (unsigned)MIN((uint64_t)MIN(threads, CHAIN_THREADS), MAX(windows, 1));
+    while (started + 1 < threads && pthread_create(&tid[started], NULL, chain_worker, &w) == 0)
+        started++;
+    chain_worker(&w); /* this thread works too (and alone when threads cannot start) */
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&w.lock);
+    if (w.ret < 0)
+        return set_error(img, w.ret, "%s", w.msg);
+    return 0;
+}
+
 /* Do two paths name the same file? */
 static bool same_file(const char *a, const char *b)
 {
@@ -105,6 +189,16 @@ static enum qcow2_format format_by_name(const char *name)
     return strcmp(name, "raw") == 0 ? QCOW2_FORMAT_RAW : QCOW2_FORMAT_QCOW2;
 }
 
+/* The path of backing file `name` (relative to the image's directory), or NULL for none. */
+static int resolve_backing(struct qcow2_image *img, const char *name, char **path)
+{
+    *path = NULL;
+    if (!name || !*name)
+        return 0;
+    *path = image_resolve_path(img->filename, name);
+    return *path ? 0 : set_error(img, -ENOMEM, "out of memory");
+}
+
 static int check_backing_target(struct qcow2_image *img)
 {
     if (img->format != QCOW2_FORMAT_QCOW2)
@@ -123,9 +217,9 @@ int qcow2_change_backing_file(struct qcow2_image *img, const char *backing_file,
     if (backing_fmt && strcmp(backing_fmt, "qcow2") != 0 && strcmp(backing_fmt, "raw") != 0)
         return set_error(img, -EINVAL, "unsupported backing format '%s'", backing_fmt);
     bool has = backing_file && *backing_file;
-    char *path = has ? image_resolve_path(img->filename, backing_file) : NULL;
-    if (has && !path)
-        return set_error(img, -ENOMEM, "out of memory");
+    char *path;
+    if ((ret = resolve_backing(img, backing_file, &path)) < 0)
+        return ret;
     struct qcow2_image *fresh =
         has && opens_chain(img) ? try_open_backing(img, path, format_by_name(backing_fmt))
                                 : NULL;
@@ -192,23 +286,26 @@ static int commit_range(struct qcow2_image *img, struct qcow2_image *base, uint6
     return ret < 0 ? set_error(img, ret, "%s", qcow2_error(base)) : 0;
 }
 
-/* Every range that a layer above the base answers (depth < base_depth) goes into the base. */
-static int commit_copy(struct qcow2_image *img, struct qcow2_image *base, int base_depth,
-                       uint64_t base_end, const struct qcow2_commit_opts *o)
+struct commit {
+    struct qcow2_image *img, *base;
+    int base_depth;    /* the base's depth below the image */
+    uint64_t base_end; /* the base's size before it was grown */
+};
+
+/* Every range of the window that a layer above the base answers (depth < base_depth) goes
+ * into the base. */
+static int commit_window(void *ctx, uint64_t offset, uint64_t len, uint8_t *buf, uint8_t *buf2)
 {
-    uint8_t *buf = malloc(CHAIN_CHUNK);
-    if (!buf)
-        return set_error(img, -ENOMEM, "out of memory");
+    struct commit *c = ctx;
+    (void)buf2;
     int ret = 0;
-    for (uint64_t off = 0; off < img->size && ret == 0;) {
-        report_progress(o->progress, o->progress_opaque, off, img->size);
+    for (uint64_t off = offset, end = offset + len; off < end && ret == 0;) {
         struct qcow2_extent ext = QCOW2_EXTENT_INIT;
-        ret = qcow2_block_status(img, off, MIN(img->size - off, CHAIN_CHUNK), &ext);
-        if (ret == 0 && ext.depth < base_depth)
-            ret = commit_range(img, base, base_end, &ext, buf);
+        ret = qcow2_block_status(c->img, off, end - off, &ext);
+        if (ret == 0 && ext.depth < c->base_depth)
+            ret = commit_range(c->img, c->base, c->base_end, &ext, buf);
         off += ext.length;
     }
-    free(buf);
     return ret;
 }
 
@@ -236,8 +333,11 @@ int qcow2_commit(struct qcow2_image *img, const struct qcow2_commit_opts *opts)
     if (wbase->size < img->size &&
         (ret = qcow2_truncate(wbase, img->size, QCOW2_PREALLOC_OFF, 0)) < 0)
         ret = set_error(img, ret, "%s", qcow2_error(wbase));
+    struct commit c = {.img = img, .base = wbase, .base_depth = base_depth,
+                       .base_end = base_end};
     if (ret == 0)
-        ret = commit_copy(img, wbase, base_depth, base_end, &o);
+        ret = chain_walk(img, CHAIN_THREADS, commit_window, &c, o.progress,
+                         o.progress_opaque);
     /* The base's data must be durable before the image stops shadowing it. */
     if (ret == 0 && (ret = qcow2_flush(wbase)) < 0)
         ret = set_error(img, ret, "%s", qcow2_error(wbase));
@@ -264,7 +364,7 @@ struct rebase {
     struct qcow2_image *fresh; /* the new backing image, or NULL (none) */
     int prefix_depth;          /* the new backing file is this layer of the old chain, or 0 */
     const struct qcow2_rebase_opts *o;
-    uint8_t *old_buf, *new_buf;
+    uint8_t *old_buf, *new_buf; /* a window each: the thread's (rebase_window) */
 };
 
 /* Read what the new chain holds at [offset, offset + n): zeros past its end. */
@@ -363,26 +463,37 @@ static bool rebase_needs_look(const struct rebase *r, const struct qcow2_extent 
     return !(r->prefix_depth > 0 && ext->depth >= r->prefix_depth);
 }
 
-static int rebase_copy(struct rebase *r)
+/* The window's ranges that need a look: compared, and the differences copied. */
+static int rebase_window(void *ctx, uint64_t offset, uint64_t len, uint8_t *buf, uint8_t *buf2)
 {
-    struct qcow2_image *img = r->img;
+    struct rebase r = *(const struct rebase *)ctx; /* with this thread's buffers */
+    r.old_buf = buf;
+    r.new_buf = buf2;
     int ret = 0;
-    for (uint64_t off = 0; off < img->size && ret == 0;) {
-        report_progress(r->o->progress, r->o->progress_opaque, off, img->size);
+    for (uint64_t off = offset, end = offset + len; off < end && ret == 0;) {
         struct qcow2_extent ext = QCOW2_EXTENT_INIT;
-        ret = qcow2_block_status(img, off, MIN(img->size - off, CHAIN_CHUNK), &ext);
+        ret = qcow2_block_status(r.img, off, end - off, &ext);
         if (ret < 0)
             break;
-        if (rebase_needs_look(r, &ext)) {
-            ret = qcow2_pread(img, r->old_buf, ext.length, off);
+        if (rebase_needs_look(&r, &ext)) {
+            ret = qcow2_pread(r.img, r.old_buf, ext.length, off);
             if (ret == 0)
-                ret = read_new(r, off, ext.length);
+                ret = read_new(&r, off, ext.length);
             if (ret == 0)
-                ret = r->o->compress ? copy_compressed(r, off, ext.length)
-                                     : copy_differences(r, off, ext.length);
+                ret = r.o->compress ? copy_compressed(&r, off, ext.length)
+                                    : copy_differences(&r, off, ext.length);
         }
         off += ext.length;
     }
+    return ret;
+}
+
+/* Compressed writes go one at a time, in guest order (the layout stays deterministic). */
+static int rebase_copy(struct rebase *r)
+{
+    struct qcow2_image *img = r->img;
+    int ret = chain_walk(img, r->o->compress ? 1 : CHAIN_THREADS, rebase_window, r,
+                         r->o->progress, r->o->progress_opaque);
     if (ret == 0 && r->o->compress)
         ret = qcow2_pwrite_compressed(img, NULL, 0, 0);
     /* Everything copied is durable before the header names the new file. */
@@ -444,14 +555,7 @@ static int rebase_safe(struct qcow2_image *img, const struct qcow2_rebase_opts *
     if (path && (ret = open_new_backing(img, o, path, &r.fresh)) < 0)
         return ret;
     r.prefix_depth = path ? depth_in_chain(img, path) : 0;
-    r.old_buf = malloc(CHAIN_CHUNK);
-    r.new_buf = malloc(CHAIN_CHUNK);
-    if (!r.old_buf || !r.new_buf)
-        ret = set_error(img, -ENOMEM, "out of memory");
-    if (ret == 0)
-        ret = rebase_copy(&r);
-    free(r.old_buf);
-    free(r.new_buf);
+    ret = rebase_copy(&r);
     if (ret < 0) {
         if (r.fresh)
             qcow2_close(r.fresh);
@@ -471,9 +575,9 @@ int qcow2_rebase(struct qcow2_image *img, const struct qcow2_rebase_opts *opts)
     if ((ret = check_backing_target(img)) < 0)
         return ret;
     bool has = o.backing_file && *o.backing_file;
-    char *path = has ? image_resolve_path(img->filename, o.backing_file) : NULL;
-    if (has && !path)
-        return set_error(img, -ENOMEM, "out of memory");
+    char *path;
+    if ((ret = resolve_backing(img, o.backing_file, &path)) < 0)
+        return ret;
     struct qcow2_image *fresh = NULL;
     if (!o.unsafe && (ret = rebase_safe(img, &o, path, &fresh)) < 0) {
         free(path);
