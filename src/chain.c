@@ -324,6 +324,10 @@ int qcow2_commit(struct qcow2_image *img, const struct qcow2_commit_opts *opts)
     if (o.base && !(base = find_base(img, o.base, &parent)))
         return set_error(img, -ENOENT, "Did not find '%s' in the backing chain of '%s'",
                          o.base, img->filename);
+    bool empty = !o.keep && parent == img;
+    if (empty && img->read_only)
+        return set_error(img, -EROFS, "image is opened read-only: it cannot be emptied after "
+                                      "the commit (keep it, or open it writable)");
     int base_depth = (int)(base->chain_depth - img->chain_depth);
     struct qcow2_image *wbase;
     if ((ret = open_writable(img, base, &wbase)) < 0)
@@ -346,7 +350,7 @@ int qcow2_commit(struct qcow2_image *img, const struct qcow2_commit_opts *opts)
         return ret;
     }
     replace_backing(parent, wbase);
-    if (!o.keep && parent == img) {
+    if (empty) {
         ret = qcow2_make_empty(img);
         if (ret == -ENOTSUP) /* as qemu-img: an image that cannot be emptied stays as is */
             ret = 0;
