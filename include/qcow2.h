@@ -43,9 +43,9 @@ struct qcow2_image;
  *
  * Every struct the library reads from or writes into the caller's memory (struct
  * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result,
- * qcow2_commit_opts, qcow2_rebase_opts) starts
- * with `size_t struct_size`, the sizeof of the struct the caller was compiled with, and is
- * initialised with its QCOW2_<NAME>_INIT macro, which sets struct_size and zeroes the rest:
+ * qcow2_commit_opts, qcow2_rebase_opts) starts with `size_t struct_size`, the sizeof of the
+ * struct the caller was compiled with, and is initialised with its QCOW2_<NAME>_INIT macro,
+ * which sets struct_size and zeroes the rest:
  *
  *     struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;    (or o = QCOW2_OPEN_OPTS_INIT;)
  *     o.read_only = 1;
@@ -363,7 +363,9 @@ int qcow2_check(struct qcow2_image *img, unsigned fix, struct qcow2_check_result
  * Not concurrent with anything else on the same chain.
  * ------------------------------------------------------------------------------------------- */
 
-/* Called now and then with bytes done out of `total` (guest bytes of the image walked). */
+/* Called now and then with bytes done out of `total` (guest bytes of the image walked). The
+ * work runs on several threads: the callback may be called from any of them, but never from
+ * two at once, and `done` only grows. */
 typedef void (*qcow2_progress_fn)(void *opaque, uint64_t done, uint64_t total);
 
 /* Make every guest range unallocated, so that the image reads its backing file (or zeros)
@@ -377,8 +379,10 @@ int qcow2_make_empty(struct qcow2_image *img);
  * directory), NULL or "" removes the backing file; `backing_fmt` is "qcow2", "raw" or NULL
  * (then none is recorded). The image must be a writable qcow2 image. The open chain follows:
  * the old backing image is closed and the new one opened when it can be (else the image
- * reads zeros where it is unallocated, until reopened). The first cluster is rewritten in
- * one write and flushed: a crash leaves the old or the new header. -ENOSPC with "No space
+ * reads zeros where it is unallocated, until reopened). A crash leaves the old or the new
+ * header: with the same format (or none left) the new name is written and flushed where the
+ * old header does not look, then two fields of the first sector switch to it; another
+ * format rewrites the first cluster in one write, as QEMU does. -ENOSPC with "No space
  * left in the file header" when the name does not fit. */
 int qcow2_change_backing_file(struct qcow2_image *img, const char *backing_file,
                               const char *backing_fmt);
@@ -446,7 +450,7 @@ struct qcow2_rebase_opts {
  * the data the old chain reads there, so until the header switches every range reads as
  * before; the copy is flushed before the header is rewritten (one write, flushed). A crash
  * leaves the old backing file named and the guest view unchanged, or the new one named and
- * the copy complete. Errors name the problem: "Could not open new backing file 'X': ...",
+ * the copy complete (see qcow2_change_backing_file for the header write). Errors name the problem: "Could not open new backing file 'X': ...",
  * "Could not change the backing file to 'X': ...". */
 int qcow2_rebase(struct qcow2_image *img, const struct qcow2_rebase_opts *opts);
 
