@@ -141,17 +141,26 @@ static const char *format_name(enum qcow2_format f)
 /* ------------------------------------------------------------------------------------------ */
 /* The backing file in the header. */
 
+/* Options for opening another layer of `img`'s chain: the image's own (cache size, path
+ * confinement, depth limit), with its whole chain, never for repair. */
+static struct qcow2_open_opts layer_opts(const struct qcow2_image *img, bool read_only,
+                                         enum qcow2_format format)
+{
+    struct qcow2_open_opts o = img->opts;
+    o.read_only = read_only;
+    o.repair = 0;
+    o.no_backing = 0;
+    o.format = format;
+    return o;
+}
+
 /* The backing file at `path` opened read-only as the chain below `img` would open it, or
  * NULL when it does not open (a backing file that is not there yet: the image then reads
  * zeros where it is unallocated, until reopened). */
 static struct qcow2_image *try_open_backing(struct qcow2_image *img, const char *path,
                                             enum qcow2_format format)
 {
-    struct qcow2_open_opts o = img->opts;
-    o.read_only = 1;
-    o.repair = 0;
-    o.no_backing = 0;
-    o.format = format;
+    struct qcow2_open_opts o = layer_opts(img, true, format);
     struct qcow2_image *b = NULL;
     return qcow2_open(path, &o, &b, NULL, 0) == 0 ? b : NULL;
 }
@@ -252,11 +261,7 @@ static struct qcow2_image *find_base(struct qcow2_image *img, const char *name,
 static int open_writable(struct qcow2_image *img, struct qcow2_image *base,
                          struct qcow2_image **out)
 {
-    struct qcow2_open_opts o = img->opts;
-    o.read_only = 0;
-    o.no_backing = 0;
-    o.repair = 0;
-    o.format = base->format;
+    struct qcow2_open_opts o = layer_opts(img, false, base->format);
     char msg[QCOW2_ERROR_MAX];
     int ret = qcow2_open(base->filename, &o, out, msg, sizeof(msg));
     if (ret < 0)
@@ -519,11 +524,7 @@ static int depth_in_chain(struct qcow2_image *img, const char *path)
 static int open_new_backing(struct qcow2_image *img, const struct qcow2_rebase_opts *o,
                             const char *path, struct qcow2_image **out)
 {
-    struct qcow2_open_opts oo = img->opts;
-    oo.read_only = 1;
-    oo.no_backing = 0;
-    oo.repair = 0;
-    oo.format = o->backing_format;
+    struct qcow2_open_opts oo = layer_opts(img, true, o->backing_format);
     char msg[QCOW2_ERROR_MAX];
     int ret = qcow2_open(path, &oo, out, msg, sizeof(msg));
     if (ret < 0) {

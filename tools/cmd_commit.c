@@ -80,12 +80,7 @@ int cmd_commit(int argc, char **argv)
     opts.progress_opaque = &prog;
     ret = qcow2_commit(img, &opts);
     tool_progress_end(&prog);
-    if (ret < 0) {
-        tool_image_error_bare(img, path, ret);
-    }
-    if (tool_close(img, path) < 0 && ret == 0) {
-        ret = -1;
-    }
+    ret = tool_finish(img, path, ret);
     if (ret < 0) {
         return TOOL_EXIT_ERROR;
     }

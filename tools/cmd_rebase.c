@@ -102,11 +102,6 @@ int cmd_rebase(int argc, char **argv)
     opts.progress_opaque = &prog;
     ret = qcow2_rebase(img, &opts);
     tool_progress_end(&prog);
-    if (ret < 0) {
-        tool_image_error_bare(img, path, ret);
-    }
-    if (tool_close(img, path) < 0 && ret == 0) {
-        ret = -1;
-    }
+    ret = tool_finish(img, path, ret);
     return ret < 0 ? TOOL_EXIT_ERROR : TOOL_EXIT_OK;
 }

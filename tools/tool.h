@@ -53,6 +53,11 @@ void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)
  * command works on name no file. */
 void tool_image_error_bare(struct qcow2_image *img, const char *path, int ret);
 
+/* The end of a command on `img`: report `ret` (tool_image_error_bare) if it failed, close
+ * the image (a failed close is a failure too). Returns ret, or -EIO when only the close
+ * failed. */
+int tool_finish(struct qcow2_image *img, const char *path, int ret);
+
 /* Report a command-line mistake of subcommand `cmd` and return TOOL_EXIT_ERROR. */
 int tool_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

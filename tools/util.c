@@ -64,6 +64,17 @@ void tool_image_error_bare(struct qcow2_image *img, const char *path, int ret)
     tool_error("%s", msg);
 }
 
+int tool_finish(struct qcow2_image *img, const char *path, int ret)
+{
+    if (ret < 0) {
+        tool_image_error_bare(img, path, ret);
+    }
+    if (tool_close(img, path) < 0 && ret == 0) {
+        ret = -EIO;
+    }
+    return ret;
+}
+
 int tool_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
