@@ -7,7 +7,8 @@
 #   make bench-quick      the same on small images, once: a smoke run (timings meaningless)
 #   make demo             install missing packages (as root), build, then show the CLI next to
 #                         qemu-img on a small backing chain
-#   make stress           the long crash-at-every-write and I/O-error tests (bigger workloads)
+#   make stress           the long crash-at-every-write and I/O-error tests (bigger workloads),
+#                         and commit.sh/rebase.sh over every layout, base format and size
 #   make fuzz             build the libFuzzer targets (clang) in ./build-fuzz and run each for
 #                         FUZZ_SECONDS (default 60); see tests/fuzz/Makefile
 #   make abi-baseline     build, then rewrite abi/libqcow2.so.0.abi, the ABI that `make check`
