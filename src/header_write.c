@@ -136,17 +136,15 @@ static int write_backing_fields(struct qcow2_image *img, uint64_t offset, uint32
 }
 
 /* Where in the first cluster a new name of `len` bytes can go without touching anything the
- * current header reads (its extensions end at `ext_end`, its name is at
- * [old_off, old_off + old_len)): 0 when there is no such place. */
+ * current header reads: past its name, which lies past its extensions (as every writer puts
+ * it; `ext_end` is where ours end when serialized). 0 when there is no room there. */
 static uint64_t free_name_offset(const struct qcow2_image *img, uint64_t ext_end,
                                  uint64_t old_off, uint64_t old_len, uint64_t len)
 {
-    uint64_t after = ROUND_UP(MAX(ext_end, old_off + old_len), 8);
-    if (after + len <= img->cluster_size)
-        return after;
-    if (ext_end + len <= old_off || old_len == 0)
-        return ext_end + len <= img->cluster_size ? ext_end : 0;
-    return 0;
+    if (old_off < ext_end)
+        return 0; /* a layout we do not know: rewrite the cluster */
+    uint64_t after = ROUND_UP(old_off + old_len, 8);
+    return after + len <= img->cluster_size ? after : 0;
 }
 
 /* The extensions stay as they are (same backing format): the new name goes where the current
