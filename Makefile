@@ -7,7 +7,8 @@
 #   make bench-quick      the same on small images, once: a smoke run (timings meaningless)
 #   make demo             install missing packages (as root), build, then show the CLI next to
 #                         qemu-img on a small backing chain
-#   make stress           the long crash-at-every-write and I/O-error tests (bigger workloads)
+#   make stress           the long crash-at-every-write and I/O-error tests (bigger workloads),
+#                         and commit.sh/rebase.sh over every layout, base format and size
 #   make fuzz             build the libFuzzer targets (clang) in ./build-fuzz and run each for
 #                         FUZZ_SECONDS (default 60); see tests/fuzz/Makefile
 #   make abi-baseline     build, then rewrite abi/libqcow2.so.0.abi, the ABI that `make check`
@@ -93,9 +94,10 @@ check-tsan:
 # Crash at every write and I/O errors at every I/O, with the bigger and random workloads.
 stress: build
 	cd $(BUILD) && CRASH_FULL=1 IOERROR_FULL=1 STRESS_OPS=2000 WRITE_DIFF_SEEDS=16 \
-	    WRITE_DIFF_OPS=400 AMEND_FULL=1 SNAPSHOT_FULL=1 SNAPSHOT_RANDOM_STEPS=300 $(CTEST) \
-	    --output-on-failure --timeout 14400 \
-	    -R '^(test_(crash|ioerror|stress)|interop_(write_diff|amend|snapshot))$$' $(CTEST_ARGS)
+	    WRITE_DIFF_OPS=400 AMEND_FULL=1 SNAPSHOT_FULL=1 SNAPSHOT_RANDOM_STEPS=300 CHAIN_FULL=1 \
+	    $(CTEST) --output-on-failure --timeout 14400 \
+	    -R '^(test_(crash|ioerror|stress)|interop_(write_diff|amend|snapshot|commit|rebase))$$' \
+	    $(CTEST_ARGS)
 
 fuzz: deps
 	$(MAKE) -C tests/fuzz run OUT=$(abspath $(FUZZ_BUILD)) FUZZ_SECONDS=$(FUZZ_SECONDS)

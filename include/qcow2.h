@@ -44,7 +44,7 @@ struct qcow2_image;
  * Every struct the library reads from or writes into the caller's memory (struct
  * qcow2_open_opts, qcow2_create_opts, qcow2_info, qcow2_extent, qcow2_check_result,
  * qcow2_compare_result, qcow2_measure_result, qcow2_bitmap_info, qcow2_snapshot_info,
- * qcow2_snapshot_opts, qcow2_convert_opts) starts
+ * qcow2_snapshot_opts, qcow2_convert_opts, qcow2_commit_opts, qcow2_rebase_opts) starts
  * with `size_t struct_size`, the sizeof of the struct the caller was compiled with, and is
  * initialised with its QCOW2_<NAME>_INIT macro, which sets struct_size and zeroes the rest:
  *
@@ -743,6 +743,97 @@ struct qcow2_convert_opts {
  * the end. Returns 0, or -errno with a message in `err`. */
 int qcow2_convert(struct qcow2_image *src, struct qcow2_image *dst,
                   const struct qcow2_convert_opts *opts, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------------------------------------
+ * Reshaping a backing chain: commit, rebase, the backing file in the header.
+ * Not concurrent with anything else on the same chain.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Make every guest range unallocated, so that the image reads its backing file (or zeros)
+ * everywhere; qcow2 images without an external data file only (-ENOTSUP otherwise). The
+ * image must be writable. Flushed on return. A crash leaves each cluster as it was or
+ * unallocated (never a reference to a freed cluster). */
+int qcow2_make_empty(struct qcow2_image *img);
+
+/* Name another backing file in the header without touching any data: qemu-img rebase -u.
+ * `backing_file` is stored as given (a relative name resolves against the image's
+ * directory), NULL or "" removes the backing file; `backing_fmt` is "qcow2", "raw" or NULL
+ * (then none is recorded). The image must be a writable qcow2 image. The open chain follows:
+ * the old backing image is closed and the new one opened when it can be (else the image
+ * reads zeros where it is unallocated, until reopened). A crash leaves the old or the new
+ * header: with the same format (or none left) the new name is written and flushed where the
+ * old header does not look, then two fields of the first sector switch to it; another
+ * format rewrites the first cluster in one write, as QEMU does. -ENOSPC with "No space
+ * left in the file header" when the name does not fit. */
+int qcow2_change_backing_file(struct qcow2_image *img, const char *backing_file,
+                              const char *backing_fmt);
+
+struct qcow2_commit_opts {
+    size_t struct_size;   /* sizeof(struct qcow2_commit_opts): QCOW2_COMMIT_OPTS_INIT */
+    /* The layer to commit into: NULL = the image's backing file; else a backing file name as
+     * a layer of the chain stores it, or a path naming the same file (relative paths resolve
+     * against the directory of the layer that names it). */
+    const char *base;
+    /* Leave the top image as it is (qemu-img commit -d). Otherwise, when the base is the
+     * image's own backing file, the image is emptied afterwards; with a deeper base it is
+     * always left as it is (emptying it would expose the intermediate layers' stale data). */
+    int keep;
+    qcow2_progress_fn progress; /* may be NULL */
+    void *progress_opaque;
+};
+
+#define QCOW2_COMMIT_OPTS_INIT \
+    ((struct qcow2_commit_opts){.struct_size = sizeof(struct qcow2_commit_opts)})
+
+/* Write the data of `img` and of every layer between it and the base into the base, as
+ * qemu-img commit does: ranges that read zeros stay zeros in the base (zero clusters or
+ * write-zeroes, not written zeros), and a base shorter than the image is grown to its size
+ * first. The base (qcow2 or raw) is reopened writable and takes the place of its read-only
+ * handle in the open chain; `img` needs to be writable only to be emptied.
+ *
+ * Crash safety: the base is grown (qcow2_truncate's guarantees), then written range by range;
+ * until the image is emptied its guest view never changes (it shadows every range written),
+ * and the base's own view (which qemu-img calls invalid after a commit) holds, per range,
+ * its old or its new data. The base is flushed before the image is emptied, so a crash while
+ * emptying leaves each cluster either in the image or unallocated over a base that already
+ * holds the same data. Errors: -EINVAL "Image does not have a backing file", -ENOENT "Did
+ * not find 'BASE' in the backing chain of 'IMG'". */
+int qcow2_commit(struct qcow2_image *img, const struct qcow2_commit_opts *opts);
+
+struct qcow2_rebase_opts {
+    size_t struct_size;   /* sizeof(struct qcow2_rebase_opts): QCOW2_REBASE_OPTS_INIT */
+    /* The new backing file, stored in the header as given and resolved against the image's
+     * directory; NULL or "" = none (the image then stands alone). */
+    const char *backing_file;
+    /* Its format, recorded in the header. QCOW2_FORMAT_PROBE: probed, and the format found
+     * is recorded. */
+    enum qcow2_format backing_format;
+    int unsafe;           /* only rewrite the header (qemu-img rebase -u) */
+    int compress;         /* write copied whole clusters compressed (qemu-img 8.2's -c) */
+    qcow2_progress_fn progress; /* may be NULL */
+    void *progress_opaque;
+};
+
+#define QCOW2_REBASE_OPTS_INIT \
+    ((struct qcow2_rebase_opts){.struct_size = sizeof(struct qcow2_rebase_opts)})
+
+/* Put another backing file under `img` (writable, opened with its backing chain) so that the
+ * guest sees the same disk, as qemu-img rebase does: every range that `img` does not
+ * allocate itself and where the old and the new chain read differently is copied from the
+ * old chain into `img` (512-byte sectors compared; ranges that read zeros written as zeros).
+ * When the new backing file is already part of the old chain, only the layers above it are
+ * looked at. Then the header names the new file (qcow2_change_backing_file), and the open
+ * chain is the new one. With `unsafe`, only the header changes (the old chain need not
+ * open). The new backing file may not be the image itself or have it in its chain
+ * (-ELOOP).
+ *
+ * Crash safety: the copied data lands in ranges the image did not allocate, with exactly
+ * the data the old chain reads there, so until the header switches every range reads as
+ * before; the copy is flushed before the header is rewritten (one write, flushed). A crash
+ * leaves the old backing file named and the guest view unchanged, or the new one named and
+ * the copy complete (see qcow2_change_backing_file for the header write). Errors name the problem: "Could not open new backing file 'X': ...",
+ * "Could not change the backing file to 'X': ...". */
+int qcow2_rebase(struct qcow2_image *img, const struct qcow2_rebase_opts *opts);
 
 #ifdef __cplusplus
 }

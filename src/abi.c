@@ -37,6 +37,9 @@ ABI_STRUCT(abi_compare_result, struct qcow2_compare_result, failed_step, failed_
 ABI_STRUCT(abi_measure_result, struct qcow2_measure_result, bitmaps, bitmaps);
 ABI_STRUCT(abi_snapshot_info, struct qcow2_snapshot_info, disk_size, disk_size);
 ABI_STRUCT(abi_snapshot_opts, struct qcow2_snapshot_opts, icount, icount);
+/* New in 0.2: first published with these members. */
+ABI_STRUCT(abi_commit_opts, struct qcow2_commit_opts, progress_opaque, progress_opaque);
+ABI_STRUCT(abi_rebase_opts, struct qcow2_rebase_opts, progress_opaque, progress_opaque);
 
 /* Far above any struct we will have; a struct_size beyond it is garbage (an uninitialised
  * struct), not a newer caller, and is refused before anything is read past the known size. */

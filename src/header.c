@@ -231,6 +231,11 @@ int header_parse_extensions(const uint8_t *c0, size_t cluster_size, struct qcow2
         h->backing_file = dup_string(c0 + h->backing_file_offset, h->backing_file_size);
         if (!h->backing_file)
             return format_error(err, errlen, -ENOMEM, "out of memory");
+    } else {
+        /* A format without a file (left by a backing file removed in one sector write,
+         * header_write.c) names nothing. */
+        free(h->backing_fmt);
+        h->backing_fmt = NULL;
     }
     return 0;
 }

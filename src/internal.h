@@ -23,6 +23,7 @@
  *   amend.c         changing an image's options in place (qcow2_amend)
  *   convert.c       copying one image into another (qemu-img convert's engine), over the
  *                   public calls of io.c and image.c
+ *   chain.c         whole-chain operations: commit, rebase, changing the backing file
  */
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
@@ -556,6 +557,13 @@ int header_write_pending_switches(struct qcow2_image *img);
 int header_set_autoclear(struct qcow2_image *img, uint64_t v);
 /* Set or clear the dirty / corrupt incompatible bits on disk (sync). */
 int header_set_incompat_bits(struct qcow2_image *img, uint64_t set, uint64_t clear);
+/* Name another backing file (`name` NULL or "": none) and format (NULL: none) in the header,
+ * synced. A crash leaves the old or the new header: dropping the file and renaming it with
+ * the same format switch in one sector, after the new name is durable where the old header
+ * does not look; another format rewrites the first cluster in one write (as QEMU always
+ * does). -ENOSPC ("No space left in the file header") when the name does not fit; on any
+ * failure memory keeps the old names. Changes neither the open chain nor any data. */
+int header_set_backing(struct qcow2_image *img, const char *name, const char *fmt);
 
 
 /* Geometry helpers. */
@@ -881,7 +889,7 @@ struct abi_struct {
 };
 extern const struct abi_struct abi_open_opts, abi_create_opts, abi_extent, abi_info,
     abi_check_result, abi_compare_result, abi_measure_result, abi_bitmap_info,
-    abi_snapshot_info, abi_snapshot_opts, abi_convert_opts;
+    abi_snapshot_info, abi_snapshot_opts, abi_convert_opts, abi_commit_opts, abi_rebase_opts;
 
 /* `ours` (t->size bytes) := the caller's options, later fields at their zero defaults, and
  * struct_size = t->size. NULL `theirs` means every default. -EINVAL for a bad struct_size,

@@ -893,6 +893,32 @@ int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count)
     return zero_range(img, a, b, ZERO_DISCARD, true, &fb);
 }
 
+/* Every cluster unallocated, as on a new overlay: only existing L2 tables hold entries
+ * to clear (a missing table is unallocated already), and each cluster's entry goes from its
+ * old value to 0 in one slice write, its host cluster freed after that. A crash leaves each
+ * cluster either as it was or unallocated. */
+int qcow2_make_empty(struct qcow2_image *img)
+{
+    int ret = check_writable(img);
+    if (ret < 0)
+        return ret;
+    if (img->format == QCOW2_FORMAT_RAW)
+        return set_error(img, -ENOTSUP, "a raw image cannot be emptied");
+    if (has_data_file(img))
+        return set_error(img, -ENOTSUP, "an image with an external data file cannot be emptied");
+    uint64_t l2_bytes = img->l2_size << img->cluster_bits;
+    for (uint64_t i = 0; i < size_to_l1(img, img->size) && ret == 0; i++) {
+        pthread_mutex_lock(&img->lock);
+        bool present = i < img->l1_size && (img->l1_table[i] & L1E_OFFSET_MASK) != 0;
+        pthread_mutex_unlock(&img->lock);
+        uint64_t fb;
+        if (present)
+            ret = zero_range(img, i * l2_bytes, MIN(img->size, (i + 1) * l2_bytes),
+                             ZERO_FULL_DISCARD, true, &fb);
+    }
+    return ret < 0 ? ret : qcow2_flush(img);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Compressed writes. */
 

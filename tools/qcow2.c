@@ -16,6 +16,8 @@ static const struct tool_cmd commands[] = {
     { "check", cmd_check, "check an image for errors and repair them, as qemu-img check" },
     { "resize", cmd_resize, "change the virtual size of an image, as qemu-img resize" },
     { "snapshot", cmd_snapshot, "list, create, apply or delete internal snapshots" },
+    { "commit", cmd_commit, "write an overlay's data into its backing file, as qemu-img commit" },
+    { "rebase", cmd_rebase, "put another backing file under an image, as qemu-img rebase" },
     { "bench", cmd_bench, "measure request throughput, as qemu-img bench" },
     { "compare", cmd_compare, "compare the guest view of two images, as qemu-img compare" },
     { "measure", cmd_measure, "how large a new image would be, as qemu-img measure" },

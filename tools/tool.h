@@ -40,6 +40,8 @@ int cmd_amend(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_bitmap(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -52,6 +54,16 @@ void tool_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print "qcow2: <message>: <the image's error, or strerror(-ret)>". */
 void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Print the image's last error (else strerror(-ret)) as "qcow2: <message>" without the
+ * library's "PATH: " prefix when it names `path` itself: qemu-img's messages for the image a
+ * command works on name no file. */
+void tool_image_error_bare(struct qcow2_image *img, const char *path, int ret);
+
+/* The end of a command on `img`: report `ret` (tool_image_error_bare) if it failed, close
+ * the image (a failed close is a failure too). Returns ret, or -EIO when only the close
+ * failed. */
+int tool_finish(struct qcow2_image *img, const char *path, int ret);
 
 /* Report a command-line mistake of subcommand `cmd` and return TOOL_EXIT_ERROR. */
 int tool_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

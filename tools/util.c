@@ -53,6 +53,30 @@ void tool_image_error(struct qcow2_image *img, int ret, const char *fmt, ...)
     fprintf(stderr, ": %s\n", msg && *msg ? msg : strerror(-ret));
 }
 
+void tool_image_error_bare(struct qcow2_image *img, const char *path, int ret)
+{
+    const char *msg = qcow2_error(img);
+    size_t plen = strlen(path);
+
+    if (!msg[0]) {
+        msg = strerror(-ret);
+    } else if (strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0) {
+        msg += plen + 2;
+    }
+    tool_error("%s", msg);
+}
+
+int tool_finish(struct qcow2_image *img, const char *path, int ret)
+{
+    if (ret < 0) {
+        tool_image_error_bare(img, path, ret);
+    }
+    if (tool_close(img, path) < 0 && ret == 0) {
+        ret = -EIO;
+    }
+    return ret;
+}
+
 int tool_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;

@@ -31,7 +31,7 @@ BUILD=${QCOW2_BUILD_DIR:-$SRC/build}
 BASELINE=$SRC/abi/libqcow2.so.0.abi
 LIB=$BUILD/libqcow2.so
 # The structs that carry struct_size (src/abi.c): they may grow at the end.
-EXTENSIBLE='qcow2_(open_opts|create_opts|info|extent|check_result|compare_result|measure_result|bitmap_info|snapshot_info|snapshot_opts|convert_opts)'
+EXTENSIBLE='qcow2_(open_opts|create_opts|info|extent|check_result|compare_result|measure_result|bitmap_info|snapshot_info|snapshot_opts|convert_opts|commit_opts|rebase_opts)'
 
 skip() {
     echo "SKIP: abi: $*"

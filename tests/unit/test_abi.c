@@ -280,6 +280,37 @@ static int make_image(void)
     return 0;
 }
 
+/* The chain calls' options: a forgotten INIT and a newer caller's unknown option are refused
+ * before anything is touched (the image has no backing file: a call that got past the struct
+ * would fail differently). */
+static void test_chain_options_are_checked_first(void)
+{
+    struct qcow2_image *img = open_image(0);
+    if (!img)
+        return;
+    struct qcow2_commit_opts c;
+    memset(&c, 0, sizeof(c));
+    CHECK(qcow2_commit(img, &c) == -EINVAL);
+    CHECK_MSG(strstr(qcow2_error(img), "QCOW2_COMMIT_OPTS_INIT"), "'%s'", qcow2_error(img));
+    struct qcow2_rebase_opts r;
+    memset(&r, 0, sizeof(r));
+    CHECK(qcow2_rebase(img, &r) == -EINVAL);
+    CHECK_MSG(strstr(qcow2_error(img), "QCOW2_REBASE_OPTS_INIT"), "'%s'", qcow2_error(img));
+    struct {
+        struct qcow2_rebase_opts o;
+        uint64_t newer;
+    } n;
+    memset(&n, 0, sizeof(n));
+    n.o.struct_size = sizeof(n);
+    n.newer = 1;
+    CHECK(qcow2_rebase(img, &n.o) == -ENOTSUP);
+    c = QCOW2_COMMIT_OPTS_INIT;
+    CHECK(qcow2_commit(img, &c) == -EINVAL);
+    CHECK_MSG(strstr(qcow2_error(img), "does not have a backing file"), "'%s'",
+              qcow2_error(img));
+    qcow2_close(img);
+}
+
 int main(void)
 {
     const char *base = getenv("QCOW2_TEST_TMPDIR");
@@ -300,6 +331,7 @@ int main(void)
         test_newer_caller_results_are_filled_and_the_rest_left_alone());
     RUN("older caller: memory past its struct is never touched",
         test_older_caller_memory_past_its_struct_is_never_touched());
+    RUN("chain calls check their options first", test_chain_options_are_checked_first());
 
     char cmd[4200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);

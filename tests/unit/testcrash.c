@@ -63,9 +63,10 @@ int crash_rec_exec(struct crash_recording *rec, const struct workload *w, size_t
     int ret = wl_exec(rec->img, w, i);
     crash_rec_returned(rec, i);
     enum wl_kind k = w->ops[i].kind;
-    /* amend and compact end with a flush */
+    /* amend, compact, commit and rebase end with a flush */
     if (ret == 0 && (k == WL_FLUSH || k == WL_WRITE_FUA || k == WL_AMEND_REFCOUNT_BITS ||
-                     k == WL_AMEND_DOWNGRADE || k == WL_COMPACT))
+                     k == WL_AMEND_DOWNGRADE || k == WL_COMPACT || k == WL_COMMIT ||
+                     k == WL_REBASE))
         crash_rec_mark(rec, i + 1);
     return ret;
 }

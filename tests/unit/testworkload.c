@@ -69,15 +69,16 @@ static void io_args(char *out, size_t len, const char *cmds)
     }
 }
 
-/* The backing file "<name>.backing.<fmt>" with its data. */
-static int make_backing(const struct workload *w, const char *path, const char *fmt)
+/* The backing file "<name>.backing.<fmt>" with its data (`io`). */
+static int make_backing(const struct workload *w, const char *path, const char *fmt,
+                        const char *io)
 {
     char args[4096];
     if (wl_run_cmd("qemu-img create -q -f %s%s%s%s '%s' %s", fmt, w->backing_opts ? " -o '" : "",
                    w->backing_opts ? w->backing_opts : "", w->backing_opts ? "'" : "", path,
                    w->backing_size) != 0)
         return -1;
-    io_args(args, sizeof(args), w->backing_io);
+    io_args(args, sizeof(args), io);
     if (args[0] && wl_run_cmd("qemu-io -f %s%s '%s' >/dev/null", fmt, args, path) != 0)
         return -1;
     return 0;
@@ -114,8 +115,14 @@ int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *ba
                               ",data_file=%s/%s.data.raw,data_file_raw=on", g_dir, w->name);
     if (n >= sizeof(opts))
         abort();
-    if (w->backing_size && make_backing(w, back, fmt) < 0)
+    if (w->backing_size && make_backing(w, back, fmt, w->backing_io) < 0)
         goto fail;
+    if (w->new_backing_io) {
+        char newb[4200];
+        snprintf(newb, sizeof(newb), "%s/%s.new.qcow2", g_dir, w->name);
+        if (make_backing(w, newb, "qcow2", w->new_backing_io) < 0)
+            goto fail;
+    }
     if (wl_run_cmd("cd '%s' && qemu-img create -q -f qcow2 -o '%s' '%s' %s", g_dir, opts, top,
                    w->size) != 0)
         goto fail;
@@ -458,6 +465,31 @@ static const struct wl_op ops_grow_over_backing[] = {
 
 /* Filled by make_random_ops() for CRASH_FULL. */
 static struct wl_op ops_random[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
+/* Commit (the backing file gets the overlay's data, then the overlay is emptied), a write
+ * after it. The commit comes first: the backing file is not behind the logging backend, so
+ * every crash state sees it committed, which is what a crash after the commit began sees
+ * wherever the overlay does not shadow it. */
+static const struct wl_op ops_commit[] = {
+    {WL_COMMIT, 0, 0, 0},
+    {WL_WRITE, 8 * KB, 4 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
+/* Rebase onto another file (copying what differs), then onto nothing (flattening). */
+static const struct wl_op ops_rebase[] = {
+    {WL_WRITE, 900 * KB, 5000, 0},
+    {WL_REBASE, 0, 0, 0},
+    {WL_WRITE, 0, 4 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+static const struct wl_op ops_rebase_flatten[] = {
+    {WL_ZERO, 32 * KB, 4 * KB, 0},
+    {WL_REBASE, 0, 0, WL_REBASE_NONE},
+    {WL_END, 0, 0, 0},
+};
+
 static struct wl_op ops_random_backing[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
 
 const struct workload wl_workloads[] = {
@@ -557,6 +589,26 @@ const struct workload wl_workloads[] = {
     {.name = "bitmap", .create_opts = "cluster_size=4096", .size = "1M", .cluster_size = 4096,
      .prep_io = "write -P 0x5a 0 256k", .bitmap = "b0", .ops = ops_bitmap,
      .crash_aimed = true},
+    {.name = "commit", .create_opts = "cluster_size=4096", .size = "1M",
+     .cluster_size = 4096, .backing_opts = "cluster_size=4096", .backing_size = "1M",
+     .backing_io = "write -P 0x21 0 1M",
+     .prep_io = "write -P 0x31 0 64k;write -z 128k 64k;write -c -P 0x32 256k 4k;"
+                "write -P 0x35 300k 10000;write -z 400k 8k",
+     .ops = ops_commit},
+    {.name = "commit_extl2_raw_backing", .create_opts = "cluster_size=65536,extended_l2=on",
+     .size = "1M", .cluster_size = 65536, .backing_size = "512k", .backing_fmt = "raw",
+     .backing_io = "write -P 0x22 0 512k",
+     .prep_io = "write -P 0x33 4k 6k;write -z 192k 64k;write -P 0x34 600k 100k",
+     .ops = ops_commit, .crash_aimed = true},
+    {.name = "rebase", .create_opts = "cluster_size=4096", .size = "1M",
+     .cluster_size = 4096, .backing_opts = "cluster_size=4096", .backing_size = "1M",
+     .backing_io = "write -P 0x41 0 512k",
+     .new_backing_io = "write -P 0x41 0 256k;write -P 0x42 768k 128k",
+     .prep_io = "write -P 0x51 64k 64k;write -z 300k 8k", .ops = ops_rebase},
+    {.name = "rebase_flatten", .create_opts = "cluster_size=65536,extended_l2=on",
+     .size = "1M", .cluster_size = 65536, .backing_opts = "cluster_size=4096",
+     .backing_size = "1M", .backing_io = "write -P 0x43 0 700k",
+     .prep_io = "write -P 0x52 10k 3k", .ops = ops_rebase_flatten, .crash_aimed = true},
     {.name = "random", .create_opts = "cluster_size=4096,refcount_bits=4", .size = "16M",
      .cluster_size = 4096, .prep_io = "write -P 0xee 0 2M", .ops = ops_random, .big = true},
     {.name = "random_backing_extl2", .create_opts = "cluster_size=16384,extended_l2=on",
@@ -719,6 +771,16 @@ int wl_exec(struct qcow2_image *img, const struct workload *w, size_t i)
     case WL_SNAP_DELETE:
     case WL_SNAP_APPLY:
         return exec_snapshot_op(img, w, op);
+    case WL_COMMIT:
+        return qcow2_commit(img, NULL);
+    case WL_REBASE: {
+        char name[512];
+        snprintf(name, sizeof(name), "%s.new.qcow2", w->name);
+        struct qcow2_rebase_opts o = QCOW2_REBASE_OPTS_INIT;
+        o.backing_file = op->flags & WL_REBASE_NONE ? "" : name;
+        o.backing_format = QCOW2_FORMAT_QCOW2;
+        return qcow2_rebase(img, &o);
+    }
     case WL_END:
         break;
     }
@@ -761,6 +823,8 @@ static void op_effect(const struct workload *w, size_t i, uint64_t size, uint64_
     case WL_COMPACT:
     case WL_SNAP_CREATE:
     case WL_SNAP_DELETE:
+    case WL_COMMIT: /* the guest view stays */
+    case WL_REBASE:
         *a = *b = 0;
         break;
     case WL_SNAP_APPLY: /* the whole disk (its values: the snapshot's content) */

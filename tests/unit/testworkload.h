@@ -29,7 +29,13 @@ enum wl_kind {
     WL_SNAP_CREATE, /* internal snapshot "w<offset>" of the active disk (no guest change) */
     WL_SNAP_DELETE, /* delete snapshot "w<offset>" (no guest change) */
     WL_SNAP_APPLY,  /* apply the workload's prep snapshot (w->snapshot): the disk becomes it */
+    WL_COMMIT,     /* qcow2_commit into the backing file, which empties the image; the guest
+                    * view does not change */
+    WL_REBASE,     /* safe qcow2_rebase onto "<name>.new.qcow2" (flags WL_REBASE_NONE: onto
+                    * nothing); the guest view does not change */
 };
+
+#define WL_REBASE_NONE 0x1u
 
 struct wl_op {
     enum wl_kind kind;
@@ -47,6 +53,8 @@ struct workload {
     const char *backing_fmt;  /* of the backing file: NULL for qcow2, or "raw" */
     const char *backing_opts; /* its qemu-img create -o (NULL: none) */
     const char *backing_io;   /* qemu-io commands for the backing file, ';'-separated */
+    const char *new_backing_io; /* with it, a second file "<name>.new.qcow2" for WL_REBASE,
+                                 * made like the backing file (qcow2, backing_opts) */
     const char *prep_io;      /* qemu-io commands on the image before the workload */
     const char *prep_cmd;     /* then qemu-img commands on it, ';'-separated, each given the
                                * image's path as its last argument ("snapshot -c s1") */
