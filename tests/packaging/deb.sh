@@ -11,6 +11,11 @@ PKGS="libqcow2-0 libqcow2-dev qcow2-utils nbdkit-qcow2-plugin"
 installed=0
 cleanup() {
     if [ "$installed" = 1 ]; then dpkg -r $PKGS >/dev/null 2>&1 || true; fi
+    for p in $PKGS; do
+        if dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok'; then
+            echo "deb: could not remove $p" >&2
+        fi
+    done
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -43,7 +48,10 @@ for p in $PKGS; do
     if dpkg -s "$p" >/dev/null 2>&1; then die "$p is already installed here; remove it first"; fi
 done
 installed=1
-dpkg -i "$W"/*.deb >"$W/install.log" 2>&1 || { cat "$W/install.log"; die "dpkg -i failed"; }
+# The four packages only: the -dbgsym ones would depend on them and keep them installed.
+debs=()
+for p in $PKGS; do debs+=("$W"/"${p}"_*.deb); done
+dpkg -i "${debs[@]}" >"$W/install.log" 2>&1 || { cat "$W/install.log"; die "dpkg -i failed"; }
 /usr/bin/qcow2 --version | grep -q libqcow2 || die "qcow2 --version"
 echo "ok   the packages install; /usr/bin/qcow2 --version runs"
 
