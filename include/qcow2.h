@@ -175,6 +175,11 @@ struct qcow2_open_opts {
 #define QCOW2_OPEN_OPTS_INIT \
     ((struct qcow2_open_opts){.struct_size = sizeof(struct qcow2_open_opts)})
 
+/* The same as `*opts = QCOW2_OPEN_OPTS_INIT` (every option at its default, struct_size set),
+ * for callers that cannot use compound literals and for programs written against 0.1.0's
+ * first interface, which had only this call. */
+void qcow2_open_opts_init(struct qcow2_open_opts *opts);
+
 /* Open `path`. `opts` may be NULL for defaults. On success stores a new handle in *img and
  * returns 0. On failure returns -errno, stores NULL in *img, and writes a message into `err`
  * (if not NULL).

@@ -130,3 +130,8 @@ int abi_copy_back(const struct abi_struct *t, void *theirs, const void *ours, co
     abi_copy_out(t, theirs, ours);
     return 0;
 }
+
+void qcow2_open_opts_init(struct qcow2_open_opts *opts)
+{
+    *opts = QCOW2_OPEN_OPTS_INIT;
+}
