@@ -338,6 +338,50 @@ random_run() {
     pass "random (seed $seed, $opts): $STEPS steps"
 }
 
+# QEMU's limit of 65536 snapshots: an image whose table is full (written here with perl, every
+# entry sharing the active L1 table) refuses one more with qemu-img's message, and is unchanged.
+full_table() { # FILE: give FILE a table of 65536 snapshots
+    perl -e '
+        open(my $f, "+<", $ARGV[0]) or die; binmode $f;
+        read($f, my $h, 104) == 104 or die;
+        my ($size) = unpack("Q>", substr($h, 24, 8));
+        my ($l1_size, $l1_off) = unpack("N Q>", substr($h, 36, 12));
+        my $off = (-s $f) + 65535 & ~65535;
+        my $t = "";
+        for my $i (1 .. 65536) {
+            my ($id, $name) = ($i, "s$i");
+            my $e = pack("Q> N n n N N Q> N N", $l1_off, $l1_size, length $id, length $name,
+                         0, 0, 0, 0, 24) . pack("Q> Q> Q>", 0, $size, ~0) . $id . $name;
+            $t .= $e . ("\0" x ((8 - length($e) % 8) % 8));
+        }
+        seek($f, $off, 0); print $f $t;
+        seek($f, 60, 0); print $f pack("N Q>", 65536, $off);
+        close($f) or die;' "$1"
+}
+limit_case() {
+    rm -f lim-o.qcow2 lim-q.qcow2
+    harness "limit setup" qemu-img create -q -f qcow2 lim-q.qcow2 1M &&
+        harness "limit table" full_table lim-q.qcow2 || return
+    cp lim-q.qcow2 lim-o.qcow2
+    cp lim-q.qcow2 lim-before.qcow2
+    run_cli "$CLI_TIMEOUT" o.out o.err "$QCOW2" snapshot -c one-more lim-o.qcow2
+    local rc_o=$?
+    run_cli "$CLI_TIMEOUT" q.out q.err qemu-img snapshot -c one-more lim-q.qcow2
+    local rc_q=$?
+    sed -e 's/^qcow2: //' o.err >o.e
+    sed -e 's/^qemu-img: //' q.err >q.e
+    if [ $rc_o != 1 ] || [ $rc_q != 1 ] || ! cmp -s o.e q.e; then
+        fail "cli: the 65537th snapshot is refused as qemu-img refuses it" \
+            "ours ($rc_o): $(cat o.e)" "qemu-img ($rc_q): $(cat q.e)"
+    elif ! cmp -s lim-o.qcow2 lim-before.qcow2; then
+        fail "cli: the 65537th snapshot is refused as qemu-img refuses it" "the image changed"
+    else
+        pass "cli: the 65537th snapshot is refused as qemu-img refuses it"
+    fi
+    rm -f lim-o.qcow2 lim-q.qcow2 lim-before.qcow2
+}
+limit_case
+
 random_run "extended_l2=on,refcount_bits=64"
 [ "${SNAPSHOT_FULL:-0}" = 1 ] && random_run "compat=1.1"
 
