@@ -336,7 +336,6 @@ int cmd_convert(int argc, char **argv)
             break;
         case 'o':
             if (tool_append_options(&a.optlist, optarg) < 0) {
-                tool_error("out of memory");
                 goto out;
             }
             break;

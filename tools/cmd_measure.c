@@ -125,7 +125,6 @@ int cmd_measure(int argc, char **argv)
             break;
         case 'o':
             if (tool_append_options(&optlist, optarg) < 0) {
-                tool_error("out of memory");
                 goto out;
             }
             break;

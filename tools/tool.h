@@ -82,7 +82,7 @@ enum tool_output { TOOL_OUTPUT_HUMAN, TOOL_OUTPUT_JSON };
 int tool_parse_output(const char *s, enum tool_output *out);
 
 /* Append "-o" argument `arg` to the comma-separated list *list (qemu-img accepts -o several
- * times). Returns 0 or -ENOMEM. */
+ * times). Returns 0, or -ENOMEM after printing the error. */
 int tool_append_options(char **list, const char *arg);
 
 /* True when a "-o" list asks for help ("help" or "?" as one of its items). */

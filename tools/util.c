@@ -150,6 +150,7 @@ int tool_append_options(char **list, const char *arg)
     char *n = realloc(*list, old + strlen(arg) + 2);
 
     if (!n) {
+        tool_error("out of memory");
         return -ENOMEM;
     }
     if (old) {

@@ -350,3 +350,34 @@ same_as_qemu() {
     fi
     return 0
 }
+
+# same_outcome NAME RC_OURS RC_QEMU REPRO [SED...]: after a command ran through both tools with
+# its output in ours.out/ours.err and qemu.out/qemu.err (current directory): no sanitizer
+# report, the same exit status and stdout, and the same message once the program names are
+# dropped (SED: extra sed arguments for qemu's stderr), unless ours matches $OWN_MESSAGES
+# (messages that are ours by design). Reports the first difference and returns 1.
+same_outcome() {
+    local name=$1 rc_ours=$2 rc_qemu=$3 repro=$4
+    shift 4
+    if sanitizer_text ours.err >/dev/null; then
+        fail "$name: sanitizer report" "$(cat ours.err)" "$repro"
+        return 1
+    fi
+    if [ "$rc_ours" != "$rc_qemu" ]; then
+        fail "$name: exit $rc_ours, qemu-img exits $rc_qemu" "ours: $(cat ours.err)" \
+            "qemu-img: $(cat qemu.err)" "$repro"
+        return 1
+    fi
+    if ! cmp -s ours.out qemu.out; then
+        fail "$name: stdout differs" "ours: $(cat ours.out)" "qemu-img: $(cat qemu.out)" "$repro"
+        return 1
+    fi
+    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' ours.err >ours.msg
+    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' "$@" qemu.err >qemu.msg
+    if ! cmp -s ours.msg qemu.msg &&
+        ! { [ -n "${OWN_MESSAGES:-}" ] && grep -Eq "$OWN_MESSAGES" ours.msg; }; then
+        fail "$name: message differs" "ours: $(cat ours.err)" "qemu-img: $(cat qemu.err)" "$repro"
+        return 1
+    fi
+    return 0
+}

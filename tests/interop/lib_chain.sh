@@ -68,25 +68,7 @@ chain_case() {
     local rc_ours=$?
     (cd qemu && run_cli "$CLI_TIMEOUT" ../qemu.out ../qemu.err qemu-img "$@")
     local rc_qemu=$?
-    if sanitizer_text ours.err >/dev/null; then
-        fail "$name: sanitizer report" "$(cat ours.err)" "$repro"
-        return
-    fi
-    if [ "$rc_ours" != "$rc_qemu" ]; then
-        fail "$name: exit $rc_ours, qemu-img exits $rc_qemu" "ours: $(cat ours.err)" \
-            "qemu-img: $(cat qemu.err)" "$repro"
-        return
-    fi
-    if ! cmp -s ours.out qemu.out; then
-        fail "$name: stdout differs" "ours: $(cat ours.out)" "qemu-img: $(cat qemu.out)" "$repro"
-        return
-    fi
-    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' ours.err >ours.msg
-    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' qemu.err >qemu.msg
-    if ! cmp -s ours.msg qemu.msg && ! grep -Eq "$OWN_MESSAGES" ours.msg; then
-        fail "$name: message differs" "ours: $(cat ours.err)" "qemu-img: $(cat qemu.err)" "$repro"
-        return
-    fi
+    same_outcome "$name" "$rc_ours" "$rc_qemu" "$repro" || return
     local f out
     for f in top.qcow2 mid.qcow2 base.qcow2 base.raw new.qcow2 new.raw; do
         [ -e "qemu/$f" ] || continue

@@ -55,26 +55,7 @@ resize_case() {
     local rc_ours=$?
     run_cli "$CLI_TIMEOUT" qemu.out qemu.err qemu-img resize "${a_qemu[@]}"
     local rc_qemu=$?
-    if sanitizer_text ours.err >/dev/null; then
-        fail "$name: sanitizer report" "$(cat ours.err)" "$repro"
-        return
-    fi
-    if [ "$rc_ours" != "$rc_qemu" ]; then
-        fail "$name: exit $rc_ours, qemu-img exits $rc_qemu" "ours: $(cat ours.err)" \
-            "qemu-img: $(cat qemu.err)" "$repro"
-        return
-    fi
-    if ! cmp -s ours.out qemu.out; then
-        fail "$name: stdout differs" "ours: $(cat ours.out)" "qemu-img: $(cat qemu.out)" "$repro"
-        return
-    fi
-    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' ours.err >ours.msg
-    sed -E -e 's/^(qcow2|qemu-img): //' -e '/^Try .* --help/d' -e "s/qemu\.qcow2/ours.qcow2/g" \
-        qemu.err >qemu.msg
-    if ! cmp -s ours.msg qemu.msg && ! grep -Eq "$OWN_MESSAGES" ours.msg; then
-        fail "$name: message differs" "ours: $(cat ours.err)" "qemu-img: $(cat qemu.err)" "$repro"
-        return
-    fi
+    same_outcome "$name" "$rc_ours" "$rc_qemu" "$repro" -e "s/qemu\.qcow2/ours.qcow2/g" || return
     local vs_ours vs_qemu
     vs_ours=$(virtual_size ours.qcow2)
     vs_qemu=$(virtual_size qemu.qcow2)
