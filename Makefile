@@ -83,7 +83,8 @@ check-build: build
 check-asan:
 	$(CMAKE) -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_SANITIZE=ON
 	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && $(CTEST) --output-on-failure -j $(CTEST_JOBS) -L unit $(CTEST_ARGS)
+	cd $(ASAN_BUILD) && IOERROR_STRIDE=4 CRASH_EXHAUSTIVE_MAX=5 \
+	    $(CTEST) --output-on-failure -j $(CTEST_JOBS) -L unit $(CTEST_ARGS)
 
 # The concurrency stress test again under ThreadSanitizer.
 check-tsan:
@@ -95,8 +96,8 @@ check-tsan:
 stress: build
 	cd $(BUILD) && CRASH_FULL=1 IOERROR_FULL=1 STRESS_OPS=2000 WRITE_DIFF_SEEDS=16 \
 	    WRITE_DIFF_OPS=400 AMEND_FULL=1 SNAPSHOT_FULL=1 SNAPSHOT_RANDOM_STEPS=300 CHAIN_FULL=1 \
-	    $(CTEST) --output-on-failure --timeout 14400 \
-	    -R '^(test_(crash|ioerror|stress)|interop_(write_diff|amend|snapshot|commit|rebase))$$' \
+	    QCOW2_TEST_FULL=1 $(CTEST) --output-on-failure --timeout 14400 \
+	    -R '^(test_(crash|ioerror|stress)|interop_(write_diff|amend|snapshot|commit|rebase|read_matrix|create_matrix|check_repair|map_history|resize))$$' \
 	    $(CTEST_ARGS)
 
 fuzz: deps

@@ -13,6 +13,9 @@
 #   QCOW2_TEST_TMPDIR where the scratch directory goes (default $TMPDIR or /tmp).
 #   KEEP_TMP=1       keep the scratch directory for a post-mortem.
 #   VERBOSE=1        also print the commands that passed.
+#   QCOW2_TEST_FULL=1 the long variants (`make stress` sets it): every combination of the
+#                    matrices and more random seeds. `make check` runs each script's short form,
+#                    which still covers every value of every dimension at least once.
 
 set -u
 
@@ -25,6 +28,23 @@ if [ -z "${QCOW2:-}" ]; then
         QCOW2=$INTEROP_DIR/../../build/qcow2
     fi
 fi
+
+# FULL=1: the long variants (see QCOW2_TEST_FULL above).
+FULL=0
+case "${QCOW2_TEST_FULL:-0}" in "" | 0) ;; *) FULL=1 ;; esac
+
+# one_or_all I WORD...: every WORD with FULL=1, otherwise only WORD number I mod N. A matrix
+# that rotates I over its other dimension still meets every value in its short form.
+one_or_all() {
+    local i=$1
+    shift
+    if [ "$FULL" = 1 ]; then
+        echo "$@"
+    else
+        local words=("$@")
+        echo "${words[i % ${#words[@]}]}"
+    fi
+}
 
 PASSED=0
 FAILED=0

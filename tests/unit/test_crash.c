@@ -270,6 +270,12 @@ int main(void)
         g_opts.samples = 4;
     g_opts.trace = getenv("CRASH_TRACE") != NULL;
     const char *only = getenv("CRASH_ONLY");
+    /* CRASH_EXHAUSTIVE_MAX: the widest window of unflushed writes whose every subset is tried
+     * (wider ones are sampled). make check-asan narrows it: the sanitizers look for memory
+     * errors on the same paths, and the normal tree runs the full short form. */
+    const char *exh_env = getenv("CRASH_EXHAUSTIVE_MAX");
+    unsigned exh_short = exh_env && *exh_env ? (unsigned)strtoul(exh_env, NULL, 0)
+                                             : CRASH_EXHAUSTIVE_MAX_SHORT;
 
     time_t t0 = time(NULL);
     if (selected(only, wl_workloads[0].name))
@@ -296,8 +302,7 @@ int main(void)
             else
                 snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)",
                          w->name);
-            g_opts.exhaustive_max = full && !w->big ? CRASH_EXHAUSTIVE_MAX_FULL
-                                                    : CRASH_EXHAUSTIVE_MAX_SHORT;
+            g_opts.exhaustive_max = full && !w->big ? CRASH_EXHAUSTIVE_MAX_FULL : exh_short;
             if (w->data_file)
                 RUN(label, test_raw_data_file_reads_as_the_guest(w));
             else
@@ -305,7 +310,7 @@ int main(void)
         }
     }
     g_opts.seed = first_seed;
-    g_opts.exhaustive_max = full ? CRASH_EXHAUSTIVE_MAX_FULL : CRASH_EXHAUSTIVE_MAX_SHORT;
+    g_opts.exhaustive_max = full ? CRASH_EXHAUSTIVE_MAX_FULL : exh_short;
     for (size_t i = 0; i < sizeof(g_schedules) / sizeof(g_schedules[0]); i++) {
         const struct schedule *s = &g_schedules[i];
         if (!selected(only, s->w.name))
