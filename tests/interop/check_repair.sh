@@ -203,12 +203,9 @@ norm_err() {
 # offset (it depends on where a rebuilt refcount structure was placed).
 json_counts() {
     local f=$1 lax=${2:-}
-    local k
-    for k in check-errors corruptions leaks corruptions-fixed leaks-fixed total-clusters \
-        allocated-clusters fragmented-clusters compressed-clusters image-end-offset format; do
-        [ "$lax" = lax ] && [ "$k" = image-end-offset ] && continue
-        printf '%s=%s\n' "$k" "$(json_get "$k" "$f")"
-    done
+    json_fields "$f" check-errors corruptions leaks corruptions-fixed leaks-fixed total-clusters \
+        allocated-clusters fragmented-clusters compressed-clusters image-end-offset format |
+        if [ "$lax" = lax ]; then grep -v '^image-end-offset='; else cat; fi
 }
 
 # check_plain IMG: no repair; exit code, JSON, human output and messages must all match, and

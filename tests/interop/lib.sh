@@ -172,6 +172,27 @@ json_get() {
         sed -e "s/^\"$key\"[[:space:]]*:[[:space:]]*//" -e 's/^"\(.*\)"$/\1/'
 }
 
+# json_fields FILE KEY...: "KEY=VALUE" for each KEY, as json_get finds it ("" when absent), in
+# one pass (json_get costs five processes per key).
+json_fields() {
+    local file=$1
+    shift
+    json_top "$file" | awk -v keys="$*" '
+        {
+            n = split(keys, k, " ")
+            for (i = 1; i <= n; i++) {
+                v = ""
+                re = "\"" k[i] "\"[[:space:]]*:[[:space:]]*(\"[^\"]*\"|[^,}[:space:]]*)"
+                if (match($0, re)) {
+                    v = substr($0, RSTART, RLENGTH)
+                    sub(/^"[^"]*"[[:space:]]*:[[:space:]]*/, "", v)
+                    if (v ~ /^".*"$/) v = substr(v, 2, length(v) - 2)
+                }
+                print k[i] "=" v
+            }
+        }'
+}
+
 # json_has KEY FILE: the key is present.
 json_has() {
     json_top "$2" | grep -q "\"$1\"[[:space:]]*:"
