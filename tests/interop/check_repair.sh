@@ -199,8 +199,8 @@ norm_err() {
         -e '/^qcow2_free_clusters failed: /d' "$1"
 }
 
-# Everything of a check --output=json except the file name; `lax` also drops the image end
-# offset (it depends on where a rebuilt refcount structure was placed).
+# Everything of a check --output=json except the file name (the keys present); `lax` also
+# drops the image end offset (it depends on where a rebuilt refcount structure was placed).
 json_counts() {
     local f=$1 lax=${2:-}
     json_fields "$f" check-errors corruptions leaks corruptions-fixed leaks-fixed total-clusters \

@@ -165,48 +165,39 @@ q() {
 # first occurrence; strings lose their quotes. Prints nothing if the key is absent.
 # ---------------------------------------------------------------------------------------------
 json_get() {
-    local key=$1 file=$2
-    json_top "$file" |
-        grep -Eo "\"$key\"[[:space:]]*:[[:space:]]*(\"[^\"]*\"|[^,}[:space:]]*)" |
-        head -n 1 |
-        sed -e "s/^\"$key\"[[:space:]]*:[[:space:]]*//" -e 's/^"\(.*\)"$/\1/'
+    json_awk get "$2" "$1"
 }
 
-# json_fields FILE KEY...: "KEY=VALUE" for each KEY, as json_get finds it ("" when absent), in
-# one pass (json_get costs five processes per key).
+# json_fields FILE KEY...: "KEY=VALUE" for each KEY present (as json_get finds it), in one
+# process.
 json_fields() {
     local file=$1
     shift
-    json_top "$file" | awk -v keys="$*" '
-        {
-            n = split(keys, k, " ")
-            for (i = 1; i <= n; i++) {
-                v = ""
-                re = "\"" k[i] "\"[[:space:]]*:[[:space:]]*(\"[^\"]*\"|[^,}[:space:]]*)"
-                if (match($0, re)) {
-                    v = substr($0, RSTART, RLENGTH)
-                    sub(/^"[^"]*"[[:space:]]*:[[:space:]]*/, "", v)
-                    if (v ~ /^".*"$/) v = substr(v, 2, length(v) - 2)
-                }
-                print k[i] "=" v
-            }
-        }'
+    json_awk fields "$file" "$*"
 }
 
 # json_has KEY FILE: the key is present.
 json_has() {
-    json_top "$2" | grep -q "\"$1\"[[:space:]]*:"
+    [ -n "$(json_awk has "$2" "$1")" ]
 }
 
 # json_top FILE: the JSON on one line without any "children": [...] arrays (QEMU 8 and later
 # nest the protocol layer's info there, with its own "format", "virtual-size", ...).
 json_top() {
-    tr -d '\n\r' <"$1" | awk '
-        {
+    json_awk top "$1" ""
+}
+
+# json_awk MODE FILE KEYS: the one awk program behind the helpers above (one process per call:
+# these run thousands of times in the matrices). MODE: top | get | fields | has.
+json_awk() {
+    awk -v mode="$1" -v keys="$3" '
+        { doc = doc $0 }
+        END {
+            gsub(/\r/, "", doc)
             out = ""
-            while ((i = index($0, "\"children\"")) > 0) {
-                out = out substr($0, 1, i - 1)
-                rest = substr($0, i)
+            while ((i = index(doc, "\"children\"")) > 0) {
+                out = out substr(doc, 1, i - 1)
+                rest = substr(doc, i)
                 j = index(rest, "[")
                 depth = 0
                 for (k = j; k <= length(rest); k++) {
@@ -214,11 +205,23 @@ json_top() {
                     if (c == "[") depth++
                     else if (c == "]" && --depth == 0) break
                 }
-                $0 = substr(rest, k + 1)
-                sub(/^[[:space:]]*,/, "", $0)
+                doc = substr(rest, k + 1)
+                sub(/^[[:space:]]*,/, "", doc)
             }
-            print out $0
-        }'
+            doc = out doc
+            if (mode == "top") { print doc; exit }
+            n = split(keys, key, " ")
+            for (i = 1; i <= n; i++) {
+                re = "\"" key[i] "\"[[:space:]]*:[[:space:]]*(\"[^\"]*\"|[^,}[:space:]]*)"
+                if (!match(doc, re)) continue
+                v = substr(doc, RSTART, RLENGTH)
+                sub(/^"[^"]*"[[:space:]]*:[[:space:]]*/, "", v)
+                if (v ~ /^".*"$/) v = substr(v, 2, length(v) - 2)
+                if (mode == "get") print v
+                else if (mode == "fields") print key[i] "=" v
+                else print "yes"
+            }
+        }' "$2"
 }
 
 # ---------------------------------------------------------------------------------------------
