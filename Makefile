@@ -82,7 +82,7 @@ check-build: build
 
 check-asan:
 	$(CMAKE) -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_SANITIZE=ON
-	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
+	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS) --target unit-tests
 	cd $(ASAN_BUILD) && IOERROR_STRIDE=4 CRASH_EXHAUSTIVE_MAX=5 \
 	    $(CTEST) --output-on-failure -j $(CTEST_JOBS) -L unit $(CTEST_ARGS)
 
