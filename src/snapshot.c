@@ -166,8 +166,9 @@ int snapshot_table_read(struct qcow2_image *img, uint64_t offset, uint32_t nb,
             return set_error(img, ret, "reading the snapshot table failed: %s",
                              strerror(-ret));
         }
-        length += QCOW2_SNAPSHOT_HEADER_SIZE + sn->extra_data_size + sn->id_size +
-                  sn->name_size;
+        /* QEMU 7.2 counts the padding before each entry and the extra data as kept. */
+        length = ROUND_UP(length, 8) + QCOW2_SNAPSHOT_HEADER_SIZE + sn->extra_data_size +
+                 sn->id_size + sn->name_size;
         if (length > SNAPSHOT_TABLE_MAX_BYTES) {
             snapshot_table_free(t);
             return set_error(img, -EFBIG, "Snapshot table is too big");

@@ -9,9 +9,6 @@
 
 #include "tool.h"
 
-/* qemu-img copies the name into a 256-byte buffer: longer names are cut to 255 bytes. */
-#define SNAPSHOT_NAME_MAX 255
-
 enum snapshot_action { ACT_NONE, ACT_LIST, ACT_CREATE, ACT_APPLY, ACT_DELETE };
 
 static void snapshot_usage(FILE *f)
@@ -44,7 +41,7 @@ static const char *reason(struct qcow2_image *img, const char *path)
 
 static int run_create(struct qcow2_image *img, const char *name)
 {
-    char cut[SNAPSHOT_NAME_MAX + 1];
+    char cut[TOOL_SNAPSHOT_NAME_MAX + 1];
     struct qcow2_snapshot_opts o = QCOW2_SNAPSHOT_OPTS_INIT;
     int ret;
 

@@ -755,7 +755,8 @@ static void print_snapshot_row(const struct qcow2_snapshot_info *sn)
     if (sn->icount != QCOW2_SNAPSHOT_NO_ICOUNT) {
         snprintf(icount, sizeof(icount), "%" PRId64, (int64_t)sn->icount);
     }
-    printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
+    printf("%-9.*s %-16.*s %8s%20s%13s%11s\n", TOOL_SNAPSHOT_ID_MAX, sn->id,
+           TOOL_SNAPSHOT_NAME_MAX, sn->name, size, date, clock, icount);
 }
 
 int tool_print_snapshots(struct qcow2_image *img)
@@ -782,6 +783,7 @@ int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img)
 {
     int n = qcow2_snapshot_count(img);
     struct qcow2_snapshot_info sn = QCOW2_SNAPSHOT_INFO_INIT;
+    char name[TOOL_SNAPSHOT_NAME_MAX + 1], id[TOOL_SNAPSHOT_ID_MAX + 1];
 
     if (n <= 0) {
         return n;
@@ -798,11 +800,13 @@ int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img)
             tool_json_int(j, "icount", (int64_t)sn.icount);
         }
         tool_json_int(j, "vm-clock-nsec", (int64_t)(sn.vm_clock_nsec % 1000000000u));
-        tool_json_str(j, "name", sn.name);
+        snprintf(name, sizeof(name), "%s", sn.name);
+        tool_json_str(j, "name", name);
         tool_json_int(j, "date-sec", sn.date_sec);
         tool_json_int(j, "date-nsec", sn.date_nsec);
         tool_json_int(j, "vm-clock-sec", (int64_t)(sn.vm_clock_nsec / 1000000000u));
-        tool_json_str(j, "id", sn.id);
+        snprintf(id, sizeof(id), "%s", sn.id);
+        tool_json_str(j, "id", id);
         tool_json_int(j, "vm-state-size", (int64_t)sn.vm_state_size);
         tool_json_end_object(j);
     }

@@ -382,6 +382,103 @@ limit_case() {
 }
 limit_case
 
+# QEMU's limit of 64 MiB for the table (QCOW_MAX_SNAPSHOTS_SIZE), counted as qemu-img 7.2
+# counts it: the padding before every entry, at least 24 bytes of extra data each. big_table
+# FILE FIT fills FILE's table (written with perl: about 1030 disk-only entries without an L1
+# table, names of up to 65535 bytes, the table's clusters given refcount 1, so that `check`
+# is clean) so that one more entry, ID 4 digits long, with a FIT-byte name ends exactly at
+# the limit. Prints FIT, raised by up to 7 so that the table ends on an 8-byte boundary.
+big_table() {
+    perl -e '
+open(my $f, "+<", $ARGV[0]) or die; binmode $f;
+my $fit = $ARGV[1];
+read($f, my $h, 104) == 104 or die;
+my ($size) = unpack("Q>", substr($h, 24, 8));
+my ($rt_off) = unpack("Q>", substr($h, 48, 8));
+my $limit = 64 * 1024 * 1024;
+my ($t, $n) = ("", 0);
+my $entry = sub {
+    my ($id, $len) = @_;
+    my $e = pack("Q> N n n N N Q> N N", 0, 0, length $id, $len, 0, 0, 0, 0, 24) .
+            pack("Q> Q> Q>", 0, $size, ~0) . $id . ("n" x $len);
+    $t .= ("\0" x ((8 - length($t) % 8) % 8)) . $e;
+};
+# The table ends where the new entry must start for it to end at the limit. The ID of the
+# new entry has 4 digits (checked below); $fit grows by up to 7 so that the table ends on an
+# 8-byte boundary, where the new entry starts.
+my $end = $limit - 64 - 4 - $fit;
+$fit += $end % 8;
+$end -= $end % 8;
+for (;;) {
+    my $id = $n + 1;
+    my $left = $end - length($t) - ((8 - length($t) % 8) % 8) - 64 - length $id;
+    last if $left < 0;
+    my $len = $left > 2 * 65000 ? 65000 : $left <= 65535 ? $left : int($left / 2);
+    $entry->($id, $len);
+    $n++;
+}
+die "table ends at " . length($t) . ", want $end" unless length($t) == $end && length($n + 1) == 4;
+my $off = (-s $f) + 65535 & ~65535;
+seek($f, $off, 0); print $f $t;
+seek($f, 60, 0); print $f pack("N Q>", $n, $off);
+seek($f, $rt_off, 0); read($f, my $rb, 8) == 8 or die;
+my ($rb_off) = unpack("Q>", $rb);
+for (my $c = $off >> 16; $c <= ($off + length($t) - 1) >> 16; $c++) {
+    seek($f, $rb_off + 2 * $c, 0); print $f pack("n", 1);
+}
+close($f) or die;
+print "$fit\n";' "$1" "$2"
+}
+# table_limit_case: a FIT-byte name fits through both tools, one byte more is refused by
+# both with the same message; ours leaves the image unchanged (qemu-img has raised refcounts and
+# written an L1 copy by then: it leaks them). Both tools list the result alike.
+table_limit_case() {
+    local fit more name rc_o rc_q pid what
+    rm -f tl*.qcow2
+    harness "table limit setup" qemu-img create -q -f qcow2 tl.qcow2 1M || return
+    fit=$(big_table tl.qcow2 200) || { fail "table limit: writing the table"; return; }
+    for more in 0 1; do
+        what="a table of exactly 64 MiB is accepted"
+        [ $more = 1 ] && what="a table 1 byte over 64 MiB is refused"
+        name=$(printf "x%.0s" $(seq $((fit + more))))
+        cp tl.qcow2 tl-o.qcow2
+        cp tl.qcow2 tl-q.qcow2
+        # Side by side: each reads and writes 64 MiB.
+        run_cli "$CLI_TIMEOUT" ours.out ours.err "$QCOW2" snapshot -c "$name" tl-o.qcow2 &
+        pid=$!
+        run_cli "$CLI_TIMEOUT" qemu.out qemu.err qemu-img snapshot -c "$name" tl-q.qcow2
+        rc_q=$?
+        wait $pid
+        rc_o=$?
+        same_outcome "cli: $what" $rc_o $rc_q "FIT=$fit" || continue
+        if [ $rc_o != $more ] || { [ $more = 1 ] &&
+            ! grep -q "Could not create snapshot '$name': -27 (File too large)" ours.err; }; then
+            fail "cli: $what" "rc $rc_o: $(cat ours.err)"
+            continue
+        fi
+        if [ $more = 1 ] && ! cmp -s tl.qcow2 tl-o.qcow2; then
+            fail "cli: $what" "ours changed the image"
+            continue
+        fi
+        # The table written by perl is clean: a refused create left it so (cmp above).
+        if [ $more = 0 ] && ! qemu-img check tl-o.qcow2 >check.out 2>&1; then
+            fail "cli: $what: qemu-img check" "$(tail -n 4 check.out)"
+            continue
+        fi
+        for who in "$QCOW2" qemu-img; do
+            "$who" snapshot -l tl-o.qcow2 | md5sum
+            [ $more = 1 ] && "$who" info --output=json tl-o.qcow2 | grep -v actual-size | md5sum
+        done >sums
+        if [ "$(sort -u sums | wc -l)" != $((more + 1)) ]; then
+            fail "cli: $what: the tools list the image differently"
+            continue
+        fi
+        pass "cli: $what"
+    done
+    rm -f tl*.qcow2
+}
+table_limit_case
+
 random_run "extended_l2=on,refcount_bits=64"
 [ "${SNAPSHOT_FULL:-0}" = 1 ] && random_run "compat=1.1"
 
