@@ -744,7 +744,10 @@ out:
 static int apply_locked(struct qcow2_image *img, uint32_t index)
 {
     const struct snapshot *sn = &img->snapshots.sn[index];
-    if (img->hdr.has_bitmaps_ext && img->hdr.nb_bitmaps > 0)
+    /* QEMU 7.2 refuses whenever the image has bitmaps (bdrv_snapshot_goto), enabled or not,
+     * but not for a bitmap extension a program without bitmap support has disowned (the
+     * autoclear bit clear): QEMU ignores those bitmaps and applies. So do we. */
+    if (bitmap_any(img))
         return set_error(img, -EBUSY, "Device has active dirty bitmaps");
     if (sn->disk_size > (1ull << 62) || size_to_l1(img, sn->disk_size) > QCOW2_MAX_L1_BYTES / 8)
         return set_error(img, -EFBIG, "snapshot %s has an invalid disk size %llu", sn->id,

@@ -107,6 +107,7 @@ int cmd_snapshot(int argc, char **argv)
     int force_share = 0, c, ret;
     struct qcow2_image *img;
     char msg[QCOW2_ERROR_MAX];
+    struct qcow2_info info = QCOW2_INFO_INIT;
 
     optind = 0;
     while ((c = getopt_long(argc, argv, ":la:c:d:hf:qU", longopts, NULL)) != -1) {
@@ -159,6 +160,11 @@ int cmd_snapshot(int argc, char **argv)
     if (ret < 0) {
         tool_error("Could not open '%s': %s", path, msg);
         return TOOL_EXIT_ERROR;
+    }
+    /* qemu-img warns on every open of such an image (and then applies: its bitmaps do not
+     * count). */
+    if (qcow2_get_info(img, &info) == 0 && info.bitmaps_inconsistent) {
+        tool_warn_disowned_bitmaps(&info);
     }
     switch (action) {
     case ACT_LIST:

@@ -243,6 +243,8 @@ void tool_json_bitmaps(struct tool_json *j, struct qcow2_image *img);
 #define TOOL_SNAPSHOT_NAME_MAX 255
 #define TOOL_SNAPSHOT_ID_MAX 127
 int tool_print_snapshots(struct qcow2_image *img);
+/* qemu-img's warning on opening an image with disowned bitmaps (info.bitmaps_inconsistent). */
+void tool_warn_disowned_bitmaps(const struct qcow2_info *in);
 /* qemu-img info's "snapshots" array (nothing without snapshots). Returns 0 or -errno. */
 int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img);
 

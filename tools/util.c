@@ -730,6 +730,23 @@ void tool_json_finish(struct tool_json *j)
 
 /* ---- snapshots --------------------------------------------------------------------------- */
 
+/* What qemu-img says on opening an image whose bitmaps a program without bitmap support
+ * disowned (qcow2_read_extensions, QEMU 7.2). */
+void tool_warn_disowned_bitmaps(const struct qcow2_info *in)
+{
+    if (in->version < 3) {
+        tool_warning("This qcow2 v2 image contains bitmaps, but they may have been modified by "
+                     "a program without persistent bitmap support; so now they must all be "
+                     "considered inconsistent");
+    } else {
+        tool_warning("a program lacking bitmap support modified this file, so all bitmaps are "
+                     "now considered inconsistent");
+    }
+    fprintf(stderr, "Some clusters may be leaked, run 'qemu-img check -r' on the image file to "
+                    "fix.\n");
+}
+
+
 /* One row of qemu's bdrv_snapshot_dump(); `sn` NULL prints the header. */
 static void print_snapshot_row(const struct qcow2_snapshot_info *sn)
 {
