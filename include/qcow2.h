@@ -544,7 +544,10 @@ int qcow2_snapshot_find(struct qcow2_image *img, const char *id, const char *nam
 int qcow2_snapshot_create(struct qcow2_image *img, const struct qcow2_snapshot_opts *opts);
 
 /* Make snapshot `index` the active disk again; the snapshot stays. What was written since
- * is dropped. The virtual size becomes the snapshot's (as QEMU 7.2 does). */
+ * is dropped. The virtual size becomes the snapshot's (as QEMU 7.2 does). -EBUSY ("Device has
+ * active dirty bitmaps") when the image has persistent bitmaps, enabled or not, as QEMU 7.2
+ * refuses (they would no longer describe what changed); bitmaps disowned by a program
+ * without bitmap support (autoclear bit clear) do not count. */
 int qcow2_snapshot_apply(struct qcow2_image *img, unsigned index);
 
 /* Delete snapshot `index`, freeing the clusters only it referenced. */

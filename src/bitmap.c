@@ -713,6 +713,11 @@ bool bitmap_writes_unrecorded(const struct qcow2_image *img)
     return false;
 }
 
+bool bitmap_any(const struct qcow2_image *img)
+{
+    return img->bitmaps && img->bitmaps->n > 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The public API (include/qcow2.h, "Persistent dirty bitmaps"). Not concurrent with I/O on
  * the same image: marking reads the list without the lock. */

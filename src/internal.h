@@ -813,6 +813,9 @@ void bitmap_mark(struct qcow2_image *img, uint64_t offset, uint64_t len);
 int bitmap_resize(struct qcow2_image *img, uint64_t old_size, uint64_t new_size);
 /* Would a guest write go unrecorded (consistent bitmaps not in_use on disk: a repair open)? */
 bool bitmap_writes_unrecorded(const struct qcow2_image *img);
+/* Does the image have bitmaps, as QEMU counts them (loaded, vouched for by the autoclear bit,
+ * or added in this session; consistent or not)? */
+bool bitmap_any(const struct qcow2_image *img);
 
 /* ------------------------------------------------------------------------------------------ */
 /* io.c */

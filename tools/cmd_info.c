@@ -136,21 +136,6 @@ static void print_json(struct tool_json *j, const struct info_item *it)
     tool_json_end_object(j);
 }
 
-/* What qemu-img says on opening such an image (qcow2_read_extensions, QEMU 7.2). */
-static void warn_inconsistent_bitmaps(const struct qcow2_info *in)
-{
-    if (in->version < 3) {
-        tool_warning("This qcow2 v2 image contains bitmaps, but they may have been modified by "
-                     "a program without persistent bitmap support; so now they must all be "
-                     "considered inconsistent");
-    } else {
-        tool_warning("a program lacking bitmap support modified this file, so all bitmaps are "
-                     "now considered inconsistent");
-    }
-    fprintf(stderr, "Some clusters may be leaked, run 'qemu-img check -r' on the image file to "
-                    "fix.\n");
-}
-
 static void print_human(const struct info_item *it)
 {
     const struct qcow2_info *in = &it->info;
@@ -279,7 +264,7 @@ int cmd_info(int argc, char **argv)
             goto out;
         }
         if (it->info.bitmaps_inconsistent) {
-            warn_inconsistent_bitmaps(&it->info);
+            tool_warn_disowned_bitmaps(&it->info);
         }
         if (it->info.backing_file) {
             it->full_backing = tool_path_combine(path, it->info.backing_file);

@@ -9,9 +9,6 @@
 
 #include "tool.h"
 
-/* qemu-img copies the name into a 256-byte buffer: longer names are cut to 255 bytes. */
-#define SNAPSHOT_NAME_MAX 255
-
 enum snapshot_action { ACT_NONE, ACT_LIST, ACT_CREATE, ACT_APPLY, ACT_DELETE };
 
 static void snapshot_usage(FILE *f)
@@ -44,7 +41,7 @@ static const char *reason(struct qcow2_image *img, const char *path)
 
 static int run_create(struct qcow2_image *img, const char *name)
 {
-    char cut[SNAPSHOT_NAME_MAX + 1];
+    char cut[TOOL_SNAPSHOT_NAME_MAX + 1];
     struct qcow2_snapshot_opts o = QCOW2_SNAPSHOT_OPTS_INIT;
     int ret;
 
@@ -110,6 +107,7 @@ int cmd_snapshot(int argc, char **argv)
     int force_share = 0, c, ret;
     struct qcow2_image *img;
     char msg[QCOW2_ERROR_MAX];
+    struct qcow2_info info = QCOW2_INFO_INIT;
 
     optind = 0;
     while ((c = getopt_long(argc, argv, ":la:c:d:hf:qU", longopts, NULL)) != -1) {
@@ -162,6 +160,11 @@ int cmd_snapshot(int argc, char **argv)
     if (ret < 0) {
         tool_error("Could not open '%s': %s", path, msg);
         return TOOL_EXIT_ERROR;
+    }
+    /* qemu-img warns on every open of such an image (and then applies: its bitmaps do not
+     * count). */
+    if (qcow2_get_info(img, &info) == 0 && info.bitmaps_inconsistent) {
+        tool_warn_disowned_bitmaps(&info);
     }
     switch (action) {
     case ACT_LIST:

@@ -238,7 +238,13 @@ void tool_json_finish(struct tool_json *j);
 void tool_json_bitmaps(struct tool_json *j, struct qcow2_image *img);
 /* The snapshot table as qemu-img snapshot -l and info print it ("Snapshot list:", the header,
  * one row each, dates in local time); nothing without snapshots. Returns 0 or -errno. */
+/* qemu-img copies a snapshot's name into a 256-byte buffer and its ID into a 128-byte one
+ * (QEMUSnapshotInfo), for -c and for every listing: longer ones are cut to these bytes. */
+#define TOOL_SNAPSHOT_NAME_MAX 255
+#define TOOL_SNAPSHOT_ID_MAX 127
 int tool_print_snapshots(struct qcow2_image *img);
+/* qemu-img's warning on opening an image with disowned bitmaps (info.bitmaps_inconsistent). */
+void tool_warn_disowned_bitmaps(const struct qcow2_info *in);
 /* qemu-img info's "snapshots" array (nothing without snapshots). Returns 0 or -errno. */
 int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img);
 

@@ -730,6 +730,23 @@ void tool_json_finish(struct tool_json *j)
 
 /* ---- snapshots --------------------------------------------------------------------------- */
 
+/* What qemu-img says on opening an image whose bitmaps a program without bitmap support
+ * disowned (qcow2_read_extensions, QEMU 7.2). */
+void tool_warn_disowned_bitmaps(const struct qcow2_info *in)
+{
+    if (in->version < 3) {
+        tool_warning("This qcow2 v2 image contains bitmaps, but they may have been modified by "
+                     "a program without persistent bitmap support; so now they must all be "
+                     "considered inconsistent");
+    } else {
+        tool_warning("a program lacking bitmap support modified this file, so all bitmaps are "
+                     "now considered inconsistent");
+    }
+    fprintf(stderr, "Some clusters may be leaked, run 'qemu-img check -r' on the image file to "
+                    "fix.\n");
+}
+
+
 /* One row of qemu's bdrv_snapshot_dump(); `sn` NULL prints the header. */
 static void print_snapshot_row(const struct qcow2_snapshot_info *sn)
 {
@@ -755,7 +772,8 @@ static void print_snapshot_row(const struct qcow2_snapshot_info *sn)
     if (sn->icount != QCOW2_SNAPSHOT_NO_ICOUNT) {
         snprintf(icount, sizeof(icount), "%" PRId64, (int64_t)sn->icount);
     }
-    printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
+    printf("%-9.*s %-16.*s %8s%20s%13s%11s\n", TOOL_SNAPSHOT_ID_MAX, sn->id,
+           TOOL_SNAPSHOT_NAME_MAX, sn->name, size, date, clock, icount);
 }
 
 int tool_print_snapshots(struct qcow2_image *img)
@@ -782,6 +800,7 @@ int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img)
 {
     int n = qcow2_snapshot_count(img);
     struct qcow2_snapshot_info sn = QCOW2_SNAPSHOT_INFO_INIT;
+    char name[TOOL_SNAPSHOT_NAME_MAX + 1], id[TOOL_SNAPSHOT_ID_MAX + 1];
 
     if (n <= 0) {
         return n;
@@ -798,11 +817,13 @@ int tool_json_snapshots(struct tool_json *j, struct qcow2_image *img)
             tool_json_int(j, "icount", (int64_t)sn.icount);
         }
         tool_json_int(j, "vm-clock-nsec", (int64_t)(sn.vm_clock_nsec % 1000000000u));
-        tool_json_str(j, "name", sn.name);
+        snprintf(name, sizeof(name), "%s", sn.name);
+        tool_json_str(j, "name", name);
         tool_json_int(j, "date-sec", sn.date_sec);
         tool_json_int(j, "date-nsec", sn.date_nsec);
         tool_json_int(j, "vm-clock-sec", (int64_t)(sn.vm_clock_nsec / 1000000000u));
-        tool_json_str(j, "id", sn.id);
+        snprintf(id, sizeof(id), "%s", sn.id);
+        tool_json_str(j, "id", id);
         tool_json_int(j, "vm-state-size", (int64_t)sn.vm_state_size);
         tool_json_end_object(j);
     }

@@ -58,6 +58,29 @@ static void test_crash_at_every_write(const struct workload *w)
 /* The verdict itself: a test that cannot fail proves nothing. After op 0 of `w` (a write)
  * the image differs from the starting content: the verdict must reject it when op 0 is not
  * expected, accept it when op 0 is durable or uncertain, and reject a wrong size. */
+/* The verdict of a v2 snapshot workload (w->copied_window) accepts COPIED flags that
+ * disagree with a refcount only where no data can be lost. */
+static void test_v2_copied_verdict_accepts_only_flags_that_lose_no_data(void)
+{
+    char why[512];
+    const char *set_leaked = "ERROR OFLAG_COPIED data cluster: l2_entry=8000000000009000 "
+                             "refcount=2\nLeaked cluster 9 refcount=2 reference=1\n";
+    const char *set_shared = "ERROR OFLAG_COPIED data cluster: l2_entry=8000000000009000 "
+                             "refcount=2\nLeaked cluster 9 refcount=3 reference=2\n";
+    const char *l2_set_shared = "ERROR OFLAG_COPIED L2 cluster: l1_index=0 "
+                                "l1_entry=8000000000005000 refcount=2\n";
+    const char *clear_single = "ERROR OFLAG_COPIED data cluster: l2_entry=9000 refcount=1\n"
+                               "ERROR OFLAG_COPIED L2 cluster: l1_index=1 l1_entry=5000 "
+                               "refcount=1\n";
+    const char *other = "ERROR OFLAG_COPIED data cluster: l2_entry=9000 refcount=1\n"
+                        "ERROR cluster 9 refcount=1 reference=2\n";
+    CHECK(wl_copied_harmless(set_leaked, 4096, why, sizeof(why)) == 1);
+    CHECK(wl_copied_harmless(clear_single, 4096, why, sizeof(why)) == 2);
+    CHECK(wl_copied_harmless(set_shared, 4096, why, sizeof(why)) < 0);
+    CHECK(wl_copied_harmless(l2_set_shared, 4096, why, sizeof(why)) < 0);
+    CHECK(wl_copied_harmless(other, 4096, why, sizeof(why)) < 0 && strstr(why, "reference=2"));
+}
+
 static void test_verdict_rejects_content_the_model_does_not_allow(const struct workload *w)
 {
     struct tf_buf start = {0}, base = {0}, after = {0};
@@ -278,6 +301,8 @@ int main(void)
                                              : CRASH_EXHAUSTIVE_MAX_SHORT;
 
     time_t t0 = time(NULL);
+    RUN("v2_copied_verdict_accepts_only_flags_that_lose_no_data",
+        test_v2_copied_verdict_accepts_only_flags_that_lose_no_data());
     if (selected(only, wl_workloads[0].name))
         RUN("verdict_rejects_content_the_model_does_not_allow",
             test_verdict_rejects_content_the_model_does_not_allow(&wl_workloads[0]));

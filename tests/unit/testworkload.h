@@ -68,6 +68,9 @@ struct workload {
     bool big;                 /* only with CRASH_FULL=1 (make stress) */
     bool crash_aimed;         /* written for the crash model: test_ioerror sweeps it only
                                * with IOERROR_FULL=1, to keep make check's time */
+    bool copied_window;       /* a version 2 image (no dirty bit) under snapshot operations:
+                               * wl_verify also accepts COPIED flags that disagree with the
+                               * refcounts where no data can be lost (wl_copied_harmless) */
 };
 
 /* Every workload: tens of operations each, so that a test can afford every crash point. The
@@ -134,5 +137,13 @@ int wl_check_content(struct qcow2_image *img, const struct workload *w,
 /* `qemu-img check` exit status for `path`: 0 clean, 3 leaks, 2 corrupt, ... Output of a
  * failing check goes to stderr. */
 int wl_qemu_check(const char *path);
+
+/* A check report (QEMU's wording, one message a line, "Leaked cluster" lines included) whose
+ * every error is an OFLAG_COPIED mismatch that cannot lose data: COPIED set on a cluster
+ * whose only reference is that entry (its refcount counts one more: a leak), or COPIED clear
+ * on a cluster whose refcount is 1 (the next write copies it needlessly). `qemu-img check -r
+ * all` repairs both; a crash inside a snapshot operation on a v2 image can leave them (see
+ * src/snapshot.c). Returns how many there are, or -1 with the first other error in `why`. */
+int wl_copied_harmless(const char *report, uint32_t cluster_size, char *why, size_t whylen);
 
 #endif /* QCOW2_TESTWORKLOAD_H */
