@@ -806,6 +806,9 @@ int bitmap_load(struct qcow2_image *img);
 int bitmap_mark_in_use(struct qcow2_image *img);
 /* Writable close: store the bitmaps and clear in_use (caller holds the lock). */
 int bitmap_store(struct qcow2_image *img);
+/* While every bitmap is in_use on disk (a writable open): store empty tables and directory
+ * anew in the lowest free clusters and free the old data (compact.c). */
+int bitmap_release_storage(struct qcow2_image *img);
 void bitmap_close(struct qcow2_image *img);
 /* Mark guest [offset, offset+len) dirty in every enabled bitmap (lock-free, any thread). */
 void bitmap_mark(struct qcow2_image *img, uint64_t offset, uint64_t len);
@@ -848,6 +851,16 @@ int snapshot_table_write(struct qcow2_image *img, const struct snapshot *sn, uin
                          uint64_t old_size);
 /* Forget the loaded table (closing, or the table was rewritten by a check). */
 void snapshot_close(struct qcow2_image *img);
+/* The image's table, loaded on first use (*t stays valid until the table changes). */
+int snapshot_table_get(struct qcow2_image *img, const struct snapshot_table **t);
+/* A snapshot's L1 table, host byte order (malloc'd; the caller frees it). */
+int snapshot_read_l1(struct qcow2_image *img, const struct snapshot *sn, uint64_t **l1);
+/* Write every snapshot's L1 table and the table itself again into newly allocated (the
+ * lowest free) clusters, switch the header, free the old ones (compact.c). */
+int snapshot_relocate(struct qcow2_image *img);
+/* Write the table again (at a new place, as snapshot_table_write): every entry then has the
+ * extra data a v3 image needs (amend's upgrade, as QEMU's qcow2_upgrade). */
+int snapshot_table_rewrite(struct qcow2_image *img);
 /* Make a read-only handle show the snapshot (id and/or name, as qcow2_snapshot_find). */
 int snapshot_open_view(struct qcow2_image *img, const char *id, const char *name, char *err,
                        size_t errlen);

@@ -988,3 +988,89 @@ int qcow2_snapshot_delete(struct qcow2_image *img, unsigned index)
 {
     return index_op(img, index, delete_locked);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* For the layers above (compact.c, amend.c; callers hold img->lock). */
+
+int snapshot_table_get(struct qcow2_image *img, const struct snapshot_table **t)
+{
+    *t = NULL;
+    int ret = load_table(img);
+    if (ret == 0)
+        *t = &img->snapshots;
+    return ret;
+}
+
+int snapshot_read_l1(struct qcow2_image *img, const struct snapshot *sn, uint64_t **l1)
+{
+    return read_l1(img, sn->l1_table_offset, sn->l1_size, l1);
+}
+
+/* New L1 copies first (each flushed by write_l1_copy), then the table naming them, written
+ * and switched by snapshot_table_write, then the old copies freed: a crash before the switch
+ * leaks the new copies, after it the old ones. */
+int snapshot_relocate(struct qcow2_image *img)
+{
+    int ret = load_table(img);
+    struct snapshot_table *t = &img->snapshots;
+    if (ret < 0 || t->nb == 0)
+        return ret;
+    uint64_t *moved = calloc(t->nb, sizeof(*moved));
+    if (!moved)
+        return set_error(img, -ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < t->nb && ret == 0; i++) {
+        const struct snapshot *sn = &t->sn[i];
+        uint64_t *l1;
+        ret = read_l1(img, sn->l1_table_offset, sn->l1_size, &l1);
+        if (ret < 0)
+            break;
+        int64_t off = write_l1_copy(img, l1, sn->l1_size, (uint64_t)sn->l1_size * L1E_SIZE);
+        free(l1);
+        if (off < 0)
+            ret = (int)off;
+        else
+            moved[i] = (uint64_t)off;
+    }
+    if (ret < 0) {
+        /* Nothing names the new copies yet. */
+        for (uint32_t i = 0; i < t->nb; i++)
+            if (moved[i])
+                (void)refcount_free_clusters(img, moved[i],
+                                             (uint64_t)t->sn[i].l1_size * L1E_SIZE);
+        free(moved);
+        return ret;
+    }
+    for (uint32_t i = 0; i < t->nb; i++) {
+        uint64_t old = t->sn[i].l1_table_offset;
+        t->sn[i].l1_table_offset = moved[i];
+        moved[i] = old; /* from here on: the copy to free once the switch is done */
+    }
+    ret = snapshot_table_write(img, t->sn, t->nb, t->size);
+    if (ret < 0) {
+        /* The switch may have landed: both copies stay (a leak at worst); memory forgets. */
+        snapshot_close(img);
+        free(moved);
+        return ret;
+    }
+    t->size = snapshot_table_size(t->sn, t->nb);
+    for (uint32_t i = 0; i < t->nb; i++)
+        if (moved[i] && t->sn[i].l1_size)
+            (void)refcount_free_clusters(img, moved[i], (uint64_t)t->sn[i].l1_size * L1E_SIZE);
+    free(moved);
+    return cache_flush(img->refcount_cache);
+}
+
+int snapshot_table_rewrite(struct qcow2_image *img)
+{
+    int ret = load_table(img);
+    struct snapshot_table *t = &img->snapshots;
+    if (ret < 0 || t->nb == 0)
+        return ret;
+    ret = snapshot_table_write(img, t->sn, t->nb, t->size);
+    if (ret < 0) {
+        snapshot_close(img);
+        return ret;
+    }
+    t->size = snapshot_table_size(t->sn, t->nb);
+    return 0;
+}
