@@ -596,6 +596,12 @@ const struct workload wl_workloads[] = {
      .backing_io = "write -P 0xa4 0 1M",
      .prep_io = "write -P 0xa5 0 256k;write -z 64k 64k;write -z 512k 128k",
      .ops = ops_amend_downgrade, .crash_aimed = true},
+    {.name = "amend_downgrade_snapshot", .create_opts = "cluster_size=65536", .size = "1M",
+     .cluster_size = 65536, .backing_size = "1M", .backing_fmt = "raw",
+     .backing_io = "write -P 0xa4 0 1M",
+     .prep_io = "write -P 0xa5 0 256k;write -z 64k 64k;write -z 512k 128k",
+     .prep_cmd = "snapshot -c snap1", .snapshot = "snap1", .ops = ops_amend_downgrade,
+     .crash_aimed = true, .big = true}, /* zero clusters in a table shared with snap1 */
     {.name = "compact", .create_opts = "cluster_size=512", .size = "64k", .cluster_size = 512,
      .prep_io = "write -P 0xa6 0 12k;write -P 0xa7 40k 12k;write -P 0xa8 30k 1k",
      .ops = ops_compact, .crash_aimed = true},
