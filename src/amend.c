@@ -48,102 +48,40 @@ static int amend_mark_clean(struct qcow2_image *img)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Walking the L2 tables (the active L1's, then each snapshot's not seen yet), slice by slice. */
+/* Walking every L2 table once (the active L1's and every snapshot's), slice by slice. */
 
-/* Called with a copy of one slice of the L2 table at `slice_offset`'s table. */
-typedef int (*slice_fn)(struct qcow2_image *img, uint64_t l1i, uint64_t slice_offset,
-                        const uint8_t *slice, void *opaque);
+/* Called with a copy of one slice, at `slice_offset`, of an L2 table. */
+typedef int (*slice_fn)(struct qcow2_image *img, uint64_t slice_offset, const uint8_t *slice,
+                        void *opaque);
 
-struct l2_walk {
-    slice_fn fn;
-    void *opaque;
-    uint8_t *copy;
-    uint64_t *seen; /* L2 tables walked, sorted */
-    size_t nb_seen;
-};
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int walk_l2_table(struct qcow2_image *img, struct l2_walk *w, uint64_t l1i, uint64_t l2)
-{
-    size_t slice_bytes = cache_table_size(img->l2_cache);
-    int ret = 0;
-    for (uint64_t s = 0; s < img->cluster_size && ret == 0; s += slice_bytes) {
-        const void *slice;
-        ret = cache_peek(img->l2_cache, l2 + s, &slice);
-        if (ret == 0) {
-            memcpy(w->copy, slice, slice_bytes);
-            ret = w->fn(img, l1i, l2 + s, w->copy, w->opaque);
-        }
-    }
-    return ret;
-}
-
-/* `l1` (host order): its L2 tables not walked yet. */
-static int walk_l1(struct qcow2_image *img, struct l2_walk *w, const uint64_t *l1, uint32_t n,
-                   qcow2_progress_fn progress, void *popaque)
-{
-    int ret = 0;
-    for (uint32_t i = 0; i < n && ret == 0; i++) {
-        uint64_t l2 = l1[i] & L1E_OFFSET_MASK;
-        if (l2 && !bsearch(&l2, w->seen, w->nb_seen, sizeof(l2), cmp_u64))
-            ret = walk_l2_table(img, w, i, l2);
-        progress_report(progress, popaque, i + 1, n);
-    }
-    return ret;
-}
-
-/* The L2 tables of `l1` join the walked ones. */
-static int add_seen(struct qcow2_image *img, struct l2_walk *w, const uint64_t *l1, uint32_t n)
-{
-    uint64_t *v = realloc(w->seen, (w->nb_seen + n + 1) * sizeof(*v));
-    if (!v)
-        return set_error(img, -ENOMEM, "out of memory");
-    w->seen = v;
-    for (uint32_t i = 0; i < n; i++)
-        if (l1[i] & L1E_OFFSET_MASK)
-            v[w->nb_seen++] = l1[i] & L1E_OFFSET_MASK;
-    qsort(v, w->nb_seen, sizeof(*v), cmp_u64);
-    return 0;
-}
-
-/* Every L2 table once, in QEMU's order (qcow2_expand_zero_clusters: the active L1, then each
- * snapshot's); a table shared by several L1 tables is walked once. */
 static int walk_l2_slices(struct qcow2_image *img, slice_fn fn, void *opaque,
                           qcow2_progress_fn progress, void *popaque)
 {
-    struct l2_walk w = {.fn = fn, .opaque = opaque};
-    w.copy = malloc(cache_table_size(img->l2_cache));
-    if (!w.copy)
-        return set_error(img, -ENOMEM, "out of memory");
-    int ret = walk_l1(img, &w, img->l1_table, img->l1_size, progress, popaque);
-    const struct snapshot_table *t = NULL;
-    if (ret == 0 && img->hdr.nb_snapshots)
-        ret = snapshot_table_get(img, &t);
-    if (ret == 0 && t && t->nb)
-        ret = add_seen(img, &w, img->l1_table, img->l1_size);
-    for (uint32_t i = 0; ret == 0 && t && i < t->nb; i++) {
-        uint64_t *l1 = NULL;
-        ret = snapshot_read_l1(img, &t->sn[i], &l1);
-        if (ret == 0)
-            ret = walk_l1(img, &w, l1, t->sn[i].l1_size, NULL, NULL);
-        if (ret == 0)
-            ret = add_seen(img, &w, l1, t->sn[i].l1_size);
-        free(l1);
+    size_t slice_bytes = cache_table_size(img->l2_cache);
+    uint64_t *tables = NULL;
+    size_t n = 0;
+    uint8_t *copy = malloc(slice_bytes);
+    int ret = copy ? snapshot_l2_tables(img, &tables, &n)
+                   : set_error(img, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        for (uint64_t s = 0; s < img->cluster_size && ret == 0; s += slice_bytes) {
+            const void *slice;
+            ret = cache_peek(img->l2_cache, tables[i] + s, &slice);
+            if (ret == 0) {
+                memcpy(copy, slice, slice_bytes);
+                ret = fn(img, tables[i] + s, copy, opaque);
+            }
+        }
+        progress_report(progress, popaque, i + 1, n);
     }
-    free(w.copy);
-    free(w.seen);
+    free(tables);
+    free(copy);
     return ret;
 }
 
-static int find_compressed(struct qcow2_image *img, uint64_t l1i, uint64_t slice_offset,
-                           const uint8_t *slice, void *opaque)
+static int find_compressed(struct qcow2_image *img, uint64_t slice_offset, const uint8_t *slice,
+                           void *opaque)
 {
-    (void)l1i;
     (void)slice_offset;
     for (uint64_t j = 0; j < img->l2_slice_size; j++) {
         if (l2_get_entry(img, slice, j) & QCOW2_OFLAG_COMPRESSED) {
@@ -167,10 +105,9 @@ static int zero_host_cluster(struct qcow2_image *img, uint64_t host, const uint8
  * unallocated (no backing file: it reads zeros anyway) or a cluster that holds zeros. The
  * zeros are written and flushed (and a new cluster's refcount too) before the L2 entries
  * change: a crash leaves the zero flag (still valid in v3) or a leaked cluster. */
-static int expand_zero_slice(struct qcow2_image *img, uint64_t l1i, uint64_t slice_offset,
+static int expand_zero_slice(struct qcow2_image *img, uint64_t slice_offset,
                              const uint8_t *slice, void *opaque)
 {
-    (void)l1i;
     const uint8_t *zeros = opaque;
     uint64_t n = img->l2_slice_size;
     uint64_t *entries = calloc(n, sizeof(*entries));

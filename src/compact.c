@@ -256,63 +256,6 @@ struct move {
     uint64_t refcount; /* of src, which dst gets */
 };
 
-/* Every distinct L2 table, of the active L1 and of every snapshot's, sorted. */
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int add_l2_offsets(struct compact *c, const uint64_t *l1, uint32_t n, uint64_t **v,
-                          size_t *len, size_t *cap)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t l2 = l1[i] & L1E_OFFSET_MASK;
-        if (!l2)
-            continue;
-        if (*len == *cap) {
-            size_t ncap = *cap ? *cap * 2 : 64;
-            uint64_t *nv = realloc(*v, ncap * sizeof(*nv));
-            if (!nv)
-                return set_error(c->img, -ENOMEM, "out of memory");
-            *v = nv;
-            *cap = ncap;
-        }
-        (*v)[(*len)++] = l2;
-    }
-    return 0;
-}
-
-static int all_l2_tables(struct compact *c, uint64_t **out, size_t *count)
-{
-    struct qcow2_image *img = c->img;
-    uint64_t *v = NULL;
-    size_t len = 0, cap = 0;
-    const struct snapshot_table *t;
-    int ret = add_l2_offsets(c, img->l1_table, img->l1_size, &v, &len, &cap);
-    if (ret == 0)
-        ret = snapshot_table_get(img, &t);
-    for (uint32_t i = 0; ret == 0 && i < t->nb; i++) {
-        uint64_t *l1 = NULL;
-        ret = snapshot_read_l1(img, &t->sn[i], &l1);
-        if (ret == 0)
-            ret = add_l2_offsets(c, l1, t->sn[i].l1_size, &v, &len, &cap);
-        free(l1);
-    }
-    if (ret < 0) {
-        free(v);
-        return ret;
-    }
-    qsort(v, len, sizeof(*v), cmp_u64);
-    size_t u = 0;
-    for (size_t i = 0; i < len; i++)
-        if (u == 0 || v[u - 1] != v[i])
-            v[u++] = v[i];
-    *out = v;
-    *count = u;
-    return 0;
-}
-
 /* The entry's new value, if it points at a shared data cluster on the move. */
 static bool moved_data_entry(const struct compact *c, uint64_t e, uint64_t *out)
 {
@@ -333,7 +276,7 @@ static int repoint_shared_data(struct compact *c)
     size_t slice_bytes = cache_table_size(img->l2_cache);
     uint64_t *tables = NULL;
     size_t n = 0;
-    int ret = all_l2_tables(c, &tables, &n);
+    int ret = snapshot_l2_tables(img, &tables, &n);
     for (size_t t = 0; t < n && ret == 0; t++) {
         for (uint64_t s = 0; s < img->cluster_size && ret == 0; s += slice_bytes) {
             const void *peek;

@@ -53,6 +53,13 @@
 #define ROUND_UP(n, d) (DIV_ROUND_UP(n, d) * (d))
 #define ROUND_DOWN(n, d) ((n) / (d) * (d))
 #define IS_POWER_OF_2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
+/* qsort/bsearch order of uint64_t values (host offsets). */
+static inline int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* The same for a power of two `p` (cluster, subcluster and slice sizes): a mask, not the
  * 64-bit division the general forms compile to, which costs tens of cycles per request. */
 static inline uint64_t align_down_pow2(uint64_t n, uint64_t p)
@@ -855,6 +862,9 @@ void snapshot_close(struct qcow2_image *img);
 int snapshot_table_get(struct qcow2_image *img, const struct snapshot_table **t);
 /* A snapshot's L1 table, host byte order (malloc'd; the caller frees it). */
 int snapshot_read_l1(struct qcow2_image *img, const struct snapshot *sn, uint64_t **l1);
+/* Every distinct L2 table offset of the active L1 table and of every snapshot's, sorted
+ * (malloc'd; the caller frees it). */
+int snapshot_l2_tables(struct qcow2_image *img, uint64_t **tables, size_t *count);
 /* Write every snapshot's L1 table and the table itself again into newly allocated (the
  * lowest free) clusters, switch the header, free the old ones (compact.c). */
 int snapshot_relocate(struct qcow2_image *img);

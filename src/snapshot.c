@@ -1006,6 +1006,55 @@ int snapshot_read_l1(struct qcow2_image *img, const struct snapshot *sn, uint64_
     return read_l1(img, sn->l1_table_offset, sn->l1_size, l1);
 }
 
+static int add_l2_offsets(struct qcow2_image *img, const uint64_t *l1, uint32_t n,
+                          uint64_t **v, size_t *len, size_t *cap)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2 = l1[i] & L1E_OFFSET_MASK;
+        if (!l2)
+            continue;
+        if (*len == *cap) {
+            size_t ncap = *cap ? *cap * 2 : 64;
+            uint64_t *nv = realloc(*v, ncap * sizeof(*nv));
+            if (!nv)
+                return set_error(img, -ENOMEM, "out of memory");
+            *v = nv;
+            *cap = ncap;
+        }
+        (*v)[(*len)++] = l2;
+    }
+    return 0;
+}
+
+int snapshot_l2_tables(struct qcow2_image *img, uint64_t **tables, size_t *count)
+{
+    uint64_t *v = NULL;
+    size_t len = 0, cap = 0;
+    int ret = add_l2_offsets(img, img->l1_table, img->l1_size, &v, &len, &cap);
+    if (ret == 0 && img->hdr.nb_snapshots)
+        ret = load_table(img);
+    for (uint32_t i = 0; ret == 0 && img->hdr.nb_snapshots && i < img->snapshots.nb; i++) {
+        const struct snapshot *sn = &img->snapshots.sn[i];
+        uint64_t *l1 = NULL;
+        ret = read_l1(img, sn->l1_table_offset, sn->l1_size, &l1);
+        if (ret == 0)
+            ret = add_l2_offsets(img, l1, sn->l1_size, &v, &len, &cap);
+        free(l1);
+    }
+    if (ret < 0) {
+        free(v);
+        return ret;
+    }
+    qsort(v, len, sizeof(*v), cmp_u64);
+    size_t u = 0;
+    for (size_t i = 0; i < len; i++)
+        if (u == 0 || v[u - 1] != v[i])
+            v[u++] = v[i];
+    *tables = v;
+    *count = u;
+    return 0;
+}
+
 /* New L1 copies first (each flushed by write_l1_copy), then the table naming them, written
  * and switched by snapshot_table_write, then the old copies freed: a crash before the switch
  * leaks the new copies, after it the old ones. */
