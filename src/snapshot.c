@@ -1116,10 +1116,7 @@ int snapshot_table_rewrite(struct qcow2_image *img)
     if (ret < 0 || t->nb == 0)
         return ret;
     ret = snapshot_table_write(img, t->sn, t->nb, t->size);
-    if (ret < 0) {
-        snapshot_close(img);
-        return ret;
-    }
-    t->size = snapshot_table_size(t->sn, t->nb);
-    return 0;
+    /* Read again on next use: the entries on disk now carry the extra data. */
+    snapshot_close(img);
+    return ret;
 }
