@@ -690,10 +690,11 @@ int qcow2_copy_range(struct qcow2_image *src, uint64_t src_offset, struct qcow2_
  * its messages: in QEMU's order, upgrade, refcount width, data file, backing file check,
  * lazy refcounts, size, downgrade last.
  *  - compat=1.1 -> 0.10 (version 2) marks the image clean, expands zero clusters (unallocated
- *    without a backing file, else clusters of zeros) and drops the v3 features; refused with
- *    refcount widths other than 16, a data file, extended L2, zstd with compressed clusters,
- *    and (unlike QEMU, which loses them and leaks their clusters) persistent bitmaps and
- *    internal snapshots.
+ *    without a backing file, else clusters of zeros), in every internal snapshot's L2 tables
+ *    too, and drops the v3 features; refused with refcount widths other than 16, a data file,
+ *    extended L2, zstd with compressed clusters, and (unlike QEMU, which loses them and leaks
+ *    their clusters) persistent bitmaps.
+ *  - compat=0.10 -> 1.1 writes the snapshot table again when an entry lacks v3's extra data.
  *  - refcount_bits: a new refcount table and blocks at the new width are written after the
  *    end of the image, flushed, switched to in one header write, and the old ones freed.
  * Returns 0 or -errno; a failure may leave the steps before it done. `progress` may be NULL. */
@@ -703,9 +704,12 @@ int qcow2_amend(struct qcow2_image *img, const struct qcow2_create_opts *opts, u
 /* Move clusters from the end of the image file into free clusters lower down (data clusters,
  * L2 tables, refcount blocks, the L1 and refcount tables), repoint their references and
  * truncate the file. Each move copies, flushes, repoints, flushes, then frees. The guest view
- * never changes. Clusters holding compressed data stay where they are (the file cannot shrink
- * below the last of them). Refused (-ENOTSUP) for images with internal snapshots, persistent
- * bitmaps or an external data file. `progress` may be NULL. */
+ * never changes, nor does any internal snapshot's: a cluster shared with snapshots keeps its
+ * refcount and every reference to it is switched; snapshot L1 tables and the snapshot table
+ * are written again low down when in the way, and so are the tables of persistent bitmaps
+ * (empty while the image is open; close stores the bitmaps). Clusters holding compressed
+ * data stay where they are (the file cannot shrink below the last of them). Refused
+ * (-ENOTSUP) for images with an external data file or encryption. `progress` may be NULL. */
 int qcow2_compact(struct qcow2_image *img, qcow2_progress_fn progress, void *opaque);
 
 /* ---------------------------------------------------------------------------------------------

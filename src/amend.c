@@ -1,9 +1,11 @@
 /* amend.c - changing the options of an existing image, as qemu-img amend: compat 0.10 <-> 1.1
- * (the downgrade materialises zero clusters), lazy_refcounts, refcount_bits (check.c rebuilds
- * the refcount structure at the new width), the data file name and data_file_raw, and size.
- * Each step is crash-safe on its own: new data is flushed before the metadata that points to
- * it, and the header changes last. Calls the layers below (check.c, io.c, cluster.c,
- * refcount.c, cache.c, header_write.c, file.c); nothing calls it. */
+ * (the downgrade materialises zero clusters, in every snapshot's L2 tables too; the upgrade
+ * writes the snapshot table again when an entry lacks v3's extra data), lazy_refcounts,
+ * refcount_bits (check.c rebuilds the refcount structure at the new width), the data file
+ * name and data_file_raw, and size. Each step is crash-safe on its own: new data is flushed
+ * before the metadata that points to it, and the header changes last. Calls the layers below
+ * (check.c, snapshot.c, io.c, cluster.c, refcount.c, cache.c, header_write.c, file.c);
+ * nothing calls it. */
 #include "internal.h"
 
 #include <stdio.h>
@@ -46,40 +48,40 @@ static int amend_mark_clean(struct qcow2_image *img)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Walking the active L2 tables, slice by slice. */
+/* Walking every L2 table once (the active L1's and every snapshot's), slice by slice. */
 
-/* Called with a copy of one slice (`n` entries from entry `first` of L1 index `l1i`). */
-typedef int (*slice_fn)(struct qcow2_image *img, uint64_t l1i, uint64_t slice_offset,
-                        const uint8_t *slice, void *opaque);
+/* Called with a copy of one slice, at `slice_offset`, of an L2 table. */
+typedef int (*slice_fn)(struct qcow2_image *img, uint64_t slice_offset, const uint8_t *slice,
+                        void *opaque);
 
 static int walk_l2_slices(struct qcow2_image *img, slice_fn fn, void *opaque,
                           qcow2_progress_fn progress, void *popaque)
 {
     size_t slice_bytes = cache_table_size(img->l2_cache);
+    uint64_t *tables = NULL;
+    size_t n = 0;
     uint8_t *copy = malloc(slice_bytes);
-    if (!copy)
-        return set_error(img, -ENOMEM, "out of memory");
-    int ret = 0;
-    for (uint64_t i = 0; i < img->l1_size && ret == 0; i++) {
-        uint64_t l2 = img->l1_table[i] & L1E_OFFSET_MASK;
-        for (uint64_t s = 0; l2 && s < img->cluster_size && ret == 0; s += slice_bytes) {
+    int ret = copy ? snapshot_l2_tables(img, &tables, &n)
+                   : set_error(img, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        for (uint64_t s = 0; s < img->cluster_size && ret == 0; s += slice_bytes) {
             const void *slice;
-            ret = cache_peek(img->l2_cache, l2 + s, &slice);
+            ret = cache_peek(img->l2_cache, tables[i] + s, &slice);
             if (ret == 0) {
                 memcpy(copy, slice, slice_bytes);
-                ret = fn(img, i, l2 + s, copy, opaque);
+                ret = fn(img, tables[i] + s, copy, opaque);
             }
         }
-        progress_report(progress, popaque, i + 1, img->l1_size);
+        progress_report(progress, popaque, i + 1, n);
     }
+    free(tables);
     free(copy);
     return ret;
 }
 
-static int find_compressed(struct qcow2_image *img, uint64_t l1i, uint64_t slice_offset,
-                           const uint8_t *slice, void *opaque)
+static int find_compressed(struct qcow2_image *img, uint64_t slice_offset, const uint8_t *slice,
+                           void *opaque)
 {
-    (void)l1i;
     (void)slice_offset;
     for (uint64_t j = 0; j < img->l2_slice_size; j++) {
         if (l2_get_entry(img, slice, j) & QCOW2_OFLAG_COMPRESSED) {
@@ -103,10 +105,9 @@ static int zero_host_cluster(struct qcow2_image *img, uint64_t host, const uint8
  * unallocated (no backing file: it reads zeros anyway) or a cluster that holds zeros. The
  * zeros are written and flushed (and a new cluster's refcount too) before the L2 entries
  * change: a crash leaves the zero flag (still valid in v3) or a leaked cluster. */
-static int expand_zero_slice(struct qcow2_image *img, uint64_t l1i, uint64_t slice_offset,
+static int expand_zero_slice(struct qcow2_image *img, uint64_t slice_offset,
                              const uint8_t *slice, void *opaque)
 {
-    (void)l1i;
     const uint8_t *zeros = opaque;
     uint64_t n = img->l2_slice_size;
     uint64_t *entries = calloc(n, sizeof(*entries));
@@ -126,12 +127,19 @@ static int expand_zero_slice(struct qcow2_image *img, uint64_t l1i, uint64_t sli
             continue;
         }
         if (!host) {
-            int64_t h = refcount_alloc_clusters(img, img->cluster_size);
+            /* One reference per L1 table that reaches the L2 table (QEMU does the same). */
+            uint64_t l2_refcount = 1;
+            ret = refcount_get(img, slice_offset >> img->cluster_bits, &l2_refcount);
+            int64_t h = ret < 0 ? ret : refcount_alloc_clusters(img, img->cluster_size);
             if (h < 0) {
                 ret = (int)h;
                 break;
             }
             host = (uint64_t)h;
+            if (l2_refcount > 1 && l2_refcount <= INT32_MAX)
+                ret = refcount_update(img, host, img->cluster_size, (int)l2_refcount - 1);
+            if (ret < 0)
+                break;
         }
         ret = zero_host_cluster(img, host, zeros);
         if (ret < 0) {
@@ -139,6 +147,9 @@ static int expand_zero_slice(struct qcow2_image *img, uint64_t l1i, uint64_t sli
                       strerror(-ret));
             break;
         }
+        /* COPIED from the cluster's own refcount: QEMU 7.2 takes the L2 table's, and sets
+         * it on a preallocated zero cluster still shared with a snapshot (qemu-img check
+         * then reports "OFLAG_COPIED data cluster" errors). */
         uint64_t refcount = 0;
         ret = refcount_get(img, host >> img->cluster_bits, &refcount);
         entries[j] = host | (refcount == 1 ? QCOW2_OFLAG_COPIED : 0);
@@ -167,14 +178,20 @@ static int expand_zero_slice(struct qcow2_image *img, uint64_t l1i, uint64_t sli
 
 static int amend_upgrade(struct qcow2_image *img)
 {
-    /* v3 snapshot entries need extra data that v2 ones may lack (QEMU rewrites the table). */
-    if (img->hdr.nb_snapshots)
-        return set_error(img, -ENOTSUP,
-                         "Cannot upgrade an image with internal snapshots (not supported by "
-                         "libqcow2)");
+    /* v3 snapshot entries need the extra data (VM state size, disk size) that v2 ones may
+     * lack: QEMU writes the table again then, before the header (qcow2_upgrade). */
+    const struct snapshot_table *t = NULL;
+    int ret = img->hdr.nb_snapshots ? snapshot_table_get(img, &t) : 0;
+    bool rewrite = false;
+    for (uint32_t i = 0; ret == 0 && t && i < t->nb; i++)
+        rewrite |= t->sn[i].extra_data_size < SNAPSHOT_MIN_V3_EXTRA_DATA;
+    if (ret == 0 && rewrite)
+        ret = snapshot_table_rewrite(img);
+    if (ret < 0)
+        return ret;
     img->hdr.version = 3;
     if (img->cluster_size >= FEATURE_TABLE_MIN_CLUSTER && !img->hdr.nb_features) {
-        int ret = header_set_default_feature_table(&img->hdr);
+        ret = header_set_default_feature_table(&img->hdr);
         if (ret < 0)
             return set_error(img, ret, "out of memory");
     }
@@ -192,11 +209,6 @@ static int amend_downgrade(struct qcow2_image *img, qcow2_progress_fn progress, 
         return set_error(img, -ENOTSUP,
                          "Cannot downgrade an image with persistent bitmaps (remove them "
                          "first)");
-    /* Zero clusters in snapshot tables would have to be expanded too. */
-    if (img->hdr.nb_snapshots)
-        return set_error(img, -ENOTSUP,
-                         "Cannot downgrade an image with internal snapshots (not supported "
-                         "by libqcow2)");
     int ret = amend_mark_clean(img);
     if (ret < 0)
         return ret;

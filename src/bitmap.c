@@ -532,8 +532,9 @@ static bool chunk_is_zero(const uint64_t *w, size_t nwords)
 }
 
 /* Write the data clusters and the table of `b` to new clusters; on success b->table_* name
- * them. Clusters of a partial store are leaked on failure (never referenced). */
-static int store_one(struct qcow2_image *img, struct bitmap *b, uint8_t *buf)
+ * them. `empty`: the table only, every entry 0 (no data: all bits clear). Clusters of a
+ * partial store are leaked on failure (never referenced). */
+static int store_one(struct qcow2_image *img, struct bitmap *b, uint8_t *buf, bool empty)
 {
     uint64_t bytes = DIV_ROUND_UP(b->nbits, 8);
     uint64_t tsize = MAX(DIV_ROUND_UP(bytes, img->cluster_size), 1);
@@ -547,7 +548,7 @@ static int store_one(struct qcow2_image *img, struct bitmap *b, uint8_t *buf)
             break;
         size_t n = (size_t)MIN(img->cluster_size, bytes - at);
         /* Only chunks with a bit set get a cluster (store_bitmap_data). */
-        if (chunk_is_zero(b->words + at / 8, DIV_ROUND_UP(n, 8)))
+        if (empty || chunk_is_zero(b->words + at / 8, DIV_ROUND_UP(n, 8)))
             continue;
         int64_t off = refcount_alloc_clusters(img, img->cluster_size);
         if (off < 0) {
@@ -628,15 +629,14 @@ static int switch_directory(struct qcow2_image *img, uint64_t offset, uint64_t s
     return ret;
 }
 
-/* At close of a writable handle: new data, tables and directory in new clusters, flushed
- * together with their refcounts; then the header switch (sync); then the old clusters are
- * freed. A crash before the switch leaves the old directory, whose bitmaps carry in_use
- * (inconsistent), and leaked clusters; after it, the new one. Caller holds img->lock. */
-int bitmap_store(struct qcow2_image *img)
+/* New data, tables and directory in new clusters, flushed together with their refcounts;
+ * then the header switch (sync); then the old clusters are freed. A crash before the switch
+ * leaves the old directory, whose bitmaps carry in_use (inconsistent), and leaked clusters;
+ * after it, the new one. `in_use`: empty tables and every bitmap in_use (the bitmaps stay in
+ * memory only, as while a writable handle is open). Caller holds img->lock. */
+static int store_all(struct qcow2_image *img, bool in_use)
 {
     struct bitmap_set *s = img->bitmaps;
-    if (!s || img->read_only || (!s->in_use_on_disk && !s->changed))
-        return 0;
     struct old_table *old = calloc(MAX(s->n, 1), sizeof(*old));
     uint8_t *buf = malloc(img->cluster_size);
     uint8_t *dir = NULL;
@@ -646,7 +646,7 @@ int bitmap_store(struct qcow2_image *img)
         if (b->inconsistent)
             continue; /* kept as it is on disk, in_use */
         old[i] = (struct old_table){b->table_offset, b->table_size};
-        ret = store_one(img, b, buf);
+        ret = store_one(img, b, buf, in_use);
     }
     size_t size = dir_size(s);
     int64_t dir_off = 0;
@@ -661,7 +661,7 @@ int bitmap_store(struct qcow2_image *img)
         if (!dir)
             ret = set_error(img, -ENOMEM, "out of memory");
         else
-            dir_serialize(s, dir, false);
+            dir_serialize(s, dir, in_use);
         if (ret == 0 && (ret = file_pwrite(img->file, dir, alloc, (uint64_t)dir_off)) < 0)
             set_error(img, ret, "writing the bitmap directory failed: %s", strerror(-ret));
     }
@@ -692,13 +692,35 @@ int bitmap_store(struct qcow2_image *img)
     free(s->removed);
     s->removed = NULL;
     s->nb_removed = 0;
-    s->in_use_on_disk = false;
-    s->changed = false;
+    if (!in_use) {
+        s->in_use_on_disk = false;
+        s->changed = false;
+    }
 out:
     free(old);
     free(buf);
     free(dir);
     return ret;
+}
+
+/* At close of a writable handle. */
+int bitmap_store(struct qcow2_image *img)
+{
+    struct bitmap_set *s = img->bitmaps;
+    if (!s || img->read_only || (!s->in_use_on_disk && !s->changed))
+        return 0;
+    return store_all(img, false);
+}
+
+/* While the bitmaps are in_use on disk, what is stored says nothing: compact.c has it
+ * replaced by the smallest valid structure, in the lowest free clusters (close stores the
+ * real data). Bitmaps stored without in_use (a repair open) are left alone. */
+int bitmap_release_storage(struct qcow2_image *img)
+{
+    struct bitmap_set *s = img->bitmaps;
+    if (!s || img->read_only || !s->in_use_on_disk || s->n == 0)
+        return 0;
+    return store_all(img, true);
 }
 
 bool bitmap_writes_unrecorded(const struct qcow2_image *img)

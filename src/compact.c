@@ -1,10 +1,15 @@
 /* compact.c - moving clusters from the end of the image file into free clusters lower down,
  * then truncating the file (qcow2 compact; qemu-img has no equivalent).
- * Owns the map from host cluster to the one structure that references it (an L2 entry, an L1
- * entry, a refcount table entry, the header). Every move is crash-safe: the new cluster's
- * refcount and its copy are flushed before the reference is switched, the switch is flushed
- * before the old cluster is freed; a crash leaves at worst a leaked cluster. Calls cache.c,
- * refcount.c, header_write.c and file.c; the guest view never changes. */
+ * Owns the map from host cluster to what references it: an L2 entry, an L1 entry (active or a
+ * snapshot's), a refcount table entry, the header. Data clusters and L2 tables may have many
+ * referrers (internal snapshots share them): a moved one keeps its refcount and every
+ * referrer is switched. Every move is crash-safe: the new cluster's refcount and its copy are
+ * flushed before any reference is switched, the switches are flushed before the old cluster
+ * is freed; a crash in between leaves both copies valid, each with the full refcount (leaks
+ * at worst). Snapshot L1 tables and the snapshot table are written again low down by
+ * snapshot.c, the bitmaps' storage by bitmap.c; compressed clusters stay where they are.
+ * Calls cache.c, refcount.c, header_write.c, file.c, bitmap.c and snapshot.c; the guest view
+ * of the image and of every snapshot never changes. */
 #include "internal.h"
 
 #include <stdio.h>
@@ -14,11 +19,11 @@
 /* Moves of data clusters or L2 tables done between two rounds of flushes. */
 #define COMPACT_BATCH 1024
 
-/* Who references a host cluster. Only clusters with exactly one reference, from a structure
- * whose pointer we know how to switch, move; everything else is PINNED. */
+/* Who references a host cluster. Clusters referenced from structures whose pointers we know
+ * how to switch move; everything else is PINNED. */
 enum owner_kind {
     OWN_FREE = 0,
-    OWN_PINNED,   /* header, compressed data, shared or unknown */
+    OWN_PINNED,   /* header, compressed data, snapshot and bitmap tables, unknown */
     OWN_DATA,     /* data cluster of L2 entry `idx` of the table of L1 entry `l1i` */
     OWN_L2,       /* the L2 table of L1 entry `l1i` */
     OWN_REFBLOCK, /* the refcount block of refcount table entry `idx` */
@@ -26,8 +31,13 @@ enum owner_kind {
     OWN_REFTABLE, /* a cluster of the refcount table */
 };
 
+/* `shared`: DATA or L2 with referrers other than the one (l1i, idx) names (a snapshot's
+ * tables): a move switches them all by a scan (repoint_shared_*), `idx` then holding the
+ * destination while `moving`. */
 struct owner {
     uint8_t kind;
+    uint8_t shared;
+    uint8_t moving;
     uint32_t l1i;
     uint64_t idx;
 };
@@ -35,7 +45,8 @@ struct owner {
 struct compact {
     struct qcow2_image *img;
     struct owner *own;
-    uint64_t nb; /* clusters in the file */
+    uint64_t nb;  /* clusters in the file */
+    uint64_t len; /* bytes in the file */
     uint8_t *buf;
     uint64_t top; /* no cluster above this one is in use */
     uint64_t moved, to_move;
@@ -52,18 +63,20 @@ static unsigned long long ull(uint64_t v)
 /* The owner map. */
 
 static int set_owner(struct compact *c, uint64_t host, enum owner_kind kind, uint64_t l1i,
-                     uint64_t idx)
+                     uint64_t idx, bool shared)
 {
     uint64_t k = host >> c->img->cluster_bits;
     if (k >= c->nb)
         return set_error(c->img, -EIO, "host offset 0x%llx lies past the end of the file",
                          ull(host));
-    /* Two references: the cluster is shared, it cannot move with one pointer switch. */
-    c->own[k] = (struct owner){
-        .kind = (uint8_t)(c->own[k].kind == OWN_FREE ? kind : OWN_PINNED),
-        .l1i = (uint32_t)l1i,
-        .idx = idx,
-    };
+    struct owner *o = &c->own[k];
+    if (o->kind == OWN_FREE)
+        *o = (struct owner){.kind = (uint8_t)kind, .shared = shared, .l1i = (uint32_t)l1i,
+                            .idx = idx};
+    else if (o->kind == kind && (kind == OWN_DATA || kind == OWN_L2))
+        o->shared = 1; /* a second referrer */
+    else
+        o->kind = OWN_PINNED;
     return 0;
 }
 
@@ -80,7 +93,7 @@ static int pin_range(struct compact *c, uint64_t offset, uint64_t len)
     return 0;
 }
 
-static int map_l2_table(struct compact *c, uint64_t l1i, uint64_t l2)
+static int map_l2_table(struct compact *c, uint64_t l1i, uint64_t l2, bool shared)
 {
     struct qcow2_image *img = c->img;
     size_t slice_bytes = cache_table_size(img->l2_cache);
@@ -97,7 +110,7 @@ static int map_l2_table(struct compact *c, uint64_t l1i, uint64_t l2)
                 cluster_compressed_range(img, e, &coff, &clen);
                 ret = pin_range(c, coff, clen);
             } else if (e & L2E_OFFSET_MASK) {
-                ret = set_owner(c, e & L2E_OFFSET_MASK, OWN_DATA, l1i, first + j);
+                ret = set_owner(c, e & L2E_OFFSET_MASK, OWN_DATA, l1i, first + j, shared);
             }
             if (ret < 0)
                 return ret;
@@ -110,11 +123,41 @@ static int map_table(struct compact *c, uint64_t offset, uint64_t bytes, enum ow
 {
     struct qcow2_image *img = c->img;
     for (uint64_t o = 0; o < bytes; o += img->cluster_size) {
-        int ret = set_owner(c, offset + o, kind, 0, o >> img->cluster_bits);
+        int ret = set_owner(c, offset + o, kind, 0, o >> img->cluster_bits, false);
         if (ret < 0)
             return ret;
     }
     return 0;
+}
+
+/* The L2 tables of the snapshots and what they reference. A table also in the active L1 (or
+ * in an earlier snapshot) was mapped already: it gains a referrer, its entries none (the
+ * refcounts count L1 paths, but the entries are in one place). */
+static int map_snapshots(struct compact *c)
+{
+    struct qcow2_image *img = c->img;
+    const struct snapshot_table *t;
+    int ret = snapshot_table_get(img, &t);
+    if (ret == 0 && t->nb)
+        ret = pin_range(c, img->hdr.snapshots_offset, t->size);
+    for (uint32_t i = 0; i < t->nb && ret == 0; i++) {
+        uint64_t *l1 = NULL;
+        ret = pin_range(c, t->sn[i].l1_table_offset, (uint64_t)t->sn[i].l1_size * 8);
+        if (ret == 0)
+            ret = snapshot_read_l1(img, &t->sn[i], &l1);
+        for (uint32_t j = 0; j < t->sn[i].l1_size && ret == 0; j++) {
+            uint64_t l2 = l1[j] & L1E_OFFSET_MASK;
+            if (!l2)
+                continue;
+            uint64_t k = l2 >> img->cluster_bits;
+            bool seen = k < c->nb && c->own[k].kind == OWN_L2;
+            ret = set_owner(c, l2, OWN_L2, 0, 0, true);
+            if (ret == 0 && !seen)
+                ret = map_l2_table(c, 0, l2, true);
+        }
+        free(l1);
+    }
+    return ret;
 }
 
 /* Find the owner of every cluster; then pin what the refcounts say is used but nobody owns
@@ -122,7 +165,8 @@ static int map_table(struct compact *c, uint64_t offset, uint64_t bytes, enum ow
 static int build_owner_map(struct compact *c)
 {
     struct qcow2_image *img = c->img;
-    int ret = set_owner(c, 0, OWN_PINNED, 0, 0);
+    memset(c->own, 0, c->nb * sizeof(*c->own));
+    int ret = set_owner(c, 0, OWN_PINNED, 0, 0, false);
     if (ret == 0)
         ret = map_table(c, img->hdr.l1_table_offset, (uint64_t)img->l1_size * 8, OWN_L1);
     if (ret == 0)
@@ -131,25 +175,29 @@ static int build_owner_map(struct compact *c)
     for (uint64_t i = 0; i < img->refcount_table_size && ret == 0; i++) {
         uint64_t off = img->refcount_table[i] & REFT_OFFSET_MASK;
         if (off)
-            ret = set_owner(c, off, OWN_REFBLOCK, 0, i);
+            ret = set_owner(c, off, OWN_REFBLOCK, 0, i, false);
     }
     for (uint64_t i = 0; i < img->l1_size && ret == 0; i++) {
         uint64_t l2 = img->l1_table[i] & L1E_OFFSET_MASK;
         if (!l2)
             continue;
-        ret = set_owner(c, l2, OWN_L2, i, 0);
+        ret = set_owner(c, l2, OWN_L2, i, 0, false);
         if (ret == 0)
-            ret = map_l2_table(c, i, l2);
+            ret = map_l2_table(c, i, l2, false);
     }
+    if (ret == 0 && img->hdr.nb_snapshots)
+        ret = map_snapshots(c);
     for (uint64_t k = 0; k < c->nb && ret == 0; k++) {
         uint64_t rc;
         ret = refcount_get(img, k, &rc);
         if (ret < 0)
             break;
-        if (rc == 0 && c->own[k].kind != OWN_FREE)
+        uint8_t kind = c->own[k].kind;
+        if (rc == 0 && kind != OWN_FREE)
             ret = signal_corruption(img, "cluster at 0x%llx is in use but has refcount 0",
                                     ull(k << img->cluster_bits));
-        else if (rc > 1 || (rc == 1 && c->own[k].kind == OWN_FREE))
+        else if ((rc > 1 && kind != OWN_DATA && kind != OWN_L2) || rc > INT32_MAX ||
+                 (rc == 1 && kind == OWN_FREE))
             c->own[k].kind = OWN_PINNED;
     }
     return ret;
@@ -205,15 +253,64 @@ static void move_owner(struct compact *c, uint64_t src_k, uint64_t dst_k)
 
 struct move {
     uint64_t src, dst; /* cluster indexes */
+    uint64_t refcount; /* of src, which dst gets */
 };
+
+/* The entry's new value, if it points at a shared data cluster on the move. */
+static bool moved_data_entry(const struct compact *c, uint64_t e, uint64_t *out)
+{
+    uint64_t host = e & L2E_OFFSET_MASK;
+    if ((e & QCOW2_OFLAG_COMPRESSED) || !host)
+        return false;
+    const struct owner *o = &c->own[host >> c->img->cluster_bits];
+    if (o->kind != OWN_DATA || !o->moving)
+        return false;
+    *out = (e & ~L2E_OFFSET_MASK) | (o->idx << c->img->cluster_bits);
+    return true;
+}
+
+/* Switch every L2 entry, in every L2 table, that names a shared data cluster on the move. */
+static int repoint_shared_data(struct compact *c)
+{
+    struct qcow2_image *img = c->img;
+    size_t slice_bytes = cache_table_size(img->l2_cache);
+    uint64_t *tables = NULL;
+    size_t n = 0;
+    int ret = snapshot_l2_tables(img, &tables, &n);
+    for (size_t t = 0; t < n && ret == 0; t++) {
+        for (uint64_t s = 0; s < img->cluster_size && ret == 0; s += slice_bytes) {
+            const void *peek;
+            ret = cache_peek(img->l2_cache, tables[t] + s, &peek);
+            bool hit = false;
+            uint64_t e;
+            for (uint64_t j = 0; ret == 0 && j < img->l2_slice_size && !hit; j++)
+                hit = moved_data_entry(c, l2_get_entry(img, peek, j), &e);
+            void *slice;
+            if (ret < 0 || !hit || (ret = cache_get(img->l2_cache, tables[t] + s, &slice)) < 0)
+                continue;
+            for (uint64_t j = 0; j < img->l2_slice_size; j++)
+                if (moved_data_entry(c, l2_get_entry(img, slice, j), &e))
+                    l2_set_entry(img, slice, j, e);
+            cache_mark_dirty(img->l2_cache, slice);
+            cache_put(img->l2_cache, &slice);
+        }
+    }
+    free(tables);
+    return ret;
+}
 
 /* Point the L2 entries of moved data clusters at their new places. */
 static int repoint_data(struct compact *c, const struct move *m, unsigned n)
 {
     struct qcow2_image *img = c->img;
     uint64_t slice_bytes = cache_table_size(img->l2_cache);
+    bool shared = false;
     for (unsigned i = 0; i < n; i++) {
         const struct owner *o = &c->own[m[i].src];
+        if (o->shared) {
+            shared = true;
+            continue;
+        }
         uint64_t l2 = img->l1_table[o->l1i] & L1E_OFFSET_MASK;
         uint64_t slice_off = l2 + (o->idx / img->l2_slice_size) * slice_bytes;
         uint64_t j = o->idx % img->l2_slice_size;
@@ -227,43 +324,111 @@ static int repoint_data(struct compact *c, const struct move *m, unsigned n)
         cache_mark_dirty(img->l2_cache, slice);
         cache_put(img->l2_cache, &slice);
     }
-    return cache_flush(img->l2_cache);
+    int ret = shared ? repoint_shared_data(c) : 0;
+    return ret < 0 ? ret : cache_flush(img->l2_cache);
+}
+
+/* Switch the entries of every snapshot L1 table that name a shared L2 table on the move,
+ * each table written in place (an entry is old or new after a crash: both valid), synced. */
+static int repoint_snapshot_l1s(struct compact *c)
+{
+    struct qcow2_image *img = c->img;
+    const struct snapshot_table *t;
+    int ret = snapshot_table_get(img, &t);
+    bool wrote = false;
+    for (uint32_t i = 0; ret == 0 && i < t->nb; i++) {
+        uint64_t *l1;
+        ret = snapshot_read_l1(img, &t->sn[i], &l1);
+        if (ret < 0)
+            break;
+        bool changed = false;
+        for (uint32_t j = 0; j < t->sn[i].l1_size; j++) {
+            uint64_t l2 = l1[j] & L1E_OFFSET_MASK;
+            const struct owner *o = l2 ? &c->own[l2 >> img->cluster_bits] : NULL;
+            if (o && o->kind == OWN_L2 && o->moving) {
+                l1[j] = (l1[j] & ~L1E_OFFSET_MASK) | (o->idx << img->cluster_bits);
+                changed = true;
+            }
+            be64_put(&l1[j], l1[j]);
+        }
+        if (changed && (ret = file_pwrite(img->file, l1, (size_t)t->sn[i].l1_size * 8,
+                                          t->sn[i].l1_table_offset)) < 0)
+            set_error(img, ret, "writing a snapshot L1 table failed: %s", strerror(-ret));
+        wrote |= changed;
+        free(l1);
+    }
+    if (ret == 0 && wrote && (ret = file_flush(img->file)) < 0)
+        set_error(img, ret, "flush failed: %s", strerror(-ret));
+    return ret;
 }
 
 /* Point the L1 entries of moved L2 tables at their new places: the whole L1 table is
- * written again, each entry old or new, both valid copies. */
+ * written again, each entry old or new, both valid copies; so are snapshot L1 tables. */
 static int repoint_l2(struct compact *c, const struct move *m, unsigned n)
 {
     struct qcow2_image *img = c->img;
+    bool shared = false;
     for (unsigned i = 0; i < n; i++) {
-        uint32_t l1i = c->own[m[i].src].l1i;
-        uint64_t e = img->l1_table[l1i];
-        img->l1_table[l1i] = (e & ~L1E_OFFSET_MASK) | (m[i].dst << img->cluster_bits);
+        const struct owner *o = &c->own[m[i].src];
+        if (o->shared) {
+            shared = true;
+            continue;
+        }
+        uint64_t e = img->l1_table[o->l1i];
+        img->l1_table[o->l1i] = (e & ~L1E_OFFSET_MASK) | (m[i].dst << img->cluster_bits);
+    }
+    if (shared) {
+        for (uint32_t i = 0; i < img->l1_size; i++) {
+            uint64_t l2 = img->l1_table[i] & L1E_OFFSET_MASK;
+            const struct owner *o = l2 ? &c->own[l2 >> img->cluster_bits] : NULL;
+            if (o && o->kind == OWN_L2 && o->moving)
+                img->l1_table[i] = (img->l1_table[i] & ~L1E_OFFSET_MASK) |
+                                   (o->idx << img->cluster_bits);
+        }
     }
     img->l1_dirty = true;
     img->metadata_gen++;
     int ret = header_write_pending_switches(img);
+    if (ret == 0 && shared)
+        ret = repoint_snapshot_l1s(c);
     for (unsigned i = 0; i < n && ret == 0; i++)
         ret = cache_discard(img->l2_cache, m[i].src << img->cluster_bits);
     return ret;
 }
 
-/* One batch of data clusters or L2 tables (one kind): claim and copy all, flush, repoint
- * all, flush, free all, flush. */
+/* One batch of data clusters or L2 tables (one kind): claim and copy all (a shared one gets
+ * its full refcount), flush, repoint all, flush, free all, flush. */
 static int move_batch(struct compact *c, struct move *m, unsigned n, enum owner_kind kind)
 {
     struct qcow2_image *img = c->img;
     int ret = 0;
-    for (unsigned i = 0; i < n && ret == 0; i++)
-        ret = copy_clusters(c, m[i].src << img->cluster_bits, m[i].dst << img->cluster_bits, 1);
+    for (unsigned i = 0; i < n && ret == 0; i++) {
+        uint64_t rc;
+        ret = refcount_get(img, m[i].src, &rc);
+        m[i].refcount = rc;
+        if (ret == 0 && rc > 1)
+            ret = refcount_update(img, m[i].dst << img->cluster_bits, img->cluster_size,
+                                  (int)(rc - 1));
+        if (ret == 0)
+            ret = copy_clusters(c, m[i].src << img->cluster_bits,
+                                m[i].dst << img->cluster_bits, 1);
+        struct owner *o = &c->own[m[i].src];
+        if (ret == 0 && o->shared) {
+            o->moving = 1;
+            o->idx = m[i].dst;
+        }
+    }
     if (ret == 0)
         ret = cache_flush(img->refcount_cache); /* the claims, then fsync: the copies too */
     if (ret == 0)
         ret = kind == OWN_DATA ? repoint_data(c, m, n) : repoint_l2(c, m, n);
+    for (unsigned i = 0; i < n; i++)
+        c->own[m[i].src].moving = 0;
     if (ret < 0)
         return ret; /* the claimed clusters leak; nothing points at a freed one */
     for (unsigned i = 0; i < n && ret == 0; i++) {
-        ret = refcount_free_clusters(img, m[i].src << img->cluster_bits, img->cluster_size);
+        ret = refcount_update(img, m[i].src << img->cluster_bits, img->cluster_size,
+                              -(int)m[i].refcount);
         move_owner(c, m[i].src, m[i].dst);
     }
     if (ret == 0)
@@ -456,22 +621,53 @@ static uint64_t count_movable_above(const struct compact *c)
     return above;
 }
 
+/* The owner map of the file as it is now. */
+static int map_image(struct compact *c)
+{
+    struct qcow2_image *img = c->img;
+    int64_t len = file_size(img->file);
+    if (len < 0)
+        return set_error(img, (int)len, "cannot get the file size: %s", strerror((int)-len));
+    c->len = (uint64_t)len;
+    c->nb = size_to_clusters(img, (uint64_t)len);
+    free(c->own);
+    c->own = calloc(c->nb ? c->nb : 1, sizeof(*c->own));
+    if (!c->own)
+        return set_error(img, -ENOMEM, "out of memory for the map of %llu clusters",
+                         ull(c->nb));
+    return build_owner_map(c);
+}
+
+/* Does a cluster that cannot move lie where the compacted image would end? */
+static bool pinned_above_end(const struct compact *c)
+{
+    uint64_t used = 0;
+    for (uint64_t k = 0; k < c->nb; k++)
+        used += c->own[k].kind != OWN_FREE;
+    for (uint64_t k = used; k < c->nb; k++)
+        if (c->own[k].kind == OWN_PINNED)
+            return true;
+    return false;
+}
+
 static int compact_image(struct compact *c)
 {
     struct qcow2_image *img = c->img;
     int ret = cluster_flush_metadata(img);
-    if (ret < 0)
-        return ret;
-    int64_t len = file_size(img->file);
-    if (len < 0)
-        return set_error(img, (int)len, "cannot get the file size: %s", strerror((int)-len));
-    c->nb = size_to_clusters(img, (uint64_t)len);
-    c->own = calloc(c->nb ? c->nb : 1, sizeof(*c->own));
     c->buf = malloc(img->cluster_size);
-    if (!c->own || !c->buf)
-        return set_error(img, -ENOMEM, "out of memory for the map of %llu clusters",
-                         ull(c->nb));
-    ret = build_owner_map(c);
+    if (ret == 0 && !c->buf)
+        ret = set_error(img, -ENOMEM, "out of memory");
+    if (ret == 0)
+        ret = map_image(c);
+    /* The snapshots' L1 tables and table and the bitmaps' storage are written again by their
+     * own layers (into the lowest free clusters) when one of them may be in the way. */
+    if (ret == 0 && pinned_above_end(c) && (img->hdr.nb_snapshots || img->bitmaps)) {
+        ret = bitmap_release_storage(img);
+        if (ret == 0)
+            ret = snapshot_relocate(img);
+        if (ret == 0)
+            ret = map_image(c);
+    }
     if (ret < 0)
         return ret;
     c->to_move = count_movable_above(c);
@@ -480,7 +676,7 @@ static int compact_image(struct compact *c)
         return ret;
     /* Everything past the last used cluster is free: cut it off (all is flushed). */
     uint64_t end = (highest_used(c) + 1) << img->cluster_bits;
-    if (end < (uint64_t)len) {
+    if (end < c->len) {
         ret = file_truncate(img->file, end);
         if (ret < 0)
             return set_error(img, ret, "truncating the image file failed: %s",
@@ -496,12 +692,7 @@ int qcow2_compact(struct qcow2_image *img, qcow2_progress_fn progress, void *opa
         return set_error(img, -ENOTSUP, "only qcow2 images can be compacted");
     if (img->read_only)
         return set_error(img, -EROFS, "cannot compact an image opened read-only");
-    /* Clusters referenced from snapshot L1 tables or bitmaps would need every reference
-     * switched; with a data file only metadata lives in the image file. */
-    if (img->hdr.nb_snapshots)
-        return set_error(img, -ENOTSUP, "cannot compact an image with internal snapshots");
-    if (img->hdr.has_bitmaps_ext)
-        return set_error(img, -ENOTSUP, "cannot compact an image with persistent bitmaps");
+    /* With a data file only metadata lives in the image file. */
     if (has_data_file(img))
         return set_error(img, -ENOTSUP, "cannot compact an image with an external data file");
     if (img->hdr.has_crypto_ext)

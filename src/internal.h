@@ -53,6 +53,13 @@
 #define ROUND_UP(n, d) (DIV_ROUND_UP(n, d) * (d))
 #define ROUND_DOWN(n, d) ((n) / (d) * (d))
 #define IS_POWER_OF_2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
+/* qsort/bsearch order of uint64_t values (host offsets). */
+static inline int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* The same for a power of two `p` (cluster, subcluster and slice sizes): a mask, not the
  * 64-bit division the general forms compile to, which costs tens of cycles per request. */
 static inline uint64_t align_down_pow2(uint64_t n, uint64_t p)
@@ -806,6 +813,9 @@ int bitmap_load(struct qcow2_image *img);
 int bitmap_mark_in_use(struct qcow2_image *img);
 /* Writable close: store the bitmaps and clear in_use (caller holds the lock). */
 int bitmap_store(struct qcow2_image *img);
+/* While every bitmap is in_use on disk (a writable open): store empty tables and directory
+ * anew in the lowest free clusters and free the old data (compact.c). */
+int bitmap_release_storage(struct qcow2_image *img);
 void bitmap_close(struct qcow2_image *img);
 /* Mark guest [offset, offset+len) dirty in every enabled bitmap (lock-free, any thread). */
 void bitmap_mark(struct qcow2_image *img, uint64_t offset, uint64_t len);
@@ -851,6 +861,19 @@ int snapshot_table_write(struct qcow2_image *img, const struct snapshot *sn, uin
                          uint64_t old_size);
 /* Forget the loaded table (closing, or the table was rewritten by a check). */
 void snapshot_close(struct qcow2_image *img);
+/* The image's table, loaded on first use (*t stays valid until the table changes). */
+int snapshot_table_get(struct qcow2_image *img, const struct snapshot_table **t);
+/* A snapshot's L1 table, host byte order (malloc'd; the caller frees it). */
+int snapshot_read_l1(struct qcow2_image *img, const struct snapshot *sn, uint64_t **l1);
+/* Every distinct L2 table offset of the active L1 table and of every snapshot's, sorted
+ * (malloc'd; the caller frees it). */
+int snapshot_l2_tables(struct qcow2_image *img, uint64_t **tables, size_t *count);
+/* Write every snapshot's L1 table and the table itself again into newly allocated (the
+ * lowest free) clusters, switch the header, free the old ones (compact.c). */
+int snapshot_relocate(struct qcow2_image *img);
+/* Write the table again (at a new place, as snapshot_table_write): every entry then has the
+ * extra data a v3 image needs (amend's upgrade, as QEMU's qcow2_upgrade). */
+int snapshot_table_rewrite(struct qcow2_image *img);
 /* Make a read-only handle show the snapshot (id and/or name, as qcow2_snapshot_find). */
 int snapshot_open_view(struct qcow2_image *img, const char *id, const char *name, char *err,
                        size_t errlen);

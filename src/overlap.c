@@ -13,12 +13,6 @@ static bool hits(uint64_t off, uint64_t size, uint64_t start, uint64_t len)
     return len && off < start + len && start < off + size;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 void overlap_index_free(struct qcow2_image *img)
 {
     free(img->overlap_index.l2);

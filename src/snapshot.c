@@ -1010,3 +1010,135 @@ int qcow2_snapshot_delete(struct qcow2_image *img, unsigned index)
 {
     return index_op(img, index, delete_locked);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* For the layers above (compact.c, amend.c; callers hold img->lock). */
+
+int snapshot_table_get(struct qcow2_image *img, const struct snapshot_table **t)
+{
+    *t = NULL;
+    int ret = load_table(img);
+    if (ret == 0)
+        *t = &img->snapshots;
+    return ret;
+}
+
+int snapshot_read_l1(struct qcow2_image *img, const struct snapshot *sn, uint64_t **l1)
+{
+    return read_l1(img, sn->l1_table_offset, sn->l1_size, l1);
+}
+
+static int add_l2_offsets(struct qcow2_image *img, const uint64_t *l1, uint32_t n,
+                          uint64_t **v, size_t *len, size_t *cap)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2 = l1[i] & L1E_OFFSET_MASK;
+        if (!l2)
+            continue;
+        if (*len == *cap) {
+            size_t ncap = *cap ? *cap * 2 : 64;
+            uint64_t *nv = realloc(*v, ncap * sizeof(*nv));
+            if (!nv)
+                return set_error(img, -ENOMEM, "out of memory");
+            *v = nv;
+            *cap = ncap;
+        }
+        (*v)[(*len)++] = l2;
+    }
+    return 0;
+}
+
+int snapshot_l2_tables(struct qcow2_image *img, uint64_t **tables, size_t *count)
+{
+    uint64_t *v = NULL;
+    size_t len = 0, cap = 0;
+    int ret = add_l2_offsets(img, img->l1_table, img->l1_size, &v, &len, &cap);
+    if (ret == 0 && img->hdr.nb_snapshots)
+        ret = load_table(img);
+    for (uint32_t i = 0; ret == 0 && img->hdr.nb_snapshots && i < img->snapshots.nb; i++) {
+        const struct snapshot *sn = &img->snapshots.sn[i];
+        uint64_t *l1 = NULL;
+        ret = read_l1(img, sn->l1_table_offset, sn->l1_size, &l1);
+        if (ret == 0)
+            ret = add_l2_offsets(img, l1, sn->l1_size, &v, &len, &cap);
+        free(l1);
+    }
+    if (ret < 0) {
+        free(v);
+        return ret;
+    }
+    qsort(v, len, sizeof(*v), cmp_u64);
+    size_t u = 0;
+    for (size_t i = 0; i < len; i++)
+        if (u == 0 || v[u - 1] != v[i])
+            v[u++] = v[i];
+    *tables = v;
+    *count = u;
+    return 0;
+}
+
+/* New L1 copies first (each flushed by write_l1_copy), then the table naming them, written
+ * and switched by snapshot_table_write, then the old copies freed: a crash before the switch
+ * leaks the new copies, after it the old ones. */
+int snapshot_relocate(struct qcow2_image *img)
+{
+    int ret = load_table(img);
+    struct snapshot_table *t = &img->snapshots;
+    if (ret < 0 || t->nb == 0)
+        return ret;
+    uint64_t *moved = calloc(t->nb, sizeof(*moved));
+    if (!moved)
+        return set_error(img, -ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < t->nb && ret == 0; i++) {
+        const struct snapshot *sn = &t->sn[i];
+        uint64_t *l1;
+        ret = read_l1(img, sn->l1_table_offset, sn->l1_size, &l1);
+        if (ret < 0)
+            break;
+        int64_t off = write_l1_copy(img, l1, sn->l1_size, (uint64_t)sn->l1_size * L1E_SIZE);
+        free(l1);
+        if (off < 0)
+            ret = (int)off;
+        else
+            moved[i] = (uint64_t)off;
+    }
+    if (ret < 0) {
+        /* Nothing names the new copies yet. */
+        for (uint32_t i = 0; i < t->nb; i++)
+            if (moved[i])
+                (void)refcount_free_clusters(img, moved[i],
+                                             (uint64_t)t->sn[i].l1_size * L1E_SIZE);
+        free(moved);
+        return ret;
+    }
+    for (uint32_t i = 0; i < t->nb; i++) {
+        uint64_t old = t->sn[i].l1_table_offset;
+        t->sn[i].l1_table_offset = moved[i];
+        moved[i] = old; /* from here on: the copy to free once the switch is done */
+    }
+    ret = snapshot_table_write(img, t->sn, t->nb, t->size);
+    if (ret < 0) {
+        /* The switch may have landed: both copies stay (a leak at worst); memory forgets. */
+        snapshot_close(img);
+        free(moved);
+        return ret;
+    }
+    t->size = snapshot_table_size(t->sn, t->nb);
+    for (uint32_t i = 0; i < t->nb; i++)
+        if (moved[i] && t->sn[i].l1_size)
+            (void)refcount_free_clusters(img, moved[i], (uint64_t)t->sn[i].l1_size * L1E_SIZE);
+    free(moved);
+    return cache_flush(img->refcount_cache);
+}
+
+int snapshot_table_rewrite(struct qcow2_image *img)
+{
+    int ret = load_table(img);
+    struct snapshot_table *t = &img->snapshots;
+    if (ret < 0 || t->nb == 0)
+        return ret;
+    ret = snapshot_table_write(img, t->sn, t->nb, t->size);
+    /* Read again on next use: the entries on disk now carry the extra data. */
+    snapshot_close(img);
+    return ret;
+}

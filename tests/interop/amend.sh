@@ -5,8 +5,10 @@
 # backing file) with the same -o, one with each tool, then compares the exit code, the error
 # message (prefix stripped), `qemu-img info --output=json` (all but file names and sizes on
 # the host), `qemu-img check` (clean) and the guest view (`qemu-img compare`). Refused options
-# must give qemu-img's message and exit code. AMEND_FULL=1 (make stress) runs every change on
-# every kind of image.
+# must give qemu-img's message and exit code. Images with internal snapshots: each snapshot
+# reads as after qemu-img's amend, and `qemu-img map` (present/data per cluster: zero clusters
+# expanded alike, in the snapshots' L2 tables too) agrees. AMEND_FULL=1 (make stress) runs
+# every change on every kind of image.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -110,6 +112,55 @@ if qemu_has_zstd && harness "zstd" build zstd "compat=1.1,compression_type=zstd"
 fi
 amend_case overlay backing_file=base.qcow2,backing_fmt=qcow2
 amend_case overlay backing_file=other.qcow2
+
+# snap_build NAME OPTS [RAW_BACKING]: zero clusters (plain and preallocated) in L2 tables
+# shared with snapshots, in a snapshot's own tables and in the active ones.
+snap_build() {
+    local name=$1 opts=$2 backing=${3:-} b=()
+    [ -n "$backing" ] && b=(-b "$backing" -F raw)
+    qemu-img create -q -f qcow2 -o "$opts" "${b[@]}" "$name.qcow2" 1M &&
+        qemu-io -c "write -P 1 0 512k" -c "write -z 64k 64k" -c "write -z 600k 64k" \
+            "$name.qcow2" >/dev/null &&
+        qemu-img snapshot -c s1 "$name.qcow2" &&
+        qemu-io -c "write -z 256k 64k" -c "write -P 2 0 4k" -c "write -z 700k 64k" \
+            "$name.qcow2" >/dev/null &&
+        qemu-img snapshot -c s2 "$name.qcow2" &&
+        qemu-io -c "write -z 128k 64k" -c "write -z -u 320k 64k" "$name.qcow2" >/dev/null
+}
+
+# snap_amend_case KIND OPTS SNAPSHOTS: amend_case, then every snapshot and the map compared.
+snap_amend_case() {
+    local kind=$1 opts=$2 s before=$FAILED
+    amend_case "$kind" "$opts"
+    [ "$FAILED" = "$before" ] || return
+    for s in $3; do
+        qemu-img convert -l "snapshot.name=$s" -O raw ours.qcow2 ours.raw &&
+            qemu-img convert -l "snapshot.name=$s" -O raw qemu.qcow2 qemu.raw
+        if cmp -s ours.raw qemu.raw; then
+            pass "$kind: amend -o $opts: snapshot $s reads as qemu-img's"
+        else
+            fail "$kind: amend -o $opts: snapshot $s differs from qemu-img's"
+        fi
+    done
+    for f in ours qemu; do
+        qemu-img map --output=json "$f.qcow2" | map_normalize 65536 |
+            sed -e 's/ zero=[a-z]*//' -e 's/ offset=.*//' >"$f.map"
+    done
+    if cmp -s ours.map qemu.map; then
+        pass "$kind: amend -o $opts: qemu-img map agrees"
+    else
+        fail "$kind: amend -o $opts: qemu-img map differs" "$(diff ours.map qemu.map | head)"
+    fi
+}
+
+qemu-img create -q -f raw snapback.raw 1M && qemu-io -f raw -c "write -P 9 0 1M" snapback.raw >/dev/null
+if harness "snap" snap_build snap "compat=1.1" && harness "snapb" snap_build snapb "compat=1.1" snapback.raw &&
+    harness "snapv2" snap_build snapv2 "compat=0.10"; then
+    snap_amend_case snap compat=0.10 "s1 s2"
+    snap_amend_case snapb compat=0.10 "s1 s2"
+    snap_amend_case snapv2 compat=1.1 "s1 s2"
+    snap_amend_case snap refcount_bits=4 "s1 s2"
+fi
 
 # Refused: qemu-img's message and exit code.
 for opts in cluster_size=4k compat=0.42 foo=1 refcount_bits=3 data_file=x data_file_raw=on \
