@@ -103,6 +103,28 @@ int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, enum l2_need 
     return ret < 0 || !at ? ret : cache_get(img->l2_cache, at, slice);
 }
 
+/* The L2 slice mapping guest `offset` for a writer that will change entries in it (created or
+ * copied first like cluster_get_l2_slice(L2_CREATE) would), only looked at: no pin, so the
+ * caller makes no cache call that could evict it while it uses the slice. Every allocating
+ * write looks up its slice twice (to plan, to link): a table we own (COPIED) whose slice is
+ * cached needs neither the pin nor the past-EOF test, which it passed when it was read (or
+ * it is a table we allocated), as for reads (peek_l2_slice). */
+static int find_l2_slice_for_write(struct qcow2_image *img, uint64_t offset, void **slice,
+                                   uint64_t *slice_index)
+{
+    *slice_index = offset_to_l2_slice_index(img, offset);
+    uint64_t l1_entry = l1_entry_of(img, offset_to_l1_index(img, offset));
+    uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
+    if ((l1_entry & QCOW2_OFLAG_COPIED) && l2_offset && !(l2_offset & (img->cluster_size - 1)) &&
+        (*slice = (void *)cache_find(img->l2_cache, slice_offset_in(img, l2_offset, offset))))
+        return 0;
+    void *pinned;
+    int ret = cluster_get_l2_slice(img, offset, L2_CREATE, &pinned, slice_index);
+    *slice = pinned;
+    cache_put(img->l2_cache, &pinned);
+    return ret;
+}
+
 /* Host offset of a NORMAL / ZERO_ALLOC / UNALLOCATED_ALLOC entry, validated. */
 static int entry_host_offset(struct qcow2_image *img, uint64_t entry, uint64_t guest,
                              uint64_t *host)
@@ -717,8 +739,10 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     void *slice;
     uint64_t idx;
     /* The L2 table comes first (as in QEMU, so that both lay out files alike): a cluster
-     * whose L1 entry is not COPIED is never written in place, so it will be linked. */
-    int ret = cluster_get_l2_slice(img, offset, L2_CREATE, &slice, &idx);
+     * whose L1 entry is not COPIED is never written in place, so it will be linked. The
+     * slice is not pinned: it is read only before cluster_alloc_data(), whose refcount
+     * updates may write L2 slices (flushes) but never evict one. */
+    int ret = find_l2_slice_for_write(img, offset, &slice, &idx);
     if (ret < 0)
         return ret;
     uint64_t in_cluster = offset_into_cluster(img, offset);
@@ -777,6 +801,11 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
                                        offset_to_sc_index(img, offset + len - 1), keep,
                                        data_to - last_base);
     }
+    /* The COW regions lie in the first and last cluster: with no data there (unallocated or
+     * zero entries, nothing compressed) and nothing below this image, they read as zeros. */
+    m->cow_zero = !keep && !img->backing && !has_data_file(img) &&
+                  !(first_e & (L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) &&
+                  !(last_e & (L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED));
     m->cow_start = (struct cow_region){.offset = cs_from, .nb_bytes = data_from - cs_from};
     m->cow_end = (struct cow_region){.offset = data_to, .nb_bytes = cs_to - data_to};
     m->nb_clusters = (unsigned)n;
@@ -805,7 +834,6 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     cluster_assert_meta(img, m);
     *bytes = len;
 out:
-    cache_put(img->l2_cache, &slice);
     return ret;
 }
 
@@ -918,7 +946,7 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
         return ret;
     void *slice;
     uint64_t idx;
-    ret = cluster_get_l2_slice(img, m->offset, L2_CREATE, &slice, &idx);
+    ret = find_l2_slice_for_write(img, m->offset, &slice, &idx);
     if (ret < 0)
         return ret;
     assert(slice && idx + m->nb_clusters <= img->l2_slice_size);
@@ -936,7 +964,7 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
      * subclusters), preallocated clusters: in every case the entries make host bytes
      * readable that were just written. */
     cluster_publish_l2(img, slice);
-    cache_put(img->l2_cache, &slice);
+    slice = NULL; /* not pinned: unusable once the lock may be dropped below */
     if (m->keep_old_clusters)
         return 0;
     bool frees = false;

@@ -20,6 +20,9 @@
 
 struct posix_file {
     int fd;
+    /* FALLOC_FL_ZERO_RANGE failed as unsupported (tmpfs): not asked again (atomic), as
+     * QEMU's file driver does; else every zeroed range costs a failing system call. */
+    bool no_zero_range;
 };
 
 static int posix_pread(void *ctx, void *buf, size_t count, uint64_t offset)
@@ -121,21 +124,45 @@ static int posix_truncate(void *ctx, uint64_t size)
     return ftruncate(pf->fd, (off_t)size) < 0 ? -errno : 0;
 }
 
+#ifdef __linux__
+/* fallocate(2) in `mode`: 0, -ENOTSUP where the file system cannot, or -errno. */
+static int falloc(int fd, int mode, uint64_t offset, uint64_t count)
+{
+    if (fallocate(fd, mode, (off_t)offset, (off_t)count) == 0)
+        return 0;
+    return (errno == EOPNOTSUPP || errno == ENOSYS) ? -ENOTSUP : -errno;
+}
+#endif
+
 static int posix_zero(void *ctx, uint64_t offset, uint64_t count)
 {
 #ifdef FALLOC_FL_ZERO_RANGE
     struct posix_file *pf = ctx;
-    if (fallocate(pf->fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)count) == 0)
-        return 0;
-    if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
-        return -errno;
+    if (!__atomic_load_n(&pf->no_zero_range, __ATOMIC_RELAXED)) {
+        if (fallocate(pf->fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)count) == 0)
+            return 0;
+        if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+            return -errno;
+        if (errno != EINVAL) /* EINVAL may be this range only (alignment) */
+            __atomic_store_n(&pf->no_zero_range, true, __ATOMIC_RELAXED);
+    }
     /* As QEMU's file driver: punch, then allocate again, so that the range is stored (a
      * hole would change what block status and allocated-size heuristics see). */
-    if (fallocate(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-                  (off_t)count) == 0 &&
-        fallocate(pf->fd, 0, (off_t)offset, (off_t)count) == 0)
-        return 0;
-    return (errno == EOPNOTSUPP || errno == ENOSYS) ? -ENOTSUP : -errno;
+    int ret = falloc(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, count);
+    return ret < 0 ? ret : falloc(pf->fd, 0, offset, count);
+#else
+    (void)ctx;
+    (void)offset;
+    (void)count;
+    return -ENOTSUP;
+#endif
+}
+
+static int posix_allocate(void *ctx, uint64_t offset, uint64_t count)
+{
+#ifdef __linux__
+    struct posix_file *pf = ctx;
+    return falloc(pf->fd, 0, offset, count);
 #else
     (void)ctx;
     (void)offset;
@@ -148,10 +175,7 @@ static int posix_discard(void *ctx, uint64_t offset, uint64_t count)
 {
 #ifdef FALLOC_FL_PUNCH_HOLE
     struct posix_file *pf = ctx;
-    if (fallocate(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-                  (off_t)count) == 0)
-        return 0;
-    return (errno == EOPNOTSUPP || errno == ENOSYS) ? -ENOTSUP : -errno;
+    return falloc(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, count);
 #else
     (void)ctx;
     (void)offset;
@@ -207,6 +231,7 @@ static const struct qcow2_file_ops posix_ops = {
     .size = posix_size,
     .truncate = posix_truncate,
     .zero = posix_zero,
+    .allocate = posix_allocate,
     .discard = posix_discard,
     .status = posix_status,
     .allocated_bytes = posix_allocated_bytes,
@@ -235,7 +260,7 @@ struct qcow2_file *file_new(const struct qcow2_file_ops *ops, void *ctx, const c
 static int file_wrap_fd(int fd, const struct stat *st, const char *path, bool read_only,
                         struct qcow2_file **out, char *err, size_t errlen)
 {
-    struct posix_file *pf = malloc(sizeof(*pf));
+    struct posix_file *pf = calloc(1, sizeof(*pf));
     struct qcow2_file *f = pf ? file_new(&posix_ops, pf, path, read_only) : NULL;
     if (!f) {
         free(pf);
@@ -591,6 +616,18 @@ int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count)
         return -EROFS;
     int ret = f->ops->zero ? f->ops->zero(f->ctx, offset, count) : -ENOTSUP;
     if (ret == 0) /* zeroing past the end extends the file (reading zeros, still) */
+        grow_known_size(f, offset + count);
+    return ret;
+}
+
+int file_allocate_zeroed(struct qcow2_file *f, uint64_t offset, uint64_t count)
+{
+    if (f->read_only)
+        return -EROFS;
+    int ret = f->ops->allocate ? f->ops->allocate(f->ctx, offset, count) : -ENOTSUP;
+    if (ret == -ENOTSUP)
+        return file_zero(f, offset, count);
+    if (ret == 0)
         grow_known_size(f, offset + count);
     return ret;
 }

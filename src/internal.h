@@ -98,6 +98,9 @@ struct qcow2_file_ops {
      * (stored, not a hole) and extending the file when it ends past it; -ENOTSUP if it
      * cannot. */
     int (*zero)(void *ctx, uint64_t offset, uint64_t count);
+    /* Allocate the range without changing what it reads (fallocate mode 0), extending the
+     * file when it ends past it; -ENOTSUP if it cannot. Optional (NULL: zero is used). */
+    int (*allocate)(void *ctx, uint64_t offset, uint64_t count);
     /* Release the range's storage (punch a hole); contents afterwards are zeros. May fail. */
     int (*discard)(void *ctx, uint64_t offset, uint64_t count);
     /* Host allocation status: sets *data false when [offset, offset+*count) is a hole.
@@ -161,6 +164,10 @@ int64_t file_size(struct qcow2_file *f);
 int64_t file_size_cached(struct qcow2_file *f);
 int file_truncate(struct qcow2_file *f, uint64_t size);
 int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count);
+/* file_zero() for a range the caller knows reads as zeros already (never written since it
+ * lay past the end of the file): only allocates it, one system call instead of a punch and
+ * an allocation. Falls back to file_zero(). */
+int file_allocate_zeroed(struct qcow2_file *f, uint64_t offset, uint64_t count);
 int file_discard(struct qcow2_file *f, uint64_t offset, uint64_t count);
 int file_status(struct qcow2_file *f, uint64_t offset, uint64_t *count, bool *data);
 int64_t file_allocated_bytes(struct qcow2_file *f);
@@ -392,6 +399,8 @@ struct l2_meta {
     bool prealloc;          /* preallocation: link without setting subcluster alloc bits */
     bool needs_link;        /* L2 entries or bitmaps change (false: a plain overwrite) */
     bool dest_zero;         /* the new host clusters are known to read as zeros */
+    bool cow_zero;          /* the COW regions are known to read as zeros (no need to read
+                             * them): new clusters for entries without data, no backing file */
     bool is_guard;          /* a data guard (struct data_guard) that overflowed the slots */
     uint64_t guard_gen;     /* data guards: img->guard_gen when the request mapped its clusters */
     struct cow_region cow_start;
@@ -464,6 +473,7 @@ struct qcow2_image {
     struct {
         uint64_t *l2, *refblocks;
         size_t nb_l2, nb_refblocks;
+        uint64_t tables_end; /* end of the highest L2 table or refcount block */
         uint64_t gen;
         bool valid;
     } overlap_index;

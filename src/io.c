@@ -338,7 +338,9 @@ static int zero_cow_span(struct qcow2_image *img, const struct l2_meta *m, bool 
         return 0;
     uint64_t at = m->alloc_offset + m->cow_start.offset;
     uint64_t span = m->cow_end.offset + m->cow_end.nb_bytes - m->cow_start.offset;
-    int ret = file_zero(img->data_file, at, span);
+    /* New clusters nothing has written read as zeros already: allocating is enough. */
+    int ret = m->dest_zero ? file_allocate_zeroed(img->data_file, at, span)
+                           : file_zero(img->data_file, at, span);
     if (ret == -ENOTSUP)
         return 0;
     if (ret < 0)
@@ -356,11 +358,16 @@ static int write_meta_data(struct qcow2_image *img, struct l2_meta *m, const uin
     assert(m->cow_start.offset + m->cow_start.nb_bytes + len == m->cow_end.offset);
     uint8_t *head = NULL, *tail = NULL;
     bool head_zero, tail_zero;
-    int ret = read_cow_region(img, m, &m->cow_start, &head, &head_zero);
-    if (ret == 0)
-        ret = read_cow_region(img, m, &m->cow_end, &tail, &tail_zero);
-    if (ret == 0)
-        ret = zero_cow_span(img, m, head_zero, tail_zero);
+    /* Regions known to read as zeros are not read to find that out (a cluster's worth of
+     * memset and compare per write without extended L2). */
+    int ret = m->cow_zero ? zero_cow_span(img, m, true, true) : 0;
+    if (ret == 0) {
+        ret = read_cow_region(img, m, &m->cow_start, &head, &head_zero);
+        if (ret == 0)
+            ret = read_cow_region(img, m, &m->cow_end, &tail, &tail_zero);
+        if (ret == 0 && !m->cow_zero) /* (tried already) */
+            ret = zero_cow_span(img, m, head_zero, tail_zero);
+    }
     if (ret < 0)
         goto out;
     bool cow_done = ret == 1;

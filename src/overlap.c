@@ -57,6 +57,8 @@ static bool index_ready(struct qcow2_image *img)
     img->overlap_index.nb_l2 = n1;
     img->overlap_index.refblocks = rb;
     img->overlap_index.nb_refblocks = n2;
+    uint64_t top = MAX(n1 ? l2[n1 - 1] : 0, n2 ? rb[n2 - 1] : 0);
+    img->overlap_index.tables_end = top ? top + img->cluster_size : 0;
     img->overlap_index.gen = img->metadata_gen;
     img->overlap_index.valid = true;
     return true;
@@ -101,6 +103,9 @@ unsigned overlap_find(struct qcow2_image *img, uint64_t offset, uint64_t size,
         return 0;
     if (!index_ready(img))
         return 0; /* out of memory: the check is a safety net, not a requirement */
+    /* Above every table (where new clusters usually come from): no search. */
+    if (offset >= img->overlap_index.tables_end)
+        return 0;
     if (!(ignore & OVERLAP_L2) &&
         sorted_hits(img->overlap_index.l2, img->overlap_index.nb_l2, cs, offset, size))
         return OVERLAP_L2;

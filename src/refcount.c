@@ -703,6 +703,39 @@ static int ensure_block(struct qcow2_image *img, uint64_t cluster_index)
 /* ------------------------------------------------------------------------------------------ */
 /* Allocation and freeing. */
 
+/* The common case of an allocation, in one look at one refcount block: the `n` clusters from
+ * free_cluster_index on lie in one existing block and are all free. Then they are what
+ * find_free_clusters() would find, and every test update_refcounts() makes before an increase
+ * passes (the block exists, no count overflows from 0, cluster 0 is never in the run), so
+ * they are set to 1 here directly; the general path looks the block up three times for this.
+ * Returns the host offset, 0 when the general path must decide (no block yet, a used cluster
+ * in the way, a run crossing blocks), or -errno. */
+static int64_t alloc_in_free_block(struct qcow2_image *img, uint64_t n)
+{
+    uint64_t idx = MAX(img->free_cluster_index, 1);
+    uint64_t rt = table_index_of(img, idx), first = block_index_of(img, idx);
+    if (first + n > entries_per_block(img) || rt >= img->refcount_table_size ||
+        !(img->refcount_table[rt] & REFT_OFFSET_MASK) ||
+        idx + n - 1 > QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)
+        return 0;
+    void *block;
+    int ret = load_block(img, rt, &block);
+    if (ret < 0)
+        return ret;
+    for (uint64_t k = 0; k < n; k++) {
+        if (refcount_block_get(img, block, first + k) != 0) {
+            cache_put(img->refcount_cache, &block);
+            return 0;
+        }
+    }
+    for (uint64_t k = 0; k < n; k++)
+        refcount_block_set(img, block, first + k, 1);
+    cache_mark_dirty(img->refcount_cache, block);
+    cache_put(img->refcount_cache, &block);
+    img->free_cluster_index = idx + n;
+    return (int64_t)(idx << img->cluster_bits);
+}
+
 int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size)
 {
     if (size == 0 || size > QCOW2_MAX_CLUSTER_OFFSET)
@@ -711,7 +744,9 @@ int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size)
     int ret = sync_before_reuse(img);
     if (ret < 0)
         return ret;
-    int64_t offset;
+    int64_t offset = alloc_in_free_block(img, n);
+    if (offset != 0)
+        return offset;
     do {
         offset = find_free_clusters(img, n, QCOW2_MAX_CLUSTER_OFFSET);
         if (offset < 0)
