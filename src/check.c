@@ -24,26 +24,66 @@ enum l2_cluster_type {
     CT_COMPRESSED,
 };
 
-/* One check pass. `refs` holds the computed refcount of every host cluster below
- * `nb_clusters`, each `width` bytes wide; a count never exceeds img->refcount_max, so the
- * in-memory table saturates exactly where the on-disk entries would overflow. */
+/* The computed refcounts: 4 bits per host cluster, so that a check of a large file stays
+ * small (a file of 1 TiB in 64 KiB clusters takes 8 MiB, where one refcount_bits-wide entry per
+ * cluster would take 32 MiB). A nibble of REFS_BIG means "REFS_BIG or more": the count is in
+ * `big`, an open-addressing table of the few clusters with that many references (snapshots).
+ * A count never exceeds img->refcount_max, so the table saturates exactly where the on-disk
+ * entries would overflow. */
+#define REFS_BIG 15u
+
+struct refs_big {
+    uint64_t *key; /* cluster index + 1; 0 = empty slot */
+    uint64_t *count;
+    uint64_t mask; /* slots - 1 (a power of two), or 0 before the first entry */
+    uint64_t used;
+};
+
+/* A COPIED verdict of the active tables found during the count of a plain check, printed
+ * after the refcount comparison (where QEMU's second pass prints it). */
+struct copied_error {
+    uint64_t entry;
+    uint64_t refcount;
+    uint32_t l1_index; /* UINT32_MAX: the entry is an L2 entry */
+};
+
+/* At most this many verdicts are kept (24 bytes each); past that, the COPIED flags are checked
+ * in a second pass over the active tables instead, as before. */
+#define COPIED_DEFER_MAX 65536
+
+/* One check pass. */
 struct check {
     struct qcow2_image *img;
     void (*report)(void *opaque, const char *msg);
     void *opaque;
 
-    uint8_t *refs;
-    unsigned width;
+    uint8_t *refs; /* two clusters per byte, the even one in the low nibble */
+    struct refs_big big;
     uint64_t nb_clusters;
     uint64_t capacity;
 
     uint64_t file_len;
-    uint8_t *l2_buf; /* one L2 table */
+    uint8_t *l2_buf;  /* the L2 table being checked: points into l2_run */
+    uint8_t *l2_run;  /* L2 tables read together (contiguous on disk), run_cap bytes */
+    uint64_t run_offset, run_len; /* what l2_run holds */
+    size_t run_cap;
+
+    /* memo_refcount(): the refcount block of table entry rb_index (NULL: none) */
+    bool rb_valid;
+    uint64_t rb_index;
+    const void *rb_block;
 
     struct snapshot_table snaps; /* read through snapshot.c, kept whole for a rewrite */
 
     bool rebuild;
     uint64_t highest_cluster;
+
+    /* Plain check: COPIED is checked against the on-disk refcounts while counting (nothing
+     * changes them), each table read once; the verdicts wait in `copied`. */
+    bool copied_inline;
+    bool copied_overflow; /* too many: check them in a second pass */
+    struct copied_error *copied;
+    size_t nb_copied, copied_cap;
 };
 
 static unsigned long long ull(uint64_t v)
@@ -73,36 +113,85 @@ static const char *repairing(unsigned fix, unsigned needed)
 /* ------------------------------------------------------------------------------------------ */
 /* The in-memory refcount table. */
 
-static uint64_t refs_get(const struct check *ck, uint64_t i)
+static uint64_t big_slot(const struct refs_big *b, uint64_t cluster)
 {
-    switch (ck->width) {
-    case 1:
-        return ck->refs[i];
-    case 2:
-        return ((const uint16_t *)(const void *)ck->refs)[i];
-    case 4:
-        return ((const uint32_t *)(const void *)ck->refs)[i];
-    default:
-        return ((const uint64_t *)(const void *)ck->refs)[i];
-    }
+    uint64_t h = (cluster + 1) * 0x9e3779b97f4a7c15ull;
+    uint64_t i = (h >> 20) & b->mask;
+    while (b->key[i] && b->key[i] != cluster + 1)
+        i = (i + 1) & b->mask;
+    return i;
 }
 
-static void refs_set(struct check *ck, uint64_t i, uint64_t v)
+static uint64_t big_get(const struct refs_big *b, uint64_t cluster)
 {
-    switch (ck->width) {
-    case 1:
-        ck->refs[i] = (uint8_t)v;
-        break;
-    case 2:
-        ((uint16_t *)(void *)ck->refs)[i] = (uint16_t)v;
-        break;
-    case 4:
-        ((uint32_t *)(void *)ck->refs)[i] = (uint32_t)v;
-        break;
-    default:
-        ((uint64_t *)(void *)ck->refs)[i] = v;
-        break;
+    if (!b->mask)
+        return REFS_BIG;
+    uint64_t i = big_slot(b, cluster);
+    return b->key[i] ? b->count[i] : REFS_BIG;
+}
+
+/* Entries are never removed: a cluster whose count drops below REFS_BIG keeps a stale slot,
+ * ignored because its nibble no longer says REFS_BIG. */
+static int big_set(struct refs_big *b, uint64_t cluster, uint64_t count)
+{
+    if (b->mask == 0 || (b->used + 1) * 4 > (b->mask + 1) * 3) {
+        uint64_t slots = b->mask ? (b->mask + 1) * 2 : 1024;
+        struct refs_big n = {.mask = slots - 1};
+        n.key = calloc(slots, sizeof(*n.key));
+        n.count = malloc(slots * sizeof(*n.count));
+        if (!n.key || !n.count) {
+            free(n.key);
+            free(n.count);
+            return -ENOMEM;
+        }
+        for (uint64_t i = 0; b->mask && i <= b->mask; i++) {
+            if (b->key[i]) {
+                uint64_t j = big_slot(&n, b->key[i] - 1);
+                n.key[j] = b->key[i];
+                n.count[j] = b->count[i];
+                n.used++;
+            }
+        }
+        free(b->key);
+        free(b->count);
+        *b = n;
     }
+    uint64_t i = big_slot(b, cluster);
+    if (!b->key[i]) {
+        b->key[i] = cluster + 1;
+        b->used++;
+    }
+    b->count[i] = count;
+    return 0;
+}
+
+static unsigned refs_nibble(const struct check *ck, uint64_t i)
+{
+    return (ck->refs[i >> 1] >> ((i & 1) * 4)) & 0xf;
+}
+
+static void refs_set_nibble(struct check *ck, uint64_t i, unsigned v)
+{
+    unsigned shift = (unsigned)(i & 1) * 4;
+    ck->refs[i >> 1] = (uint8_t)((ck->refs[i >> 1] & ~(0xfu << shift)) | (v << shift));
+}
+
+static uint64_t refs_get(const struct check *ck, uint64_t i)
+{
+    unsigned n = refs_nibble(ck, i);
+    return n < REFS_BIG ? n : big_get(&ck->big, i);
+}
+
+static int refs_set(struct check *ck, uint64_t i, uint64_t v)
+{
+    if (v < REFS_BIG) {
+        refs_set_nibble(ck, i, (unsigned)v);
+        return 0;
+    }
+    int ret = big_set(&ck->big, i, v);
+    if (ret == 0)
+        refs_set_nibble(ck, i, REFS_BIG);
+    return ret;
 }
 
 /* Make the table cover clusters [0, n). New entries are 0. */
@@ -111,13 +200,13 @@ static int refs_grow(struct check *ck, uint64_t n)
     if (n <= ck->nb_clusters)
         return 0;
     if (n > ck->capacity) {
-        uint64_t cap = MAX(n, ck->capacity + ck->capacity / 4);
-        if (cap > SIZE_MAX / ck->width)
+        uint64_t cap = ROUND_UP(MAX(n, ck->capacity + ck->capacity / 4), 2);
+        if (cap / 2 > SIZE_MAX)
             return -ENOMEM;
-        uint8_t *p = realloc(ck->refs, (size_t)(cap * ck->width));
+        uint8_t *p = realloc(ck->refs, (size_t)(cap / 2));
         if (!p)
             return -ENOMEM;
-        memset(p + ck->capacity * ck->width, 0, (size_t)((cap - ck->capacity) * ck->width));
+        memset(p + ck->capacity / 2, 0, (size_t)((cap - ck->capacity) / 2));
         ck->refs = p;
         ck->capacity = cap;
     }
@@ -128,7 +217,17 @@ static int refs_grow(struct check *ck, uint64_t n)
 static void refs_clear(struct check *ck)
 {
     if (ck->refs)
-        memset(ck->refs, 0, (size_t)(ck->capacity * ck->width));
+        memset(ck->refs, 0, (size_t)(ck->capacity / 2));
+    if (ck->big.mask)
+        memset(ck->big.key, 0, (size_t)(ck->big.mask + 1) * sizeof(*ck->big.key));
+    ck->big.used = 0;
+}
+
+static void refs_free(struct check *ck)
+{
+    free(ck->refs);
+    free(ck->big.key);
+    free(ck->big.count);
 }
 
 /* Count one reference to every cluster touched by [offset, offset + size). A range that
@@ -166,7 +265,11 @@ static int count_range(struct check *ck, struct qcow2_check_result *res, uint64_
             res->corruptions++;
             continue;
         }
-        refs_set(ck, k, v + 1);
+        if (refs_set(ck, k, v + 1) < 0) {
+            res->check_errors++;
+            return set_error(img, -ENOMEM, "out of memory for the refcount of cluster %llu",
+                             ull(k));
+        }
     }
     return 0;
 }
@@ -285,19 +388,80 @@ static int fix_entry_by_zero(struct check *ck, struct qcow2_check_result *res,
     return 0;
 }
 
+/* The on-disk refcount of `cluster` while counting, through a one-block memo (a scan looks each
+ * refcount block up once, not once per cluster). The memo holds an unpinned cache table: it
+ * is forgotten (rb_valid = false) before anything else uses the refcount cache. */
+static int memo_refcount(struct check *ck, uint64_t cluster, uint64_t *refcount)
+{
+    struct qcow2_image *img = ck->img;
+    uint64_t rt = cluster >> img->refcount_block_bits;
+    *refcount = 0;
+    if (!ck->rb_valid || ck->rb_index != rt) {
+        uint64_t off;
+        ck->rb_valid = false;
+        int ret = refblock_offset(img, rt, &off);
+        if (ret < 0)
+            return ret;
+        ck->rb_block = NULL;
+        if (off) {
+            ret = cache_peek(img->refcount_cache, off, &ck->rb_block);
+            if (ret < 0)
+                return ret;
+        }
+        ck->rb_index = rt;
+        ck->rb_valid = true;
+    }
+    if (ck->rb_block)
+        *refcount = refcount_block_get(img, ck->rb_block,
+                                       cluster & ((1ull << img->refcount_block_bits) - 1));
+    return 0;
+}
+
+/* Keep a COPIED verdict of the active tables for the report after the comparison. When there
+ * are too many (or no memory for them), they are dropped and a second pass finds them. */
+static void defer_copied(struct check *ck, uint32_t l1_index, uint64_t entry, uint64_t refcount)
+{
+    if (ck->copied_overflow)
+        return;
+    if (ck->nb_copied == ck->copied_cap) {
+        size_t cap = ck->copied_cap ? ck->copied_cap * 2 : 64;
+        struct copied_error *p =
+            cap <= COPIED_DEFER_MAX ? realloc(ck->copied, cap * sizeof(*p)) : NULL;
+        if (!p) {
+            ck->copied_overflow = true;
+            free(ck->copied);
+            ck->copied = NULL;
+            ck->nb_copied = ck->copied_cap = 0;
+            return;
+        }
+        ck->copied = p;
+        ck->copied_cap = cap;
+    }
+    ck->copied[ck->nb_copied++] =
+        (struct copied_error){.entry = entry, .refcount = refcount, .l1_index = l1_index};
+}
+
+/* COPIED of an active L2 entry that holds a host cluster: set exactly when its on-disk
+ * refcount is 1 (with a data file, every such cluster is the image's alone). */
+static void inline_copied_l2(struct check *ck, uint64_t entry)
+{
+    struct qcow2_image *img = ck->img;
+    uint64_t rc = 1;
+    if (!has_data_file(img) &&
+        memo_refcount(ck, (entry & L2E_OFFSET_MASK) >> img->cluster_bits, &rc) < 0)
+        return; /* reported by the comparison */
+    if ((rc == 1) != ((entry & QCOW2_OFLAG_COPIED) != 0))
+        defer_copied(ck, UINT32_MAX, entry, rc);
+}
+
+/* Check the L2 table in ck->l2_buf, found at `l2_offset`. `copied`: it is an active table
+ * whose COPIED flags are checked now (plain check). */
 static int check_l2(struct check *ck, struct qcow2_check_result *res, uint64_t l2_offset,
-                    bool frag_info, unsigned fix)
+                    bool frag_info, bool copied, unsigned fix)
 {
     struct qcow2_image *img = ck->img;
     uint64_t cs = img->cluster_size;
-    int ret = file_pread(img->file, ck->l2_buf, cs, l2_offset);
-    if (ret < 0) {
-        report(ck, "ERROR: I/O error reading the L2 table at 0x%llx: %s", ull(l2_offset),
-               strerror(-ret));
-        res->check_errors++;
-        return set_error(img, ret, "reading the L2 table at 0x%llx failed: %s",
-                         ull(l2_offset), strerror(-ret));
-    }
+    int ret;
 
     uint64_t next_contiguous = 0;
     for (uint64_t i = 0; i < img->l2_size; i++) {
@@ -356,6 +520,8 @@ static int check_l2(struct check *ck, struct qcow2_check_result *res, uint64_t l
         case CT_ZERO_ALLOC:
         case CT_NORMAL: {
             uint64_t offset = entry & L2E_OFFSET_MASK;
+            if (copied)
+                inline_copied_l2(ck, entry);
             if ((bitmap >> 32) & bitmap) {
                 res->corruptions++;
                 report(ck,
@@ -411,6 +577,40 @@ static int check_l2(struct check *ck, struct qcow2_check_result *res, uint64_t l
     return 0;
 }
 
+/* Point ck->l2_buf at the L2 table at `l2_offset`, entry `i` of `l1`: from the tables read
+ * last, or read now together with the tables the next L1 entries name right after it on disk
+ * (a converted or preallocated image lays them out so): one request for a run. */
+static int read_l2(struct check *ck, const uint64_t *l1, uint32_t l1_size, uint32_t i,
+                   uint64_t l2_offset)
+{
+    struct qcow2_image *img = ck->img;
+    uint64_t cs = img->cluster_size;
+    if (ck->run_len && l2_offset >= ck->run_offset &&
+        l2_offset - ck->run_offset <= ck->run_len - cs &&
+        !offset_into_cluster(img, l2_offset - ck->run_offset)) {
+        ck->l2_buf = ck->l2_run + (l2_offset - ck->run_offset);
+        return 0;
+    }
+    uint64_t n = 1;
+    if (!offset_into_cluster(img, l2_offset)) {
+        while (n < ck->run_cap / cs && i + n < l1_size &&
+               (be64_get(&l1[i + n]) & L1E_OFFSET_MASK) == l2_offset + n * cs)
+            n++;
+    }
+    ck->run_len = 0;
+    ck->l2_buf = ck->l2_run;
+    int ret = file_pread(img->file, ck->l2_run, n * cs, l2_offset);
+    if (ret < 0 && n > 1) {
+        n = 1; /* the error, if any, is the first table's own */
+        ret = file_pread(img->file, ck->l2_run, cs, l2_offset);
+    }
+    if (ret == 0) {
+        ck->run_offset = l2_offset;
+        ck->run_len = n * cs;
+    }
+    return ret;
+}
+
 static int check_l1(struct check *ck, struct qcow2_check_result *res, uint64_t l1_offset,
                     uint32_t l1_size, bool frag_info, unsigned fix)
 {
@@ -435,6 +635,7 @@ static int check_l1(struct check *ck, struct qcow2_check_result *res, uint64_t l
         return set_error(img, ret, "reading the L1 table at 0x%llx failed: %s", ull(l1_offset),
                          strerror(-ret));
     }
+    ck->run_len = 0; /* tables read for another L1 may have been repaired since */
     for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
         uint64_t entry = be64_get(&l1[i]);
         if (!entry)
@@ -452,7 +653,26 @@ static int check_l1(struct check *ck, struct qcow2_check_result *res, uint64_t l
                    ull(l2_offset));
             res->corruptions++;
         }
-        ret = check_l2(ck, res, l2_offset, frag_info, fix);
+        /* COPIED of the active tables, against the on-disk refcounts (as QEMU's second pass
+         * does; a table whose own refcount cannot be read is skipped there too). */
+        bool copied = false;
+        uint64_t rc;
+        if (frag_info && ck->copied_inline && l2_offset &&
+            memo_refcount(ck, l2_offset >> img->cluster_bits, &rc) == 0) {
+            copied = true;
+            if ((rc == 1) != ((entry & QCOW2_OFLAG_COPIED) != 0))
+                defer_copied(ck, i, entry, rc);
+        }
+        ret = read_l2(ck, l1, l1_size, i, l2_offset);
+        if (ret < 0) {
+            report(ck, "ERROR: I/O error reading the L2 table at 0x%llx: %s", ull(l2_offset),
+                   strerror(-ret));
+            res->check_errors++;
+            ret = set_error(img, ret, "reading the L2 table at 0x%llx failed: %s",
+                            ull(l2_offset), strerror(-ret));
+            break;
+        }
+        ret = check_l2(ck, res, l2_offset, frag_info, copied, fix);
     }
     free(l1);
     return ret;
@@ -764,6 +984,10 @@ static int calculate_refcounts(struct check *ck, struct qcow2_check_result *res,
     struct qcow2_image *img = ck->img;
     int ret;
 
+    ck->rb_valid = false;
+    ck->run_len = 0;
+    ck->nb_copied = 0;
+    ck->copied_overflow = false;
     /* header */
     if ((ret = count_range(ck, res, 0, img->cluster_size)) < 0)
         return ret;
@@ -813,7 +1037,9 @@ static int calculate_refcounts(struct check *ck, struct qcow2_check_result *res,
     }
     if ((ret = count_bitmaps(ck, res)) < 0)
         return ret;
-    return check_refblocks(ck, res, fix);
+    ret = check_refblocks(ck, res, fix);
+    ck->rb_valid = false;
+    return ret;
 }
 
 /* Compare the on-disk refcounts with the computed ones. With fix flags, set the on-disk
@@ -823,9 +1049,10 @@ static void compare_refcounts(struct check *ck, struct qcow2_check_result *res, 
 {
     struct qcow2_image *img = ck->img;
     ck->highest_cluster = 0;
+    ck->rb_valid = false;
     for (uint64_t i = 0; i < ck->nb_clusters; i++) {
         uint64_t disk;
-        int ret = disk_refcount(img, i, &disk);
+        int ret = memo_refcount(ck, i, &disk);
         if (ret < 0) {
             report(ck, "Can't get refcount for cluster %llu: %s", ull(i), strerror(-ret));
             res->check_errors++;
@@ -847,6 +1074,7 @@ static void compare_refcounts(struct check *ck, struct qcow2_check_result *res, 
         report(ck, "%s cluster %llu refcount=%llu reference=%llu",
                fixed ? "Repairing" : disk < computed ? "ERROR" : "Leaked", ull(i), ull(disk),
                ull(computed));
+        ck->rb_valid = false; /* set_disk_refcount() uses the cache */
         if (fixed && set_disk_refcount(img, i, computed) == 0) {
             (*fixed)++;
             continue;
@@ -856,6 +1084,7 @@ static void compare_refcounts(struct check *ck, struct qcow2_check_result *res, 
         else
             res->leaks++;
     }
+    ck->rb_valid = false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -924,7 +1153,7 @@ static int rebuild_refcount_structure(struct check *ck, bool new_order)
         return set_error(img, -ENOMEM, "out of memory");
     }
     for (uint64_t c = start; c < end; c++)
-        refs_set(ck, c, 1);
+        (void)refs_set(ck, c, 1); /* below REFS_BIG: cannot fail */
 
     uint64_t *table = calloc(entries, sizeof(*table));
     uint8_t *buf = malloc(MAX(cs, entries * REFTABLE_ENTRY_SIZE));
@@ -1034,7 +1263,25 @@ static int write_l1_entry(struct qcow2_image *img, uint32_t index)
     return 0;
 }
 
-/* COPIED must be set exactly on the active L1/L2 entries whose cluster has refcount 1. */
+/* The COPIED verdicts of a plain check's count, worded as check_oflag_copied() words them. */
+static void report_copied(struct check *ck, struct qcow2_check_result *res)
+{
+    for (size_t k = 0; k < ck->nb_copied; k++) {
+        const struct copied_error *c = &ck->copied[k];
+        res->corruptions++;
+        if (c->l1_index != UINT32_MAX)
+            report(ck, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
+                   c->l1_index, ull(c->entry), ull(c->refcount));
+        else
+            report(ck, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+                   ull(c->entry), ull(c->refcount));
+    }
+}
+
+/* COPIED must be set exactly on the active L1/L2 entries whose cluster has refcount 1. A plain
+ * check finds these while counting (report_copied); this second pass reads the active tables
+ * again for a repair, which must see the repaired refcounts, and for a plain check with too
+ * many verdicts to keep. */
 static int check_oflag_copied(struct check *ck, struct qcow2_check_result *res, unsigned fix)
 {
     struct qcow2_image *img = ck->img;
@@ -1072,6 +1319,8 @@ static int check_oflag_copied(struct check *ck, struct qcow2_check_result *res, 
             }
         }
 
+        ck->run_len = 0;
+        ck->l2_buf = ck->l2_run;
         int ret = file_pread(img->file, ck->l2_buf, img->cluster_size, l2_offset);
         if (ret < 0) {
             report(ck, "ERROR: Could not read L2 table: %s", strerror(-ret));
@@ -1167,7 +1416,9 @@ static int check_refcounts(struct check *ck, struct qcow2_check_result *res, uns
                          ull(nb));
     }
 
+    ck->copied_inline = fix == 0;
     int ret = calculate_refcounts(ck, res, fix);
+    ck->copied_inline = false;
     if (ret < 0)
         return ret;
 
@@ -1232,11 +1483,31 @@ static int check_refcounts(struct check *ck, struct qcow2_check_result *res, uns
         }
     }
 
-    ret = check_oflag_copied(ck, res, fix);
-    if (ret < 0)
+    if (fix == 0 && !ck->copied_overflow)
+        report_copied(ck, res);
+    else if ((ret = check_oflag_copied(ck, res, fix)) < 0)
         return ret;
     res->image_end_offset = (ck->highest_cluster + 1) << img->cluster_bits;
     return 0;
+}
+
+/* L2 tables are read up to this many bytes at a time when they lie one after the other. */
+#define L2_RUN_BYTES (1u << 20)
+
+static int check_alloc(struct check *ck)
+{
+    ck->run_cap = MAX(ck->img->cluster_size, L2_RUN_BYTES);
+    ck->l2_run = malloc(ck->run_cap);
+    ck->l2_buf = ck->l2_run;
+    return ck->l2_run ? 0 : -ENOMEM;
+}
+
+static void check_free(struct check *ck)
+{
+    free(ck->l2_run);
+    free(ck->copied);
+    refs_free(ck);
+    snapshot_table_free(&ck->snaps);
 }
 
 static int check_pass(struct qcow2_image *img, unsigned fix, struct qcow2_check_result *result,
@@ -1246,13 +1517,11 @@ static int check_pass(struct qcow2_image *img, unsigned fix, struct qcow2_check_
         .img = img,
         .report = report_fn,
         .opaque = opaque,
-        .width = img->refcount_bits <= 8 ? 1 : img->refcount_bits / 8,
     };
     struct qcow2_check_result snap_res = {0}, rc_res = {0};
     memset(result, 0, sizeof(*result));
 
-    ck.l2_buf = malloc(img->cluster_size);
-    if (!ck.l2_buf) {
+    if (check_alloc(&ck) < 0) {
         result->check_errors++;
         return set_error(img, -ENOMEM, "out of memory");
     }
@@ -1302,9 +1571,7 @@ static int check_pass(struct qcow2_image *img, unsigned fix, struct qcow2_check_
         img->corrupt = false;
     }
 out:
-    free(ck.l2_buf);
-    free(ck.refs);
-    snapshot_table_free(&ck.snaps);
+    check_free(&ck);
     return ret;
 }
 
@@ -1414,10 +1681,8 @@ int check_change_refcount_order(struct qcow2_image *img, unsigned new_order)
         return 0;
     struct check ck = {
         .img = img,
-        .width = img->refcount_bits <= 8 ? 1 : img->refcount_bits / 8,
     };
-    ck.l2_buf = malloc(img->cluster_size);
-    if (!ck.l2_buf)
+    if (check_alloc(&ck) < 0)
         return set_error(img, -ENOMEM, "out of memory");
     pthread_mutex_lock(&img->lock);
     int ret = cluster_flush_metadata(img);
@@ -1425,9 +1690,7 @@ int check_change_refcount_order(struct qcow2_image *img, unsigned new_order)
         ret = change_refcount_order(&ck, new_order);
     img->metadata_gen++;
     pthread_mutex_unlock(&img->lock);
-    free(ck.l2_buf);
-    free(ck.refs);
-    snapshot_table_free(&ck.snaps);
+    check_free(&ck);
     return ret;
 }
 

@@ -466,7 +466,7 @@ int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index)
     if (ret < 0)
         goto fail;
     img->l1_table[l1_index] = (uint64_t)new_offset | QCOW2_OFLAG_COPIED;
-    img->metadata_gen++;
+    overlap_l2_replaced(img, old_offset, (uint64_t)new_offset);
     ret = write_l1_entry(img, l1_index);
     if (ret < 0) {
         /* The new table is complete on disk and the entry may have landed: keep using it,

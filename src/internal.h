@@ -276,6 +276,10 @@ int header_set_default_feature_table(struct qcow2_header *h);
 unsigned overlap_find(struct qcow2_image *img, uint64_t offset, uint64_t size,
                       unsigned ignore);
 void overlap_index_free(struct qcow2_image *img);
+/* An active L1 entry now names the L2 table at `new_offset` instead of `old_offset` (0 for
+ * none): bumps metadata_gen, updating the index in place instead of rebuilding it (a copy
+ * into a sparse disk of terabytes links thousands of new tables, one after another). */
+void overlap_l2_replaced(struct qcow2_image *img, uint64_t old_offset, uint64_t new_offset);
 /* 0, or: mark the image corrupt and fail with -EIO naming the structure. */
 int overlap_check(struct qcow2_image *img, uint64_t offset, uint64_t size, unsigned ignore);
 
@@ -474,6 +478,7 @@ struct qcow2_image {
         uint64_t *l2, *refblocks;
         size_t nb_l2, nb_refblocks;
         uint64_t tables_end; /* end of the highest L2 table or refcount block */
+        size_t cap_l2; /* entries allocated for l2 (the L1 size when built) */
         uint64_t gen;
         bool valid;
     } overlap_index;

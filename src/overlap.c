@@ -55,6 +55,7 @@ static bool index_ready(struct qcow2_image *img)
     }
     img->overlap_index.l2 = l2;
     img->overlap_index.nb_l2 = n1;
+    img->overlap_index.cap_l2 = img->l1_size;
     img->overlap_index.refblocks = rb;
     img->overlap_index.nb_refblocks = n2;
     uint64_t top = MAX(n1 ? l2[n1 - 1] : 0, n2 ? rb[n2 - 1] : 0);
@@ -62,6 +63,54 @@ static bool index_ready(struct qcow2_image *img)
     img->overlap_index.gen = img->metadata_gen;
     img->overlap_index.valid = true;
     return true;
+}
+
+/* Index of the first of the sorted `offs` (n of them) not below `v`. */
+static size_t lower_bound(const uint64_t *offs, size_t n, uint64_t v)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (offs[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+void overlap_l2_replaced(struct qcow2_image *img, uint64_t old_offset, uint64_t new_offset)
+{
+    bool current = img->overlap_index.valid && img->overlap_index.gen == img->metadata_gen;
+    img->metadata_gen++;
+    uint64_t *l2 = img->overlap_index.l2;
+    size_t n = img->overlap_index.nb_l2;
+    old_offset &= L1E_OFFSET_MASK;
+    new_offset &= L1E_OFFSET_MASK;
+    if (!current)
+        return; /* rebuilt at the next check */
+    if (old_offset) {
+        /* One copy goes (another entry may name the same table: a damaged image). */
+        size_t i = lower_bound(l2, n, old_offset);
+        if (i < n && l2[i] == old_offset) {
+            memmove(l2 + i, l2 + i + 1, (n - i - 1) * sizeof(*l2));
+            n--;
+        }
+    }
+    if (new_offset) {
+        if (n >= img->overlap_index.cap_l2)
+            return; /* cannot happen (at most one per L1 entry); rebuilt at the next check */
+        size_t i = lower_bound(l2, n, new_offset);
+        memmove(l2 + i + 1, l2 + i, (n - i) * sizeof(*l2));
+        l2[i] = new_offset;
+        n++;
+        /* The shortcut above every table must not skip the new one (a removed table may
+         * leave the bound high: that only costs a search). */
+        img->overlap_index.tables_end =
+            MAX(img->overlap_index.tables_end, new_offset + img->cluster_size);
+    }
+    img->overlap_index.nb_l2 = n;
+    img->overlap_index.gen = img->metadata_gen;
 }
 
 /* Does any cluster starting at one of the sorted `offs` intersect [off, off + size)? */
