@@ -204,11 +204,6 @@ static int amend_downgrade(struct qcow2_image *img, qcow2_progress_fn progress, 
         return set_error(img, -ENOTSUP, "compat=0.10 requires refcount_bits=16");
     if (has_data_file(img))
         return set_error(img, -ENOTSUP, "Cannot downgrade an image with a data file");
-    /* Better than QEMU, which leaks their clusters and keeps the extension in a v2 header. */
-    if (img->hdr.has_bitmaps_ext)
-        return set_error(img, -ENOTSUP,
-                         "Cannot downgrade an image with persistent bitmaps (remove them "
-                         "first)");
     int ret = amend_mark_clean(img);
     if (ret < 0)
         return ret;
@@ -228,6 +223,13 @@ static int amend_downgrade(struct qcow2_image *img, qcow2_progress_fn progress, 
                              "Cannot downgrade an image with zstd compression type and "
                              "existing compressed clusters");
     }
+    /* Version 2 has no bitmaps: qemu-img 7.2 drops them too (silently, exit 0), but leaks
+     * their clusters and keeps the extension in the v2 header, which its next open calls
+     * inconsistent; we remove them properly first, so the result checks clean. Only once
+     * nothing else can refuse the downgrade. */
+    ret = bitmap_drop_all(img);
+    if (ret < 0)
+        return ret;
     uint8_t *zeros = calloc(1, img->cluster_size);
     if (!zeros)
         return set_error(img, -ENOMEM, "out of memory");

@@ -735,6 +735,24 @@ bool bitmap_writes_unrecorded(const struct qcow2_image *img)
     return false;
 }
 
+/* Every bitmap removed, the extension gone from the header and the bitmaps' clusters freed
+ * after that switch (amend's downgrade: a version 2 image has no bitmaps). A crash leaves the
+ * old directory, whose bitmaps are then in_use (inconsistent), or none, at worst with leaked
+ * clusters. A directory we did not load (disowned by a program without bitmap support) is
+ * only unlinked: its clusters leak. Caller holds img->lock. */
+int bitmap_drop_all(struct qcow2_image *img)
+{
+    struct bitmap_set *s = img->bitmaps;
+    if (!s)
+        return img->hdr.has_bitmaps_ext ? switch_directory(img, 0, 0, 0) : 0;
+    while (s->n > 0) {
+        int ret = qcow2_bitmap_remove(img, s->bm[0]->name);
+        if (ret < 0)
+            return ret;
+    }
+    return store_all(img, false);
+}
+
 bool bitmap_any(const struct qcow2_image *img)
 {
     return img->bitmaps && img->bitmaps->n > 0;

@@ -841,6 +841,7 @@ bool bitmap_writes_unrecorded(const struct qcow2_image *img);
 /* Does the image have bitmaps, as QEMU counts them (loaded, vouched for by the autoclear bit,
  * or added in this session; consistent or not)? */
 bool bitmap_any(const struct qcow2_image *img);
+int bitmap_drop_all(struct qcow2_image *img);
 
 /* ------------------------------------------------------------------------------------------ */
 /* io.c */

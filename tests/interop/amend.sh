@@ -106,6 +106,21 @@ else
     amend_case overlay compat=0.10
 fi
 amend_case v3 size=4M
+
+# A downgrade drops persistent bitmaps (version 2 has none). qemu-img does so silently with exit
+# 0 but leaks their clusters; ours must exit 0 too, read the same, check clean (amend_case) and
+# keep no bitmap extension.
+if harness "bitmaps" build bitmaps "compat=1.1" &&
+    harness "bitmaps add" qemu-img bitmap --add bitmaps.qcow2 b0 &&
+    harness "bitmaps add" qemu-img bitmap --add -g 512k bitmaps.qcow2 b1 &&
+    harness "bitmaps write" qemu-io -c "write -P 0x44 5M 64k" bitmaps.qcow2; then
+    amend_case bitmaps compat=0.10
+    if qemu-img info ours.qcow2 2>&1 | grep -q -i bitmap; then
+        fail "bitmaps: amend -o compat=0.10 left bitmaps behind" "$(qemu-img info ours.qcow2 2>&1 | tail -5)"
+    else
+        pass "bitmaps: amend -o compat=0.10 leaves no bitmap"
+    fi
+fi
 if qemu_has_zstd && harness "zstd" build zstd "compat=1.1,compression_type=zstd"; then
     amend_case zstd compat=0.10 # refused: compressed clusters
     amend_case zstd refcount_bits=8
