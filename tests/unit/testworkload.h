@@ -129,6 +129,8 @@ struct wl_expect {
  * describes the first problem in `why`. */
 int wl_verify(const char *path, const struct workload *w, const struct wl_expect *ex,
               bool qemu_check, char *why, size_t whylen);
+/* False under QCOW2_TEST_NO_QEMU_CHECK=1: wl_verify then skips qemu-img check. */
+bool wl_qemu_checks_wanted(void);
 
 /* Read every guest byte through `img` and compare as wl_verify does. */
 int wl_check_content(struct qcow2_image *img, const struct workload *w,
