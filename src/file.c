@@ -158,29 +158,32 @@ static int posix_zero(void *ctx, uint64_t offset, uint64_t count)
 #endif
 }
 
-static int posix_allocate(void *ctx, uint64_t offset, uint64_t count)
+/* fallocate in `mode` on the file of `ctx`; -ENOTSUP where there is no fallocate(2). */
+static int posix_falloc(void *ctx, int mode, uint64_t offset, uint64_t count)
 {
 #ifdef __linux__
     struct posix_file *pf = ctx;
-    return falloc(pf->fd, 0, offset, count);
+    return falloc(pf->fd, mode, offset, count);
 #else
     (void)ctx;
+    (void)mode;
     (void)offset;
     (void)count;
     return -ENOTSUP;
 #endif
 }
 
+static int posix_allocate(void *ctx, uint64_t offset, uint64_t count)
+{
+    return posix_falloc(ctx, 0, offset, count);
+}
+
 static int posix_discard(void *ctx, uint64_t offset, uint64_t count)
 {
 #ifdef FALLOC_FL_PUNCH_HOLE
-    struct posix_file *pf = ctx;
-    return falloc(pf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, count);
+    return posix_falloc(ctx, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, count);
 #else
-    (void)ctx;
-    (void)offset;
-    (void)count;
-    return -ENOTSUP;
+    return posix_falloc(ctx, -1, offset, count);
 #endif
 }
 
