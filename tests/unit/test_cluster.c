@@ -1262,9 +1262,38 @@ static long long json_field(const char *json, const char *key)
     return p ? strtoll(p + strlen(pat), NULL, 10) : 0;
 }
 
+/* QCOW2_TEST_NO_QEMU_CHECK=1 (make check-asan): the sanitized tree checks our records,
+ * entries and data, and leaves QEMU's side of each case (its own writes, its check, its
+ * compare) to the normal tree, which runs every case through it. */
+static bool qemu_oracle(void)
+{
+    const char *e = getenv("QCOW2_TEST_NO_QEMU_CHECK");
+    return !(e && *e && strcmp(e, "0") != 0);
+}
+
+/* Our own check of `name`, reported as qemu-img check's exit status would be. */
+static struct check_out our_check(const char *name)
+{
+    struct check_out r = {.status = -1};
+    struct qcow2_image *img = open_image(name, true);
+    if (!img)
+        return r;
+    struct qcow2_check_result res = QCOW2_CHECK_RESULT_INIT;
+    if (qcow2_check(img, 0, &res, NULL, NULL) == 0) {
+        r.leaks = res.leaks;
+        r.corruptions = res.corruptions;
+        r.check_errors = res.check_errors;
+        r.status = res.check_errors ? 1 : res.corruptions ? 2 : res.leaks ? 3 : 0;
+    }
+    qcow2_close(img);
+    return r;
+}
+
 static struct check_out qemu_check(const char *name)
 {
     struct check_out r = {.status = -1};
+    if (!qemu_oracle())
+        return our_check(name);
     char cmd[8400];
     snprintf(cmd, sizeof(cmd), "qemu-img check --output=json '%s/%s' 2>/dev/null", g_dir, name);
     FILE *f = popen(cmd, "r");
@@ -1426,6 +1455,38 @@ static void probe_records(struct qcow2_image *img, const char *what, uint64_t r,
     pthread_mutex_unlock(&img->lock);
 }
 
+/* QEMU does the writes of `cases` on `oracle` (a copy of the starting image): every L2 entry
+ * and bitmap of each case's four clusters must equal ours in `name`. */
+static void compare_with_qemu(const char *name, const char *oracle, const char *tag,
+                              const struct wcase *cases, unsigned nb,
+                              uint64_t pre_e[][4], uint64_t pre_b[][4])
+{
+    static char cmds[60000];
+    size_t n = 0;
+    for (unsigned i = 0; i < nb && n < sizeof(cmds); i++)
+        n += (size_t)snprintf(cmds + n, sizeof(cmds) - n, " -c 'write -q -s write.pat %llu %u'",
+                              ull((uint64_t)i * REGION + cases[i].off), cases[i].len);
+    HARNESS("cd '%s' && qemu-io -f qcow2%s '%s' >/dev/null", g_dir, cmds, oracle);
+    struct qcow2_image *ours = open_image(name, true), *qemu = open_image(oracle, true);
+    for (unsigned i = 0; ours && qemu && i < nb; i++) {
+        uint64_t r = (uint64_t)i * REGION;
+        for (unsigned k = 0; k < 4; k++) {
+            uint64_t oe, ob, qe, qb;
+            CHECK(l2_entry_at(ours, r + k * CS, &oe, &ob) == 0);
+            CHECK(l2_entry_at(qemu, r + k * CS, &qe, &qb) == 0);
+            CHECK_MSG(oe == qe && ob == qb,
+                      "%s %s cluster %u: we leave entry 0x%016llx bitmap 0x%016llx, QEMU "
+                      "0x%016llx 0x%016llx (before: 0x%016llx 0x%016llx)",
+                      tag, cases[i].label, k, ull(oe), ull(ob), ull(qe), ull(qb),
+                      ull(pre_e[i][k]), ull(pre_b[i][k]));
+        }
+    }
+    if (ours)
+        qcow2_close(ours);
+    if (qemu)
+        qcow2_close(qemu);
+}
+
 /* Run `nb` cases, case i in region i, on an image in state `st`. */
 static void run_cases(bool ext, enum state st, bool backing, const struct wcase *cases,
                       unsigned nb)
@@ -1507,28 +1568,11 @@ static void run_cases(bool ext, enum state st, bool backing, const struct wcase 
     }
     CHECK_MSG(qcow2_close(img) == 0, "%s: close", tag);
 
-    /* Step 3: QEMU does the same writes. */
-    static char cmds[60000];
-    size_t n = 0;
-    for (unsigned i = 0; i < nb && n < sizeof(cmds); i++)
-        n += (size_t)snprintf(cmds + n, sizeof(cmds) - n, " -c 'write -q -s write.pat %llu %u'",
-                              ull((uint64_t)i * REGION + cases[i].off), cases[i].len);
-    HARNESS("cd '%s' && qemu-io -f qcow2%s '%s' >/dev/null", g_dir, cmds, oracle);
-    struct qcow2_image *ours = open_image(name, true), *qemu = open_image(oracle, true);
-    for (unsigned i = 0; ours && qemu && i < nb; i++) {
-        uint64_t r = (uint64_t)i * REGION;
-        for (unsigned k = 0; k < 4; k++) {
-            uint64_t oe, ob, qe, qb;
-            CHECK(l2_entry_at(ours, r + k * CS, &oe, &ob) == 0);
-            CHECK(l2_entry_at(qemu, r + k * CS, &qe, &qb) == 0);
-            CHECK_MSG(oe == qe && ob == qb,
-                      "%s %s cluster %u: we leave entry 0x%016llx bitmap 0x%016llx, QEMU "
-                      "0x%016llx 0x%016llx (before: 0x%016llx 0x%016llx)",
-                      tag, cases[i].label, k, ull(oe), ull(ob), ull(qe), ull(qb),
-                      ull(pre_e[i][k]), ull(pre_b[i][k]));
-        }
-    }
+    /* Step 3: QEMU does the same writes and leaves the same entries. */
+    if (qemu_oracle())
+        compare_with_qemu(name, oracle, tag, cases, nb, pre_e, pre_b);
     /* Step 4: consistency and data. */
+    struct qcow2_image *ours = open_image(name, true);
     if (ours) {
         uint8_t *got = malloc(IMG_SIZE);
         CHECK(got && qcow2_pread(ours, got, IMG_SIZE, 0) == 0);
@@ -1540,19 +1584,19 @@ static void run_cases(bool ext, enum state st, bool backing, const struct wcase 
                       ull(at), ull(at / REGION));
         }
         free(got);
-    }
-    if (ours)
         qcow2_close(ours);
-    if (qemu)
-        qcow2_close(qemu);
+    }
     CHECK_CLEAN(name);
-    CHECK(write_file(model, expect, IMG_SIZE) == 0);
-    int rc = run_cmd("cd '%s' && qemu-img compare -q -f qcow2 -F raw '%s' '%s'", g_dir, name,
+    if (qemu_oracle()) {
+        CHECK(write_file(model, expect, IMG_SIZE) == 0);
+        int rc = run_cmd("cd '%s' && qemu-img compare -q -f qcow2 -F raw '%s' '%s'", g_dir,
+                         name, model);
+        CHECK_MSG(rc == 0, "%s: qemu-img compare with the model: exit %d", tag, rc);
+        rc = run_cmd("cd '%s' && qemu-img compare -q -f qcow2 -F raw '%s' '%s'", g_dir, oracle,
                      model);
-    CHECK_MSG(rc == 0, "%s: qemu-img compare with the model: exit %d", tag, rc);
-    rc = run_cmd("cd '%s' && qemu-img compare -q -f qcow2 -F raw '%s' '%s'", g_dir, oracle,
-                 model);
-    CHECK_MSG(rc == 0, "%s: harness: QEMU's own image differs from the model (exit %d)", tag, rc);
+        CHECK_MSG(rc == 0, "%s: harness: QEMU's own image differs from the model (exit %d)",
+                  tag, rc);
+    }
     free(expect);
     if (!t_failed && !getenv("KEEP_TMP"))
         run_cmd("cd '%s' && rm -f '%s' '%s' '%s' '%s'", g_dir, name, probe, oracle, model);

@@ -10,6 +10,8 @@
  * lazy-refcounts image is repaired by the open), read back every byte that a completed flush
  * made durable (and nothing but old or newly written values elsewhere), pass our qcow2_check
  * and `qemu-img check` (leaks allowed), and leave an internal snapshot's content untouched.
+ * make check puts one distinct state in three past qemu-img (and the snapshot read through
+ * it), chosen by the state's hash (QCOW2_QEMU_CHECK_EVERY); make stress every one.
  *
  * Two-thread schedules: one op runs in a second thread, held by the backend at its first
  * write while the main thread runs other ops (flushes among them), then released; the log

@@ -280,7 +280,7 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
     tf_buf_load(&file, path);
     uint64_t h = tf_buf_hash(&file);
     tf_buf_free(&file);
-    bool qemu = !set_has(checked, h) && wl_qemu_checks_wanted();
+    bool qemu = !set_has(checked, h) && wl_qemu_check_due(h);
     st->qemu_checks += qemu;
     if (wl_verify(path, w, &ex, qemu, why, whylen) < 0) {
         char keep[4200];

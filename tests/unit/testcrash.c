@@ -284,7 +284,7 @@ static void try_state(struct checker *c, size_t k, const char *variant, struct r
     uint64_t key = h ^ mix_key(c->durable_ops, c->nb_uncertain);
     if (set_has(&c->verified, key))
         return;
-    bool run_qemu = !set_has(&c->seen, h) && wl_qemu_checks_wanted();
+    bool run_qemu = !set_has(&c->seen, h) && wl_qemu_check_due(h);
     char why[2048];
     int ret = -1;
     struct wl_expect ex = {.durable = &c->durable, .uncertain = c->uncertain,

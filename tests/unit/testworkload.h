@@ -131,6 +131,11 @@ int wl_verify(const char *path, const struct workload *w, const struct wl_expect
               bool qemu_check, char *why, size_t whylen);
 /* False under QCOW2_TEST_NO_QEMU_CHECK=1: wl_verify then skips qemu-img check. */
 bool wl_qemu_checks_wanted(void);
+/* Is the state whose file hashes to `h` one that goes past qemu-img check? Every state under
+ * make stress (CRASH_FULL, IOERROR_FULL or QCOW2_TEST_FULL set), one in
+ * QCOW2_QEMU_CHECK_EVERY (default 3) picked by its hash under make check, none under
+ * QCOW2_TEST_NO_QEMU_CHECK=1. Every state still gets our own check and the content check. */
+bool wl_qemu_check_due(uint64_t h);
 
 /* Read every guest byte through `img` and compare as wl_verify does. */
 int wl_check_content(struct qcow2_image *img, const struct workload *w,
