@@ -82,6 +82,43 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Bash goes on after an error in the script itself (an unset variable under set -u, a command
+# not found): it abandons the whole top-level command, which may be a loop over every case,
+# and the script would still end in "N passed, 0 failed". The script's standard error goes
+# through a filter that notes bash's own messages ("x.sh: line N: ..."); finish() fails the
+# script when there were any.
+# (A bash loop, not awk: mawk reads a pipe in blocks and would see the sync line only at the
+# end.)
+exec 2> >(
+    set +x
+    errs=""
+    while IFS= read -r line || [ -n "$line" ]; do
+        if [ "$line" = __lib_sh_sync__ ]; then
+            printf '%s' "$errs" >"$T/.bash-errors" && : >"$T/.stderr-synced"
+            continue
+        fi
+        printf '%s\n' "$line" >&2
+        [[ $line =~ ^[^\ ]*\.sh:\ line\ [0-9]+:\  ]] && errs+="$line"$'\n'
+    done
+)
+
+# Wait until the filter has seen everything written to standard error so far, then count
+# bash's errors as a failure.
+check_bash_errors() {
+    local i=0
+    echo "__lib_sh_sync__" >&2
+    while [ ! -e "$T/.stderr-synced" ] && [ $i -lt 200 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    rm -f "$T/.stderr-synced"
+    if [ -s "$T/.bash-errors" ]; then
+        FAILED=$((FAILED + 1))
+        echo "FAIL: the script itself went wrong (bash skipped the rest of a command):"
+        sed 's/^/    /' "$T/.bash-errors"
+    fi
+}
+
 # Does this qemu-img handle zstd-compressed qcow2 (built with CONFIG_ZSTD)?
 qemu_has_zstd() {
     if [ -z "${QEMU_HAS_ZSTD:-}" ]; then
@@ -119,6 +156,7 @@ skip() {
 
 # Print the summary line and exit non-zero if anything failed.
 finish() {
+    check_bash_errors
     [ "$SKIPPED" -gt 0 ] && echo "# $SKIPPED skipped"
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]
