@@ -335,7 +335,9 @@ poke_be64() { poke_be 8 "$@"; }
 
 # peek_hex FILE OFF LEN: the bytes as lowercase hex digits.
 peek_hex() {
-    od -An -v -tx1 -j "$(($2))" -N "$(($3))" "$1" | tr -d ' \n'
+    local hex
+    hex=$(od -An -v -tx1 -j "$(($2))" -N "$(($3))" "$1")
+    printf '%s' "${hex//[$' \n']/}"
 }
 # peek_be32/64 FILE OFF: the value in decimal (64-bit values above 2^63 come out negative).
 peek_be32() { echo $((16#$(peek_hex "$1" "$2" 4))); }

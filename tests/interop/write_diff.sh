@@ -196,7 +196,7 @@ ci=0
 for cfg in "${CONFIGS[@]}"; do
     read -r opts kind size <<<"$cfg"
     bytes=$(numfmt --from=iec "$size")
-    prepare_backing "$bytes"
+    [ "$kind" = none ] || prepare_backing "$bytes"
     # With one seed, each configuration gets its own, so the short run still sees 18 scripts.
     first=1
     [ "$SEEDS" = 1 ] && first=$((ci + 1))
