@@ -48,7 +48,6 @@ struct convert {
     int workers;
     bool ordered;
     pthread_mutex_t gen_lock;
-    pthread_cond_t space_cond; /* signalled when `turn` moves or on failure */
     struct slot *slots;
     int nslots;
     bool writing;              /* a worker is draining ready slots */
@@ -63,9 +62,21 @@ struct convert {
     int err_ret;
 };
 
+/* Data runs of a sparse source are short and far apart (one 64 KiB cluster per GiB): a task
+ * gathers several, up to a chunk, so that the hand-over between threads (which costs more
+ * than copying 64 KiB) happens once per chunk, not once per run. Only when nothing is
+ * written between them (zeros_are_written()); every other task is one run. */
+#define TASK_MAX_RUNS 32
+
+struct run {
+    uint64_t off, n;
+};
+
 struct task {
-    uint64_t seq, off, n;
+    uint64_t seq, off, n; /* off: where the first run starts; n: the bytes of all runs */
     bool data;
+    unsigned nb_runs;     /* >= 1; the runs lie one after another in the slot's buffer */
+    struct run runs[TASK_MAX_RUNS];
 };
 
 /* Record a failure (the first one wins) and return `ret`. */
@@ -223,23 +234,63 @@ static int next_status(struct convert *c, uint64_t off)
     return 0;
 }
 
+/* Does a zero run of the source lead to any write? Not when the target reads zeros already
+ * (write_task() would call target_zero(), which does nothing then), unless -B compares it
+ * with the backing file or compression turns short runs into data. */
+static bool zeros_are_written(const struct convert *c)
+{
+    return !c->zero_init || c->o->target_backed || c->compress;
+}
+
+/* Move c->gen_off to the next status run that leads to a write, skipping zero runs that need
+ * none (no task, so that a sparse disk of terabytes costs no hand-over per hole): sets
+ * gen_data and gen_next_status. Returns 1, 0 at the end, or -errno. */
+static int next_run(struct convert *c)
+{
+    for (;;) {
+        uint64_t off = c->gen_off;
+        if (off >= c->size)
+            return 0;
+        if (!c->min_sparse) {
+            /* -S 0: the source is not scanned; everything is data. */
+            c->gen_next_status = c->size;
+            c->gen_data = true;
+        } else if (c->gen_next_status <= off) {
+            int ret = next_status(c, off);
+            if (ret < 0)
+                return ret;
+        }
+        if (c->gen_data || zeros_are_written(c))
+            return 1;
+        c->gen_off = c->gen_next_status;
+    }
+}
+
+/* Add the following data runs to data task `t` while they fit in its chunk (see struct
+ * task). */
+static int gather_runs(struct convert *c, struct task *t)
+{
+    while (!zeros_are_written(c) && t->n < c->chunk && t->nb_runs < TASK_MAX_RUNS) {
+        int ret = next_run(c);
+        if (ret <= 0)
+            return ret;
+        uint64_t n = MIN(c->gen_next_status - c->gen_off, c->chunk - t->n);
+        t->runs[t->nb_runs++] = (struct run){c->gen_off, n};
+        t->n += n;
+        c->gen_off += n;
+    }
+    return 0;
+}
+
 /* qemu-img's convert_iteration_sectors() and its caller, one step: the next range of one
  * status; data in pieces of at most `chunk` bytes (one cluster when compressing). Returns 1
  * with a task, 0 at the end, or -errno. Called under gen_lock (or before the workers run). */
 static int next_task(struct convert *c, struct task *t)
 {
+    int ret = next_run(c);
+    if (ret <= 0)
+        return ret;
     uint64_t off = c->gen_off;
-    if (off >= c->size)
-        return 0;
-    if (!c->min_sparse) {
-        /* -S 0: the source is not scanned; everything is data. */
-        c->gen_next_status = c->size;
-        c->gen_data = true;
-    } else if (c->gen_next_status <= off) {
-        int ret = next_status(c, off);
-        if (ret < 0)
-            return ret;
-    }
     bool data = c->gen_data;
     uint64_t n = c->gen_next_status - off;
     /* Data is read into a chunk buffer; with -B zero ranges are compared through it too. */
@@ -254,8 +305,15 @@ static int next_task(struct convert *c, struct task *t)
             n = ROUND_DOWN(n, c->cluster_size);
         }
     }
-    *t = (struct task){.seq = c->next_seq++, .off = off, .n = n, .data = data};
+    t->seq = c->next_seq++;
+    t->off = off;
+    t->n = n;
+    t->data = data;
+    t->nb_runs = 1;
+    t->runs[0] = (struct run){off, n};
     c->gen_off = off + n;
+    if (data && (ret = gather_runs(c, t)) < 0)
+        return ret;
     return 1;
 }
 
@@ -296,6 +354,10 @@ struct slot {
     int64_t clen;  /* compressed length, or -ENOSPC: did not shrink */
     bool skip;     /* nothing to write */
     bool ready;    /* prepared, waiting for its turn (ordered copies) */
+    /* Signalled when this slot's task is written (or on failure): wakes only the worker
+     * whose next task uses the slot. One condition for all woke every waiting worker on
+     * each write, which on a sparse disk cost more than the copy. */
+    pthread_cond_t written;
 };
 
 struct worker {
@@ -385,9 +447,12 @@ static int prepare_task(struct convert *c, struct slot *s)
         if (memcmp(s->buf, s->tbuf, t->n) == 0)
             s->skip = true; /* the backing file has it already */
     } else if (t->data) {
-        int ret = read_source(c, s->buf, t->n, t->off);
-        if (ret < 0)
-            return ret;
+        uint8_t *p = s->buf;
+        for (unsigned i = 0; i < t->nb_runs; p += t->runs[i++].n) {
+            int ret = read_source(c, p, t->runs[i].n, t->runs[i].off);
+            if (ret < 0)
+                return ret;
+        }
     }
     if (!t->data || s->skip || !c->compress)
         return 0;
@@ -423,7 +488,13 @@ static int write_task(struct convert *c, const struct slot *s)
     }
     if (c->compress) /* did not shrink: stored as is */
         return target_write(c, s->buf, t->n, t->off);
-    return write_data(c, s->buf, t->off, (size_t)t->n);
+    const uint8_t *p = s->buf;
+    for (unsigned i = 0; i < t->nb_runs; p += t->runs[i++].n) {
+        int ret = write_data(c, p, t->runs[i].off, (size_t)t->runs[i].n);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
 }
 
 /* Stop every worker (called under gen_lock): those waiting for window space would wait
@@ -431,7 +502,8 @@ static int write_task(struct convert *c, const struct slot *s)
 static void fail_locked(struct convert *c)
 {
     c->failed = true;
-    pthread_cond_broadcast(&c->space_cond);
+    for (int i = 0; i < c->nslots; i++)
+        pthread_cond_broadcast(&c->slots[i].written);
 }
 
 /* Ordered copies, under gen_lock: unless another worker is writing already, write every
@@ -452,7 +524,7 @@ static void drain_locked(struct convert *c)
         c->turn++;
         if (ret < 0)
             fail_locked(c);
-        pthread_cond_broadcast(&c->space_cond);
+        pthread_cond_broadcast(&s->written);
     }
     c->writing = false;
 }
@@ -473,11 +545,11 @@ static void *worker_main(void *arg)
             break;
         report_progress(c, &t);
         if (c->ordered) {
+            s = &c->slots[t.seq % (uint64_t)c->nslots];
             while (!c->failed && t.seq >= c->turn + (uint64_t)c->nslots)
-                pthread_cond_wait(&c->space_cond, &c->gen_lock);
+                pthread_cond_wait(&s->written, &c->gen_lock);
             if (c->failed)
                 break;
-            s = &c->slots[t.seq % (uint64_t)c->nslots];
         }
         pthread_mutex_unlock(&c->gen_lock);
 
@@ -518,6 +590,7 @@ static void free_slots(struct slot *slots, int n)
         free(slots[i].buf);
         free(slots[i].tbuf);
         free(slots[i].cbuf);
+        pthread_cond_destroy(&slots[i].written);
     }
     free(slots);
 }
@@ -535,7 +608,9 @@ static int copy_image(struct convert *c)
     int started = 0;
 
     c->slots = slots;
-    c->nslots = nslots;
+    c->nslots = slots ? nslots : 0;
+    for (int i = 0; i < c->nslots; i++)
+        pthread_cond_init(&slots[i].written, NULL);
     if (!ws || !slots)
         c->failed = true;
     for (int i = 0; i < nslots && !c->failed; i++) {
@@ -659,13 +734,11 @@ int qcow2_convert(struct qcow2_image *src, struct qcow2_image *dst,
         return format_error(err, errlen, -EINVAL, "convert: no source or target image");
     struct convert c = {.src = src, .dst = dst, .o = &o};
     pthread_mutex_init(&c.gen_lock, NULL);
-    pthread_cond_init(&c.space_cond, NULL);
     pthread_mutex_init(&c.err_lock, NULL);
     ret = convert(&c);
     if (ret < 0)
         format_error(err, errlen, ret, "%s", c.err[0] ? c.err : strerror(-ret));
     pthread_mutex_destroy(&c.err_lock);
-    pthread_cond_destroy(&c.space_cond);
     pthread_mutex_destroy(&c.gen_lock);
     return ret;
 }
