@@ -44,17 +44,20 @@ struct convert {
 
     /* Parallel copy. Tasks are cut in order by next_task() under gen_lock; with `ordered`
      * (no -W, or compression) their writes happen in that order too (a window of slots,
-     * see struct slot), so the target's layout does not depend on thread timing. */
+     * see struct slot, under win_lock), so the target's layout does not depend on thread
+     * timing. Two locks: cutting a task asks the source for block status (reads of its L2
+     * tables), which must not hold up the writer or the workers handing in their tasks. */
     int workers;
     bool ordered;
-    pthread_mutex_t gen_lock;
+    pthread_mutex_t gen_lock;  /* next_seq, gen_*, progress_done */
+    pthread_mutex_t win_lock;  /* slots' ready flags, writing, turn */
     struct slot *slots;
     int nslots;
     bool writing;              /* a worker is draining ready slots */
     uint64_t next_seq, turn;   /* next task to cut; next task to write */
     uint64_t gen_off, gen_next_status;
     bool gen_data;
-    bool failed;
+    bool failed;               /* set under win_lock, read anywhere (atomic) */
 
     /* The first failure's message (any thread), for the caller's buffer. */
     pthread_mutex_t err_lock;
@@ -497,29 +500,41 @@ static int write_task(struct convert *c, const struct slot *s)
     return 0;
 }
 
-/* Stop every worker (called under gen_lock): those waiting for window space would wait
+/* Stop every worker (called under win_lock): those waiting for window space would wait
  * forever behind a task that failed. */
 static void fail_locked(struct convert *c)
 {
-    c->failed = true;
+    __atomic_store_n(&c->failed, true, __ATOMIC_RELAXED);
     for (int i = 0; i < c->nslots; i++)
         pthread_cond_broadcast(&c->slots[i].written);
 }
 
-/* Ordered copies, under gen_lock: unless another worker is writing already, write every
+static void stop_workers(struct convert *c)
+{
+    pthread_mutex_lock(&c->win_lock);
+    fail_locked(c);
+    pthread_mutex_unlock(&c->win_lock);
+}
+
+static bool failed(struct convert *c)
+{
+    return __atomic_load_n(&c->failed, __ATOMIC_RELAXED);
+}
+
+/* Ordered copies, under win_lock: unless another worker is writing already, write every
  * consecutive ready slot from `turn` on. The lock is dropped around each write. */
 static void drain_locked(struct convert *c)
 {
     if (c->writing)
         return; /* the writer will find our slot when it looks again */
     c->writing = true;
-    while (!c->failed) {
+    while (!failed(c)) {
         struct slot *s = &c->slots[c->turn % c->nslots];
         if (!s->ready || s->t.seq != c->turn)
             break;
-        pthread_mutex_unlock(&c->gen_lock);
+        pthread_mutex_unlock(&c->win_lock);
         int ret = write_task(c, s);
-        pthread_mutex_lock(&c->gen_lock);
+        pthread_mutex_lock(&c->win_lock);
         s->ready = false;
         c->turn++;
         if (ret < 0)
@@ -534,40 +549,43 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct convert *c = w->c;
 
-    pthread_mutex_lock(&c->gen_lock);
     for (;;) {
         struct task t;
         struct slot *s = w->own;
-        int r = c->failed ? 0 : next_task(c, &t);
+        pthread_mutex_lock(&c->gen_lock);
+        int r = failed(c) ? 0 : next_task(c, &t);
+        if (r > 0)
+            report_progress(c, &t);
+        pthread_mutex_unlock(&c->gen_lock);
         if (r < 0)
-            fail_locked(c); /* next_task() recorded the error */
+            stop_workers(c); /* next_task() recorded the error */
         if (r <= 0)
             break;
-        report_progress(c, &t);
         if (c->ordered) {
             s = &c->slots[t.seq % (uint64_t)c->nslots];
-            while (!c->failed && t.seq >= c->turn + (uint64_t)c->nslots)
-                pthread_cond_wait(&s->written, &c->gen_lock);
-            if (c->failed)
+            pthread_mutex_lock(&c->win_lock);
+            while (!failed(c) && t.seq >= c->turn + (uint64_t)c->nslots)
+                pthread_cond_wait(&s->written, &c->win_lock);
+            pthread_mutex_unlock(&c->win_lock);
+            if (failed(c))
                 break;
         }
-        pthread_mutex_unlock(&c->gen_lock);
 
         s->t = t;
         int ret = prepare_task(c, s);
         if (ret == 0 && !c->ordered)
             ret = write_task(c, s);
-        pthread_mutex_lock(&c->gen_lock);
         if (ret < 0) {
-            fail_locked(c);
+            stop_workers(c);
             break;
         }
         if (c->ordered) {
+            pthread_mutex_lock(&c->win_lock);
             s->ready = true;
             drain_locked(c);
+            pthread_mutex_unlock(&c->win_lock);
         }
     }
-    pthread_mutex_unlock(&c->gen_lock);
     return NULL;
 }
 
@@ -622,14 +640,12 @@ static int copy_image(struct convert *c)
     }
     if (c->failed)
         fail(c, -ENOMEM, "out of memory for the copy buffers");
-    for (int i = 0; i < c->workers && !c->failed; i++) {
+    for (int i = 0; i < c->workers && !failed(c); i++) {
         ws[i].c = c;
         ws[i].own = &slots[i % nslots];
         if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
             fail(c, -EAGAIN, "cannot start a worker thread");
-            pthread_mutex_lock(&c->gen_lock);
-            fail_locked(c);
-            pthread_mutex_unlock(&c->gen_lock);
+            stop_workers(c);
             break;
         }
         started++;
@@ -640,7 +656,7 @@ static int copy_image(struct convert *c)
     c->slots = NULL;
     c->nslots = 0;
     free(ws);
-    if (c->failed)
+    if (failed(c))
         return c->err_ret ? c->err_ret : -EIO;
     if (c->compress && qcow2_pwrite_compressed(c->dst, NULL, 0, 0) < 0)
         return fail(c, -EIO, "finishing compressed writes: %s", qcow2_error(c->dst));
@@ -734,11 +750,13 @@ int qcow2_convert(struct qcow2_image *src, struct qcow2_image *dst,
         return format_error(err, errlen, -EINVAL, "convert: no source or target image");
     struct convert c = {.src = src, .dst = dst, .o = &o};
     pthread_mutex_init(&c.gen_lock, NULL);
+    pthread_mutex_init(&c.win_lock, NULL);
     pthread_mutex_init(&c.err_lock, NULL);
     ret = convert(&c);
     if (ret < 0)
         format_error(err, errlen, ret, "%s", c.err[0] ? c.err : strerror(-ret));
     pthread_mutex_destroy(&c.err_lock);
+    pthread_mutex_destroy(&c.win_lock);
     pthread_mutex_destroy(&c.gen_lock);
     return ret;
 }
