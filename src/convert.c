@@ -199,25 +199,30 @@ static int source_status(struct convert *c, uint64_t off, uint64_t count, struct
     return 0;
 }
 
-/* Write `n` bytes of source data at `off` from `buf` (qemu-img's convert_co_write for
- * BLK_DATA): write what holds data, treat long enough zero runs as zeros. */
-static int write_data(struct convert *c, const uint8_t *buf, uint64_t off, size_t n)
+/* One write of a data task: `len` bytes at guest `off`, data or zeros. */
+struct piece {
+    uint64_t off;
+    uint32_t len;
+    bool data;
+};
+
+/* Cut `n` bytes of source data at `off` into pieces (qemu-img's convert_co_write for
+ * BLK_DATA): what holds data is written, long enough zero runs are treated as zeros. Run by
+ * the worker right after its read, while the bytes are still in the CPU's cache: scanned
+ * later by the writer, after other tasks' reads, each sector's first bytes were a miss.
+ * `pieces` has room for every sector of the buffer (plus one per run). */
+static void plan_pieces(const struct convert *c, const uint8_t *buf, uint64_t off, size_t n,
+                        struct piece *pieces, unsigned *nb)
 {
     while (n > 0) {
         size_t len = n;
-        int ret;
-        if (!c->min_sparse ||
-            is_allocated_sectors_min(buf, n, &len, c->min_sparse, off, c->alignment))
-            ret = target_write(c, buf, len, off);
-        else
-            ret = target_zero(c, off, len, QCOW2_ZERO_MAY_UNMAP);
-        if (ret < 0)
-            return ret;
+        bool data = !c->min_sparse ||
+                    is_allocated_sectors_min(buf, n, &len, c->min_sparse, off, c->alignment);
+        pieces[(*nb)++] = (struct piece){off, (uint32_t)len, data};
         buf += len;
         off += len;
         n -= len;
     }
-    return 0;
 }
 
 /* The status run starting at `off`, cut at a source cluster boundary so that the next run
@@ -355,6 +360,8 @@ struct slot {
     uint8_t *tbuf; /* -B: chunk bytes of what the target reads (its backing file) */
     uint8_t *cbuf; /* one compressed cluster */
     int64_t clen;  /* compressed length, or -ENOSPC: did not shrink */
+    struct piece *pieces; /* a plain data task's writes, in order (plan_pieces) */
+    unsigned nb_pieces;
     bool skip;     /* nothing to write */
     bool ready;    /* prepared, waiting for its turn (ordered copies) */
     /* Signalled when this slot's task is written (or on failure): wakes only the worker
@@ -451,10 +458,14 @@ static int prepare_task(struct convert *c, struct slot *s)
             s->skip = true; /* the backing file has it already */
     } else if (t->data) {
         uint8_t *p = s->buf;
+        s->nb_pieces = 0;
         for (unsigned i = 0; i < t->nb_runs; p += t->runs[i++].n) {
             int ret = read_source(c, p, t->runs[i].n, t->runs[i].off);
             if (ret < 0)
                 return ret;
+            if (!c->compress)
+                plan_pieces(c, p, t->runs[i].off, (size_t)t->runs[i].n, s->pieces,
+                            &s->nb_pieces);
         }
     }
     if (!t->data || s->skip || !c->compress)
@@ -492,8 +503,10 @@ static int write_task(struct convert *c, const struct slot *s)
     if (c->compress) /* did not shrink: stored as is */
         return target_write(c, s->buf, t->n, t->off);
     const uint8_t *p = s->buf;
-    for (unsigned i = 0; i < t->nb_runs; p += t->runs[i++].n) {
-        int ret = write_data(c, p, t->runs[i].off, (size_t)t->runs[i].n);
+    for (unsigned i = 0; i < s->nb_pieces; p += s->pieces[i++].len) {
+        const struct piece *pc = &s->pieces[i];
+        int ret = pc->data ? target_write(c, p, pc->len, pc->off)
+                           : target_zero(c, pc->off, pc->len, QCOW2_ZERO_MAY_UNMAP);
         if (ret < 0)
             return ret;
     }
@@ -608,6 +621,7 @@ static void free_slots(struct slot *slots, int n)
         free(slots[i].buf);
         free(slots[i].tbuf);
         free(slots[i].cbuf);
+        free(slots[i].pieces);
         pthread_cond_destroy(&slots[i].written);
     }
     free(slots);
@@ -635,7 +649,9 @@ static int copy_image(struct convert *c)
         slots[i].buf = malloc(bufsize);
         slots[i].tbuf = backed ? malloc(bufsize) : NULL;
         slots[i].cbuf = cbufsize ? malloc(cbufsize) : NULL;
-        if (!slots[i].buf || (backed && !slots[i].tbuf) || (cbufsize && !slots[i].cbuf))
+        slots[i].pieces = malloc(sizeof(struct piece) * (bufsize / CONVERT_SECTOR + TASK_MAX_RUNS));
+        if (!slots[i].buf || (backed && !slots[i].tbuf) || (cbufsize && !slots[i].cbuf) ||
+            !slots[i].pieces)
             c->failed = true;
     }
     if (c->failed)
