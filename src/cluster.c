@@ -338,13 +338,17 @@ static int grow_l1_table(struct qcow2_image *img, uint64_t min_size)
     if (min_size > max_entries)
         return set_error(img, -EFBIG, "L1 table would need %llu entries (at most %llu)",
                          (unsigned long long)min_size, (unsigned long long)max_entries);
+    /* The copy is written from memory: new tables it names must be on disk first. */
+    int ret = cluster_link_new_tables(img);
+    if (ret < 0)
+        return ret;
     uint64_t new_size = MAX(min_size, (uint64_t)img->l1_size * 3 / 2);
     new_size = MIN(new_size, max_entries);
     uint64_t bytes = ROUND_UP(new_size * 8, img->cluster_size);
     new_size = MIN(bytes / 8, max_entries);
     uint64_t *table = calloc(bytes / 8, 8);
     uint8_t *disk = calloc(1, bytes);
-    int ret = -ENOMEM;
+    ret = -ENOMEM;
     if (!table || !disk) {
         set_error(img, ret, "out of memory growing the L1 table");
         goto out;
@@ -415,11 +419,19 @@ static int write_l1_entry(struct qcow2_image *img, uint64_t l1_index)
     return 0;
 }
 
-/* Fill the new L2 table at `new_offset` from the old one (or zeros), slice by slice. */
+/* Fill the new L2 table at `new_offset` from the old one (or zeros), slice by slice, and mark
+ * it dirty. A zero-filled table whose cluster reads as zeros on disk already (past the end of
+ * the file when opened and never written since) needs only its first slice cached and dirty:
+ * the other slices read as zeros from the disk whether they are written or not, and the
+ * first one, written before the table is linked (cluster_link_new_tables), puts the table's
+ * start inside the file, as a valid image needs. A sparse disk's new tables then cost one
+ * slice each in the cache and on the disk, not a cluster. */
 static int fill_new_l2_table(struct qcow2_image *img, uint64_t new_offset, uint64_t old_offset)
 {
     size_t slice_bytes = cache_table_size(img->l2_cache);
-    for (uint64_t off = 0; off < img->cluster_size; off += slice_bytes) {
+    bool disk_zero = !old_offset && new_offset >= file_zero_from(img->file, img->zero_from);
+    uint64_t fill = disk_zero ? slice_bytes : img->cluster_size;
+    for (uint64_t off = 0; off < fill; off += slice_bytes) {
         void *dst, *src = NULL;
         int ret = cache_get_empty(img->l2_cache, new_offset + off, &dst);
         if (ret < 0)
@@ -441,6 +453,82 @@ static int fill_new_l2_table(struct qcow2_image *img, uint64_t new_offset, uint6
     return 0;
 }
 
+static bool l1_block_pending(const struct qcow2_image *img, uint64_t b)
+{
+    return (img->l1_pending[b / 64] >> (b % 64)) & 1;
+}
+
+/* Write L1 entries [first, end) from memory in one request. */
+static int write_l1_entries(struct qcow2_image *img, uint64_t first, uint64_t end)
+{
+    size_t bytes = (size_t)(end - first) * 8;
+    uint8_t *buf = malloc(bytes);
+    if (!buf)
+        return set_error(img, -ENOMEM, "out of memory");
+    for (uint64_t i = first; i < end; i++)
+        be64_put(buf + (i - first) * 8, img->l1_table[i]);
+    int ret = file_pwrite(img->file, buf, bytes, img->hdr.l1_table_offset + first * 8);
+    free(buf);
+    if (ret < 0)
+        return set_error(img, ret, "writing L1 entries %llu to %llu failed: %s",
+                         (unsigned long long)first, (unsigned long long)end - 1, strerror(-ret));
+    return 0;
+}
+
+int cluster_link_new_tables(struct qcow2_image *img)
+{
+    if (!img->l1_pending_any)
+        return 0;
+    /* Order: the tables' refcounts, then the tables (synced, after the data their entries
+     * point to: the cache's own prerequisites), then the L1 entries. */
+    int ret = cache_flush(img->refcount_cache);
+    if (ret == 0)
+        ret = cache_flush(img->l2_cache);
+    if (ret < 0)
+        return ret;
+    uint64_t per_block = L1_PENDING_BLOCK / 8;
+    uint64_t nb_blocks = DIV_ROUND_UP((uint64_t)img->l1_size, per_block);
+    for (uint64_t b = 0; b < nb_blocks;) {
+        if (!img->l1_pending[b / 64]) {
+            b = ROUND_DOWN(b, 64) + 64;
+            continue;
+        }
+        if (!l1_block_pending(img, b)) {
+            b++;
+            continue;
+        }
+        uint64_t e = b;
+        while (e < nb_blocks && l1_block_pending(img, e))
+            e++;
+        /* On failure the blocks stay pending: written again by the next call. */
+        ret = write_l1_entries(img, b * per_block, MIN(e * per_block, (uint64_t)img->l1_size));
+        if (ret < 0)
+            return ret;
+        for (; b < e; b++)
+            img->l1_pending[b / 64] &= ~(1ull << (b % 64));
+    }
+    memset(img->l1_pending, 0, sizeof(img->l1_pending));
+    img->l1_pending_any = false;
+    return 0;
+}
+
+/* A brand-new table: linked in memory now, on disk by cluster_link_new_tables(). */
+static int start_new_l2_table(struct qcow2_image *img, uint64_t l1_index, uint64_t new_offset)
+{
+    int ret = fill_new_l2_table(img, new_offset, 0);
+    if (ret < 0) {
+        cache_discard(img->l2_cache, new_offset);
+        refcount_free_clusters(img, new_offset, img->cluster_size);
+        return ret;
+    }
+    img->l1_table[l1_index] = new_offset | QCOW2_OFLAG_COPIED;
+    overlap_l2_replaced(img, 0, new_offset);
+    uint64_t b = l1_index * 8 / L1_PENDING_BLOCK;
+    img->l1_pending[b / 64] |= 1ull << (b % 64);
+    img->l1_pending_any = true;
+    return 0;
+}
+
 int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index)
 {
     int ret = cluster_ensure_l1_size(img, l1_index + 1);
@@ -456,8 +544,11 @@ int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index)
     int64_t new_offset = refcount_alloc_clusters(img, img->cluster_size);
     if (new_offset < 0)
         return (int)new_offset;
-    /* Order: refcount of the new table, then the table, then the L1 entry, then the old
-     * table's reference is dropped. A crash in between leaks at most one cluster. */
+    if (!old_offset)
+        return start_new_l2_table(img, l1_index, (uint64_t)new_offset);
+    /* A copy of a table shared with a snapshot. Order: refcount of the new table, then the
+     * table, then the L1 entry, then the old table's reference is dropped. A crash in
+     * between leaks at most one cluster. */
     ret = cache_flush(img->refcount_cache);
     if (ret == 0)
         ret = fill_new_l2_table(img, (uint64_t)new_offset, old_offset);
@@ -474,9 +565,7 @@ int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index)
         img->l1_dirty = true;
         return ret;
     }
-    if (old_offset)
-        return refcount_free_clusters(img, old_offset, img->cluster_size);
-    return 0;
+    return refcount_free_clusters(img, old_offset, img->cluster_size);
 fail:
     cache_discard(img->l2_cache, (uint64_t)new_offset);
     refcount_free_clusters(img, (uint64_t)new_offset, img->cluster_size);
@@ -992,7 +1081,9 @@ void cluster_abort(struct qcow2_image *img, struct l2_meta *m)
 
 int cluster_flush_metadata(struct qcow2_image *img)
 {
-    int ret = header_write_pending_switches(img);
+    int ret = cluster_link_new_tables(img);
+    if (ret == 0)
+        ret = header_write_pending_switches(img);
     if (ret == 0)
         ret = cache_flush(img->l2_cache);
     if (ret == 0)

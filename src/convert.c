@@ -44,18 +44,20 @@ struct convert {
 
     /* Parallel copy. Tasks are cut in order by next_task() under gen_lock; with `ordered`
      * (no -W, or compression) their writes happen in that order too (a window of slots,
-     * see struct slot), so the target's layout does not depend on thread timing. */
+     * see struct slot, under win_lock), so the target's layout does not depend on thread
+     * timing. Two locks: cutting a task asks the source for block status (reads of its L2
+     * tables), which must not hold up the writer or the workers handing in their tasks. */
     int workers;
     bool ordered;
-    pthread_mutex_t gen_lock;
-    pthread_cond_t space_cond; /* signalled when `turn` moves or on failure */
+    pthread_mutex_t gen_lock;  /* next_seq, gen_*, progress_done */
+    pthread_mutex_t win_lock;  /* slots' ready flags, writing, turn */
     struct slot *slots;
     int nslots;
     bool writing;              /* a worker is draining ready slots */
     uint64_t next_seq, turn;   /* next task to cut; next task to write */
     uint64_t gen_off, gen_next_status;
     bool gen_data;
-    bool failed;
+    bool failed;               /* set under win_lock, read anywhere (atomic) */
 
     /* The first failure's message (any thread), for the caller's buffer. */
     pthread_mutex_t err_lock;
@@ -63,9 +65,21 @@ struct convert {
     int err_ret;
 };
 
+/* Data runs of a sparse source are short and far apart (one 64 KiB cluster per GiB): a task
+ * gathers several, up to a chunk, so that the hand-over between threads (which costs more
+ * than copying 64 KiB) happens once per chunk, not once per run. Only when nothing is
+ * written between them (zeros_are_written()); every other task is one run. */
+#define TASK_MAX_RUNS 32
+
+struct run {
+    uint64_t off, n;
+};
+
 struct task {
-    uint64_t seq, off, n;
+    uint64_t seq, off, n; /* off: where the first run starts; n: the bytes of all runs */
     bool data;
+    unsigned nb_runs;     /* >= 1; the runs lie one after another in the slot's buffer */
+    struct run runs[TASK_MAX_RUNS];
 };
 
 /* Record a failure (the first one wins) and return `ret`. */
@@ -185,25 +199,30 @@ static int source_status(struct convert *c, uint64_t off, uint64_t count, struct
     return 0;
 }
 
-/* Write `n` bytes of source data at `off` from `buf` (qemu-img's convert_co_write for
- * BLK_DATA): write what holds data, treat long enough zero runs as zeros. */
-static int write_data(struct convert *c, const uint8_t *buf, uint64_t off, size_t n)
+/* One write of a data task: `len` bytes at guest `off`, data or zeros. */
+struct piece {
+    uint64_t off;
+    uint32_t len;
+    bool data;
+};
+
+/* Cut `n` bytes of source data at `off` into pieces (qemu-img's convert_co_write for
+ * BLK_DATA): what holds data is written, long enough zero runs are treated as zeros. Run by
+ * the worker right after its read, while the bytes are still in the CPU's cache: scanned
+ * later by the writer, after other tasks' reads, each sector's first bytes were a miss.
+ * `pieces` has room for every sector of the buffer (plus one per run). */
+static void plan_pieces(const struct convert *c, const uint8_t *buf, uint64_t off, size_t n,
+                        struct piece *pieces, unsigned *nb)
 {
     while (n > 0) {
         size_t len = n;
-        int ret;
-        if (!c->min_sparse ||
-            is_allocated_sectors_min(buf, n, &len, c->min_sparse, off, c->alignment))
-            ret = target_write(c, buf, len, off);
-        else
-            ret = target_zero(c, off, len, QCOW2_ZERO_MAY_UNMAP);
-        if (ret < 0)
-            return ret;
+        bool data = !c->min_sparse ||
+                    is_allocated_sectors_min(buf, n, &len, c->min_sparse, off, c->alignment);
+        pieces[(*nb)++] = (struct piece){off, (uint32_t)len, data};
         buf += len;
         off += len;
         n -= len;
     }
-    return 0;
 }
 
 /* The status run starting at `off`, cut at a source cluster boundary so that the next run
@@ -223,23 +242,63 @@ static int next_status(struct convert *c, uint64_t off)
     return 0;
 }
 
+/* Does a zero run of the source lead to any write? Not when the target reads zeros already
+ * (write_task() would call target_zero(), which does nothing then), unless -B compares it
+ * with the backing file or compression turns short runs into data. */
+static bool zeros_are_written(const struct convert *c)
+{
+    return !c->zero_init || c->o->target_backed || c->compress;
+}
+
+/* Move c->gen_off to the next status run that leads to a write, skipping zero runs that need
+ * none (no task, so that a sparse disk of terabytes costs no hand-over per hole): sets
+ * gen_data and gen_next_status. Returns 1, 0 at the end, or -errno. */
+static int next_run(struct convert *c)
+{
+    for (;;) {
+        uint64_t off = c->gen_off;
+        if (off >= c->size)
+            return 0;
+        if (!c->min_sparse) {
+            /* -S 0: the source is not scanned; everything is data. */
+            c->gen_next_status = c->size;
+            c->gen_data = true;
+        } else if (c->gen_next_status <= off) {
+            int ret = next_status(c, off);
+            if (ret < 0)
+                return ret;
+        }
+        if (c->gen_data || zeros_are_written(c))
+            return 1;
+        c->gen_off = c->gen_next_status;
+    }
+}
+
+/* Add the following data runs to data task `t` while they fit in its chunk (see struct
+ * task). */
+static int gather_runs(struct convert *c, struct task *t)
+{
+    while (!zeros_are_written(c) && t->n < c->chunk && t->nb_runs < TASK_MAX_RUNS) {
+        int ret = next_run(c);
+        if (ret <= 0)
+            return ret;
+        uint64_t n = MIN(c->gen_next_status - c->gen_off, c->chunk - t->n);
+        t->runs[t->nb_runs++] = (struct run){c->gen_off, n};
+        t->n += n;
+        c->gen_off += n;
+    }
+    return 0;
+}
+
 /* qemu-img's convert_iteration_sectors() and its caller, one step: the next range of one
  * status; data in pieces of at most `chunk` bytes (one cluster when compressing). Returns 1
  * with a task, 0 at the end, or -errno. Called under gen_lock (or before the workers run). */
 static int next_task(struct convert *c, struct task *t)
 {
+    int ret = next_run(c);
+    if (ret <= 0)
+        return ret;
     uint64_t off = c->gen_off;
-    if (off >= c->size)
-        return 0;
-    if (!c->min_sparse) {
-        /* -S 0: the source is not scanned; everything is data. */
-        c->gen_next_status = c->size;
-        c->gen_data = true;
-    } else if (c->gen_next_status <= off) {
-        int ret = next_status(c, off);
-        if (ret < 0)
-            return ret;
-    }
     bool data = c->gen_data;
     uint64_t n = c->gen_next_status - off;
     /* Data is read into a chunk buffer; with -B zero ranges are compared through it too. */
@@ -254,8 +313,15 @@ static int next_task(struct convert *c, struct task *t)
             n = ROUND_DOWN(n, c->cluster_size);
         }
     }
-    *t = (struct task){.seq = c->next_seq++, .off = off, .n = n, .data = data};
+    t->seq = c->next_seq++;
+    t->off = off;
+    t->n = n;
+    t->data = data;
+    t->nb_runs = 1;
+    t->runs[0] = (struct run){off, n};
     c->gen_off = off + n;
+    if (data && (ret = gather_runs(c, t)) < 0)
+        return ret;
     return 1;
 }
 
@@ -294,8 +360,14 @@ struct slot {
     uint8_t *tbuf; /* -B: chunk bytes of what the target reads (its backing file) */
     uint8_t *cbuf; /* one compressed cluster */
     int64_t clen;  /* compressed length, or -ENOSPC: did not shrink */
+    struct piece *pieces; /* a plain data task's writes, in order (plan_pieces) */
+    unsigned nb_pieces;
     bool skip;     /* nothing to write */
     bool ready;    /* prepared, waiting for its turn (ordered copies) */
+    /* Signalled when this slot's task is written (or on failure): wakes only the worker
+     * whose next task uses the slot. One condition for all woke every waiting worker on
+     * each write, which on a sparse disk cost more than the copy. */
+    pthread_cond_t written;
 };
 
 struct worker {
@@ -385,9 +457,16 @@ static int prepare_task(struct convert *c, struct slot *s)
         if (memcmp(s->buf, s->tbuf, t->n) == 0)
             s->skip = true; /* the backing file has it already */
     } else if (t->data) {
-        int ret = read_source(c, s->buf, t->n, t->off);
-        if (ret < 0)
-            return ret;
+        uint8_t *p = s->buf;
+        s->nb_pieces = 0;
+        for (unsigned i = 0; i < t->nb_runs; p += t->runs[i++].n) {
+            int ret = read_source(c, p, t->runs[i].n, t->runs[i].off);
+            if (ret < 0)
+                return ret;
+            if (!c->compress)
+                plan_pieces(c, p, t->runs[i].off, (size_t)t->runs[i].n, s->pieces,
+                            &s->nb_pieces);
+        }
     }
     if (!t->data || s->skip || !c->compress)
         return 0;
@@ -423,36 +502,57 @@ static int write_task(struct convert *c, const struct slot *s)
     }
     if (c->compress) /* did not shrink: stored as is */
         return target_write(c, s->buf, t->n, t->off);
-    return write_data(c, s->buf, t->off, (size_t)t->n);
+    const uint8_t *p = s->buf;
+    for (unsigned i = 0; i < s->nb_pieces; p += s->pieces[i++].len) {
+        const struct piece *pc = &s->pieces[i];
+        int ret = pc->data ? target_write(c, p, pc->len, pc->off)
+                           : target_zero(c, pc->off, pc->len, QCOW2_ZERO_MAY_UNMAP);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
 }
 
-/* Stop every worker (called under gen_lock): those waiting for window space would wait
+/* Stop every worker (called under win_lock): those waiting for window space would wait
  * forever behind a task that failed. */
 static void fail_locked(struct convert *c)
 {
-    c->failed = true;
-    pthread_cond_broadcast(&c->space_cond);
+    __atomic_store_n(&c->failed, true, __ATOMIC_RELAXED);
+    for (int i = 0; i < c->nslots; i++)
+        pthread_cond_broadcast(&c->slots[i].written);
 }
 
-/* Ordered copies, under gen_lock: unless another worker is writing already, write every
+static void stop_workers(struct convert *c)
+{
+    pthread_mutex_lock(&c->win_lock);
+    fail_locked(c);
+    pthread_mutex_unlock(&c->win_lock);
+}
+
+static bool failed(struct convert *c)
+{
+    return __atomic_load_n(&c->failed, __ATOMIC_RELAXED);
+}
+
+/* Ordered copies, under win_lock: unless another worker is writing already, write every
  * consecutive ready slot from `turn` on. The lock is dropped around each write. */
 static void drain_locked(struct convert *c)
 {
     if (c->writing)
         return; /* the writer will find our slot when it looks again */
     c->writing = true;
-    while (!c->failed) {
+    while (!failed(c)) {
         struct slot *s = &c->slots[c->turn % c->nslots];
         if (!s->ready || s->t.seq != c->turn)
             break;
-        pthread_mutex_unlock(&c->gen_lock);
+        pthread_mutex_unlock(&c->win_lock);
         int ret = write_task(c, s);
-        pthread_mutex_lock(&c->gen_lock);
+        pthread_mutex_lock(&c->win_lock);
         s->ready = false;
         c->turn++;
         if (ret < 0)
             fail_locked(c);
-        pthread_cond_broadcast(&c->space_cond);
+        pthread_cond_broadcast(&s->written);
     }
     c->writing = false;
 }
@@ -462,40 +562,43 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct convert *c = w->c;
 
-    pthread_mutex_lock(&c->gen_lock);
     for (;;) {
         struct task t;
         struct slot *s = w->own;
-        int r = c->failed ? 0 : next_task(c, &t);
+        pthread_mutex_lock(&c->gen_lock);
+        int r = failed(c) ? 0 : next_task(c, &t);
+        if (r > 0)
+            report_progress(c, &t);
+        pthread_mutex_unlock(&c->gen_lock);
         if (r < 0)
-            fail_locked(c); /* next_task() recorded the error */
+            stop_workers(c); /* next_task() recorded the error */
         if (r <= 0)
             break;
-        report_progress(c, &t);
         if (c->ordered) {
-            while (!c->failed && t.seq >= c->turn + (uint64_t)c->nslots)
-                pthread_cond_wait(&c->space_cond, &c->gen_lock);
-            if (c->failed)
-                break;
             s = &c->slots[t.seq % (uint64_t)c->nslots];
+            pthread_mutex_lock(&c->win_lock);
+            while (!failed(c) && t.seq >= c->turn + (uint64_t)c->nslots)
+                pthread_cond_wait(&s->written, &c->win_lock);
+            pthread_mutex_unlock(&c->win_lock);
+            if (failed(c))
+                break;
         }
-        pthread_mutex_unlock(&c->gen_lock);
 
         s->t = t;
         int ret = prepare_task(c, s);
         if (ret == 0 && !c->ordered)
             ret = write_task(c, s);
-        pthread_mutex_lock(&c->gen_lock);
         if (ret < 0) {
-            fail_locked(c);
+            stop_workers(c);
             break;
         }
         if (c->ordered) {
+            pthread_mutex_lock(&c->win_lock);
             s->ready = true;
             drain_locked(c);
+            pthread_mutex_unlock(&c->win_lock);
         }
     }
-    pthread_mutex_unlock(&c->gen_lock);
     return NULL;
 }
 
@@ -518,6 +621,8 @@ static void free_slots(struct slot *slots, int n)
         free(slots[i].buf);
         free(slots[i].tbuf);
         free(slots[i].cbuf);
+        free(slots[i].pieces);
+        pthread_cond_destroy(&slots[i].written);
     }
     free(slots);
 }
@@ -535,26 +640,28 @@ static int copy_image(struct convert *c)
     int started = 0;
 
     c->slots = slots;
-    c->nslots = nslots;
+    c->nslots = slots ? nslots : 0;
+    for (int i = 0; i < c->nslots; i++)
+        pthread_cond_init(&slots[i].written, NULL);
     if (!ws || !slots)
         c->failed = true;
     for (int i = 0; i < nslots && !c->failed; i++) {
         slots[i].buf = malloc(bufsize);
         slots[i].tbuf = backed ? malloc(bufsize) : NULL;
         slots[i].cbuf = cbufsize ? malloc(cbufsize) : NULL;
-        if (!slots[i].buf || (backed && !slots[i].tbuf) || (cbufsize && !slots[i].cbuf))
+        slots[i].pieces = malloc(sizeof(struct piece) * (bufsize / CONVERT_SECTOR + TASK_MAX_RUNS));
+        if (!slots[i].buf || (backed && !slots[i].tbuf) || (cbufsize && !slots[i].cbuf) ||
+            !slots[i].pieces)
             c->failed = true;
     }
     if (c->failed)
         fail(c, -ENOMEM, "out of memory for the copy buffers");
-    for (int i = 0; i < c->workers && !c->failed; i++) {
+    for (int i = 0; i < c->workers && !failed(c); i++) {
         ws[i].c = c;
         ws[i].own = &slots[i % nslots];
         if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
             fail(c, -EAGAIN, "cannot start a worker thread");
-            pthread_mutex_lock(&c->gen_lock);
-            fail_locked(c);
-            pthread_mutex_unlock(&c->gen_lock);
+            stop_workers(c);
             break;
         }
         started++;
@@ -565,7 +672,7 @@ static int copy_image(struct convert *c)
     c->slots = NULL;
     c->nslots = 0;
     free(ws);
-    if (c->failed)
+    if (failed(c))
         return c->err_ret ? c->err_ret : -EIO;
     if (c->compress && qcow2_pwrite_compressed(c->dst, NULL, 0, 0) < 0)
         return fail(c, -EIO, "finishing compressed writes: %s", qcow2_error(c->dst));
@@ -659,13 +766,13 @@ int qcow2_convert(struct qcow2_image *src, struct qcow2_image *dst,
         return format_error(err, errlen, -EINVAL, "convert: no source or target image");
     struct convert c = {.src = src, .dst = dst, .o = &o};
     pthread_mutex_init(&c.gen_lock, NULL);
-    pthread_cond_init(&c.space_cond, NULL);
+    pthread_mutex_init(&c.win_lock, NULL);
     pthread_mutex_init(&c.err_lock, NULL);
     ret = convert(&c);
     if (ret < 0)
         format_error(err, errlen, ret, "%s", c.err[0] ? c.err : strerror(-ret));
     pthread_mutex_destroy(&c.err_lock);
-    pthread_cond_destroy(&c.space_cond);
+    pthread_mutex_destroy(&c.win_lock);
     pthread_mutex_destroy(&c.gen_lock);
     return ret;
 }

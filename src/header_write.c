@@ -56,7 +56,10 @@ static int write_table_be64(struct qcow2_image *img, const uint64_t *table, uint
 int header_write_pending_switches(struct qcow2_image *img)
 {
     int ret = 0;
-    if (img->l1_dirty) {
+    /* The L1 table in memory names new L2 tables that may not be on disk yet (cluster.c
+     * links them in batches, and always before it calls us from a flush): not now, then.
+     * Memory is right, and the disk as it was before the failed switch is consistent. */
+    if (img->l1_dirty && !img->l1_pending_any) {
         ret = write_table_be64(img, img->l1_table, img->l1_size, img->hdr.l1_table_offset,
                                "L1 table");
         if (ret < 0)

@@ -43,6 +43,7 @@
 #include "qcow2.h"
 
 #define QCOW2_DEFAULT_CHAIN_DEPTH 16
+#define L1_PENDING_BLOCK 4096u /* granularity of the L1 writes that link new L2 tables */
 #define QCOW2_UNTRUSTED_CHAIN_DEPTH 8
 #define QCOW2_DEFAULT_L2_CACHE_MAX (32u * 1024 * 1024)
 #define QCOW2_REFCOUNT_CACHE_MIN_ENTRIES 4
@@ -495,6 +496,11 @@ struct qcow2_image {
     bool l1_dirty;
     bool reftable_dirty;
     bool header_dirty;
+    /* New L2 tables not linked on disk yet (cluster.c, cluster_link_new_tables): their L1
+     * entries are set in memory only: which blocks of L1_PENDING_BLOCK bytes of the L1 table
+     * hold such entries, and whether any does. */
+    uint64_t l1_pending[QCOW2_MAX_L1_BYTES / L1_PENDING_BLOCK / 64];
+    bool l1_pending_any;
     bool dirty;                   /* DIRTY bit set on disk by us */
     /* Clusters are freed (free_gen++) before the L2/L1 change that freed them is on disk;
      * they must not be reused before an L2 flush covers them (synced_gen == free_gen), else a
@@ -749,6 +755,14 @@ void cluster_publish_l2(struct qcow2_image *img, void *slice);
 /* Give L1 entry `l1_index` a fresh L2 table with refcount 1 (COPIED), copying the old table if
  * there was one (and dropping its reference). Grows the L1 table when needed. */
 int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index);
+/* A brand-new L2 table (its L1 entry was empty) is linked in memory at once but on disk
+ * only here, in a batch: refcounts flushed, L2 tables flushed (synced), then the L1 blocks
+ * holding the new entries written (not synced: nothing depends on them but the caller's
+ * flush). So a new table costs no flush of its own and is written once, with its entries,
+ * not zero-filled first. Called before anything writes the L1 table or a copy of it from
+ * memory: every metadata flush (cluster_flush_metadata, qcow2_flush), L1 growth, snapshot
+ * operations. Under `lock`. */
+int cluster_link_new_tables(struct qcow2_image *img);
 int cluster_ensure_l1_size(struct qcow2_image *img, uint64_t min_size);
 
 /* Write path, in call order: wait for overlapping in-flight records (may return -EAGAIN after

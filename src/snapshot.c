@@ -592,7 +592,9 @@ static int op_begin(struct qcow2_image *img, bool write)
                                         "file");
     if (write && (img->corrupt || img->layout_damaged))
         return set_error(img, -EIO, "the image is corrupt");
-    return load_table(img);
+    /* Snapshot operations write the L1 table, or copies of it, from memory. */
+    int ret = write ? cluster_link_new_tables(img) : 0;
+    return ret < 0 ? ret : load_table(img);
 }
 
 /* The dirty bit covers the COPIED/refcount window on v3 images (see the top of the file).

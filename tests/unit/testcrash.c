@@ -27,7 +27,9 @@ int crash_rec_open(struct crash_recording *rec, const struct workload *w,
         snprintf(why, whylen, "%s", err);
         return -1;
     }
-    if (image_open_with_file(path, NULL, testfile_attach(rec->tf), &rec->img, err,
+    struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;
+    o.l2_cache_size = w->l2_cache_size;
+    if (image_open_with_file(path, &o, testfile_attach(rec->tf), &rec->img, err,
                              sizeof(err)) < 0) {
         snprintf(why, whylen, "open: %s", err);
         return -1;

@@ -506,6 +506,26 @@ static const struct wl_op ops_rebase_flatten[] = {
     {WL_END, 0, 0, 0},
 };
 
+/* What a copy of a sparse disk does (qcow2 convert into a new image): one cluster in each
+ * of several new L2 tables, whose L1 entries reach the disk only in a batch at the flush
+ * (cluster_link_new_tables), after the tables and their refcounts. 8 KiB clusters and a
+ * small L2 cache: 4 KiB slices, two per table; the entries sit in the second slice, and new
+ * tables past the end of the file are cached and written from their first slice only. The
+ * first new table reuses a freed cluster that still holds data: an L1 entry on disk before
+ * that table is would name garbage. */
+static const struct wl_op ops_sparse_copy[] = {
+    {WL_DISCARD, 0, 24 * KB, 0},         /* frees three clusters of data (prep_io) */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 4 * MB + 8192, 8192, 0},  /* table 0, second slice */
+    {WL_WRITE, 12 * MB, 8192, 0},        /* table 1, in a freed cluster */
+    {WL_WRITE, 20 * MB + 100, 3000, 0},  /* table 2, a partial cluster */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 1 * MB, 8192, 0},         /* first slice of table 0 */
+    {WL_WRITE, 28 * MB - 8192, 8192, 0}, /* table 3, its last entry */
+    {WL_WRITE, 12 * MB + 8192, 8192, 0},
+    {WL_END, 0, 0, 0},
+};
+
 static struct wl_op ops_random_backing[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
 
 const struct workload wl_workloads[] = {
@@ -513,6 +533,10 @@ const struct workload wl_workloads[] = {
      .cluster_size = 4096, .ops = ops_alloc_write},
     {.name = "alloc_write_64k", .create_opts = "cluster_size=65536", .size = "2M",
      .cluster_size = 65536, .ops = ops_alloc_write_64k},
+    {.name = "sparse_copy", .create_opts = "cluster_size=8192", .size = "28M",
+     .cluster_size = 8192, .l2_cache_size = 16384, .prep_io = "write -P 0x5a 0 24k",
+     .ops = ops_sparse_copy,
+     .crash_aimed = true},
     {.name = "alloc_write_backing", .create_opts = "cluster_size=4096", .size = "8M",
      .cluster_size = 4096, .backing_opts = "cluster_size=65536", .backing_size = "8M",
      .backing_io = "write -P 0x11 0 3M;write -P 0x22 5M 1M", .ops = ops_backing_write},

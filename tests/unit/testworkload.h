@@ -66,6 +66,8 @@ struct workload {
     bool data_file;           /* an external data file "<name>.data.raw", data_file_raw=on */
     const struct wl_op *ops;  /* ends with WL_END */
     bool big;                 /* only with CRASH_FULL=1 (make stress) */
+    uint64_t l2_cache_size;   /* the recording's L2 cache (0: the default); a cache smaller
+                               * than the disk's tables splits them into 4 KiB slices */
     bool crash_aimed;         /* written for the crash model: test_ioerror sweeps it only
                                * with IOERROR_FULL=1, to keep make check's time */
     bool copied_window;       /* a version 2 image (no dirty bit) under snapshot operations:
