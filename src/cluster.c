@@ -480,8 +480,11 @@ int cluster_link_new_tables(struct qcow2_image *img)
     if (!img->l1_pending_any)
         return 0;
     /* Order: the tables' refcounts, then the tables (synced, after the data their entries
-     * point to: the cache's own prerequisites), then the L1 entries. */
-    int ret = cache_flush(img->refcount_cache);
+     * point to: the cache's own prerequisites), then the L1 entries. A dirty image (lazy
+     * refcounts) keeps its refcounts in memory until close, as write_caches() does: the dirty
+     * bit has every opener rebuild them, and a crash must leave them as stale as the bit
+     * says (dirty_repair.sh repairs such an image). */
+    int ret = img->dirty ? 0 : cache_flush(img->refcount_cache);
     if (ret == 0)
         ret = cache_flush(img->l2_cache);
     if (ret < 0)
