@@ -1082,11 +1082,15 @@ void cluster_abort(struct qcow2_image *img, struct l2_meta *m)
         refcount_free_clusters(img, m->alloc_offset, (uint64_t)m->nb_clusters << img->cluster_bits);
 }
 
-int cluster_flush_metadata(struct qcow2_image *img)
+int cluster_write_switches(struct qcow2_image *img)
 {
     int ret = cluster_link_new_tables(img);
-    if (ret == 0)
-        ret = header_write_pending_switches(img);
+    return ret < 0 ? ret : header_write_pending_switches(img);
+}
+
+int cluster_flush_metadata(struct qcow2_image *img)
+{
+    int ret = cluster_write_switches(img);
     if (ret == 0)
         ret = cache_flush(img->l2_cache);
     if (ret == 0)

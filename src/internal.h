@@ -763,6 +763,9 @@ int cluster_alloc_l2_table(struct qcow2_image *img, uint64_t l1_index);
  * memory: every metadata flush (cluster_flush_metadata, qcow2_flush), L1 growth, snapshot
  * operations. Under `lock`. */
 int cluster_link_new_tables(struct qcow2_image *img);
+/* New L2 tables linked (above), then the pending header and table switches written
+ * (header_write_pending_switches): the first metadata step of every flush and close. */
+int cluster_write_switches(struct qcow2_image *img);
 int cluster_ensure_l1_size(struct qcow2_image *img, uint64_t min_size);
 
 /* Write path, in call order: wait for overlapping in-flight records (may return -EAGAIN after

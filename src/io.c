@@ -485,9 +485,7 @@ int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_
 
 static int write_caches(struct qcow2_image *img)
 {
-    int ret = cluster_link_new_tables(img);
-    if (ret == 0)
-        ret = header_write_pending_switches(img);
+    int ret = cluster_write_switches(img);
     if (ret == 0)
         ret = cache_write(img->l2_cache);
     /* With lazy refcounts the refcounts stay in memory until close; the dirty bit covers
@@ -530,9 +528,7 @@ int qcow2_flush(struct qcow2_image *img)
 int io_close_writable(struct qcow2_image *img)
 {
     pthread_mutex_lock(&img->lock);
-    int ret = cluster_link_new_tables(img);
-    if (ret == 0)
-        ret = header_write_pending_switches(img);
+    int ret = cluster_write_switches(img);
     /* Before the final flush: the data the bitmaps describe is written by then. */
     if (ret == 0)
         ret = bitmap_store(img);

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "testharness.h"
+#include "testworkload.h"
 
 static unsigned long long ull(uint64_t v)
 {
@@ -1262,15 +1263,6 @@ static long long json_field(const char *json, const char *key)
     return p ? strtoll(p + strlen(pat), NULL, 10) : 0;
 }
 
-/* QCOW2_TEST_NO_QEMU_CHECK=1 (make check-asan): the sanitized tree checks our records,
- * entries and data, and leaves QEMU's side of each case (its own writes, its check, its
- * compare) to the normal tree, which runs every case through it. */
-static bool qemu_oracle(void)
-{
-    const char *e = getenv("QCOW2_TEST_NO_QEMU_CHECK");
-    return !(e && *e && strcmp(e, "0") != 0);
-}
-
 /* Our own check of `name`, reported as qemu-img check's exit status would be. */
 static struct check_out our_check(const char *name)
 {
@@ -1289,10 +1281,13 @@ static struct check_out our_check(const char *name)
     return r;
 }
 
+/* Under QCOW2_TEST_NO_QEMU_CHECK=1 (make check-asan, wl_qemu_checks_wanted) the sanitized
+ * tree checks our records, entries and data, and leaves QEMU's side of each case (its own
+ * writes, its check, its compare) to the normal tree, which runs every case through it. */
 static struct check_out qemu_check(const char *name)
 {
     struct check_out r = {.status = -1};
-    if (!qemu_oracle())
+    if (!wl_qemu_checks_wanted())
         return our_check(name);
     char cmd[8400];
     snprintf(cmd, sizeof(cmd), "qemu-img check --output=json '%s/%s' 2>/dev/null", g_dir, name);
@@ -1569,7 +1564,7 @@ static void run_cases(bool ext, enum state st, bool backing, const struct wcase 
     CHECK_MSG(qcow2_close(img) == 0, "%s: close", tag);
 
     /* Step 3: QEMU does the same writes and leaves the same entries. */
-    if (qemu_oracle())
+    if (wl_qemu_checks_wanted())
         compare_with_qemu(name, oracle, tag, cases, nb, pre_e, pre_b);
     /* Step 4: consistency and data. */
     struct qcow2_image *ours = open_image(name, true);
@@ -1587,7 +1582,7 @@ static void run_cases(bool ext, enum state st, bool backing, const struct wcase 
         qcow2_close(ours);
     }
     CHECK_CLEAN(name);
-    if (qemu_oracle()) {
+    if (wl_qemu_checks_wanted()) {
         CHECK(write_file(model, expect, IMG_SIZE) == 0);
         int rc = run_cmd("cd '%s' && qemu-img compare -q -f qcow2 -F raw '%s' '%s'", g_dir,
                          name, model);
