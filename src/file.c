@@ -173,11 +173,6 @@ static int posix_falloc(void *ctx, int mode, uint64_t offset, uint64_t count)
 #endif
 }
 
-static int posix_allocate(void *ctx, uint64_t offset, uint64_t count)
-{
-    return posix_falloc(ctx, 0, offset, count);
-}
-
 static int posix_discard(void *ctx, uint64_t offset, uint64_t count)
 {
 #ifdef FALLOC_FL_PUNCH_HOLE
@@ -234,7 +229,6 @@ static const struct qcow2_file_ops posix_ops = {
     .size = posix_size,
     .truncate = posix_truncate,
     .zero = posix_zero,
-    .allocate = posix_allocate,
     .discard = posix_discard,
     .status = posix_status,
     .allocated_bytes = posix_allocated_bytes,
@@ -619,18 +613,6 @@ int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count)
         return -EROFS;
     int ret = f->ops->zero ? f->ops->zero(f->ctx, offset, count) : -ENOTSUP;
     if (ret == 0) /* zeroing past the end extends the file (reading zeros, still) */
-        grow_known_size(f, offset + count);
-    return ret;
-}
-
-int file_allocate_zeroed(struct qcow2_file *f, uint64_t offset, uint64_t count)
-{
-    if (f->read_only)
-        return -EROFS;
-    int ret = f->ops->allocate ? f->ops->allocate(f->ctx, offset, count) : -ENOTSUP;
-    if (ret == -ENOTSUP)
-        return file_zero(f, offset, count);
-    if (ret == 0)
         grow_known_size(f, offset + count);
     return ret;
 }
