@@ -24,6 +24,7 @@ struct table_cache {
     struct qcow2_image *img;
     const char *what;
     size_t table_size;
+    unsigned table_bits; /* log2(table_size): slot arithmetic shifts, it does not divide */
     unsigned nb_entries;
     struct cache_entry *entries;
     uint8_t *tables;
@@ -60,7 +61,7 @@ static unsigned bucket_of(const struct table_cache *c, uint64_t offset)
 
 static uint8_t *table_of(const struct table_cache *c, uint32_t i)
 {
-    return c->tables + (size_t)i * c->table_size;
+    return c->tables + ((size_t)i << c->table_bits);
 }
 
 /* Memory for the tables. A big cache is backed by huge pages where the system offers them
@@ -91,6 +92,7 @@ struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t 
     c->img = img;
     c->what = what;
     c->table_size = table_size;
+    c->table_bits = (unsigned)__builtin_ctzll(table_size);
     c->nb_entries = nb_entries;
     c->nb_buckets = 1;
     while (c->nb_buckets < nb_entries * 2)
@@ -279,6 +281,8 @@ int cache_flush(struct table_cache *c)
 
 int cache_set_dependency(struct table_cache *c, struct table_cache *dep)
 {
+    if (c->depends == dep && !dep->depends)
+        return 0; /* every allocating write asks again: the usual answer, in two loads */
     /* Only one level of dependency is kept: resolve deeper chains now. */
     if (dep->depends) {
         int ret = cache_flush(dep->depends);
@@ -458,8 +462,13 @@ int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count)
 static uint32_t index_of(const struct table_cache *c, const void *table)
 {
     size_t d = (size_t)((const uint8_t *)table - c->tables);
-    assert(d % c->table_size == 0 && d / c->table_size < c->nb_entries);
-    return (uint32_t)(d / c->table_size);
+    assert((d & (c->table_size - 1)) == 0 && (d >> c->table_bits) < c->nb_entries);
+    return (uint32_t)(d >> c->table_bits);
+}
+
+bool cache_holds(const struct table_cache *c, const void *table, uint64_t offset)
+{
+    return table && c->entries[index_of(c, table)].offset == offset;
 }
 
 void cache_put(struct table_cache *c, void **table)

@@ -125,6 +125,33 @@ static int find_l2_slice_for_write(struct qcow2_image *img, uint64_t offset, voi
     return ret;
 }
 
+/* Remember in `m` where the slice mapping m->offset lies, for cluster_link_l2(): what
+ * find_l2_slice_for_write() just found, under the condition of its fast path (a table we
+ * own, aligned), which link re-checks before it trusts the pointer. */
+static void remember_slice(const struct qcow2_image *img, struct l2_meta *m, void *slice)
+{
+    uint64_t l1_entry = l1_entry_of(img, offset_to_l1_index(img, m->offset));
+    uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
+    if (!slice || !(l1_entry & QCOW2_OFLAG_COPIED) || !l2_offset ||
+        (l2_offset & (img->cluster_size - 1)))
+        return;
+    m->l2_slice = slice;
+    m->l2_slice_at = slice_offset_in(img, l2_offset, m->offset);
+    m->l2_l1_entry = l1_entry;
+}
+
+/* The slice remembered in `m`, if it is still the one find_l2_slice_for_write() would find:
+ * the same L1 entry (so the same table, still ours) and the slice still cached where it was.
+ * NULL otherwise. */
+static void *remembered_slice(struct qcow2_image *img, const struct l2_meta *m)
+{
+    if (!m->l2_slice_at ||
+        l1_entry_of(img, offset_to_l1_index(img, m->offset)) != m->l2_l1_entry ||
+        !cache_holds(img->l2_cache, m->l2_slice, m->l2_slice_at))
+        return NULL;
+    return m->l2_slice;
+}
+
 /* Host offset of a NORMAL / ZERO_ALLOC / UNALLOCATED_ALLOC entry, validated. */
 static int entry_host_offset(struct qcow2_image *img, uint64_t entry, uint64_t guest,
                              uint64_t *host)
@@ -742,15 +769,6 @@ void cluster_data_guard_end(struct qcow2_image *img, struct data_guard *g)
     }
 }
 
-void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)
-{
-    (void)img;
-    assert(offset_into_cluster(img, m->offset) == 0);
-    assert(m->nb_clusters > 0);
-    assert(m->cow_start.offset + m->cow_start.nb_bytes <= m->cow_end.offset);
-    assert(m->cow_end.offset + m->cow_end.nb_bytes <= (uint64_t)m->nb_clusters << img->cluster_bits);
-}
-
 /* Does this L2 entry need a new host cluster before it can be written? Only clusters that
  * we own alone (COPIED) with a host offset can be written in place. */
 static bool needs_new_cluster(const struct qcow2_image *img, uint64_t entry)
@@ -837,13 +855,14 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     int ret = find_l2_slice_for_write(img, offset, &slice, &idx);
     if (ret < 0)
         return ret;
+    assert(slice); /* created when missing */
     uint64_t in_cluster = offset_into_cluster(img, offset);
     uint64_t want_clusters =
         align_up_pow2(in_cluster + *bytes, img->cluster_size) >> img->cluster_bits;
     /* One record covers at most one L2 slice, and a bounded number of clusters. */
     uint64_t max_clusters = MIN(MIN(want_clusters, img->l2_slice_size - idx),
                                 CLUSTER_MAX_META_CLUSTERS);
-    uint64_t e0 = slice ? l2_get_entry(img, slice, idx) : 0;
+    uint64_t e0 = l2_get_entry(img, slice, idx);
     bool keep = !needs_new_cluster(img, e0);
 
     memset(m, 0, sizeof(*m));
@@ -870,16 +889,15 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
                 goto out;
         }
     } else {
-        while (n < max_clusters &&
-               needs_new_cluster(img, slice ? l2_get_entry(img, slice, idx + n) : 0))
+        while (n < max_clusters && needs_new_cluster(img, l2_get_entry(img, slice, idx + n)))
             n++;
     }
     uint64_t len = MIN(*bytes, (n << img->cluster_bits) - in_cluster);
 
     /* COW regions from the first and last written subclusters. */
-    uint64_t first_e = e0, first_b = slice ? l2_get_bitmap(img, slice, idx) : 0;
-    uint64_t last_e = slice ? l2_get_entry(img, slice, idx + n - 1) : 0;
-    uint64_t last_b = slice ? l2_get_bitmap(img, slice, idx + n - 1) : 0;
+    uint64_t first_e = e0, first_b = l2_get_bitmap(img, slice, idx);
+    uint64_t last_e = l2_get_entry(img, slice, idx + n - 1);
+    uint64_t last_b = l2_get_bitmap(img, slice, idx + n - 1);
     uint64_t data_from = in_cluster, data_to = in_cluster + len;
     uint64_t last_base = (n - 1) << img->cluster_bits;
     uint64_t cs_from, cs_to;
@@ -924,6 +942,7 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
             goto out;
     }
     cluster_assert_meta(img, m);
+    remember_slice(img, m, slice);
     *bytes = len;
 out:
     return ret;
@@ -1036,19 +1055,23 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
     int ret = cluster_mark_dirty_for_update(img);
     if (ret < 0)
         return ret;
-    void *slice;
-    uint64_t idx;
-    ret = find_l2_slice_for_write(img, m->offset, &slice, &idx);
-    if (ret < 0)
-        return ret;
+    uint64_t idx = offset_to_l2_slice_index(img, m->offset);
+    void *slice = remembered_slice(img, m);
+    if (!slice) {
+        ret = find_l2_slice_for_write(img, m->offset, &slice, &idx);
+        if (ret < 0)
+            return ret;
+    }
     assert(slice && idx + m->nb_clusters <= img->l2_slice_size);
+    /* One pass: remember the old entries (to free what they pointed to), link the new ones. */
     uint64_t old[m->nb_clusters];
+    bool frees = false, set_bitmap = img->extended_l2 && !m->prealloc;
     for (uint64_t i = 0; i < m->nb_clusters; i++) {
-        uint64_t e = l2_get_entry(img, slice, idx + i);
-        old[i] = e;
+        old[i] = l2_get_entry(img, slice, idx + i);
+        frees |= (old[i] & (QCOW2_OFLAG_COMPRESSED | L2E_OFFSET_MASK)) != 0;
         uint64_t host = m->alloc_offset + (i << img->cluster_bits);
         l2_set_entry(img, slice, idx + i, host | QCOW2_OFLAG_COPIED);
-        if (img->extended_l2 && !m->prealloc)
+        if (set_bitmap)
             l2_set_bitmap(img, slice, idx + i,
                           linked_bitmap(img, m, i, l2_get_bitmap(img, slice, idx + i)));
     }
@@ -1057,14 +1080,11 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
      * readable that were just written. */
     cluster_publish_l2(img, slice);
     slice = NULL; /* not pinned: unusable once the lock may be dropped below */
-    if (m->keep_old_clusters)
+    /* Kept clusters are the ones linked again: nothing to free. */
+    if (m->keep_old_clusters || !frees)
         return 0;
-    bool frees = false;
-    for (uint64_t i = 0; i < m->nb_clusters; i++)
-        frees |= (old[i] & QCOW2_OFLAG_COMPRESSED) || (old[i] & L2E_OFFSET_MASK);
-    if (frees)
-        wait_older_guards(img, m->offset,
-                         m->offset + ((uint64_t)m->nb_clusters << img->cluster_bits));
+    wait_older_guards(img, m->offset,
+                      m->offset + ((uint64_t)m->nb_clusters << img->cluster_bits));
     /* Only now may the replaced clusters lose their reference. The entries are linked: from
      * here on the write has succeeded, and a failure to free only leaks the old clusters
      * (the caller must not abort and free the new ones). */

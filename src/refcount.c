@@ -37,7 +37,9 @@ static unsigned long long ull(uint64_t v)
 /* Entry encoding. Widths below a byte are packed LSB first (entry 0 in bit 0 of byte 0);
  * 16, 32 and 64 bit entries are big-endian. */
 
-uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index)
+/* refcount_block_get/set, inlined into the allocation fast path (alloc_in_free_block). */
+static inline uint64_t block_get(const struct qcow2_image *img, const void *block,
+                                 uint64_t index)
 {
     const uint8_t *b = block;
     assert(index < entries_per_block(img));
@@ -62,8 +64,8 @@ uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, ui
     return 0;
 }
 
-void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t index,
-                        uint64_t value)
+static inline void block_set(const struct qcow2_image *img, void *block, uint64_t index,
+                             uint64_t value)
 {
     uint8_t *b = block;
     assert(index < entries_per_block(img));
@@ -93,6 +95,17 @@ void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t ind
         return;
     }
     assert(!"refcount_order out of range");
+}
+
+uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index)
+{
+    return block_get(img, block, index);
+}
+
+void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t index,
+                        uint64_t value)
+{
+    block_set(img, block, index, value);
 }
 
 void refcount_set_order(struct qcow2_image *img, unsigned order)
@@ -718,22 +731,32 @@ static int64_t alloc_in_free_block(struct qcow2_image *img, uint64_t n)
         !(img->refcount_table[rt] & REFT_OFFSET_MASK) ||
         idx + n - 1 > QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)
         return 0;
-    void *block;
-    int ret = load_block(img, rt, &block);
-    if (ret < 0)
-        return ret;
-    for (uint64_t k = 0; k < n; k++) {
-        if (refcount_block_get(img, block, first + k) != 0) {
-            cache_put(img->refcount_cache, &block);
-            return 0;
-        }
+    /* A cached block was checked when it was read (load_block): looked at without a pin, as
+     * nothing below calls the cache again before it is marked dirty. Only the table entry's
+     * own checks are made again (they cost two tests); a miss takes load_block(). */
+    uint64_t entry = img->refcount_table[rt];
+    uint64_t offset = entry & REFT_OFFSET_MASK;
+    void *block = NULL;
+    if (!(entry & REFT_RESERVED_MASK) && !offset_into_cluster(img, offset))
+        block = (void *)cache_find(img->refcount_cache, offset);
+    bool pinned = !block;
+    if (pinned) {
+        int ret = load_block(img, rt, &block);
+        if (ret < 0)
+            return ret;
     }
-    for (uint64_t k = 0; k < n; k++)
-        refcount_block_set(img, block, first + k, 1);
-    cache_mark_dirty(img->refcount_cache, block);
-    cache_put(img->refcount_cache, &block);
-    img->free_cluster_index = idx + n;
-    return (int64_t)(idx << img->cluster_bits);
+    uint64_t k = 0;
+    while (k < n && block_get(img, block, first + k) == 0)
+        k++;
+    if (k == n) {
+        for (k = 0; k < n; k++)
+            block_set(img, block, first + k, 1);
+        cache_mark_dirty(img->refcount_cache, block);
+        img->free_cluster_index = idx + n;
+    }
+    if (pinned)
+        cache_put(img->refcount_cache, &block);
+    return k == n ? (int64_t)(idx << img->cluster_bits) : 0;
 }
 
 int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size)
