@@ -32,6 +32,10 @@ struct table_cache {
     unsigned nb_buckets; /* power of two */
     uint64_t lru_clock;
     uint32_t hand; /* where find_victim() looks first: just past the last slot it took */
+    /* The slot cache_find() found last, a hint checked against the offset before use:
+     * consecutive requests mostly map through the same slice and count in the same refcount
+     * block, so one compare replaces the hash and the chain walk. */
+    uint32_t last_found;
     struct table_cache *depends; /* must be flushed before we write */
     /* Before any of our tables is written, `sync_file` must be durable up to `sync_point`
      * (0: nothing to wait for): the guest data that changed L2 entries make readable. */
@@ -86,6 +90,7 @@ struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t 
                               unsigned nb_entries)
 {
     assert(IS_POWER_OF_2(table_size)); /* lookups mask, they do not divide */
+    assert(nb_entries > 0);            /* cache_find() looks at slot 0 before any lookup */
     struct table_cache *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -394,9 +399,13 @@ const void *cache_find(struct table_cache *c, uint64_t offset)
      * only read the entries, and their cache lines stay shared between CPUs instead of
      * moving with every request. An entry stamped within the last eighth of the cache's
      * stamps is young enough that no eviction would pick it anyway. */
-    uint32_t i = lookup(c, offset);
-    if (i == NO_ENTRY)
-        return NULL;
+    uint32_t i = c->last_found;
+    if (offset == 0 || c->entries[i].offset != offset) {
+        i = lookup(c, offset);
+        if (i == NO_ENTRY)
+            return NULL;
+        c->last_found = i;
+    }
     if (c->lru_clock - c->entries[i].lru > c->nb_entries / 8)
         c->entries[i].lru = ++c->lru_clock;
     return table_of(c, i);

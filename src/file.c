@@ -47,17 +47,27 @@ static int posix_pread(void *ctx, void *buf, size_t count, uint64_t offset)
     return 0;
 }
 
+static __attribute__((noinline)) int pwritev_all(struct posix_file *pf,
+                                                  const struct iovec *iov, int iovcnt,
+                                                  uint64_t offset);
+
 static int posix_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_t offset)
 {
     struct posix_file *pf = ctx;
     /* One buffer written whole (most guest writes): no copy of the vector to walk. A short
-     * or failed write is done again by the general loop below: the same bytes at the same
-     * place, which reports the error or finishes the rest. */
-    if (iovcnt == 1 && iov[0].iov_len > 0) {
-        ssize_t n = pwrite(pf->fd, iov[0].iov_base, iov[0].iov_len, (off_t)offset);
-        if ((size_t)n == iov[0].iov_len)
-            return 0;
-    }
+     * or failed write is done again by pwritev_all(): the same bytes at the same place,
+     * which reports the error or finishes the rest. */
+    if (iovcnt == 1 && iov[0].iov_len > 0 &&
+        pwrite(pf->fd, iov[0].iov_base, iov[0].iov_len, (off_t)offset) ==
+            (ssize_t)iov[0].iov_len)
+        return 0;
+    return pwritev_all(pf, iov, iovcnt, offset);
+}
+
+/* Write the whole vector, through short writes and interruptions. */
+static int pwritev_all(struct posix_file *pf, const struct iovec *iov, int iovcnt,
+                       uint64_t offset)
+{
     struct iovec local[64];
     struct iovec *v = local;
     if (iovcnt > 64) {

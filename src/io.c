@@ -21,7 +21,18 @@ static int check_layout_intact(struct qcow2_image *img)
     return 0;
 }
 
-static int check_request(struct qcow2_image *img, uint64_t offset, uint64_t count)
+static int check_request_slow(struct qcow2_image *img, uint64_t offset, uint64_t count);
+
+/* Every request asks: the usual answer inlined (an intact image, a range inside it). */
+static inline int check_request(struct qcow2_image *img, uint64_t offset, uint64_t count)
+{
+    if (!img->layout_damaged && !img->opts.inspect_only && offset <= img->size &&
+        count <= img->size - offset)
+        return 0;
+    return check_request_slow(img, offset, count);
+}
+
+static int check_request_slow(struct qcow2_image *img, uint64_t offset, uint64_t count)
 {
     int ret = check_layout_intact(img);
     if (ret < 0)
