@@ -568,11 +568,6 @@ int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint
     return ret;
 }
 
-uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end)
-{
-    return MAX(initial_end, __atomic_load_n(&f->written_end, __ATOMIC_RELAXED));
-}
-
 /* Flushes are numbered when they begin: flush number t covers every write that completed
  * before t was handed out. `flush_begun` counts the numbers handed out, `flush_done` is the
  * highest number whose flush succeeded (a failed flush proves nothing, not even for the writes
@@ -590,12 +585,6 @@ int file_flush(struct qcow2_file *f)
             ;
     }
     return ret;
-}
-
-uint64_t file_sync_point(struct qcow2_file *f)
-{
-    /* A flush numbered above the ones begun so far begins after this call. */
-    return __atomic_load_n(&f->flush_begun, __ATOMIC_SEQ_CST) + 1;
 }
 
 bool file_is_synced(struct qcow2_file *f, uint64_t point)

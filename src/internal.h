@@ -156,7 +156,12 @@ int file_flush(struct qcow2_file *f);
  * writes are durable once file_is_synced(f, point), which a successful file_flush() begun
  * after the call makes true, whichever thread issues it. file_sync_to() flushes only when no
  * such flush has completed yet. Safe without any lock. */
-uint64_t file_sync_point(struct qcow2_file *f);
+static inline uint64_t file_sync_point(struct qcow2_file *f)
+{
+    /* A flush numbered above the ones begun so far begins after this call. (Inline: every
+     * allocating write asks once.) */
+    return __atomic_load_n(&f->flush_begun, __ATOMIC_SEQ_CST) + 1;
+}
 bool file_is_synced(struct qcow2_file *f, uint64_t point);
 int file_sync_to(struct qcow2_file *f, uint64_t point);
 int64_t file_size(struct qcow2_file *f);
@@ -174,7 +179,10 @@ int file_status(struct qcow2_file *f, uint64_t offset, uint64_t *count, bool *da
 int64_t file_allocated_bytes(struct qcow2_file *f);
 /* Host bytes at or past this offset were never written through this handle: they read as
  * zeros if they were past the end of the file when it was opened (`initial_end`). */
-uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end);
+static inline uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end)
+{
+    return MAX(initial_end, __atomic_load_n(&f->written_end, __ATOMIC_RELAXED));
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* header.c: cluster 0, parsed. */
