@@ -24,6 +24,7 @@ struct table_cache {
     struct qcow2_image *img;
     const char *what;
     size_t table_size;
+    unsigned table_bits; /* log2(table_size): slot arithmetic shifts, it does not divide */
     unsigned nb_entries;
     struct cache_entry *entries;
     uint8_t *tables;
@@ -31,6 +32,10 @@ struct table_cache {
     unsigned nb_buckets; /* power of two */
     uint64_t lru_clock;
     uint32_t hand; /* where find_victim() looks first: just past the last slot it took */
+    /* The slot cache_find() found last, a hint checked against the offset before use:
+     * consecutive requests mostly map through the same slice and count in the same refcount
+     * block, so one compare replaces the hash and the chain walk. */
+    uint32_t last_found;
     struct table_cache *depends; /* must be flushed before we write */
     /* Before any of our tables is written, `sync_file` must be durable up to `sync_point`
      * (0: nothing to wait for): the guest data that changed L2 entries make readable. */
@@ -60,7 +65,7 @@ static unsigned bucket_of(const struct table_cache *c, uint64_t offset)
 
 static uint8_t *table_of(const struct table_cache *c, uint32_t i)
 {
-    return c->tables + (size_t)i * c->table_size;
+    return c->tables + ((size_t)i << c->table_bits);
 }
 
 /* Memory for the tables. A big cache is backed by huge pages where the system offers them
@@ -85,12 +90,14 @@ struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t 
                               unsigned nb_entries)
 {
     assert(IS_POWER_OF_2(table_size)); /* lookups mask, they do not divide */
+    assert(nb_entries > 0);            /* cache_find() looks at slot 0 before any lookup */
     struct table_cache *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
     c->img = img;
     c->what = what;
     c->table_size = table_size;
+    c->table_bits = (unsigned)__builtin_ctzll(table_size);
     c->nb_entries = nb_entries;
     c->nb_buckets = 1;
     while (c->nb_buckets < nb_entries * 2)
@@ -279,6 +286,8 @@ int cache_flush(struct table_cache *c)
 
 int cache_set_dependency(struct table_cache *c, struct table_cache *dep)
 {
+    if (c->depends == dep && !dep->depends)
+        return 0; /* every allocating write asks again: the usual answer, in two loads */
     /* Only one level of dependency is kept: resolve deeper chains now. */
     if (dep->depends) {
         int ret = cache_flush(dep->depends);
@@ -390,9 +399,13 @@ const void *cache_find(struct table_cache *c, uint64_t offset)
      * only read the entries, and their cache lines stay shared between CPUs instead of
      * moving with every request. An entry stamped within the last eighth of the cache's
      * stamps is young enough that no eviction would pick it anyway. */
-    uint32_t i = lookup(c, offset);
-    if (i == NO_ENTRY)
-        return NULL;
+    uint32_t i = c->last_found;
+    if (offset == 0 || c->entries[i].offset != offset) {
+        i = lookup(c, offset);
+        if (i == NO_ENTRY)
+            return NULL;
+        c->last_found = i;
+    }
     if (c->lru_clock - c->entries[i].lru > c->nb_entries / 8)
         c->entries[i].lru = ++c->lru_clock;
     return table_of(c, i);
@@ -458,8 +471,13 @@ int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count)
 static uint32_t index_of(const struct table_cache *c, const void *table)
 {
     size_t d = (size_t)((const uint8_t *)table - c->tables);
-    assert(d % c->table_size == 0 && d / c->table_size < c->nb_entries);
-    return (uint32_t)(d / c->table_size);
+    assert((d & (c->table_size - 1)) == 0 && (d >> c->table_bits) < c->nb_entries);
+    return (uint32_t)(d >> c->table_bits);
+}
+
+bool cache_holds(const struct table_cache *c, const void *table, uint64_t offset)
+{
+    return table && c->entries[index_of(c, table)].offset == offset;
 }
 
 void cache_put(struct table_cache *c, void **table)

@@ -109,20 +109,53 @@ int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, enum l2_need 
  * write looks up its slice twice (to plan, to link): a table we own (COPIED) whose slice is
  * cached needs neither the pin nor the past-EOF test, which it passed when it was read (or
  * it is a table we allocated), as for reads (peek_l2_slice). */
-static int find_l2_slice_for_write(struct qcow2_image *img, uint64_t offset, void **slice,
-                                   uint64_t *slice_index)
+static __attribute__((noinline)) int get_l2_slice_for_write(struct qcow2_image *img,
+                                                             uint64_t offset, void **slice,
+                                                             uint64_t *slice_index);
+
+static inline int find_l2_slice_for_write(struct qcow2_image *img, uint64_t offset,
+                                          void **slice, uint64_t *slice_index,
+                                          struct l2_meta *remember)
 {
     *slice_index = offset_to_l2_slice_index(img, offset);
     uint64_t l1_entry = l1_entry_of(img, offset_to_l1_index(img, offset));
     uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
-    if ((l1_entry & QCOW2_OFLAG_COPIED) && l2_offset && !(l2_offset & (img->cluster_size - 1)) &&
-        (*slice = (void *)cache_find(img->l2_cache, slice_offset_in(img, l2_offset, offset))))
-        return 0;
+    if ((l1_entry & QCOW2_OFLAG_COPIED) && l2_offset && !(l2_offset & (img->cluster_size - 1))) {
+        uint64_t at = slice_offset_in(img, l2_offset, offset);
+        *slice = (void *)cache_find(img->l2_cache, at);
+        if (*slice) {
+            if (remember) { /* see struct l2_meta: checked again by remembered_slice() */
+                remember->l2_slice = *slice;
+                remember->l2_slice_at = at;
+                remember->l2_l1_entry = l1_entry;
+            }
+            return 0;
+        }
+    }
+    return get_l2_slice_for_write(img, offset, slice, slice_index);
+}
+
+/* find_l2_slice_for_write() for a table to create or copy, or a slice not cached. */
+static int get_l2_slice_for_write(struct qcow2_image *img, uint64_t offset, void **slice,
+                                  uint64_t *slice_index)
+{
     void *pinned;
     int ret = cluster_get_l2_slice(img, offset, L2_CREATE, &pinned, slice_index);
     *slice = pinned;
     cache_put(img->l2_cache, &pinned);
     return ret;
+}
+
+/* The slice remembered in `m`, if it is still the one find_l2_slice_for_write() would find:
+ * the same L1 entry (so the same table, still ours) and the slice still cached where it was.
+ * NULL otherwise. */
+static void *remembered_slice(struct qcow2_image *img, const struct l2_meta *m)
+{
+    if (!m->l2_slice_at ||
+        l1_entry_of(img, offset_to_l1_index(img, m->offset)) != m->l2_l1_entry ||
+        !cache_holds(img->l2_cache, m->l2_slice, m->l2_slice_at))
+        return NULL;
+    return m->l2_slice;
 }
 
 /* Host offset of a NORMAL / ZERO_ALLOC / UNALLOCATED_ALLOC entry, validated. */
@@ -742,15 +775,6 @@ void cluster_data_guard_end(struct qcow2_image *img, struct data_guard *g)
     }
 }
 
-void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)
-{
-    (void)img;
-    assert(offset_into_cluster(img, m->offset) == 0);
-    assert(m->nb_clusters > 0);
-    assert(m->cow_start.offset + m->cow_start.nb_bytes <= m->cow_end.offset);
-    assert(m->cow_end.offset + m->cow_end.nb_bytes <= (uint64_t)m->nb_clusters << img->cluster_bits);
-}
-
 /* Does this L2 entry need a new host cluster before it can be written? Only clusters that
  * we own alone (COPIED) with a host offset can be written in place. */
 static bool needs_new_cluster(const struct qcow2_image *img, uint64_t entry)
@@ -762,12 +786,23 @@ static bool needs_new_cluster(const struct qcow2_image *img, uint64_t entry)
     return (entry & L2E_OFFSET_MASK) == 0 && !has_data_file(img);
 }
 
+/* Is `entry` compressed or does it name a host cluster? If not, every subcluster it maps is
+ * ZERO_PLAIN, UNALLOCATED_PLAIN or INVALID (subcluster_type()), which the COW bounds below
+ * treat alike: a first write to a cluster needs no classification. */
+static inline bool entry_may_have_host(const struct qcow2_image *img, uint64_t entry)
+{
+    return (entry & (QCOW2_OFLAG_COMPRESSED | L2E_OFFSET_MASK)) ||
+           (has_data_file(img) && (entry & QCOW2_OFLAG_COPIED));
+}
+
 /* Where head COW starts (bytes into the first cluster) for an entry of this kind. */
 static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                                unsigned sc, bool keep_old, uint64_t written_from)
 {
-    enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
     uint64_t sc_start = (uint64_t)sc << img->subcluster_bits;
+    if (!entry_may_have_host(img, entry))
+        return sc_start; /* (the default case below, whatever the bitmap says) */
+    enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
     switch (t) {
     case SC_COMPRESSED:
         return 0;
@@ -792,8 +827,10 @@ static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, ui
 static uint64_t cow_end_to(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                            unsigned sc, bool keep_old, uint64_t written_to)
 {
-    enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
     uint64_t sc_end = (uint64_t)(sc + 1) << img->subcluster_bits;
+    if (!entry_may_have_host(img, entry))
+        return sc_end; /* (the default case below, whatever the bitmap says) */
+    enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
     switch (t) {
     case SC_COMPRESSED:
         return img->cluster_size;
@@ -825,72 +862,27 @@ static bool all_written_normal(const struct qcow2_image *img, uint64_t entry, ui
     return true;
 }
 
-int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
-                          struct l2_meta *m, bool prealloc)
+/* The COW regions of `m` (nb_clusters, keep_old_clusters and prealloc set) for guest data
+ * [data_from, data_to) relative to m->offset, from the first and last written subclusters;
+ * entry `idx` of `slice` maps the first cluster. */
+static void set_cow_regions(const struct qcow2_image *img, struct l2_meta *m, const void *slice,
+                            uint64_t idx, uint64_t data_from, uint64_t data_to)
 {
-    void *slice;
-    uint64_t idx;
-    /* The L2 table comes first (as in QEMU, so that both lay out files alike): a cluster
-     * whose L1 entry is not COPIED is never written in place, so it will be linked. The
-     * slice is not pinned: it is read only before cluster_alloc_data(), whose refcount
-     * updates may write L2 slices (flushes) but never evict one. */
-    int ret = find_l2_slice_for_write(img, offset, &slice, &idx);
-    if (ret < 0)
-        return ret;
-    uint64_t in_cluster = offset_into_cluster(img, offset);
-    uint64_t want_clusters =
-        align_up_pow2(in_cluster + *bytes, img->cluster_size) >> img->cluster_bits;
-    /* One record covers at most one L2 slice, and a bounded number of clusters. */
-    uint64_t max_clusters = MIN(MIN(want_clusters, img->l2_slice_size - idx),
-                                CLUSTER_MAX_META_CLUSTERS);
-    uint64_t e0 = slice ? l2_get_entry(img, slice, idx) : 0;
-    bool keep = !needs_new_cluster(img, e0);
-
-    memset(m, 0, sizeof(*m));
-    m->offset = offset - in_cluster;
-    m->keep_old_clusters = keep;
-    m->prealloc = prealloc;
-
-    uint64_t n = 1, host0 = 0;
-    if (keep) {
-        ret = entry_host_offset(img, e0, offset, &host0);
-        if (ret < 0)
-            goto out;
-        while (n < max_clusters) {
-            uint64_t e = l2_get_entry(img, slice, idx + n);
-            if (needs_new_cluster(img, e) || (e & L2E_OFFSET_MASK) != host0 + (n << img->cluster_bits))
-                break;
-            n++;
-        }
-        /* The clusters are written in place: a hostile L2 entry must not aim guest data at
-         * metadata (QEMU refuses too). An external data file holds no metadata. */
-        if (!has_data_file(img)) {
-            ret = overlap_check(img, host0, n << img->cluster_bits, 0);
-            if (ret < 0)
-                goto out;
-        }
-    } else {
-        while (n < max_clusters &&
-               needs_new_cluster(img, slice ? l2_get_entry(img, slice, idx + n) : 0))
-            n++;
+    uint64_t n = m->nb_clusters;
+    bool keep = m->keep_old_clusters;
+    uint64_t first_e = l2_get_entry(img, slice, idx), first_b = l2_get_bitmap(img, slice, idx);
+    uint64_t last_e = first_e, last_b = first_b;
+    if (n > 1) {
+        last_e = l2_get_entry(img, slice, idx + n - 1);
+        last_b = l2_get_bitmap(img, slice, idx + n - 1);
     }
-    uint64_t len = MIN(*bytes, (n << img->cluster_bits) - in_cluster);
-
-    /* COW regions from the first and last written subclusters. */
-    uint64_t first_e = e0, first_b = slice ? l2_get_bitmap(img, slice, idx) : 0;
-    uint64_t last_e = slice ? l2_get_entry(img, slice, idx + n - 1) : 0;
-    uint64_t last_b = slice ? l2_get_bitmap(img, slice, idx + n - 1) : 0;
-    uint64_t data_from = in_cluster, data_to = in_cluster + len;
     uint64_t last_base = (n - 1) << img->cluster_bits;
-    uint64_t cs_from, cs_to;
-    if (prealloc) {
-        cs_from = data_from;
-        cs_to = data_to;
-    } else {
-        cs_from = cow_start_from(img, first_e, first_b, offset_to_sc_index(img, offset), keep,
-                                 data_from);
+    uint64_t cs_from = data_from, cs_to = data_to;
+    if (!m->prealloc) {
+        cs_from = cow_start_from(img, first_e, first_b, offset_to_sc_index(img, data_from),
+                                 keep, data_from);
         cs_to = last_base + cow_end_to(img, last_e, last_b,
-                                       offset_to_sc_index(img, offset + len - 1), keep,
+                                       offset_to_sc_index(img, data_to - 1), keep,
                                        data_to - last_base);
     }
     /* The COW regions lie in the first and last cluster: with no data there (unallocated or
@@ -900,32 +892,104 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
                   !(last_e & (L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED));
     m->cow_start = (struct cow_region){.offset = cs_from, .nb_bytes = data_from - cs_from};
     m->cow_end = (struct cow_region){.offset = data_to, .nb_bytes = cs_to - data_to};
-    m->nb_clusters = (unsigned)n;
+}
 
-    if (keep) {
-        m->alloc_offset = host0;
-        m->needs_link = false;
-        for (uint64_t i = 0; i < n && !prealloc && !m->needs_link; i++) {
-            uint64_t e = l2_get_entry(img, slice, idx + i);
-            if (!img->extended_l2) {
-                m->needs_link = (e & QCOW2_OFLAG_ZERO) != 0;
-                continue;
-            }
-            uint64_t base = i << img->cluster_bits;
-            uint64_t from = MAX(data_from, base) - base;
-            uint64_t to = MIN(data_to, base + img->cluster_size) - base;
-            m->needs_link = !all_written_normal(img, e, l2_get_bitmap(img, slice, idx + i),
-                                                from, to);
-        }
-    } else {
-        m->needs_link = true;
-        ret = cluster_alloc_data(img, m);
-        if (ret < 0)
-            goto out;
+/* cluster_prepare_write() for clusters written in place (entry `idx` of `slice` is COPIED
+ * with a host cluster): as many as continue it on the host, up to `max_clusters`. */
+static int prepare_in_place(struct qcow2_image *img, struct l2_meta *m, const void *slice,
+                            uint64_t idx, uint64_t offset, uint64_t *bytes,
+                            uint64_t max_clusters)
+{
+    uint64_t in_cluster = offset - m->offset, host0;
+    int ret = entry_host_offset(img, l2_get_entry(img, slice, idx), offset, &host0);
+    if (ret < 0)
+        return ret;
+    uint64_t n = 1;
+    while (n < max_clusters) {
+        uint64_t e = l2_get_entry(img, slice, idx + n);
+        if (needs_new_cluster(img, e) || (e & L2E_OFFSET_MASK) != host0 + (n << img->cluster_bits))
+            break;
+        n++;
     }
-    cluster_assert_meta(img, m);
+    /* The clusters are written in place: a hostile L2 entry must not aim guest data at
+     * metadata (QEMU refuses too). An external data file holds no metadata. */
+    if (!has_data_file(img)) {
+        ret = overlap_check(img, host0, n << img->cluster_bits, 0);
+        if (ret < 0)
+            return ret;
+    }
+    uint64_t len = MIN(*bytes, (n << img->cluster_bits) - in_cluster);
+    uint64_t data_from = in_cluster, data_to = in_cluster + len;
+    m->nb_clusters = (unsigned)n;
+    m->alloc_offset = host0;
+    set_cow_regions(img, m, slice, idx, data_from, data_to);
+    /* A link is needed only where an entry changes: a zero flag to clear, subclusters to
+     * mark allocated. */
+    m->needs_link = false;
+    for (uint64_t i = 0; i < n && !m->prealloc && !m->needs_link; i++) {
+        uint64_t e = l2_get_entry(img, slice, idx + i);
+        if (!img->extended_l2) {
+            m->needs_link = (e & QCOW2_OFLAG_ZERO) != 0;
+            continue;
+        }
+        uint64_t base = i << img->cluster_bits;
+        uint64_t from = MAX(data_from, base) - base;
+        uint64_t to = MIN(data_to, base + img->cluster_size) - base;
+        m->needs_link = !all_written_normal(img, e, l2_get_bitmap(img, slice, idx + i), from, to);
+    }
     *bytes = len;
-out:
+    return 0;
+}
+
+/* cluster_prepare_write() for new clusters (entry `idx` of `slice` needs one): as many as
+ * follow that need one too, up to `max_clusters`, allocated in one run. */
+static int prepare_new_clusters(struct qcow2_image *img, struct l2_meta *m, const void *slice,
+                                uint64_t idx, uint64_t offset, uint64_t *bytes,
+                                uint64_t max_clusters)
+{
+    uint64_t in_cluster = offset - m->offset;
+    uint64_t n = 1;
+    while (n < max_clusters && needs_new_cluster(img, l2_get_entry(img, slice, idx + n)))
+        n++;
+    uint64_t len = MIN(*bytes, (n << img->cluster_bits) - in_cluster);
+    m->nb_clusters = (unsigned)n;
+    m->needs_link = true;
+    set_cow_regions(img, m, slice, idx, in_cluster, in_cluster + len);
+    int ret = cluster_alloc_data(img, m);
+    if (ret < 0)
+        return ret;
+    *bytes = len;
+    return 0;
+}
+
+int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
+                          struct l2_meta *m, bool prealloc)
+{
+    void *slice;
+    uint64_t idx;
+    /* The L2 table comes first (as in QEMU, so that both lay out files alike): a cluster
+     * whose L1 entry is not COPIED is never written in place, so it will be linked. The
+     * slice is not pinned: it is read only before cluster_alloc_data(), whose refcount
+     * updates may write L2 slices (flushes) but never evict one. */
+    memset(m, 0, sizeof(*m));
+    int ret = find_l2_slice_for_write(img, offset, &slice, &idx, m);
+    if (ret < 0)
+        return ret;
+    assert(slice); /* created when missing */
+    uint64_t in_cluster = offset_into_cluster(img, offset);
+    uint64_t want_clusters =
+        align_up_pow2(in_cluster + *bytes, img->cluster_size) >> img->cluster_bits;
+    /* One record covers at most one L2 slice, and a bounded number of clusters. */
+    uint64_t max_clusters = MIN(MIN(want_clusters, img->l2_slice_size - idx),
+                                CLUSTER_MAX_META_CLUSTERS);
+    bool keep = !needs_new_cluster(img, l2_get_entry(img, slice, idx));
+    m->offset = offset - in_cluster;
+    m->keep_old_clusters = keep;
+    m->prealloc = prealloc;
+    ret = keep ? prepare_in_place(img, m, slice, idx, offset, bytes, max_clusters)
+               : prepare_new_clusters(img, m, slice, idx, offset, bytes, max_clusters);
+    if (ret == 0)
+        cluster_assert_meta(img, m);
     return ret;
 }
 
@@ -1027,6 +1091,48 @@ void cluster_publish_l2(struct qcow2_image *img, void *slice)
     cache_mark_dirty(img->l2_cache, slice);
 }
 
+/* Point the entries of `m` at its clusters (entry `idx` of `slice` on) and publish the
+ * slice: it may be written only after the data the entries now make readable. New clusters,
+ * a kept cluster whose entry changes (a zero flag cleared, new subclusters), preallocated
+ * clusters: in every case the entries make host bytes readable that were just written. */
+static void set_linked_entries(struct qcow2_image *img, const struct l2_meta *m, void *slice,
+                               uint64_t idx)
+{
+    bool set_bitmap = img->extended_l2 && !m->prealloc;
+    for (uint64_t i = 0; i < m->nb_clusters; i++) {
+        uint64_t host = m->alloc_offset + (i << img->cluster_bits);
+        l2_set_entry(img, slice, idx + i, host | QCOW2_OFLAG_COPIED);
+        if (set_bitmap)
+            l2_set_bitmap(img, slice, idx + i,
+                          linked_bitmap(img, m, i, l2_get_bitmap(img, slice, idx + i)));
+    }
+    cluster_publish_l2(img, slice);
+}
+
+/* cluster_link_l2() for clusters that replace others holding data (compressed, or shared
+ * with a snapshot): link, then wait for the reads that mapped the old ones, then free them. */
+static __attribute__((noinline)) int link_replacing(struct qcow2_image *img,
+                                                     const struct l2_meta *m, void *slice,
+                                                     uint64_t idx)
+{
+    uint64_t old[m->nb_clusters];
+    for (uint64_t i = 0; i < m->nb_clusters; i++)
+        old[i] = l2_get_entry(img, slice, idx + i);
+    set_linked_entries(img, m, slice, idx);
+    slice = NULL; /* not pinned: unusable once the lock may be dropped below */
+    wait_older_guards(img, m->offset,
+                      m->offset + ((uint64_t)m->nb_clusters << img->cluster_bits));
+    /* Only now may the replaced clusters lose their reference. The entries are linked: from
+     * here on the write has succeeded, and a failure to free only leaks the old clusters
+     * (the caller must not abort and free the new ones). */
+    for (uint64_t i = 0; i < m->nb_clusters; i++) {
+        if (!(old[i] & QCOW2_OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK))
+            continue;
+        (void)refcount_free_l2_entry(img, old[i]);
+    }
+    return 0;
+}
+
 int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
 {
     /* The COW regions and the guest data are written: now the entries may point there. */
@@ -1036,43 +1142,22 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
     int ret = cluster_mark_dirty_for_update(img);
     if (ret < 0)
         return ret;
-    void *slice;
-    uint64_t idx;
-    ret = find_l2_slice_for_write(img, m->offset, &slice, &idx);
-    if (ret < 0)
-        return ret;
+    uint64_t idx = offset_to_l2_slice_index(img, m->offset);
+    void *slice = remembered_slice(img, m);
+    if (!slice) {
+        ret = find_l2_slice_for_write(img, m->offset, &slice, &idx, NULL);
+        if (ret < 0)
+            return ret;
+    }
     assert(slice && idx + m->nb_clusters <= img->l2_slice_size);
-    uint64_t old[m->nb_clusters];
-    for (uint64_t i = 0; i < m->nb_clusters; i++) {
-        uint64_t e = l2_get_entry(img, slice, idx + i);
-        old[i] = e;
-        uint64_t host = m->alloc_offset + (i << img->cluster_bits);
-        l2_set_entry(img, slice, idx + i, host | QCOW2_OFLAG_COPIED);
-        if (img->extended_l2 && !m->prealloc)
-            l2_set_bitmap(img, slice, idx + i,
-                          linked_bitmap(img, m, i, l2_get_bitmap(img, slice, idx + i)));
-    }
-    /* New clusters, a kept cluster whose entry changes (a zero flag cleared, new
-     * subclusters), preallocated clusters: in every case the entries make host bytes
-     * readable that were just written. */
-    cluster_publish_l2(img, slice);
-    slice = NULL; /* not pinned: unusable once the lock may be dropped below */
-    if (m->keep_old_clusters)
-        return 0;
+    /* Clusters replaced (not kept) that held data must lose their reference once linked. */
     bool frees = false;
-    for (uint64_t i = 0; i < m->nb_clusters; i++)
-        frees |= (old[i] & QCOW2_OFLAG_COMPRESSED) || (old[i] & L2E_OFFSET_MASK);
+    for (uint64_t i = 0; i < m->nb_clusters && !m->keep_old_clusters; i++)
+        frees |= (l2_get_entry(img, slice, idx + i) &
+                  (QCOW2_OFLAG_COMPRESSED | L2E_OFFSET_MASK)) != 0;
     if (frees)
-        wait_older_guards(img, m->offset,
-                         m->offset + ((uint64_t)m->nb_clusters << img->cluster_bits));
-    /* Only now may the replaced clusters lose their reference. The entries are linked: from
-     * here on the write has succeeded, and a failure to free only leaks the old clusters
-     * (the caller must not abort and free the new ones). */
-    for (uint64_t i = 0; i < m->nb_clusters; i++) {
-        if (!(old[i] & QCOW2_OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK))
-            continue;
-        (void)refcount_free_l2_entry(img, old[i]);
-    }
+        return link_replacing(img, m, slice, idx);
+    set_linked_entries(img, m, slice, idx);
     return 0;
 }
 

@@ -47,9 +47,27 @@ static int posix_pread(void *ctx, void *buf, size_t count, uint64_t offset)
     return 0;
 }
 
+static __attribute__((noinline)) int pwritev_all(struct posix_file *pf,
+                                                  const struct iovec *iov, int iovcnt,
+                                                  uint64_t offset);
+
 static int posix_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_t offset)
 {
     struct posix_file *pf = ctx;
+    /* One buffer written whole (most guest writes): no copy of the vector to walk. A short
+     * or failed write is done again by pwritev_all(): the same bytes at the same place,
+     * which reports the error or finishes the rest. */
+    if (iovcnt == 1 && iov[0].iov_len > 0 &&
+        pwrite(pf->fd, iov[0].iov_base, iov[0].iov_len, (off_t)offset) ==
+            (ssize_t)iov[0].iov_len)
+        return 0;
+    return pwritev_all(pf, iov, iovcnt, offset);
+}
+
+/* Write the whole vector, through short writes and interruptions. */
+static int pwritev_all(struct posix_file *pf, const struct iovec *iov, int iovcnt,
+                       uint64_t offset)
+{
     struct iovec local[64];
     struct iovec *v = local;
     if (iovcnt > 64) {
@@ -544,11 +562,6 @@ int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint
     return ret;
 }
 
-uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end)
-{
-    return MAX(initial_end, __atomic_load_n(&f->written_end, __ATOMIC_RELAXED));
-}
-
 /* Flushes are numbered when they begin: flush number t covers every write that completed
  * before t was handed out. `flush_begun` counts the numbers handed out, `flush_done` is the
  * highest number whose flush succeeded (a failed flush proves nothing, not even for the writes
@@ -566,12 +579,6 @@ int file_flush(struct qcow2_file *f)
             ;
     }
     return ret;
-}
-
-uint64_t file_sync_point(struct qcow2_file *f)
-{
-    /* A flush numbered above the ones begun so far begins after this call. */
-    return __atomic_load_n(&f->flush_begun, __ATOMIC_SEQ_CST) + 1;
 }
 
 bool file_is_synced(struct qcow2_file *f, uint64_t point)

@@ -149,40 +149,50 @@
 #define BME_TABLE_ENTRY_RESERVED_MASK 0xff000000000001feull
 #define BME_TABLE_ENTRY_ALL_ONES 0x1ull
 
-/* Big-endian helpers: the only place that knows the byte order. */
+/* Big-endian helpers: the only place that knows the byte order. One unaligned load or store
+ * and a byte swap (a single instruction each), not a byte at a time: the L2 and refcount
+ * entries of every request go through here. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define QCOW2_BE16(v) (v)
+#define QCOW2_BE32(v) (v)
+#define QCOW2_BE64(v) (v)
+#else
+#define QCOW2_BE16(v) __builtin_bswap16(v)
+#define QCOW2_BE32(v) __builtin_bswap32(v)
+#define QCOW2_BE64(v) __builtin_bswap64(v)
+#endif
 static inline uint16_t be16_get(const void *p)
 {
-    const uint8_t *b = p;
-    return (uint16_t)((b[0] << 8) | b[1]);
+    uint16_t v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return QCOW2_BE16(v);
 }
 static inline uint32_t be32_get(const void *p)
 {
-    const uint8_t *b = p;
-    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+    uint32_t v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return QCOW2_BE32(v);
 }
 static inline uint64_t be64_get(const void *p)
 {
-    const uint8_t *b = p;
-    return ((uint64_t)be32_get(b) << 32) | be32_get(b + 4);
+    uint64_t v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return QCOW2_BE64(v);
 }
 static inline void be16_put(void *p, uint16_t v)
 {
-    uint8_t *b = p;
-    b[0] = (uint8_t)(v >> 8);
-    b[1] = (uint8_t)v;
+    v = QCOW2_BE16(v);
+    __builtin_memcpy(p, &v, sizeof(v));
 }
 static inline void be32_put(void *p, uint32_t v)
 {
-    uint8_t *b = p;
-    b[0] = (uint8_t)(v >> 24);
-    b[1] = (uint8_t)(v >> 16);
-    b[2] = (uint8_t)(v >> 8);
-    b[3] = (uint8_t)v;
+    v = QCOW2_BE32(v);
+    __builtin_memcpy(p, &v, sizeof(v));
 }
 static inline void be64_put(void *p, uint64_t v)
 {
-    be32_put(p, (uint32_t)(v >> 32));
-    be32_put((uint8_t *)p + 4, (uint32_t)v);
+    v = QCOW2_BE64(v);
+    __builtin_memcpy(p, &v, sizeof(v));
 }
 
 #endif /* QCOW2_FORMAT_H */

@@ -153,7 +153,12 @@ int file_flush(struct qcow2_file *f);
  * writes are durable once file_is_synced(f, point), which a successful file_flush() begun
  * after the call makes true, whichever thread issues it. file_sync_to() flushes only when no
  * such flush has completed yet. Safe without any lock. */
-uint64_t file_sync_point(struct qcow2_file *f);
+static inline uint64_t file_sync_point(struct qcow2_file *f)
+{
+    /* A flush numbered above the ones begun so far begins after this call. (Inline: every
+     * allocating write asks once.) */
+    return __atomic_load_n(&f->flush_begun, __ATOMIC_SEQ_CST) + 1;
+}
 bool file_is_synced(struct qcow2_file *f, uint64_t point);
 int file_sync_to(struct qcow2_file *f, uint64_t point);
 int64_t file_size(struct qcow2_file *f);
@@ -167,7 +172,10 @@ int file_status(struct qcow2_file *f, uint64_t offset, uint64_t *count, bool *da
 int64_t file_allocated_bytes(struct qcow2_file *f);
 /* Host bytes at or past this offset were never written through this handle: they read as
  * zeros if they were past the end of the file when it was opened (`initial_end`). */
-uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end);
+static inline uint64_t file_zero_from(struct qcow2_file *f, uint64_t initial_end)
+{
+    return MAX(initial_end, __atomic_load_n(&f->written_end, __ATOMIC_RELAXED));
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* header.c: cluster 0, parsed. */
@@ -302,6 +310,12 @@ int cache_peek(struct table_cache *c, uint64_t offset, const void **table);
 int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count);
 /* cache_peek() on a hit; NULL (and no read) on a miss. */
 const void *cache_find(struct table_cache *c, uint64_t offset);
+/* Is `table` (a table pointer this cache handed out, or NULL) still the cached table of host
+ * `offset`? A table looked at without a pin (cache_find, cache_peek) stays valid only while
+ * nothing could evict it; a caller that dropped the image lock since asks here before it uses
+ * the pointer again. The slot holding `offset` is that table's only copy in memory, so a yes
+ * means the pointer shows what a fresh lookup would. */
+bool cache_holds(const struct table_cache *c, const void *table, uint64_t offset);
 void cache_mark_dirty(struct table_cache *c, void *table);
 /* Write all dirty entries (after the dependency), without fsync. */
 int cache_write(struct table_cache *c);
@@ -409,7 +423,15 @@ struct l2_meta {
     struct l2_meta *next;           /* next record of the same request */
     struct l2_meta *next_in_flight; /* img->inflight list */
     struct l2_meta **pprev_in_flight; /* the link pointing at us: O(1) removal */
+    /* Where cluster_prepare_write() found the L2 slice (l2_slice_at 0: not known), so that
+     * cluster_link_l2() need not look it up again. Not pinned: the lock is dropped in between,
+     * so link uses it only while the L1 entry still reads l2_l1_entry and the cache still
+     * holds the slice there (cache_holds()); otherwise it looks the slice up afresh. */
+    void *l2_slice;
+    uint64_t l2_slice_at;
+    uint64_t l2_l1_entry;
 };
+
 
 struct qcow2_image {
     char *filename;
@@ -592,6 +614,19 @@ static inline uint64_t offset_into_cluster(const struct qcow2_image *img, uint64
 {
     return off & (img->cluster_size - 1);
 }
+
+/* The invariants of struct l2_meta that hold for every record (cluster.c, io.c). Inline:
+ * checked four times per allocating write. */
+static inline void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)
+{
+    (void)img;
+    assert((m->offset & (img->cluster_size - 1)) == 0);
+    assert(m->nb_clusters > 0);
+    assert(m->cow_start.offset + m->cow_start.nb_bytes <= m->cow_end.offset);
+    assert(m->cow_end.offset + m->cow_end.nb_bytes <=
+           (uint64_t)m->nb_clusters << img->cluster_bits);
+}
+
 static inline uint64_t start_of_cluster(const struct qcow2_image *img, uint64_t off)
 {
     return off & ~(img->cluster_size - 1);
@@ -773,7 +808,6 @@ void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m);
 int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m);
 void cluster_abort(struct qcow2_image *img, struct l2_meta *m);
 void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m);
-void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m);
 
 /* Data guards: while guest range [offset, offset + n) is read from, or overwritten in place
  * in, its host clusters, no other write, zero or discard of the range may start

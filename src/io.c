@@ -21,7 +21,18 @@ static int check_layout_intact(struct qcow2_image *img)
     return 0;
 }
 
-static int check_request(struct qcow2_image *img, uint64_t offset, uint64_t count)
+static int check_request_slow(struct qcow2_image *img, uint64_t offset, uint64_t count);
+
+/* Every request asks: the usual answer inlined (an intact image, a range inside it). */
+static inline int check_request(struct qcow2_image *img, uint64_t offset, uint64_t count)
+{
+    if (!img->layout_damaged && !img->opts.inspect_only && offset <= img->size &&
+        count <= img->size - offset)
+        return 0;
+    return check_request_slow(img, offset, count);
+}
+
+static int check_request_slow(struct qcow2_image *img, uint64_t offset, uint64_t count)
 {
     int ret = check_layout_intact(img);
     if (ret < 0)
@@ -286,7 +297,19 @@ int qcow2_block_status(struct qcow2_image *img, uint64_t offset, uint64_t count,
 /* ---------------------------------------------------------------------------------------- */
 /* Writes. */
 
-static int check_writable(struct qcow2_image *img)
+static int check_writable_slow(struct qcow2_image *img);
+
+/* Every write asks: the usual answer (a writable image opened plainly, nothing in the way) in
+ * one test of the flags that could say no, inlined. */
+static inline int check_writable(struct qcow2_image *img)
+{
+    if (!img->read_only && !img->corrupt && !img->layout_damaged && !img->opts.inspect_only &&
+        !img->opts.repair && !img->bitmaps)
+        return 0;
+    return check_writable_slow(img);
+}
+
+static int check_writable_slow(struct qcow2_image *img)
 {
     if (img->read_only)
         return set_error(img, -EROFS, "image is opened read-only");
@@ -295,7 +318,7 @@ static int check_writable(struct qcow2_image *img)
     int ret = check_layout_intact(img);
     if (ret < 0)
         return ret;
-    if (bitmap_writes_unrecorded(img))
+    if (img->bitmaps && bitmap_writes_unrecorded(img))
         return set_error(img, -EPERM, "image is opened for repair and has dirty bitmaps that "
                                       "guest writes would make stale; not writing to it");
     /* A repair open keeps the autoclear bits (image.c): guest data must not change. */
@@ -307,15 +330,23 @@ static int check_writable(struct qcow2_image *img)
     return 0;
 }
 
+static int read_cow_data(struct qcow2_image *img, const struct l2_meta *m,
+                         const struct cow_region *r, uint8_t **buf, bool *is_zero);
+
 /* Read one COW region through our own read path (old cluster, compressed data, backing file
- * or zeros). *is_zero tells whether there is anything to copy. */
-static int read_cow_region(struct qcow2_image *img, const struct l2_meta *m,
-                           const struct cow_region *r, uint8_t **buf, bool *is_zero)
+ * or zeros). *is_zero tells whether there is anything to copy. An empty region (most writes
+ * with extended L2) costs two stores here, inlined, not a call. */
+static inline int read_cow_region(struct qcow2_image *img, const struct l2_meta *m,
+                                  const struct cow_region *r, uint8_t **buf, bool *is_zero)
 {
     *buf = NULL;
     *is_zero = true;
-    if (r->nb_bytes == 0)
-        return 0;
+    return r->nb_bytes == 0 ? 0 : read_cow_data(img, m, r, buf, is_zero);
+}
+
+static int read_cow_data(struct qcow2_image *img, const struct l2_meta *m,
+                         const struct cow_region *r, uint8_t **buf, bool *is_zero)
+{
     *buf = malloc(r->nb_bytes);
     if (!*buf)
         return set_error(img, -ENOMEM, "out of memory for copy-on-write");
@@ -466,7 +497,8 @@ int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t count, uint64_
         return ret;
     /* Marked before the write, not after: a crash or failure half-way leaves the range
      * dirty, which costs a backup a few more bytes and never misses one. */
-    bitmap_mark(img, offset, count);
+    if (img->bitmaps)
+        bitmap_mark(img, offset, count);
     if (img->format == QCOW2_FORMAT_RAW) {
         ret = write_raw(img, buf, count, offset);
     } else {
@@ -881,7 +913,8 @@ int qcow2_discard(struct qcow2_image *img, uint64_t offset, uint64_t count)
         ret = check_request(img, offset, count);
     if (ret < 0 || count == 0)
         return ret;
-    bitmap_mark(img, offset, count);
+    if (img->bitmaps)
+        bitmap_mark(img, offset, count);
     if (img->format == QCOW2_FORMAT_RAW) {
         ret = file_discard(img->file, offset, count);
         return ret == -ENOTSUP ? 0 : ret;

@@ -37,10 +37,14 @@ static unsigned long long ull(uint64_t v)
 /* Entry encoding. Widths below a byte are packed LSB first (entry 0 in bit 0 of byte 0);
  * 16, 32 and 64 bit entries are big-endian. */
 
-uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index)
+/* refcount_block_get/set, inlined into the allocation fast path (alloc_in_free_block). */
+static inline uint64_t block_get(const struct qcow2_image *img, const void *block,
+                                 uint64_t index)
 {
     const uint8_t *b = block;
     assert(index < entries_per_block(img));
+    if (img->refcount_order == 4) /* the default width first: no sub-byte arithmetic */
+        return be16_get(b + index * 2);
     switch (img->refcount_order) {
     case 0:
     case 1:
@@ -62,12 +66,16 @@ uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, ui
     return 0;
 }
 
-void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t index,
-                        uint64_t value)
+static inline void block_set(const struct qcow2_image *img, void *block, uint64_t index,
+                             uint64_t value)
 {
     uint8_t *b = block;
     assert(index < entries_per_block(img));
     assert(value <= img->refcount_max);
+    if (img->refcount_order == 4) { /* the default width first */
+        be16_put(b + index * 2, (uint16_t)value);
+        return;
+    }
     switch (img->refcount_order) {
     case 0:
     case 1:
@@ -93,6 +101,17 @@ void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t ind
         return;
     }
     assert(!"refcount_order out of range");
+}
+
+uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index)
+{
+    return block_get(img, block, index);
+}
+
+void refcount_block_set(const struct qcow2_image *img, void *block, uint64_t index,
+                        uint64_t value)
+{
+    block_set(img, block, index, value);
 }
 
 void refcount_set_order(struct qcow2_image *img, unsigned order)
@@ -704,49 +723,46 @@ static int ensure_block(struct qcow2_image *img, uint64_t cluster_index)
 /* Allocation and freeing. */
 
 /* The common case of an allocation, in one look at one refcount block: the `n` clusters from
- * free_cluster_index on lie in one existing block and are all free. Then they are what
+ * free_cluster_index on lie in one cached block and are all free. Then they are what
  * find_free_clusters() would find, and every test update_refcounts() makes before an increase
  * passes (the block exists, no count overflows from 0, cluster 0 is never in the run), so
  * they are set to 1 here directly; the general path looks the block up three times for this.
- * Returns the host offset, 0 when the general path must decide (no block yet, a used cluster
- * in the way, a run crossing blocks), or -errno. */
+ * The cached block was checked when it was read (load_block) and is looked at without a pin:
+ * nothing here calls the cache again before it is marked dirty. Returns the host offset, or 0
+ * when the general path must decide (nothing freed may be reused before a sync, no block or
+ * not cached, a used cluster in the way, a run crossing blocks). Cannot fail. */
 static int64_t alloc_in_free_block(struct qcow2_image *img, uint64_t n)
 {
     uint64_t idx = MAX(img->free_cluster_index, 1);
     uint64_t rt = table_index_of(img, idx), first = block_index_of(img, idx);
-    if (first + n > entries_per_block(img) || rt >= img->refcount_table_size ||
-        !(img->refcount_table[rt] & REFT_OFFSET_MASK) ||
+    if (img->free_gen != img->synced_gen || first + n > entries_per_block(img) ||
+        rt >= img->refcount_table_size ||
         idx + n - 1 > QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)
         return 0;
-    void *block;
-    int ret = load_block(img, rt, &block);
-    if (ret < 0)
-        return ret;
-    for (uint64_t k = 0; k < n; k++) {
-        if (refcount_block_get(img, block, first + k) != 0) {
-            cache_put(img->refcount_cache, &block);
-            return 0;
-        }
-    }
+    uint64_t entry = img->refcount_table[rt];
+    uint64_t offset = entry & REFT_OFFSET_MASK;
+    if (!offset || (entry & REFT_RESERVED_MASK) || offset_into_cluster(img, offset))
+        return 0;
+    void *block = (void *)cache_find(img->refcount_cache, offset);
+    if (!block)
+        return 0;
     for (uint64_t k = 0; k < n; k++)
-        refcount_block_set(img, block, first + k, 1);
+        if (block_get(img, block, first + k) != 0)
+            return 0;
+    for (uint64_t k = 0; k < n; k++)
+        block_set(img, block, first + k, 1);
     cache_mark_dirty(img->refcount_cache, block);
-    cache_put(img->refcount_cache, &block);
     img->free_cluster_index = idx + n;
     return (int64_t)(idx << img->cluster_bits);
 }
 
-int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size)
+/* Everything refcount_alloc_clusters() does when the fast path cannot. */
+static int64_t alloc_clusters_general(struct qcow2_image *img, uint64_t n)
 {
-    if (size == 0 || size > QCOW2_MAX_CLUSTER_OFFSET)
-        return set_error(img, -EINVAL, "cannot allocate 0x%llx bytes of clusters", ull(size));
-    uint64_t n = size_to_clusters(img, size);
     int ret = sync_before_reuse(img);
     if (ret < 0)
         return ret;
-    int64_t offset = alloc_in_free_block(img, n);
-    if (offset != 0)
-        return offset;
+    int64_t offset;
     do {
         offset = find_free_clusters(img, n, QCOW2_MAX_CLUSTER_OFFSET);
         if (offset < 0)
@@ -754,6 +770,15 @@ int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size)
         ret = update_refcounts(img, (uint64_t)offset, n << img->cluster_bits, 1);
     } while (ret == -EAGAIN);
     return ret < 0 ? ret : offset;
+}
+
+int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size)
+{
+    if (size == 0 || size > QCOW2_MAX_CLUSTER_OFFSET)
+        return set_error(img, -EINVAL, "cannot allocate 0x%llx bytes of clusters", ull(size));
+    uint64_t n = size_to_clusters(img, size);
+    int64_t offset = alloc_in_free_block(img, n);
+    return offset != 0 ? offset : alloc_clusters_general(img, n);
 }
 
 int64_t refcount_alloc_clusters_at(struct qcow2_image *img, uint64_t host, uint64_t n)

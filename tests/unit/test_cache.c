@@ -1,7 +1,9 @@
 /* test_cache.c - cache.c: tables are read on a miss and shared on a hit, pinned tables are never
  * evicted, eviction takes the least recently used table, dirty tables are written before their
- * entry is reused (and dropped, unwritten, when discarded), and cache_peek() looks without
- * pinning while keeping eviction order for tables it has not seen lately.
+ * entry is reused (and dropped, unwritten, when discarded), cache_peek() looks without
+ * pinning while keeping eviction order for tables it has not seen lately, and a table pointer
+ * kept without a pin (cache_find's remembered slot, cluster_link_l2's remembered slice) is
+ * trusted only while its slot still holds that table.
  * Each test builds a cache of 4 KiB tables over an image file (made by qcow2_create) whose
  * blocks past the image's own clusters hold known bytes: block k is filled with k + 1. */
 #include "internal.h"
@@ -248,6 +250,82 @@ static void test_peek_looks_without_pinning(void)
     close_cache(c, img);
 }
 
+/* cache_find() remembers the slot it found last and cache_holds() checks a table pointer
+ * against an offset: both must follow what the slot holds now, not what it held. */
+static void test_find_and_holds_follow_the_slot_not_the_pointer(void)
+{
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("holds.qcow2", 2, &img);
+    if (!c)
+        return;
+    CHECK(touch(c, 0) == 1);
+    const uint8_t *t0 = cache_find(c, block_offset(0));
+    CHECK(t0 && t0[0] == 1);
+    CHECK(cache_holds(c, t0, block_offset(0)) && !cache_holds(c, t0, block_offset(1)));
+    CHECK(!cache_holds(c, NULL, block_offset(0)));
+    /* Block 0 leaves the cache; its slot takes another table. */
+    CHECK(touch(c, 1) == 2);
+    CHECK(touch(c, 2) == 3);
+    CHECK(!cache_contains(c, block_offset(0)));
+    CHECK(!cache_holds(c, t0, block_offset(0)));
+    CHECK(cache_find(c, block_offset(0)) == NULL);
+    const uint8_t *t2 = cache_find(c, block_offset(2));
+    CHECK(t2 && t2[0] == 3 && cache_holds(c, t2, block_offset(2)));
+    /* A discarded table is gone for both too. */
+    CHECK(touch(c, 16) == 17);
+    const uint8_t *t16 = cache_find(c, block_offset(16));
+    CHECK(t16 && t16[0] == 17);
+    CHECK(cache_discard(c, block_offset(16)) == 0);
+    CHECK(!cache_holds(c, t16, block_offset(16)) && cache_find(c, block_offset(16)) == NULL);
+    close_cache(c, img);
+}
+
+/* cluster_link_l2() uses the L2 slice cluster_prepare_write() found only while the cache
+ * still holds it there: a slice that left the cache while the data was written (the lock
+ * is dropped in between) is looked up again, or the new entry would land in a stale slot
+ * and the data would be lost. */
+static void test_link_after_the_slice_left_the_cache(void)
+{
+    enum { CS = 65536 };
+    struct qcow2_image *img = make_image("link.qcow2");
+    if (!img)
+        return;
+    uint8_t *buf = malloc(CS), *back = malloc(CS);
+    CHECK(buf && back);
+    if (!buf || !back)
+        goto out;
+    memset(buf, 0x11, CS);
+    CHECK(qcow2_pwrite(img, buf, CS, 0, 0) == 0); /* the L2 table exists and is cached */
+    CHECK(qcow2_flush(img) == 0);
+    memset(buf, 0x77, CS);
+
+    /* What io.c's write_part does, with the slice evicted while the data goes to disk. */
+    struct l2_meta m;
+    uint64_t n = CS;
+    pthread_mutex_lock(&img->lock);
+    CHECK(cluster_prepare_write(img, CS, &n, &m, false) == 0);
+    CHECK(n == CS && m.needs_link && !m.cow_start.nb_bytes && !m.cow_end.nb_bytes);
+    CHECK(m.l2_slice_at != 0); /* the slice was found in the cache and remembered */
+    cluster_meta_start(img, &m);
+    pthread_mutex_unlock(&img->lock);
+    CHECK(file_pwrite(img->data_file, buf, CS, m.alloc_offset) == 0);
+    pthread_mutex_lock(&img->lock);
+    uint64_t l2 = img->l1_table[0] & L1E_OFFSET_MASK;
+    CHECK(cache_flush(img->l2_cache) == 0 && cache_discard(img->l2_cache, l2) == 0);
+    CHECK(!cache_contains(img->l2_cache, m.l2_slice_at));
+    CHECK(cluster_link_l2(img, &m) == 0);
+    cluster_meta_finish(img, &m);
+    pthread_mutex_unlock(&img->lock);
+
+    CHECK(qcow2_pread(img, back, CS, CS) == 0);
+    CHECK_MSG(memcmp(back, buf, CS) == 0, "the write linked through a stale slice was lost");
+    CHECK(qcow2_pread(img, back, CS, 0) == 0 && back[0] == 0x11 && back[CS - 1] == 0x11);
+out:
+    free(buf);
+    free(back);
+    qcow2_close(img);
+}
+
 int main(void)
 {
     const char *base = getenv("QCOW2_TEST_TMPDIR");
@@ -264,6 +342,9 @@ int main(void)
     RUN("discarding_a_pinned_table_is_corruption",
         test_discarding_a_pinned_table_is_corruption());
     RUN("peek_looks_without_pinning", test_peek_looks_without_pinning());
+    RUN("find_and_holds_follow_the_slot_not_the_pointer",
+        test_find_and_holds_follow_the_slot_not_the_pointer());
+    RUN("link_after_the_slice_left_the_cache", test_link_after_the_slice_left_the_cache());
 
     char cmd[4200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
