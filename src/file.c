@@ -14,7 +14,9 @@
 
 #ifdef __linux__
 #include <linux/falloc.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #endif
 
@@ -191,6 +193,11 @@ static int posix_falloc(void *ctx, int mode, uint64_t offset, uint64_t count)
 #endif
 }
 
+static int posix_allocate(void *ctx, uint64_t offset, uint64_t count)
+{
+    return posix_falloc(ctx, 0, offset, count);
+}
+
 static int posix_discard(void *ctx, uint64_t offset, uint64_t count)
 {
 #ifdef FALLOC_FL_PUNCH_HOLE
@@ -249,6 +256,7 @@ static const struct qcow2_file_ops posix_ops = {
     .zero = posix_zero,
     .discard = posix_discard,
     .status = posix_status,
+    .allocate = posix_allocate,
     .allocated_bytes = posix_allocated_bytes,
     .close = posix_close,
 };
@@ -271,6 +279,19 @@ struct qcow2_file *file_new(const struct qcow2_file_ops *ops, void *ctx, const c
     return f;
 }
 
+/* Is `fd` on a file system that keeps files in memory (tmpfs, ramfs)? */
+static bool on_memory_fs(int fd)
+{
+#ifdef __linux__
+    struct statfs sfs;
+    return fstatfs(fd, &sfs) == 0 &&
+           (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+#else
+    (void)fd;
+    return false;
+#endif
+}
+
 /* Wrap an open descriptor (the handle owns it from here, also on failure). */
 static int file_wrap_fd(int fd, const struct stat *st, const char *path, bool read_only,
                         struct qcow2_file **out, char *err, size_t errlen)
@@ -283,6 +304,7 @@ static int file_wrap_fd(int fd, const struct stat *st, const char *path, bool re
         return format_error(err, errlen, -ENOMEM, "%s: out of memory", path);
     }
     pf->fd = fd;
+    f->memory_backed = on_memory_fs(fd);
     f->has_identity = true;
     f->dev = st->st_dev;
     f->ino = st->st_ino;
@@ -620,6 +642,20 @@ int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count)
         return -EROFS;
     int ret = f->ops->zero ? f->ops->zero(f->ctx, offset, count) : -ENOTSUP;
     if (ret == 0) /* zeroing past the end extends the file (reading zeros, still) */
+        grow_known_size(f, offset + count);
+    return ret;
+}
+
+int file_allocate_zeroed(struct qcow2_file *f, uint64_t offset, uint64_t count)
+{
+    if (f->read_only)
+        return -EROFS;
+    if (f->memory_backed)
+        return 0; /* reads as zeros already; allocating would only spend memory */
+    int ret = f->ops->allocate ? f->ops->allocate(f->ctx, offset, count) : -ENOTSUP;
+    if (ret == -ENOTSUP)
+        return file_zero(f, offset, count);
+    if (ret == 0)
         grow_known_size(f, offset + count);
     return ret;
 }

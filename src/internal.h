@@ -99,6 +99,9 @@ struct qcow2_file_ops {
      * (stored, not a hole) and extending the file when it ends past it; -ENOTSUP if it
      * cannot. */
     int (*zero)(void *ctx, uint64_t offset, uint64_t count);
+    /* Allocate the range without changing what it reads (fallocate mode 0), extending the
+     * file when it ends past it; -ENOTSUP if it cannot. Optional (NULL: zero is used). */
+    int (*allocate)(void *ctx, uint64_t offset, uint64_t count);
     /* Release the range's storage (punch a hole); contents afterwards are zeros. May fail. */
     int (*discard)(void *ctx, uint64_t offset, uint64_t count);
     /* Host allocation status: sets *data false when [offset, offset+*count) is a hole.
@@ -120,6 +123,9 @@ struct qcow2_file {
     bool has_identity;    /* dev/ino of the open file are known (the POSIX backend) */
     dev_t dev;
     ino_t ino;
+    /* On a file system in memory (tmpfs, ramfs): allocating a range costs RAM and buys no
+     * contiguity, so file_allocate_zeroed() leaves a hole there. */
+    bool memory_backed;
 };
 
 int file_open(const char *path, bool read_only, bool create, struct qcow2_file **out,
@@ -167,6 +173,12 @@ int64_t file_size(struct qcow2_file *f);
 int64_t file_size_cached(struct qcow2_file *f);
 int file_truncate(struct qcow2_file *f, uint64_t size);
 int file_zero(struct qcow2_file *f, uint64_t offset, uint64_t count);
+/* file_zero() for a range the caller knows reads as zeros already (never written since it
+ * lay past the end of the file): on a disk file system it is only allocated (one system
+ * call: the range stays contiguous with its cluster and its space reserved, as QEMU stores
+ * it); on a memory-backed one it is left as it is (a hole, or past the end of the file).
+ * Falls back to file_zero(). */
+int file_allocate_zeroed(struct qcow2_file *f, uint64_t offset, uint64_t count);
 int file_discard(struct qcow2_file *f, uint64_t offset, uint64_t count);
 int file_status(struct qcow2_file *f, uint64_t offset, uint64_t *count, bool *data);
 int64_t file_allocated_bytes(struct qcow2_file *f);

@@ -357,28 +357,28 @@ static int read_cow_data(struct qcow2_image *img, const struct l2_meta *m,
     return 0;
 }
 
-/* When every COW region of `m` reads as zeros, nothing is written for them where the new
- * clusters lie past everything ever written to the file (they read as zeros already), and
- * elsewhere the whole COW-to-COW span is zeroed at once (fallocate) instead of writing zeros,
- * as QEMU does (handle_alloc_space). Where QEMU allocates a new cluster whole around a partial
- * write, we leave its unwritten part a hole: one 4K write then costs what it costs in a sparse
- * raw file (a 64K fallocate on tmpfs took 4.4x the 4K write; issue 16), the image is as valid
- * and reads the same, and stores less. What differs is the host layout: when more clusters
- * are referenced than stored, QEMU's map takes an image for metadata-preallocated and reports
- * such holes as zero ranges, and so does ours (detect_metadata_prealloc). Returns 1 when
- * done (only the guest data is left to write), 0 when the regions must be written. */
+/* When every COW region of `m` reads as zeros, zero its whole COW-to-COW span in the host
+ * file at once (fallocate) instead of writing zeros, as QEMU does (handle_alloc_space). Where
+ * the new clusters lie past everything ever written to the file they read as zeros already:
+ * on a disk file system the span is only allocated, as QEMU stores it (contiguous with the
+ * data, its space reserved); on tmpfs it is left a hole, since allocating there costs a
+ * page of RAM per 4K and buys no contiguity (one 4K write into a new 64K cluster would cost
+ * 4.4x the same write into a sparse raw file; issue 16). Such an image reads the same; when
+ * it references clearly more clusters than it stores, QEMU's map takes it for
+ * metadata-preallocated and reports the holes as zero ranges, and so does ours
+ * (detect_metadata_prealloc). Returns 1 when done (only the guest data is left to write), 0
+ * when the regions must be written. */
 static int zero_cow_span(struct qcow2_image *img, const struct l2_meta *m, bool head_zero,
                          bool tail_zero)
 {
     if ((!m->cow_start.nb_bytes && !m->cow_end.nb_bytes) || !head_zero || !tail_zero)
         return 0;
-    /* New clusters past everything written read as zeros already (holes, or past the end of
-     * the file): the regions need no write at all. */
-    if (m->dest_zero)
-        return 1;
     uint64_t at = m->alloc_offset + m->cow_start.offset;
     uint64_t span = m->cow_end.offset + m->cow_end.nb_bytes - m->cow_start.offset;
-    int ret = file_zero(img->data_file, at, span);
+    /* New clusters past everything written read as zeros already: allocating is enough, or
+     * nothing at all in memory (file_allocate_zeroed). */
+    int ret = m->dest_zero ? file_allocate_zeroed(img->data_file, at, span)
+                           : file_zero(img->data_file, at, span);
     if (ret == -ENOTSUP)
         return 0;
     if (ret < 0)
