@@ -29,8 +29,10 @@ int crash_rec_open(struct crash_recording *rec, const struct workload *w,
     }
     struct qcow2_open_opts o = QCOW2_OPEN_OPTS_INIT;
     o.l2_cache_size = w->l2_cache_size;
-    if (image_open_with_file(path, &o, testfile_attach(rec->tf), &rec->img, err,
-                             sizeof(err)) < 0) {
+    struct qcow2_file *f = testfile_attach(rec->tf);
+    if (f)
+        f->memory_backed = w->memory_backed;
+    if (image_open_with_file(path, &o, f, &rec->img, err, sizeof(err)) < 0) {
         snprintf(why, whylen, "open: %s", err);
         return -1;
     }

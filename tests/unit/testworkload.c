@@ -219,6 +219,22 @@ static const struct wl_op ops_zero_write[] = {
     {WL_END, 0, 0, 0},
 };
 
+/* Partial writes into new clusters, first into a freed cluster that still holds data (its
+ * zero spans must be written), then past the end of the file (left holes in memory). */
+static const struct wl_op ops_alloc_write_mem[] = {
+    {WL_WRITE, 0, 65536, 0},
+    {WL_WRITE, 3 * 65536, 65536, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_DISCARD, 0, 65536, 0},          /* frees a cluster full of data */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 5 * 65536 + 1000, 3000, 0}, /* reuses it: the rest must read zeros */
+    {WL_WRITE, 6 * 65536 + 70, 100, 0},    /* past the end of the file */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 8 * 65536 + 60000, 5536, 0},
+    {WL_WRITE, 6 * 65536 + 4096, 8192, 0}, /* in place, into the hole */
+    {WL_END, 0, 0, 0},
+};
+
 static const struct wl_op ops_discard[] = {
     {WL_DISCARD, 0, 16384, 0},
     {WL_WRITE, 3 * MB + 4096, 8192, 0}, /* allocates: reuses the freed clusters */
@@ -533,6 +549,11 @@ const struct workload wl_workloads[] = {
      .cluster_size = 4096, .ops = ops_alloc_write},
     {.name = "alloc_write_64k", .create_opts = "cluster_size=65536", .size = "2M",
      .cluster_size = 65536, .ops = ops_alloc_write_64k},
+    /* Where the file system is in memory: partial writes into new clusters leave the rest of
+     * each cluster a hole, or past the end of the file (io.c zero_cow_span), but not in a
+     * reused cluster. */
+    {.name = "alloc_write_mem", .create_opts = "cluster_size=65536", .size = "2M",
+     .cluster_size = 65536, .ops = ops_alloc_write_mem, .memory_backed = true},
     {.name = "sparse_copy", .create_opts = "cluster_size=8192", .size = "28M",
      .cluster_size = 8192, .l2_cache_size = 16384, .prep_io = "write -P 0x5a 0 24k",
      .ops = ops_sparse_copy,

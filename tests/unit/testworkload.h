@@ -73,6 +73,8 @@ struct workload {
     bool copied_window;       /* a version 2 image (no dirty bit) under snapshot operations:
                                * wl_verify also accepts COPIED flags that disagree with the
                                * refcounts where no data can be lost (wl_copied_harmless) */
+    bool memory_backed;       /* the recording's file taken for one on tmpfs: zero spans of
+                               * new clusters past the end of the file are left holes */
 };
 
 /* Every workload: tens of operations each, so that a test can afford every crash point. The
