@@ -543,8 +543,7 @@ int cluster_link_new_tables(struct qcow2_image *img)
         for (; b < e; b++)
             img->l1_pending[b / 64] &= ~(1ull << (b % 64));
     }
-    memset(img->l1_pending, 0, sizeof(img->l1_pending));
-    img->l1_pending_any = false;
+    img->l1_pending_any = false; /* (every bit was cleared as its block was written) */
     return 0;
 }
 
@@ -888,8 +887,7 @@ static void set_cow_regions(const struct qcow2_image *img, struct l2_meta *m, co
     /* The COW regions lie in the first and last cluster: with no data there (unallocated or
      * zero entries, nothing compressed) and nothing below this image, they read as zeros. */
     m->cow_zero = !keep && !img->backing && !has_data_file(img) &&
-                  !(first_e & (L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) &&
-                  !(last_e & (L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED));
+                  !entry_may_have_host(img, first_e) && !entry_may_have_host(img, last_e);
     m->cow_start = (struct cow_region){.offset = cs_from, .nb_bytes = data_from - cs_from};
     m->cow_end = (struct cow_region){.offset = data_to, .nb_bytes = cs_to - data_to};
 }

@@ -444,7 +444,6 @@ struct l2_meta {
     uint64_t l2_l1_entry;
 };
 
-
 struct qcow2_image {
     char *filename;
     enum qcow2_format format;
