@@ -810,8 +810,9 @@ static inline bool entry_may_have_host(const struct qcow2_image *img, uint64_t e
 
 /* Where head COW starts (bytes into the first cluster) for an entry that may have a host
  * cluster (entry_may_have_host()); any other starts it at its subcluster, as the default case
- * below would, whatever its bitmap says. */
-static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+ * below would, whatever its bitmap says. Out of line, like cow_end_to(): a first write to a
+ * cluster needs neither, nor the registers they take. */
+static __attribute__((noinline)) uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                                unsigned sc, bool keep_old, uint64_t written_from)
 {
     uint64_t sc_start = (uint64_t)sc << img->subcluster_bits;
@@ -838,7 +839,7 @@ static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, ui
 
 /* Where tail COW ends (bytes into the last cluster, exclusive), for an entry that may have a
  * host cluster; any other ends it with its subcluster. */
-static uint64_t cow_end_to(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+static __attribute__((noinline)) uint64_t cow_end_to(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                            unsigned sc, bool keep_old, uint64_t written_to)
 {
     uint64_t sc_end = (uint64_t)(sc + 1) << img->subcluster_bits;
@@ -975,6 +976,21 @@ static int prepare_new_clusters(struct qcow2_image *img, struct l2_meta *m, cons
     return 0;
 }
 
+/* The fields of a new record that cluster_prepare_write() may leave as they are: set one by
+ * one, not by zeroing the whole record, which every allocating write makes. The others are
+ * always set on success: offset and keep_old_clusters by cluster_prepare_write(), the run
+ * (nb_clusters, alloc_offset, needs_link, dest_zero for new clusters) by prepare_in_place()
+ * or prepare_new_clusters(), the COW regions and cow_zero by set_cow_regions(), the remembered
+ * slice by find_l2_slice_for_write() when it sets l2_slice_at, the list links by
+ * cluster_meta_start(). guard_gen means something only with is_guard. */
+static void start_meta(struct l2_meta *m, bool prealloc)
+{
+    m->prealloc = prealloc;
+    m->dest_zero = false;
+    m->is_guard = false;
+    m->l2_slice_at = 0;
+}
+
 int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                           struct l2_meta *m, bool prealloc)
 {
@@ -984,7 +1000,7 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
      * whose L1 entry is not COPIED is never written in place, so it will be linked. The
      * slice is not pinned: it is read only before cluster_alloc_data(), whose refcount
      * updates may write L2 slices (flushes) but never evict one. */
-    *m = (struct l2_meta){.prealloc = prealloc};
+    start_meta(m, prealloc);
     int ret = find_l2_slice_for_write(img, offset, &slice, &idx, m);
     if (ret < 0)
         return ret;
