@@ -810,9 +810,8 @@ static inline bool entry_may_have_host(const struct qcow2_image *img, uint64_t e
 
 /* Where head COW starts (bytes into the first cluster) for an entry that may have a host
  * cluster (entry_may_have_host()); any other starts it at its subcluster, as the default case
- * below would, whatever its bitmap says. Out of line, like cow_end_to(): a first write to a
- * cluster needs neither, nor the registers they take. */
-static __attribute__((noinline)) uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+ * below would, whatever its bitmap says. */
+static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                                unsigned sc, bool keep_old, uint64_t written_from)
 {
     uint64_t sc_start = (uint64_t)sc << img->subcluster_bits;
@@ -839,7 +838,7 @@ static __attribute__((noinline)) uint64_t cow_start_from(const struct qcow2_imag
 
 /* Where tail COW ends (bytes into the last cluster, exclusive), for an entry that may have a
  * host cluster; any other ends it with its subcluster. */
-static __attribute__((noinline)) uint64_t cow_end_to(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+static uint64_t cow_end_to(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                            unsigned sc, bool keep_old, uint64_t written_to)
 {
     uint64_t sc_end = (uint64_t)(sc + 1) << img->subcluster_bits;
@@ -875,6 +874,29 @@ static bool all_written_normal(const struct qcow2_image *img, uint64_t entry, ui
     return true;
 }
 
+/* set_cow_regions() where the first or last entry may have a host cluster: move the bounds
+ * [*cs_from, *cs_to) of the written subclusters out to what those entries need copied. Out
+ * of line: a first write to a cluster needs none of it, nor the registers it takes. */
+static __attribute__((noinline)) void cow_bounds_of_entries(const struct qcow2_image *img,
+                                                            const struct l2_meta *m,
+                                                            const void *slice, uint64_t idx,
+                                                            uint64_t data_from, uint64_t data_to,
+                                                            uint64_t *cs_from, uint64_t *cs_to)
+{
+    uint64_t last = idx + m->nb_clusters - 1;
+    uint64_t last_base = (last - idx) << img->cluster_bits;
+    bool keep = m->keep_old_clusters;
+    uint64_t e = l2_get_entry(img, slice, idx);
+    if (entry_may_have_host(img, e))
+        *cs_from = cow_start_from(img, e, l2_get_bitmap(img, slice, idx),
+                                  offset_to_sc_index(img, data_from), keep, data_from);
+    e = l2_get_entry(img, slice, last);
+    if (entry_may_have_host(img, e))
+        *cs_to = last_base + cow_end_to(img, e, l2_get_bitmap(img, slice, last),
+                                        offset_to_sc_index(img, data_to - 1), keep,
+                                        data_to - last_base);
+}
+
 /* The COW regions of `m` (nb_clusters, keep_old_clusters and prealloc set) for guest data
  * [data_from, data_to) relative to m->offset, from the first and last written subclusters;
  * entry `idx` of `slice` maps the first cluster. */
@@ -882,28 +904,21 @@ static void set_cow_regions(const struct qcow2_image *img, struct l2_meta *m, co
                             uint64_t idx, uint64_t data_from, uint64_t data_to)
 {
     uint64_t last = idx + m->nb_clusters - 1;
-    bool keep = m->keep_old_clusters;
-    uint64_t first_e = l2_get_entry(img, slice, idx);
-    uint64_t last_e = last == idx ? first_e : l2_get_entry(img, slice, last);
-    /* Most writes go to clusters without one (a first write): their regions are the rest
-     * of the written subclusters, and their bitmaps need not be read. */
-    bool first_host = entry_may_have_host(img, first_e);
-    bool last_host = last == idx ? first_host : entry_may_have_host(img, last_e);
-    uint64_t last_base = (last - idx) << img->cluster_bits;
+    bool hosts = entry_may_have_host(img, l2_get_entry(img, slice, idx)) ||
+                 entry_may_have_host(img, l2_get_entry(img, slice, last));
     uint64_t cs_from = data_from, cs_to = data_to;
     if (!m->prealloc) {
-        unsigned sc_from = offset_to_sc_index(img, data_from);
-        unsigned sc_to = offset_to_sc_index(img, data_to - 1);
-        cs_from = first_host ? cow_start_from(img, first_e, l2_get_bitmap(img, slice, idx),
-                                              sc_from, keep, data_from)
-                             : (uint64_t)sc_from << img->subcluster_bits;
-        cs_to = last_base + (last_host ? cow_end_to(img, last_e, l2_get_bitmap(img, slice, last),
-                                                    sc_to, keep, data_to - last_base)
-                                       : (uint64_t)(sc_to + 1) << img->subcluster_bits);
+        /* Most writes go to clusters without one (a first write): the regions are the rest
+         * of the written subclusters (data_from lies in the first cluster, data_to in the
+         * last), and no bitmap is read. */
+        cs_from = align_down_pow2(data_from, img->subcluster_size);
+        cs_to = align_up_pow2(data_to, img->subcluster_size);
+        if (hosts)
+            cow_bounds_of_entries(img, m, slice, idx, data_from, data_to, &cs_from, &cs_to);
     }
     /* The COW regions lie in the first and last cluster: with no data there (unallocated or
      * zero entries, nothing compressed) and nothing below this image, they read as zeros. */
-    m->cow_zero = !keep && !img->backing && !has_data_file(img) && !first_host && !last_host;
+    m->cow_zero = !m->keep_old_clusters && !img->backing && !has_data_file(img) && !hosts;
     m->cow_start = (struct cow_region){.offset = cs_from, .nb_bytes = data_from - cs_from};
     m->cow_end = (struct cow_region){.offset = data_to, .nb_bytes = cs_to - data_to};
 }
@@ -1052,18 +1067,20 @@ int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
 static void set_linked_bitmaps(const struct qcow2_image *img, const struct l2_meta *m,
                                void *slice, uint64_t idx)
 {
-    /* [a, b): the written subclusters, counted from the start of the first cluster. */
+    /* [a, b): the written subclusters, counted from the start of the cluster at hand. They
+     * begin in the first cluster (the guest data does) and end in the last one. */
     uint64_t per = img->subclusters_per_cluster;
     uint64_t a = m->cow_start.offset >> img->subcluster_bits;
     uint64_t b = align_up_pow2(m->cow_end.offset + m->cow_end.nb_bytes, img->subcluster_size) >>
                  img->subcluster_bits;
-    for (uint64_t i = 0, base = 0; i < m->nb_clusters; i++, base += per) {
-        uint64_t from = MAX(a, base), to = MIN(b, base + per);
-        if (from >= to)
-            continue;
-        uint64_t bits = QCOW2_SC_ALLOC_RANGE(from - base, to - base);
-        uint64_t old = l2_get_bitmap(img, slice, idx + i);
-        l2_set_bitmap(img, slice, idx + i, (old | bits) & ~(bits << 32));
+    assert(a < per && b <= per * m->nb_clusters);
+    for (uint64_t i = idx; a < b; i++) {
+        uint64_t to = MIN(b, per);
+        uint64_t alloc = QCOW2_SC_ALLOC_RANGE(a, to);
+        uint64_t old = l2_get_bitmap(img, slice, i);
+        l2_set_bitmap(img, slice, i, (old | alloc) & ~(alloc << 32)); /* zero bits: 32 up */
+        a = 0;
+        b -= to;
     }
 }
 
@@ -1131,8 +1148,9 @@ void cluster_publish_l2(struct qcow2_image *img, void *slice)
 static void set_linked_entries(struct qcow2_image *img, const struct l2_meta *m, void *slice,
                                uint64_t idx)
 {
-    uint64_t host = m->alloc_offset;
-    for (uint64_t i = idx; i < idx + m->nb_clusters; i++, host += img->cluster_size)
+    /* (Locals: the stores into the slice could alias m and img for the compiler.) */
+    uint64_t host = m->alloc_offset, end = idx + m->nb_clusters, cs = img->cluster_size;
+    for (uint64_t i = idx; i < end; i++, host += cs)
         l2_set_entry(img, slice, i, host | QCOW2_OFLAG_COPIED);
     if (img->extended_l2 && !m->prealloc)
         set_linked_bitmaps(img, m, slice, idx);
