@@ -284,10 +284,18 @@ int cache_flush(struct table_cache *c)
     return 0;
 }
 
+static __attribute__((noinline)) int change_dependency(struct table_cache *c,
+                                                       struct table_cache *dep);
+
 int cache_set_dependency(struct table_cache *c, struct table_cache *dep)
 {
-    if (c->depends == dep && !dep->depends)
-        return 0; /* every allocating write asks again: the usual answer, in two loads */
+    /* Every allocating write asks again: the usual answer in two loads, with none of the
+     * registers the change needs. */
+    return c->depends == dep && !dep->depends ? 0 : change_dependency(c, dep);
+}
+
+static int change_dependency(struct table_cache *c, struct table_cache *dep)
+{
     /* Only one level of dependency is kept: resolve deeper chains now. */
     if (dep->depends) {
         int ret = cache_flush(dep->depends);

@@ -676,8 +676,21 @@ static int wait_guard_slots(struct qcow2_image *img, uint64_t start, uint64_t *b
     return 0;
 }
 
+static __attribute__((noinline)) int wait_dependencies(struct qcow2_image *img, uint64_t start,
+                                                       uint64_t *bytes, bool whole_clusters);
+
 int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
                               bool whole_clusters)
+{
+    /* Nothing in flight and no guard (one request at a time): nothing to wait for, in two
+     * loads. */
+    if (!img->inflight && !__atomic_load_n(&img->guard_slots_used, __ATOMIC_SEQ_CST))
+        return 0;
+    return wait_dependencies(img, start, bytes, whole_clusters);
+}
+
+static int wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+                             bool whole_clusters)
 {
     uint64_t s = start, e = start + *bytes;
     if (whole_clusters)
@@ -707,7 +720,7 @@ int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t 
 
 void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m)
 {
-    cluster_assert_meta(img, m);
+    /* (m was checked when it was made: cluster_assert_meta().) */
     m->next_in_flight = img->inflight;
     m->pprev_in_flight = &img->inflight;
     if (img->inflight)
@@ -755,6 +768,7 @@ void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uin
         .cow_start = {offset - base, 0},
         .cow_end = {offset + n - base, 0},
     };
+    cluster_assert_meta(img, &g->meta);
     cluster_meta_start(img, &g->meta);
 }
 
@@ -794,13 +808,13 @@ static inline bool entry_may_have_host(const struct qcow2_image *img, uint64_t e
            (has_data_file(img) && (entry & QCOW2_OFLAG_COPIED));
 }
 
-/* Where head COW starts (bytes into the first cluster) for an entry of this kind. */
+/* Where head COW starts (bytes into the first cluster) for an entry that may have a host
+ * cluster (entry_may_have_host()); any other starts it at its subcluster, as the default case
+ * below would, whatever its bitmap says. */
 static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                                unsigned sc, bool keep_old, uint64_t written_from)
 {
     uint64_t sc_start = (uint64_t)sc << img->subcluster_bits;
-    if (!entry_may_have_host(img, entry))
-        return sc_start; /* (the default case below, whatever the bitmap says) */
     enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
     switch (t) {
     case SC_COMPRESSED:
@@ -822,13 +836,12 @@ static uint64_t cow_start_from(const struct qcow2_image *img, uint64_t entry, ui
     }
 }
 
-/* Where tail COW ends (bytes into the last cluster, exclusive). */
+/* Where tail COW ends (bytes into the last cluster, exclusive), for an entry that may have a
+ * host cluster; any other ends it with its subcluster. */
 static uint64_t cow_end_to(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
                            unsigned sc, bool keep_old, uint64_t written_to)
 {
     uint64_t sc_end = (uint64_t)(sc + 1) << img->subcluster_bits;
-    if (!entry_may_have_host(img, entry))
-        return sc_end; /* (the default case below, whatever the bitmap says) */
     enum subcluster_type t = subcluster_type(img, entry, bitmap, sc);
     switch (t) {
     case SC_COMPRESSED:
@@ -861,33 +874,51 @@ static bool all_written_normal(const struct qcow2_image *img, uint64_t entry, ui
     return true;
 }
 
+/* set_cow_regions() where the first or last entry may have a host cluster: move the bounds
+ * [*cs_from, *cs_to) of the written subclusters out to what those entries need copied. Out
+ * of line: a first write to a cluster needs none of it, nor the registers it takes. */
+static __attribute__((noinline)) void cow_bounds_of_entries(const struct qcow2_image *img,
+                                                            const struct l2_meta *m,
+                                                            const void *slice, uint64_t idx,
+                                                            uint64_t data_from, uint64_t data_to,
+                                                            uint64_t *cs_from, uint64_t *cs_to)
+{
+    uint64_t last = idx + m->nb_clusters - 1;
+    uint64_t last_base = (last - idx) << img->cluster_bits;
+    bool keep = m->keep_old_clusters;
+    uint64_t e = l2_get_entry(img, slice, idx);
+    if (entry_may_have_host(img, e))
+        *cs_from = cow_start_from(img, e, l2_get_bitmap(img, slice, idx),
+                                  offset_to_sc_index(img, data_from), keep, data_from);
+    e = l2_get_entry(img, slice, last);
+    if (entry_may_have_host(img, e))
+        *cs_to = last_base + cow_end_to(img, e, l2_get_bitmap(img, slice, last),
+                                        offset_to_sc_index(img, data_to - 1), keep,
+                                        data_to - last_base);
+}
+
 /* The COW regions of `m` (nb_clusters, keep_old_clusters and prealloc set) for guest data
  * [data_from, data_to) relative to m->offset, from the first and last written subclusters;
  * entry `idx` of `slice` maps the first cluster. */
 static void set_cow_regions(const struct qcow2_image *img, struct l2_meta *m, const void *slice,
                             uint64_t idx, uint64_t data_from, uint64_t data_to)
 {
-    uint64_t n = m->nb_clusters;
-    bool keep = m->keep_old_clusters;
-    uint64_t first_e = l2_get_entry(img, slice, idx), first_b = l2_get_bitmap(img, slice, idx);
-    uint64_t last_e = first_e, last_b = first_b;
-    if (n > 1) {
-        last_e = l2_get_entry(img, slice, idx + n - 1);
-        last_b = l2_get_bitmap(img, slice, idx + n - 1);
-    }
-    uint64_t last_base = (n - 1) << img->cluster_bits;
+    uint64_t last = idx + m->nb_clusters - 1;
+    bool hosts = entry_may_have_host(img, l2_get_entry(img, slice, idx)) ||
+                 entry_may_have_host(img, l2_get_entry(img, slice, last));
     uint64_t cs_from = data_from, cs_to = data_to;
     if (!m->prealloc) {
-        cs_from = cow_start_from(img, first_e, first_b, offset_to_sc_index(img, data_from),
-                                 keep, data_from);
-        cs_to = last_base + cow_end_to(img, last_e, last_b,
-                                       offset_to_sc_index(img, data_to - 1), keep,
-                                       data_to - last_base);
+        /* Most writes go to clusters without one (a first write): the regions are the rest
+         * of the written subclusters (data_from lies in the first cluster, data_to in the
+         * last), and no bitmap is read. */
+        cs_from = align_down_pow2(data_from, img->subcluster_size);
+        cs_to = align_up_pow2(data_to, img->subcluster_size);
+        if (hosts)
+            cow_bounds_of_entries(img, m, slice, idx, data_from, data_to, &cs_from, &cs_to);
     }
     /* The COW regions lie in the first and last cluster: with no data there (unallocated or
      * zero entries, nothing compressed) and nothing below this image, they read as zeros. */
-    m->cow_zero = !keep && !img->backing && !has_data_file(img) &&
-                  !entry_may_have_host(img, first_e) && !entry_may_have_host(img, last_e);
+    m->cow_zero = !m->keep_old_clusters && !img->backing && !has_data_file(img) && !hosts;
     m->cow_start = (struct cow_region){.offset = cs_from, .nb_bytes = data_from - cs_from};
     m->cow_end = (struct cow_region){.offset = data_to, .nb_bytes = cs_to - data_to};
 }
@@ -960,6 +991,21 @@ static int prepare_new_clusters(struct qcow2_image *img, struct l2_meta *m, cons
     return 0;
 }
 
+/* The fields of a new record that cluster_prepare_write() may leave as they are: set one by
+ * one, not by zeroing the whole record, which every allocating write makes. The others are
+ * always set on success: offset and keep_old_clusters by cluster_prepare_write(), the run
+ * (nb_clusters, alloc_offset, needs_link, dest_zero for new clusters) by prepare_in_place()
+ * or prepare_new_clusters(), the COW regions and cow_zero by set_cow_regions(), the remembered
+ * slice by find_l2_slice_for_write() when it sets l2_slice_at, the list links by
+ * cluster_meta_start(). guard_gen means something only with is_guard. */
+static void start_meta(struct l2_meta *m, bool prealloc)
+{
+    m->prealloc = prealloc;
+    m->dest_zero = false;
+    m->is_guard = false;
+    m->l2_slice_at = 0;
+}
+
 int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                           struct l2_meta *m, bool prealloc)
 {
@@ -969,7 +1015,7 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
      * whose L1 entry is not COPIED is never written in place, so it will be linked. The
      * slice is not pinned: it is read only before cluster_alloc_data(), whose refcount
      * updates may write L2 slices (flushes) but never evict one. */
-    memset(m, 0, sizeof(*m));
+    start_meta(m, prealloc);
     int ret = find_l2_slice_for_write(img, offset, &slice, &idx, m);
     if (ret < 0)
         return ret;
@@ -983,7 +1029,6 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     bool keep = !needs_new_cluster(img, l2_get_entry(img, slice, idx));
     m->offset = offset - in_cluster;
     m->keep_old_clusters = keep;
-    m->prealloc = prealloc;
     ret = keep ? prepare_in_place(img, m, slice, idx, offset, bytes, max_clusters)
                : prepare_new_clusters(img, m, slice, idx, offset, bytes, max_clusters);
     if (ret == 0)
@@ -1017,19 +1062,26 @@ int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
     return 0;
 }
 
-/* New subcluster bitmap for cluster i of m: the old one with the written subclusters made
- * allocated (and no longer zero). */
-static uint64_t linked_bitmap(const struct qcow2_image *img, const struct l2_meta *m,
-                              uint64_t i, uint64_t old_bitmap)
+/* Make the subclusters m writes (COW regions and data) allocated, and no longer zero, in the
+ * bitmaps of its clusters (entry `idx` of `slice` on). */
+static void set_linked_bitmaps(const struct qcow2_image *img, const struct l2_meta *m,
+                               void *slice, uint64_t idx)
 {
-    uint64_t base = i << img->cluster_bits;
-    uint64_t from = MAX(m->cow_start.offset, base) - base;
-    uint64_t to = MIN(m->cow_end.offset + m->cow_end.nb_bytes, base + img->cluster_size) - base;
-    if (from >= to)
-        return old_bitmap;
-    unsigned a = (unsigned)(from >> img->subcluster_bits);
-    unsigned b = (unsigned)(align_up_pow2(to, img->subcluster_size) >> img->subcluster_bits);
-    return (old_bitmap | QCOW2_SC_ALLOC_RANGE(a, b)) & ~QCOW2_SC_ZERO_RANGE(a, b);
+    /* [a, b): the written subclusters, counted from the start of the cluster at hand. They
+     * begin in the first cluster (the guest data does) and end in the last one. */
+    uint64_t per = img->subclusters_per_cluster;
+    uint64_t a = m->cow_start.offset >> img->subcluster_bits;
+    uint64_t b = align_up_pow2(m->cow_end.offset + m->cow_end.nb_bytes, img->subcluster_size) >>
+                 img->subcluster_bits;
+    assert(a < per && b <= per * m->nb_clusters);
+    for (uint64_t i = idx; a < b; i++) {
+        uint64_t to = MIN(b, per);
+        uint64_t alloc = QCOW2_SC_ALLOC_RANGE(a, to);
+        uint64_t old = l2_get_bitmap(img, slice, i);
+        l2_set_bitmap(img, slice, i, (old | alloc) & ~(alloc << 32)); /* zero bits: 32 up */
+        a = 0;
+        b -= to;
+    }
 }
 
 int cluster_mark_dirty_for_update(struct qcow2_image *img)
@@ -1096,15 +1148,23 @@ void cluster_publish_l2(struct qcow2_image *img, void *slice)
 static void set_linked_entries(struct qcow2_image *img, const struct l2_meta *m, void *slice,
                                uint64_t idx)
 {
-    bool set_bitmap = img->extended_l2 && !m->prealloc;
-    for (uint64_t i = 0; i < m->nb_clusters; i++) {
-        uint64_t host = m->alloc_offset + (i << img->cluster_bits);
-        l2_set_entry(img, slice, idx + i, host | QCOW2_OFLAG_COPIED);
-        if (set_bitmap)
-            l2_set_bitmap(img, slice, idx + i,
-                          linked_bitmap(img, m, i, l2_get_bitmap(img, slice, idx + i)));
-    }
+    /* (Locals: the stores into the slice could alias m and img for the compiler.) */
+    uint64_t host = m->alloc_offset, end = idx + m->nb_clusters, cs = img->cluster_size;
+    for (uint64_t i = idx; i < end; i++, host += cs)
+        l2_set_entry(img, slice, i, host | QCOW2_OFLAG_COPIED);
+    if (img->extended_l2 && !m->prealloc)
+        set_linked_bitmaps(img, m, slice, idx);
     cluster_publish_l2(img, slice);
+}
+
+/* Does any of entries [idx, idx + n) of `slice` hold data (compressed, or a host cluster)? */
+static bool entries_hold_data(const struct qcow2_image *img, const void *slice, uint64_t idx,
+                              uint64_t n)
+{
+    for (uint64_t i = idx; i < idx + n; i++)
+        if (l2_get_entry(img, slice, i) & (QCOW2_OFLAG_COMPRESSED | L2E_OFFSET_MASK))
+            return true;
+    return false;
 }
 
 /* cluster_link_l2() for clusters that replace others holding data (compressed, or shared
@@ -1149,11 +1209,7 @@ int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
     }
     assert(slice && idx + m->nb_clusters <= img->l2_slice_size);
     /* Clusters replaced (not kept) that held data must lose their reference once linked. */
-    bool frees = false;
-    for (uint64_t i = 0; i < m->nb_clusters && !m->keep_old_clusters; i++)
-        frees |= (l2_get_entry(img, slice, idx + i) &
-                  (QCOW2_OFLAG_COMPRESSED | L2E_OFFSET_MASK)) != 0;
-    if (frees)
+    if (!m->keep_old_clusters && entries_hold_data(img, slice, idx, m->nb_clusters))
         return link_replacing(img, m, slice, idx);
     set_linked_entries(img, m, slice, idx);
     return 0;

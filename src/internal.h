@@ -404,8 +404,8 @@ struct cow_region {
 /* An L2 meta record: one host-contiguous run of clusters of a guest write that needs new L2
  * entries (new clusters, or new subclusters of an existing cluster with extended L2).
  *
- * Invariants (asserted in cluster.c where the record is made, where COW runs and where L2 is
- * linked):
+ * Invariants (cluster_assert_meta(), where the record is made and where L2 is linked; where
+ * COW runs, that the guest data fills the gap between the regions):
  *  - offset is cluster aligned; the run is nb_clusters clusters long, within one L2 slice.
  *  - cow_start.offset <= cow_start.offset + cow_start.nb_bytes <= cow_end.offset
  *    <= cow_end.offset + cow_end.nb_bytes <= nb_clusters * cluster_size. Both offsets are valid
@@ -429,10 +429,6 @@ struct l2_meta {
     uint64_t guard_gen;     /* data guards: img->guard_gen when the request mapped its clusters */
     struct cow_region cow_start;
     struct cow_region cow_end;
-    /* Guest data merged into the COW write (set by the data path). */
-    const struct iovec *data_iov;
-    int data_iovcnt;
-    struct l2_meta *next;           /* next record of the same request */
     struct l2_meta *next_in_flight; /* img->inflight list */
     struct l2_meta **pprev_in_flight; /* the link pointing at us: O(1) removal */
     /* Where cluster_prepare_write() found the L2 slice (l2_slice_at 0: not known), so that
@@ -626,8 +622,11 @@ static inline uint64_t offset_into_cluster(const struct qcow2_image *img, uint64
     return off & (img->cluster_size - 1);
 }
 
-/* The invariants of struct l2_meta that hold for every record (cluster.c, io.c). Inline:
- * checked four times per allocating write. */
+/* The invariants of struct l2_meta that hold for every record (cluster.c, io.c). Checked
+ * where a record is made (cluster_prepare_write(), a compressed write, a data guard) and
+ * again before its entries are linked (cluster_link_l2()): its owner changes none of the
+ * fields in between, so the checks once paid at every step of a write (start, data write)
+ * would repeat the same answer. */
 static inline void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)
 {
     (void)img;

@@ -387,25 +387,42 @@ static int zero_cow_span(struct qcow2_image *img, const struct l2_meta *m, bool 
     return 1;
 }
 
-/* Write the COW regions and the guest data of `m`: one vectored write where they are
- * contiguous on the host. The guest data lies exactly between the two regions. */
-static int write_meta_data(struct qcow2_image *img, struct l2_meta *m, const uint8_t *data,
-                           uint64_t len)
+/* Read the COW regions of `m` into *head and *tail (NULL: nothing to read there), or zero
+ * them in the host file at once. Returns 1 when zeroed (only the guest data is left to
+ * write), 0 when the regions must be written with it, or -errno. */
+static int read_or_zero_cow(struct qcow2_image *img, const struct l2_meta *m, uint8_t **head,
+                            uint8_t **tail)
 {
-    cluster_assert_meta(img, m);
-    assert(m->cow_start.offset + m->cow_start.nb_bytes + len == m->cow_end.offset);
-    uint8_t *head = NULL, *tail = NULL;
     bool head_zero, tail_zero;
     /* Regions known to read as zeros are not read to find that out (a cluster's worth of
      * memset and compare per write without extended L2). */
     int ret = m->cow_zero ? zero_cow_span(img, m, true, true) : 0;
-    if (ret == 0) {
-        ret = read_cow_region(img, m, &m->cow_start, &head, &head_zero);
-        if (ret == 0)
-            ret = read_cow_region(img, m, &m->cow_end, &tail, &tail_zero);
-        if (ret == 0 && !m->cow_zero) /* (tried already) */
-            ret = zero_cow_span(img, m, head_zero, tail_zero);
-    }
+    if (ret != 0)
+        return ret;
+    ret = read_cow_region(img, m, &m->cow_start, head, &head_zero);
+    if (ret == 0)
+        ret = read_cow_region(img, m, &m->cow_end, tail, &tail_zero);
+    if (ret == 0 && !m->cow_zero) /* (tried already) */
+        ret = zero_cow_span(img, m, head_zero, tail_zero);
+    return ret;
+}
+
+/* Write `iov` at host offset `at` of the data file. */
+static int write_host(struct qcow2_image *img, const struct iovec *iov, int cnt, uint64_t at)
+{
+    int ret = cnt ? file_pwritev(img->data_file, iov, cnt, at) : 0;
+    if (ret < 0)
+        set_error(img, ret, "write at host offset 0x%llx failed: %s", (unsigned long long)at,
+                  strerror(-ret));
+    return ret;
+}
+
+/* write_meta_data() with COW regions. */
+static int write_with_cow(struct qcow2_image *img, const struct l2_meta *m, const uint8_t *data,
+                          uint64_t len)
+{
+    uint8_t *head = NULL, *tail = NULL;
+    int ret = read_or_zero_cow(img, m, &head, &tail);
     if (ret < 0)
         goto out;
     bool cow_done = ret == 1;
@@ -422,17 +439,25 @@ static int write_meta_data(struct qcow2_image *img, struct l2_meta *m, const uin
         iov[cnt++] = (struct iovec){(void *)data, len};
     if (!cow_done && m->cow_end.nb_bytes)
         iov[cnt++] = (struct iovec){tail, m->cow_end.nb_bytes};
-    ret = 0;
-    if (cnt) {
-        ret = file_pwritev(img->data_file, iov, cnt, at);
-        if (ret < 0)
-            set_error(img, ret, "write at host offset 0x%llx failed: %s",
-                      (unsigned long long)at, strerror(-ret));
-    }
+    ret = write_host(img, iov, cnt, at);
 out:
     free(head);
     free(tail);
     return ret;
+}
+
+/* Write the COW regions and the guest data of `m`: one vectored write where they are
+ * contiguous on the host. The guest data lies exactly between the two regions. */
+static int write_meta_data(struct qcow2_image *img, const struct l2_meta *m,
+                           const uint8_t *data, uint64_t len)
+{
+    /* (m itself was checked when it was made: cluster_assert_meta().) */
+    assert(m->cow_start.offset + m->cow_start.nb_bytes + len == m->cow_end.offset);
+    if (m->cow_start.nb_bytes || m->cow_end.nb_bytes)
+        return write_with_cow(img, m, data, len);
+    /* Most writes with extended L2 fill whole subclusters: only the guest data. */
+    struct iovec iov = {(void *)data, len};
+    return write_host(img, &iov, len ? 1 : 0, m->alloc_offset + m->cow_start.offset);
 }
 
 /* Write one host-contiguous part of a request; returns its length or -errno. */
@@ -1012,6 +1037,7 @@ static int store_compressed(struct qcow2_image *img, const uint8_t *cbuf, uint64
 {
     struct l2_meta m = {.offset = offset, .nb_clusters = 1, .keep_old_clusters = false,
                         .cow_start = {0, 0}, .cow_end = {img->cluster_size, 0}};
+    cluster_assert_meta(img, &m);
     pthread_mutex_lock(&img->lock);
     uint64_t n = img->cluster_size;
     int ret;

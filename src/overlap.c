@@ -149,15 +149,18 @@ static uint64_t end_of_header_structures(const struct qcow2_image *img)
 static __attribute__((noinline)) unsigned find_below(struct qcow2_image *img, uint64_t offset,
                                                      uint64_t size, unsigned ignore);
 
+/* Above every structure (where new clusters usually come from), whatever `ignore` says,
+ * nothing is hit: one bound instead of a test per structure. */
+static inline bool above_all_structures(const struct qcow2_image *img, uint64_t offset)
+{
+    return img->overlap_index.valid && img->overlap_index.gen == img->metadata_gen &&
+           offset >= img->overlap_index.tables_end && offset >= end_of_header_structures(img);
+}
+
 unsigned overlap_find(struct qcow2_image *img, uint64_t offset, uint64_t size,
                       unsigned ignore)
 {
-    /* Above every structure (where new clusters usually come from), whatever `ignore` says,
-     * nothing is hit: one bound instead of a test per structure. */
-    if (img->overlap_index.valid && img->overlap_index.gen == img->metadata_gen &&
-        offset >= img->overlap_index.tables_end && offset >= end_of_header_structures(img))
-        return 0;
-    return find_below(img, offset, size, ignore);
+    return above_all_structures(img, offset) ? 0 : find_below(img, offset, size, ignore);
 }
 
 static unsigned find_below(struct qcow2_image *img, uint64_t offset, uint64_t size,
@@ -208,9 +211,18 @@ static const char *overlap_name(unsigned what)
     }
 }
 
+static __attribute__((noinline)) int check_below(struct qcow2_image *img, uint64_t offset,
+                                                 uint64_t size, unsigned ignore);
+
+/* Every allocating write asks: the usual answer with none of the registers a report needs. */
 int overlap_check(struct qcow2_image *img, uint64_t offset, uint64_t size, unsigned ignore)
 {
-    unsigned what = overlap_find(img, offset, size, ignore);
+    return above_all_structures(img, offset) ? 0 : check_below(img, offset, size, ignore);
+}
+
+static int check_below(struct qcow2_image *img, uint64_t offset, uint64_t size, unsigned ignore)
+{
+    unsigned what = find_below(img, offset, size, ignore);
     if (!what)
         return 0;
     return signal_corruption(img, "preventing a write at 0x%llx (%llu bytes) that would "

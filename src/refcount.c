@@ -37,14 +37,13 @@ static unsigned long long ull(uint64_t v)
 /* Entry encoding. Widths below a byte are packed LSB first (entry 0 in bit 0 of byte 0);
  * 16, 32 and 64 bit entries are big-endian. */
 
-/* refcount_block_get/set, inlined into the allocation fast path (alloc_in_free_block). */
-static inline uint64_t block_get(const struct qcow2_image *img, const void *block,
-                                 uint64_t index)
+/* Entries of every width but the default one (16 bits): out of line, so that the allocation
+ * fast path (alloc_in_free_block), which inlines block_get/set, does not set up their
+ * sub-byte arithmetic before every loop. */
+static __attribute__((noinline)) uint64_t block_get_other(const struct qcow2_image *img,
+                                                          const void *block, uint64_t index)
 {
     const uint8_t *b = block;
-    assert(index < entries_per_block(img));
-    if (img->refcount_order == 4) /* the default width first: no sub-byte arithmetic */
-        return be16_get(b + index * 2);
     switch (img->refcount_order) {
     case 0:
     case 1:
@@ -66,16 +65,11 @@ static inline uint64_t block_get(const struct qcow2_image *img, const void *bloc
     return 0;
 }
 
-static inline void block_set(const struct qcow2_image *img, void *block, uint64_t index,
-                             uint64_t value)
+static __attribute__((noinline)) void block_set_other(const struct qcow2_image *img,
+                                                      void *block, uint64_t index,
+                                                      uint64_t value)
 {
     uint8_t *b = block;
-    assert(index < entries_per_block(img));
-    assert(value <= img->refcount_max);
-    if (img->refcount_order == 4) { /* the default width first */
-        be16_put(b + index * 2, (uint16_t)value);
-        return;
-    }
     switch (img->refcount_order) {
     case 0:
     case 1:
@@ -101,6 +95,27 @@ static inline void block_set(const struct qcow2_image *img, void *block, uint64_
         return;
     }
     assert(!"refcount_order out of range");
+}
+
+/* refcount_block_get/set, inlined into the allocation fast path (alloc_in_free_block). */
+static inline uint64_t block_get(const struct qcow2_image *img, const void *block,
+                                 uint64_t index)
+{
+    assert(index < entries_per_block(img));
+    if (img->refcount_order == 4) /* the default width first: no sub-byte arithmetic */
+        return be16_get((const uint8_t *)block + index * 2);
+    return block_get_other(img, block, index);
+}
+
+static inline void block_set(const struct qcow2_image *img, void *block, uint64_t index,
+                             uint64_t value)
+{
+    assert(index < entries_per_block(img));
+    assert(value <= img->refcount_max);
+    if (img->refcount_order == 4) /* the default width first */
+        be16_put((uint8_t *)block + index * 2, (uint16_t)value);
+    else
+        block_set_other(img, block, index, value);
 }
 
 uint64_t refcount_block_get(const struct qcow2_image *img, const void *block, uint64_t index)
