@@ -371,7 +371,9 @@ static int read_cow_data(struct qcow2_image *img, const struct l2_meta *m,
 static int zero_cow_span(struct qcow2_image *img, const struct l2_meta *m, bool head_zero,
                          bool tail_zero)
 {
-    if ((!m->cow_start.nb_bytes && !m->cow_end.nb_bytes) || !head_zero || !tail_zero)
+    /* (Called only with COW regions: write_meta_data() writes the data alone otherwise.) */
+    assert(m->cow_start.nb_bytes || m->cow_end.nb_bytes);
+    if (!head_zero || !tail_zero)
         return 0;
     uint64_t at = m->alloc_offset + m->cow_start.offset;
     uint64_t span = m->cow_end.offset + m->cow_end.nb_bytes - m->cow_start.offset;
