@@ -1345,8 +1345,10 @@ static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_pre
          * where the guest had data. */
         if ((ret = write_size(img, size)) < 0)
             return ret;
-        uint64_t a = ROUND_UP(size, img->cluster_size), fb;
-        if (a < old && (ret = zero_range(img, a, old, ZERO_FULL_DISCARD, true, &fb)) < 0)
+        /* Whole clusters up to the old end's cluster end: img->size is already the new
+         * size, so an unaligned old end would look like part of a cluster to zero_in_slice. */
+        uint64_t a = ROUND_UP(size, img->cluster_size), b = ROUND_UP(old, img->cluster_size), fb;
+        if (a < b && (ret = zero_range(img, a, b, ZERO_FULL_DISCARD, true, &fb)) < 0)
             return ret;
         pthread_mutex_lock(&img->lock);
         ret = write_caches(img);
