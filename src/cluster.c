@@ -508,6 +508,46 @@ static int write_l1_entries(struct qcow2_image *img, uint64_t first, uint64_t en
     return 0;
 }
 
+/* Shrinking, as QEMU's qcow2_shrink_l1_table: the L2 tables wholly past the new end go. The
+ * L1 size in the header stays; the entries become 0. Order: everything cached is written
+ * first (the discard of what the tables mapped, with its refcounts), then the zeroed entries
+ * (synced), and only then do the tables leave the cache and their references go. A crash in
+ * between leaks them; a failed L1 write keeps them too (the entries are written again at the
+ * next flush). A table shared with a snapshot only loses our reference. */
+int cluster_shrink_l1(struct qcow2_image *img, uint64_t new_l1_size)
+{
+    uint64_t end = img->l1_size, n = 0;
+    for (uint64_t i = new_l1_size; i < end; i++)
+        n += (img->l1_table[i] & L1E_OFFSET_MASK) != 0;
+    if (n == 0)
+        return 0;
+    int ret = cluster_flush_metadata(img);
+    uint64_t *tables = ret == 0 ? malloc(n * sizeof(*tables)) : NULL;
+    if (ret < 0)
+        return ret;
+    if (!tables)
+        return set_error(img, -ENOMEM, "out of memory");
+    n = 0;
+    for (uint64_t i = new_l1_size; i < end; i++) {
+        if (img->l1_table[i] & L1E_OFFSET_MASK)
+            tables[n++] = img->l1_table[i] & L1E_OFFSET_MASK;
+        img->l1_table[i] = 0;
+    }
+    ret = write_l1_entries(img, new_l1_size, end);
+    if (ret == 0 && (ret = file_flush(img->file)) < 0)
+        set_error(img, ret, "flush failed: %s", strerror(-ret));
+    for (uint64_t k = 0; k < n && ret == 0; k++) {
+        overlap_l2_replaced(img, tables[k], 0);
+        ret = cache_discard(img->l2_cache, tables[k]);
+        if (ret == 0)
+            ret = refcount_free_clusters(img, tables[k], img->cluster_size);
+    }
+    if (ret < 0)
+        img->l1_dirty = true;
+    free(tables);
+    return ret;
+}
+
 int cluster_link_new_tables(struct qcow2_image *img)
 {
     if (!img->l1_pending_any)

@@ -752,6 +752,10 @@ int refcount_update(struct qcow2_image *img, uint64_t offset, uint64_t length, i
 /* Drop a reference held by L2 entry `l2_entry` (normal or compressed); frees host space. */
 int refcount_free_l2_entry(struct qcow2_image *img, uint64_t l2_entry);
 int refcount_free_clusters(struct qcow2_image *img, uint64_t offset, uint64_t size);
+/* The highest cluster below cluster index `end` with a nonzero refcount, -1 if none. */
+int64_t refcount_last_used(struct qcow2_image *img, uint64_t end);
+/* Shrinking: drop the refcount blocks that count nothing but themselves (synced). */
+int refcount_shrink_table(struct qcow2_image *img);
 /* Set the refcount width (order 0..6) and what derives from it (needs img->cluster_bits). */
 void refcount_set_order(struct qcow2_image *img, unsigned order);
 /* Refcount entry accessors for any order (used by check.c too). */
@@ -805,6 +809,8 @@ int cluster_link_new_tables(struct qcow2_image *img);
  * (header_write_pending_switches): the first metadata step of every flush and close. */
 int cluster_write_switches(struct qcow2_image *img);
 int cluster_ensure_l1_size(struct qcow2_image *img, uint64_t min_size);
+/* Shrinking: unlink (synced) and free the L2 tables of L1 entries [new_l1_size, l1_size). */
+int cluster_shrink_l1(struct qcow2_image *img, uint64_t new_l1_size);
 
 /* Write path, in call order: wait for overlapping in-flight records (may return -EAGAIN after
  * waiting: look again), prepare a record for the longest writable prefix (allocating host

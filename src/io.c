@@ -1327,6 +1327,29 @@ static int grow_qcow2(struct qcow2_image *img, uint64_t old, uint64_t size,
     return ret;
 }
 
+/* After a shrink, as QEMU's qcow2_co_truncate: cut the image file after its last used
+ * cluster (everything is written and synced, so nothing past it is referenced). Never below
+ * the tables in memory that a damaged image might not count. A failure leaves a longer
+ * file, which is still valid: not an error (QEMU only warns). Called with img->lock held. */
+static void trim_file_tail(struct qcow2_image *img)
+{
+    int64_t len = file_size(img->file);
+    if (len <= 0)
+        return;
+    int64_t last = refcount_last_used(img, DIV_ROUND_UP((uint64_t)len, img->cluster_size));
+    if (last < 0)
+        return;
+    uint64_t end = ((uint64_t)last + 1) << img->cluster_bits;
+    end = MAX(end, img->hdr.l1_table_offset + (uint64_t)img->l1_size * 8);
+    end = MAX(end, img->hdr.refcount_table_offset +
+                       ((uint64_t)img->hdr.refcount_table_clusters << img->cluster_bits));
+    for (uint64_t i = 0; i < img->refcount_table_size; i++)
+        if (img->refcount_table[i] & REFT_OFFSET_MASK)
+            end = MAX(end, (img->refcount_table[i] & REFT_OFFSET_MASK) + img->cluster_size);
+    if (end < (uint64_t)len && file_truncate(img->file, end) == 0)
+        img->free_byte_offset = 0;
+}
+
 static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_prealloc prealloc,
                           unsigned flags)
 {
@@ -1350,8 +1373,20 @@ static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_pre
         uint64_t a = ROUND_UP(size, img->cluster_size), b = ROUND_UP(old, img->cluster_size), fb;
         if (a < b && (ret = zero_range(img, a, b, ZERO_FULL_DISCARD, true, &fb)) < 0)
             return ret;
+        /* Then, as QEMU does: the L2 tables wholly past the end go, the refcount blocks
+         * that count nothing go, and the file is cut after its last used cluster. */
         pthread_mutex_lock(&img->lock);
         ret = write_caches(img);
+        if (ret == 0)
+            ret = cluster_shrink_l1(img, size_to_l1(img, size));
+        if (ret == 0)
+            ret = write_caches(img);
+        if (ret == 0)
+            ret = refcount_shrink_table(img);
+        if (ret == 0 && (ret = file_flush(img->file)) < 0)
+            set_error(img, ret, "flush failed: %s", strerror(-ret));
+        if (ret == 0)
+            trim_file_tail(img);
         pthread_mutex_unlock(&img->lock);
         return ret;
     }

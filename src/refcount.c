@@ -248,6 +248,92 @@ int refcount_get(struct qcow2_image *img, uint64_t cluster_index, uint64_t *refc
     return ret;
 }
 
+/* Does refcount block `rt` (at host `offset`) count nothing but, perhaps, itself? */
+static bool block_counts_nothing(const struct qcow2_image *img, const void *block, uint64_t rt,
+                                 uint64_t offset)
+{
+    uint64_t own = table_index_of(img, offset >> img->cluster_bits) == rt
+                       ? block_index_of(img, offset >> img->cluster_bits)
+                       : UINT64_MAX;
+    for (uint64_t k = 0; k < entries_per_block(img); k++)
+        if (k != own && block_get(img, block, k) != 0)
+            return false;
+    return true;
+}
+
+/* Shrinking, as QEMU's qcow2_shrink_reftable: the refcount blocks that count nothing but
+ * (perhaps) themselves go, so that the file can end after its last used cluster. Order: the
+ * refcount table without them is written and synced (header_write.c), then they leave the
+ * cache, then the reference another block holds on one goes (a self-describing block's went
+ * with it). A crash in between leaks such a block; a failed table write is retried at the
+ * next flush and keeps the blocks (leaked). With lazy refcounts (a dirty image) the blocks
+ * in memory are the truth until close: nothing is done. The table keeps its size, as QEMU's. */
+int refcount_shrink_table(struct qcow2_image *img)
+{
+    if (img->dirty)
+        return 0;
+    int ret = cache_flush(img->refcount_cache);
+    uint64_t *gone = ret == 0 ? calloc(img->refcount_table_size, sizeof(*gone)) : NULL;
+    if (ret < 0)
+        return ret;
+    if (!gone)
+        return set_error(img, -ENOMEM, "out of memory");
+    uint64_t n = 0;
+    for (uint64_t rt = 0; rt < img->refcount_table_size && ret == 0; rt++) {
+        void *block;
+        uint64_t offset = img->refcount_table[rt] & REFT_OFFSET_MASK;
+        if (!offset || (ret = load_block(img, rt, &block)) < 0)
+            continue;
+        if (block_counts_nothing(img, block, rt, offset)) {
+            gone[rt] = offset;
+            n++;
+        }
+        cache_put(img->refcount_cache, &block);
+    }
+    for (uint64_t rt = 0; rt < img->refcount_table_size && ret == 0 && n; rt++)
+        if (gone[rt])
+            img->refcount_table[rt] = 0;
+    if (ret == 0 && n) {
+        img->metadata_gen++;
+        img->reftable_dirty = true;
+        ret = header_write_pending_switches(img);
+    }
+    for (uint64_t rt = 0; rt < img->refcount_table_size && ret == 0 && n; rt++) {
+        if (!gone[rt])
+            continue;
+        cache_discard(img->refcount_cache, gone[rt]);
+        if (table_index_of(img, gone[rt] >> img->cluster_bits) != rt)
+            ret = refcount_free_clusters(img, gone[rt], img->cluster_size);
+    }
+    free(gone);
+    return ret;
+}
+
+/* The highest cluster below cluster index `end` with a nonzero refcount, -1 if none, or
+ * -errno. Scans down, one refcount block at a time; a range without a block is skipped whole.
+ * (QEMU's qcow2_get_last_cluster, for trimming the file after a shrink.) */
+int64_t refcount_last_used(struct qcow2_image *img, uint64_t end)
+{
+    struct rc_cursor c = {0};
+    int64_t found = -1;
+    for (uint64_t i = end; i > 0;) {
+        uint64_t rc;
+        int ret = cursor_get(img, &c, --i, &rc);
+        if (ret < 0) {
+            found = ret;
+            break;
+        }
+        if (rc) {
+            found = (int64_t)i;
+            break;
+        }
+        if (!c.block)
+            i = c.rt * entries_per_block(img); /* the first cluster this block would count */
+    }
+    cursor_release(img, &c);
+    return found;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Free space. */
 

@@ -573,6 +573,49 @@ static void test_shrink_from_unaligned_end(bool ext)
         run_cmd("cd '%s' && rm -f '%s' '%s'", g_dir, name, model_name);
 }
 
+static uint64_t file_length(const char *name)
+{
+    char p[4400];
+    struct stat st;
+    path_of(p, sizeof(p), name);
+    return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Shrinking drops what lies wholly past the new end, as qemu-img resize --shrink does: the
+ * L2 tables (64 KiB clusters: one per 512 MiB) or the refcount blocks too (512-byte clusters:
+ * one per 128 KiB of file), and cuts the file after its last used cluster. Our file is no
+ * longer than QEMU's (it can be shorter: QEMU leaves a cluster it allocates while dropping
+ * a self-describing refcount block), reads the same and checks clean. */
+static void test_shrink_trims_like_qemu(unsigned cluster_size)
+{
+    char name[64], theirs[64];
+    snprintf(name, sizeof(name), "trim-%u.qcow2", cluster_size);
+    snprintf(theirs, sizeof(theirs), "trim-%u-qemu.qcow2", cluster_size);
+    bool small = cluster_size == 512;
+    uint64_t size = small ? 8 * MIB : 2048 * MIB, to = small ? 512 * KIB + 512 : 256 * MIB;
+    HARNESS("cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=%u '%s' %llu && "
+            "qemu-io -c 'write -P 0x33 0 64k' -c 'write -P 0x44 %llu 200k' '%s' >/dev/null && "
+            "cp '%s' '%s' && qemu-img resize -q --shrink '%s' %llu",
+            g_dir, cluster_size, name, ull(size), ull(size - 2 * MIB), name, name, theirs,
+            theirs, ull(to));
+    uint64_t before = file_length(name);
+    struct qcow2_image *img = open_image(name, false);
+    if (!img)
+        return;
+    int ret = qcow2_truncate(img, to, QCOW2_PREALLOC_OFF, QCOW2_TRUNCATE_SHRINK);
+    CHECK_MSG(ret == 0, "shrink: %s", qcow2_error(img));
+    CHECK(qcow2_close(img) == 0);
+    uint64_t ours = file_length(name), qemu = file_length(theirs);
+    CHECK_MSG(ours < before && ours <= qemu,
+              "file of %llu bytes after the shrink (before %llu, qemu-img's %llu)", ull(ours),
+              ull(before), ull(qemu));
+    CHECK_CLEAN(name);
+    int st = run_cmd("cd '%s' && qemu-img compare -q '%s' '%s'", g_dir, name, theirs);
+    CHECK_MSG(st == 0, "the shrunk image does not read as qemu-img's");
+    if (!t_failed && !getenv("KEEP_TMP"))
+        run_cmd("cd '%s' && rm -f '%s' '%s'", g_dir, name, theirs);
+}
+
 /* Growing over a longer backing file: the new area reads zeros, not the backing data (QEMU
  * zero-fills it: bdrv_co_truncate with a backing file that covers the new area). */
 /* An image grown from 1 MiB to 4 MiB reads zeros in [1 MiB, 4 MiB); `what` names what a
@@ -687,6 +730,9 @@ int main(void)
                  ext ? "extended" : "standard");
         RUN(label, test_shrink_from_unaligned_end(ext));
     }
+    RUN("shrink_trims_like_qemu (64 KiB clusters: L2 tables)", test_shrink_trims_like_qemu(65536));
+    RUN("shrink_trims_like_qemu (512-byte clusters: refcount blocks)",
+        test_shrink_trims_like_qemu(512));
     for (int ext = 0; ext < 2; ext++) {
         snprintf(label, sizeof(label), "grow_over_longer_backing_file_reads_zeros (%s L2)",
                  ext ? "extended" : "standard");

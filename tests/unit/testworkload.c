@@ -482,6 +482,22 @@ static const struct wl_op ops_data_file_raw[] = {
 
 /* A 1 MiB image over a 2 MiB backing file: growing it, the new area reads zeros, not the
  * backing file. */
+/* 512-byte clusters: an L2 table maps 32 KiB, a refcount block counts 128 KiB of the file.
+ * The shrink drops the tables past the new end and the refcount blocks that then count
+ * nothing, and cuts the file after its last used cluster; the writes after it reuse the
+ * space. */
+static const struct wl_op ops_shrink_drops_tables[] = {
+    {WL_WRITE, 6 * MB, 200 * KB, 0},
+    {WL_FLUSH, 0, 0, 0},
+    {WL_TRUNCATE, 512 * KB + 512, 0, 0},  /* from an aligned end, to mid-table */
+    {WL_WRITE, 100 * KB, 4096, 0},
+    {WL_TRUNCATE, 2 * MB + 512, 0, 0},
+    {WL_WRITE, 2 * MB - 4096, 4608, 0},   /* into the new area, up to the unaligned end */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_TRUNCATE, 1 * MB, 0, 0},          /* from the unaligned end */
+    {WL_END, 0, 0, 0},
+};
+
 static const struct wl_op ops_grow_over_backing[] = {
     {WL_WRITE, 1000, 500, 0},
     {WL_FLUSH, 0, 0, 0},
@@ -628,6 +644,9 @@ const struct workload wl_workloads[] = {
     {.name = "data_file_raw", .create_opts = "cluster_size=65536", .size = "4M",
      .cluster_size = 65536, .data_file = true, .prep_io = "write -P 0x3d 0 1M",
      .ops = ops_data_file_raw,
+     .crash_aimed = true},
+    {.name = "shrink_drops_tables", .create_opts = "cluster_size=512", .size = "8M",
+     .cluster_size = 512, .prep_io = "write -P 0x3c 0 64k", .ops = ops_shrink_drops_tables,
      .crash_aimed = true},
     {.name = "grow_over_backing", .create_opts = "cluster_size=65536", .size = "1M",
      .cluster_size = 65536, .backing_size = "2M", .backing_fmt = "raw",
