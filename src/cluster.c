@@ -237,8 +237,8 @@ static inline int map_subcluster(struct qcow2_image *img, const void *slice, uin
 /* Where a range without an L2 table ends: the end of this L1 entry's range and of every
  * following L1 entry without a table, in one step (a sparse disk of terabytes has millions of
  * them), bounded by `stop`. */
-static uint64_t end_of_missing_tables(const struct qcow2_image *img, uint64_t offset,
-                                      uint64_t stop)
+uint64_t cluster_end_of_missing_tables(const struct qcow2_image *img, uint64_t offset,
+                                       uint64_t stop)
 {
     uint64_t l1_bytes = 1ull << (img->l2_bits + img->cluster_bits);
     uint64_t pos = align_down_pow2(offset, l1_bytes) + l1_bytes;
@@ -278,7 +278,7 @@ static int map_in_slice(struct qcow2_image *img, uint64_t offset, uint64_t *byte
         return ret;
     if (!slice) {
         *type = SC_UNALLOCATED_PLAIN;
-        *bytes = end_of_missing_tables(img, offset, offset + want) - offset;
+        *bytes = cluster_end_of_missing_tables(img, offset, offset + want) - offset;
         return 0;
     }
     /* The slice bounds how far one lookup can see. */

@@ -785,6 +785,9 @@ enum l2_need {
     L2_IF_PRESENT, /* change entries of an existing table (copied first when shared) */
     L2_CREATE,     /* the same, creating the table when there is none */
 };
+/* Where the run of L1 entries without an L2 table from `offset` on ends (at most `stop`). */
+uint64_t cluster_end_of_missing_tables(const struct qcow2_image *img, uint64_t offset,
+                                       uint64_t stop);
 int cluster_get_l2_slice(struct qcow2_image *img, uint64_t offset, enum l2_need need,
                          void **slice, uint64_t *slice_index);
 /* THE ORDERING RULE for L2 changes: an L2 change that makes host bytes readable (a new

@@ -660,15 +660,20 @@ static int64_t zero_in_slice(struct qcow2_image *img, uint64_t start, uint64_t e
     void *slice;
     uint64_t idx;
     /* Without a table the range reads zeros only when there is no backing file (opened in
-     * this session or not). A shared table is copied before any change (cluster.c). */
-    enum l2_need need = mode == ZERO_WRITE || has_backing_file(img) ? L2_CREATE : L2_IF_PRESENT;
+     * this session or not). A full discard (a shrink's tail, emptying) leaves entries
+     * unallocated whatever lies beneath: without a table it has nothing to do (creating
+     * tables for a shrink's tail would write one per L1 entry of a sparse disk of terabytes,
+     * only to free them). A shared table is copied before any change (cluster.c). */
+    enum l2_need need = mode == ZERO_WRITE || (mode != ZERO_FULL_DISCARD && has_backing_file(img))
+                            ? L2_CREATE
+                            : L2_IF_PRESENT;
     int ret = cluster_get_l2_slice(img, start, need, &slice, &idx);
     if (ret < 0)
         return ret;
     uint64_t slice_bytes = img->l2_slice_size << img->cluster_bits;
     uint64_t stop = MIN(end, align_down_pow2(start, slice_bytes) + slice_bytes);
-    if (!slice)
-        return (int64_t)(stop - start); /* no table, no backing: reads zeros already */
+    if (!slice) /* nothing to do where no table is: skip every missing one in one step */
+        return (int64_t)(cluster_end_of_missing_tables(img, start, end) - start);
     ret = cluster_mark_dirty_for_update(img);
     if (ret < 0) {
         cache_put(img->l2_cache, &slice);

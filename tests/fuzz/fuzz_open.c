@@ -4,7 +4,8 @@
  *   read-only: open, block status over the disk, read every allocated extent, qcow2_check
  *              (also in untrusted mode); an inspect_only open and its info;
  *   writable:  open for repair, qcow2_check with every fix, close;
- *              open normally, write / zero / discard / flush a few clusters, close.
+ *              open normally, write / zero / discard a few clusters, shrink to half and
+ *              grow back, flush, close.
  * Work per input is bounded here (extents walked, bytes read); memory is not: the library
  * must bound its own allocations (libFuzzer's -malloc_limit_mb reports any that it does
  * not). Failures of the library are fine; crashes, sanitizer reports and hangs are not. */
@@ -159,6 +160,9 @@ static void writable_pass(void)
     }
     (void)qcow2_pwrite_zeroes(img, 0, size < 131072 ? size : 131072, QCOW2_ZERO_MAY_UNMAP);
     (void)qcow2_discard(img, size / 2, size < 131072 ? size : 131072);
+    /* A shrink drops tables and refcount blocks and cuts the file; growing back reads zeros. */
+    if (qcow2_truncate(img, size / 2 / 512 * 512, QCOW2_PREALLOC_OFF, QCOW2_TRUNCATE_SHRINK) == 0)
+        (void)qcow2_truncate(img, size, QCOW2_PREALLOC_OFF, 0);
     (void)qcow2_flush(img);
     walk(img);
     qcow2_close(img);
