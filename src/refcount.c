@@ -301,8 +301,8 @@ int refcount_shrink_table(struct qcow2_image *img)
     for (uint64_t rt = 0; rt < img->refcount_table_size && ret == 0 && n; rt++) {
         if (!gone[rt])
             continue;
-        cache_discard(img->refcount_cache, gone[rt]);
-        if (table_index_of(img, gone[rt] >> img->cluster_bits) != rt)
+        ret = cache_discard(img->refcount_cache, gone[rt]);
+        if (ret == 0 && table_index_of(img, gone[rt] >> img->cluster_bits) != rt)
             ret = refcount_free_clusters(img, gone[rt], img->cluster_size);
     }
     free(gone);
