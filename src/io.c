@@ -1381,9 +1381,7 @@ static int truncate_qcow2(struct qcow2_image *img, uint64_t size, enum qcow2_pre
         /* Then, as QEMU does: the L2 tables wholly past the end go, the refcount blocks
          * that count nothing go, and the file is cut after its last used cluster. */
         pthread_mutex_lock(&img->lock);
-        ret = write_caches(img);
-        if (ret == 0)
-            ret = cluster_shrink_l1(img, size_to_l1(img, size));
+        ret = cluster_shrink_l1(img, size_to_l1(img, size)); /* caches written first, if any */
         if (ret == 0)
             ret = write_caches(img);
         if (ret == 0)
