@@ -122,7 +122,10 @@ static inline int find_l2_slice_for_write(struct qcow2_image *img, uint64_t offs
     uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
     if ((l1_entry & QCOW2_OFLAG_COPIED) && l2_offset && !(l2_offset & (img->cluster_size - 1))) {
         uint64_t at = slice_offset_in(img, l2_offset, offset);
-        *slice = (void *)cache_find(img->l2_cache, at);
+        /* Mostly the slice the previous write linked into: hot, no lookup. */
+        *slice = cache_hot(img->l2_cache, at);
+        if (!*slice)
+            *slice = (void *)cache_find(img->l2_cache, at);
         if (*slice) {
             if (remember) { /* see struct l2_meta: checked again by remembered_slice() */
                 remember->l2_slice = *slice;
@@ -152,10 +155,12 @@ static int get_l2_slice_for_write(struct qcow2_image *img, uint64_t offset, void
 static void *remembered_slice(struct qcow2_image *img, const struct l2_meta *m)
 {
     if (!m->l2_slice_at ||
-        l1_entry_of(img, offset_to_l1_index(img, m->offset)) != m->l2_l1_entry ||
-        !cache_holds(img->l2_cache, m->l2_slice, m->l2_slice_at))
+        l1_entry_of(img, offset_to_l1_index(img, m->offset)) != m->l2_l1_entry)
         return NULL;
-    return m->l2_slice;
+    /* Still the hot table (no other write linked meanwhile): held, and dirty already. */
+    if (cache_hot(img->l2_cache, m->l2_slice_at) == m->l2_slice)
+        return m->l2_slice;
+    return cache_holds(img->l2_cache, m->l2_slice, m->l2_slice_at) ? m->l2_slice : NULL;
 }
 
 /* Host offset of a NORMAL / ZERO_ALLOC / UNALLOCATED_ALLOC entry, validated. */
@@ -1088,12 +1093,17 @@ int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
         m->dest_zero = false;
         return 0;
     }
-    int64_t host = refcount_alloc_clusters(img, bytes);
+    int64_t host = refcount_alloc_hot(img, m->nb_clusters);
+    if (host == 0)
+        host = refcount_alloc_clusters(img, bytes);
     if (host < 0)
         return (int)host;
     m->alloc_offset = (uint64_t)host;
-    /* Free clusters per the refcounts must not hold metadata: if they do, stop here. */
-    int ret = overlap_check(img, (uint64_t)host, bytes, 0);
+    /* Free clusters per the refcounts must not hold metadata: if they do, stop here. (The
+     * usual answer, above every structure, inline.) */
+    int ret = overlap_above_all(img, (uint64_t)host)
+                  ? 0
+                  : overlap_check(img, (uint64_t)host, bytes, 0);
     if (ret < 0)
         return ret; /* leaked on purpose: freeing would touch the metadata it holds */
     /* Clusters past the end of the file that nothing has written yet read as zeros: COW of
