@@ -92,6 +92,8 @@ static inline bool buffer_is_zero(const uint8_t *p, size_t n)
 struct qcow2_file_ops {
     int (*pread)(void *ctx, void *buf, size_t count, uint64_t offset);
     int (*pwritev)(void *ctx, const struct iovec *iov, int iovcnt, uint64_t offset);
+    /* One buffer: what pwritev does with one iovec, cheaper. Optional (NULL: pwritev). */
+    int (*pwrite)(void *ctx, const void *buf, size_t count, uint64_t offset);
     int (*flush)(void *ctx);
     int64_t (*size)(void *ctx);
     int (*truncate)(void *ctx, uint64_t size);
@@ -431,8 +433,8 @@ struct cow_region {
 /* An L2 meta record: one host-contiguous run of clusters of a guest write that needs new L2
  * entries (new clusters, or new subclusters of an existing cluster with extended L2).
  *
- * Invariants (cluster_assert_meta(), where the record is made and where L2 is linked; where
- * COW runs, that the guest data fills the gap between the regions):
+ * Invariants (cluster_assert_meta(), where the record is made; where COW runs, that the guest
+ * data fills the gap between the regions):
  *  - offset is cluster aligned; the run is nb_clusters clusters long, within one L2 slice.
  *  - cow_start.offset <= cow_start.offset + cow_start.nb_bytes <= cow_end.offset
  *    <= cow_end.offset + cow_end.nb_bytes <= nb_clusters * cluster_size. Both offsets are valid
@@ -674,10 +676,9 @@ static inline bool overlap_above_all(const struct qcow2_image *img, uint64_t off
 }
 
 /* The invariants of struct l2_meta that hold for every record (cluster.c, io.c). Checked
- * where a record is made (cluster_prepare_write(), a compressed write, a data guard) and
- * again before its entries are linked (cluster_link_l2()): its owner changes none of the
- * fields in between, so the checks once paid at every step of a write (start, data write)
- * would repeat the same answer. */
+ * where a record is made (cluster_prepare_write(), a compressed write, a data guard), and
+ * only there: its owner changes none of the fields afterwards, so the checks once paid at
+ * every later step of a write (start, data write, link) would repeat the same answer. */
 static inline void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)
 {
     (void)img;
@@ -899,15 +900,42 @@ int cluster_shrink_l1(struct qcow2_image *img, uint64_t new_l1_size);
 /* Write path, in call order: wait for overlapping in-flight records (may return -EAGAIN after
  * waiting: look again), prepare a record for the longest writable prefix (allocating host
  * clusters), start it (in flight), write COW and data (io.c, unlocked), link, finish. */
-int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
-                              bool whole_clusters);
+int cluster_wait_dependencies_slow(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+                                   bool whole_clusters);
+/* (The steps every write takes around its own work are inline: nothing in flight and no
+ * guard, one request at a time, is nothing to wait for, in two loads.) */
+static inline int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start,
+                                            uint64_t *bytes, bool whole_clusters)
+{
+    if (!img->inflight && !__atomic_load_n(&img->guard_slots_used, __ATOMIC_SEQ_CST))
+        return 0;
+    return cluster_wait_dependencies_slow(img, start, bytes, whole_clusters);
+}
 int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                           struct l2_meta *m, bool prealloc);
 int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m);
-void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m);
+static inline void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m)
+{
+    /* (m was checked when it was made: cluster_assert_meta().) */
+    m->next_in_flight = img->inflight;
+    m->pprev_in_flight = &img->inflight;
+    if (img->inflight)
+        img->inflight->pprev_in_flight = &m->next_in_flight;
+    img->inflight = m;
+}
 int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m);
 void cluster_abort(struct qcow2_image *img, struct l2_meta *m);
-void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m);
+static inline void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m)
+{
+    assert(m->pprev_in_flight && *m->pprev_in_flight == m);
+    *m->pprev_in_flight = m->next_in_flight;
+    if (m->next_in_flight)
+        m->next_in_flight->pprev_in_flight = m->pprev_in_flight;
+    m->next_in_flight = NULL;
+    m->pprev_in_flight = NULL;
+    if (img->nb_waiters)
+        pthread_cond_broadcast(&img->inflight_cond);
+}
 
 /* Data guards: while guest range [offset, offset + n) is read from, or overwritten in place
  * in, its host clusters, no other write, zero or discard of the range may start
