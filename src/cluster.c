@@ -981,7 +981,8 @@ static int prepare_in_place(struct qcow2_image *img, struct l2_meta *m, const vo
     return 0;
 }
 
-/* cluster_alloc_data(), inlined into the preparation of every allocating write. */
+/* Host clusters for the run of `m` (nb_clusters set): alloc_offset and dest_zero. Inlined
+ * into the preparation of every allocating write. */
 static inline __attribute__((always_inline)) int alloc_data(struct qcow2_image *img,
                                                             struct l2_meta *m)
 {
@@ -1080,10 +1081,6 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
 /* ---------------------------------------------------------------------------------------- */
 /* Allocation and linking. */
 
-int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
-{
-    return alloc_data(img, m);
-}
 
 /* Make the subclusters m writes (COW regions and data) allocated, and no longer zero, in the
  * bitmaps of its clusters (entry `idx` of `slice` on). */

@@ -913,7 +913,6 @@ static inline int cluster_wait_dependencies(struct qcow2_image *img, uint64_t st
 }
 int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                           struct l2_meta *m, bool prealloc);
-int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m);
 static inline void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m)
 {
     /* (m was checked when it was made: cluster_assert_meta().) */
