@@ -1055,7 +1055,7 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     uint64_t idx;
     /* The L2 table comes first (as in QEMU, so that both lay out files alike): a cluster
      * whose L1 entry is not COPIED is never written in place, so it will be linked. The
-     * slice is not pinned: it is read only before cluster_alloc_data(), whose refcount
+     * slice is not pinned: it is read only before alloc_data(), whose refcount
      * updates may write L2 slices (flushes) but never evict one. */
     start_meta(m, prealloc);
     int ret = find_l2_slice_for_write(img, offset, &slice, &idx, m);
@@ -1079,8 +1079,7 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Allocation and linking. */
-
+/* Linking. */
 
 /* Make the subclusters m writes (COW regions and data) allocated, and no longer zero, in the
  * bitmaps of its clusters (entry `idx` of `slice` on). */
