@@ -21,6 +21,7 @@ struct cache_entry {
 };
 
 struct table_cache {
+    struct cache_head head; /* first: internal.h reads it inline (cache_hot) */
     struct qcow2_image *img;
     const char *what;
     size_t table_size;
@@ -48,6 +49,23 @@ struct table_cache {
     unsigned overlap_ignore; /* structures this cache's tables may overlap (their own kind) */
     bool overlap_checks;
 };
+
+_Static_assert(offsetof(struct table_cache, head) == 0, "cache_hot() reads the head in place");
+
+/* Something a hot table (struct cache_head) relies on may have changed: a slot took or
+ * dropped a table, a dirty table was written or dropped, or an entry was stamped, so the hot
+ * one may no longer be the youngest. */
+static void head_changed(struct table_cache *c)
+{
+    c->head.stamp++;
+}
+
+/* Stamp entry `i` as the most recently used. */
+static void stamp_entry(struct table_cache *c, uint32_t i)
+{
+    c->entries[i].lru = ++c->lru_clock;
+    head_changed(c);
+}
 
 void cache_set_overlap_ignore(struct table_cache *c, unsigned ignore)
 {
@@ -94,6 +112,7 @@ struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t 
     struct table_cache *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    c->head.stamp = 1; /* hot_stamp 0: no hot table yet */
     c->img = img;
     c->what = what;
     c->table_size = table_size;
@@ -151,6 +170,7 @@ static void unhash(struct table_cache *c, uint32_t i)
     }
     *link = c->entries[i].hnext;
     c->entries[i].offset = 0;
+    head_changed(c);
 }
 
 static void hash_in(struct table_cache *c, uint32_t i, uint64_t offset)
@@ -159,6 +179,7 @@ static void hash_in(struct table_cache *c, uint32_t i, uint64_t offset)
     c->entries[i].offset = offset;
     c->entries[i].hnext = c->buckets[b];
     c->buckets[b] = i;
+    head_changed(c);
 }
 
 /* What must reach the disk before any of our tables may be written. The two needs are
@@ -231,6 +252,7 @@ static int write_entry(struct table_cache *c, uint32_t i)
         c->entries[slot[k]].dirty = false;
         c->nb_dirty--;
     }
+    head_changed(c);
     c->written_point = file_sync_point(c->img->file);
     return 0;
 }
@@ -386,7 +408,7 @@ static int do_get(struct table_cache *c, uint64_t offset, void **table, bool rea
         c->entries[i].dirty = false;
     }
     c->entries[i].ref++;
-    c->entries[i].lru = ++c->lru_clock;
+    stamp_entry(c, i);
     *table = table_of(c, i);
     return 0;
 }
@@ -415,7 +437,7 @@ const void *cache_find(struct table_cache *c, uint64_t offset)
         c->last_found = i;
     }
     if (c->lru_clock - c->entries[i].lru > c->nb_entries / 8)
-        c->entries[i].lru = ++c->lru_clock;
+        stamp_entry(c, i);
     return table_of(c, i);
 }
 
@@ -470,7 +492,7 @@ int cache_read_ahead(struct table_cache *c, uint64_t offset, unsigned count)
         }
         if (buf)
             memcpy(table_of(c, slot[k]), buf + (size_t)k * c->table_size, c->table_size);
-        e->lru = ++c->lru_clock;
+        stamp_entry(c, slot[k]);
     }
     free(buf);
     return ret;
@@ -498,7 +520,7 @@ void cache_put(struct table_cache *c, void **table)
     *table = NULL;
 }
 
-void cache_mark_dirty(struct table_cache *c, void *table)
+void cache_mark_dirty_slow(struct table_cache *c, void *table)
 {
     uint32_t i = index_of(c, table);
     assert(c->entries[i].offset != 0);
@@ -506,6 +528,12 @@ void cache_mark_dirty(struct table_cache *c, void *table)
         c->entries[i].dirty = true;
         c->nb_dirty++;
     }
+    /* The table becomes the hot one: stamped youngest, so that while it stays hot, skipping
+     * the stamp a lookup would give it (cache_hot) changes no eviction. */
+    stamp_entry(c, i);
+    c->head.hot_offset = c->entries[i].offset;
+    c->head.hot_table = table;
+    c->head.hot_stamp = c->head.stamp;
 }
 
 /* Every table of the cluster at `offset`: a refcount block is one cluster, an L2 table
@@ -543,7 +571,7 @@ int cache_discard(struct table_cache *c, uint64_t offset)
         if (c->entries[i].dirty)
             c->nb_dirty--;
         c->entries[i].dirty = false;
-        unhash(c, i);
+        unhash(c, i); /* (head_changed) */
     }
     return ret;
 }

@@ -122,7 +122,10 @@ static inline int find_l2_slice_for_write(struct qcow2_image *img, uint64_t offs
     uint64_t l2_offset = l1_entry & L1E_OFFSET_MASK;
     if ((l1_entry & QCOW2_OFLAG_COPIED) && l2_offset && !(l2_offset & (img->cluster_size - 1))) {
         uint64_t at = slice_offset_in(img, l2_offset, offset);
-        *slice = (void *)cache_find(img->l2_cache, at);
+        /* Mostly the slice the previous write linked into: hot, no lookup. */
+        *slice = cache_hot(img->l2_cache, at);
+        if (!*slice)
+            *slice = (void *)cache_find(img->l2_cache, at);
         if (*slice) {
             if (remember) { /* see struct l2_meta: checked again by remembered_slice() */
                 remember->l2_slice = *slice;
@@ -152,10 +155,12 @@ static int get_l2_slice_for_write(struct qcow2_image *img, uint64_t offset, void
 static void *remembered_slice(struct qcow2_image *img, const struct l2_meta *m)
 {
     if (!m->l2_slice_at ||
-        l1_entry_of(img, offset_to_l1_index(img, m->offset)) != m->l2_l1_entry ||
-        !cache_holds(img->l2_cache, m->l2_slice, m->l2_slice_at))
+        l1_entry_of(img, offset_to_l1_index(img, m->offset)) != m->l2_l1_entry)
         return NULL;
-    return m->l2_slice;
+    /* Still the hot table (no other write linked meanwhile): held, and dirty already. */
+    if (cache_hot(img->l2_cache, m->l2_slice_at) == m->l2_slice)
+        return m->l2_slice;
+    return cache_holds(img->l2_cache, m->l2_slice, m->l2_slice_at) ? m->l2_slice : NULL;
 }
 
 /* Host offset of a NORMAL / ZERO_ALLOC / UNALLOCATED_ALLOC entry, validated. */
@@ -716,21 +721,8 @@ static int wait_guard_slots(struct qcow2_image *img, uint64_t start, uint64_t *b
     return 0;
 }
 
-static __attribute__((noinline)) int wait_dependencies(struct qcow2_image *img, uint64_t start,
-                                                       uint64_t *bytes, bool whole_clusters);
-
-int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
-                              bool whole_clusters)
-{
-    /* Nothing in flight and no guard (one request at a time): nothing to wait for, in two
-     * loads. */
-    if (!img->inflight && !__atomic_load_n(&img->guard_slots_used, __ATOMIC_SEQ_CST))
-        return 0;
-    return wait_dependencies(img, start, bytes, whole_clusters);
-}
-
-static int wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
-                             bool whole_clusters)
+int cluster_wait_dependencies_slow(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+                                   bool whole_clusters)
 {
     uint64_t s = start, e = start + *bytes;
     if (whole_clusters)
@@ -756,28 +748,6 @@ static int wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *
         e = start + *bytes;
     }
     return 0;
-}
-
-void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m)
-{
-    /* (m was checked when it was made: cluster_assert_meta().) */
-    m->next_in_flight = img->inflight;
-    m->pprev_in_flight = &img->inflight;
-    if (img->inflight)
-        img->inflight->pprev_in_flight = &m->next_in_flight;
-    img->inflight = m;
-}
-
-void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m)
-{
-    assert(m->pprev_in_flight && *m->pprev_in_flight == m);
-    *m->pprev_in_flight = m->next_in_flight;
-    if (m->next_in_flight)
-        m->next_in_flight->pprev_in_flight = m->pprev_in_flight;
-    m->next_in_flight = NULL;
-    m->pprev_in_flight = NULL;
-    if (img->nb_waiters)
-        pthread_cond_broadcast(&img->inflight_cond);
 }
 
 void cluster_data_guard_start(struct qcow2_image *img, struct data_guard *g, uint64_t offset,
@@ -940,8 +910,9 @@ static __attribute__((noinline)) void cow_bounds_of_entries(const struct qcow2_i
 /* The COW regions of `m` (nb_clusters, keep_old_clusters and prealloc set) for guest data
  * [data_from, data_to) relative to m->offset, from the first and last written subclusters;
  * entry `idx` of `slice` maps the first cluster. */
-static void set_cow_regions(const struct qcow2_image *img, struct l2_meta *m, const void *slice,
-                            uint64_t idx, uint64_t data_from, uint64_t data_to)
+static inline __attribute__((always_inline)) void
+set_cow_regions(const struct qcow2_image *img, struct l2_meta *m, const void *slice, uint64_t idx,
+                uint64_t data_from, uint64_t data_to)
 {
     uint64_t last = idx + m->nb_clusters - 1;
     bool hosts = entry_may_have_host(img, l2_get_entry(img, slice, idx)) ||
@@ -1010,6 +981,37 @@ static int prepare_in_place(struct qcow2_image *img, struct l2_meta *m, const vo
     return 0;
 }
 
+/* Host clusters for the run of `m` (nb_clusters set): alloc_offset and dest_zero. Inlined
+ * into the preparation of every allocating write. */
+static inline __attribute__((always_inline)) int alloc_data(struct qcow2_image *img,
+                                                            struct l2_meta *m)
+{
+    uint64_t bytes = (uint64_t)m->nb_clusters << img->cluster_bits;
+    if (has_data_file(img)) {
+        /* External data: the host offset is the guest offset, nothing is refcounted. */
+        m->alloc_offset = m->offset;
+        m->dest_zero = false;
+        return 0;
+    }
+    int64_t host = refcount_alloc_hot(img, m->nb_clusters);
+    if (host == 0)
+        host = refcount_alloc_clusters(img, bytes);
+    if (host < 0)
+        return (int)host;
+    m->alloc_offset = (uint64_t)host;
+    /* Free clusters per the refcounts must not hold metadata: if they do, stop here. (The
+     * usual answer, above every structure, inline.) */
+    int ret = overlap_above_all(img, (uint64_t)host)
+                  ? 0
+                  : overlap_check(img, (uint64_t)host, bytes, 0);
+    if (ret < 0)
+        return ret; /* leaked on purpose: freeing would touch the metadata it holds */
+    /* Clusters past the end of the file that nothing has written yet read as zeros: COW of
+     * zeros can be skipped there. (Checked here, under the lock, before anyone writes.) */
+    m->dest_zero = (uint64_t)host >= file_zero_from(img->file, img->zero_from);
+    return 0;
+}
+
 /* cluster_prepare_write() for new clusters (entry `idx` of `slice` needs one): as many as
  * follow that need one too, up to `max_clusters`, allocated in one run. */
 static int prepare_new_clusters(struct qcow2_image *img, struct l2_meta *m, const void *slice,
@@ -1024,7 +1026,7 @@ static int prepare_new_clusters(struct qcow2_image *img, struct l2_meta *m, cons
     m->nb_clusters = (unsigned)n;
     m->needs_link = true;
     set_cow_regions(img, m, slice, idx, in_cluster, in_cluster + len);
-    int ret = cluster_alloc_data(img, m);
+    int ret = alloc_data(img, m);
     if (ret < 0)
         return ret;
     *bytes = len;
@@ -1053,7 +1055,7 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
     uint64_t idx;
     /* The L2 table comes first (as in QEMU, so that both lay out files alike): a cluster
      * whose L1 entry is not COPIED is never written in place, so it will be linked. The
-     * slice is not pinned: it is read only before cluster_alloc_data(), whose refcount
+     * slice is not pinned: it is read only before alloc_data(), whose refcount
      * updates may write L2 slices (flushes) but never evict one. */
     start_meta(m, prealloc);
     int ret = find_l2_slice_for_write(img, offset, &slice, &idx, m);
@@ -1077,35 +1079,13 @@ int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *by
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Allocation and linking. */
-
-int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m)
-{
-    uint64_t bytes = (uint64_t)m->nb_clusters << img->cluster_bits;
-    if (has_data_file(img)) {
-        /* External data: the host offset is the guest offset, nothing is refcounted. */
-        m->alloc_offset = m->offset;
-        m->dest_zero = false;
-        return 0;
-    }
-    int64_t host = refcount_alloc_clusters(img, bytes);
-    if (host < 0)
-        return (int)host;
-    m->alloc_offset = (uint64_t)host;
-    /* Free clusters per the refcounts must not hold metadata: if they do, stop here. */
-    int ret = overlap_check(img, (uint64_t)host, bytes, 0);
-    if (ret < 0)
-        return ret; /* leaked on purpose: freeing would touch the metadata it holds */
-    /* Clusters past the end of the file that nothing has written yet read as zeros: COW of
-     * zeros can be skipped there. (Checked here, under the lock, before anyone writes.) */
-    m->dest_zero = (uint64_t)host >= file_zero_from(img->file, img->zero_from);
-    return 0;
-}
+/* Linking. */
 
 /* Make the subclusters m writes (COW regions and data) allocated, and no longer zero, in the
  * bitmaps of its clusters (entry `idx` of `slice` on). */
-static void set_linked_bitmaps(const struct qcow2_image *img, const struct l2_meta *m,
-                               void *slice, uint64_t idx)
+static inline __attribute__((always_inline)) void
+set_linked_bitmaps(const struct qcow2_image *img, const struct l2_meta *m, void *slice,
+                   uint64_t idx)
 {
     /* [a, b): the written subclusters, counted from the start of the cluster at hand. They
      * begin in the first cluster (the guest data does) and end in the last one. */
@@ -1116,7 +1096,8 @@ static void set_linked_bitmaps(const struct qcow2_image *img, const struct l2_me
     assert(a < per && b <= per * m->nb_clusters);
     for (uint64_t i = idx; a < b; i++) {
         uint64_t to = MIN(b, per);
-        uint64_t alloc = QCOW2_SC_ALLOC_RANGE(a, to);
+        /* QCOW2_SC_ALLOC_RANGE(a, to) without its branch: here 0 <= a < to <= 32. */
+        uint64_t alloc = (QCOW2_SC_ALL_ALLOC >> (32 - (to - a))) << a;
         uint64_t old = l2_get_bitmap(img, slice, i);
         l2_set_bitmap(img, slice, i, (old | alloc) & ~(alloc << 32)); /* zero bits: 32 up */
         a = 0;
@@ -1124,7 +1105,8 @@ static void set_linked_bitmaps(const struct qcow2_image *img, const struct l2_me
     }
 }
 
-int cluster_mark_dirty_for_update(struct qcow2_image *img)
+/* cluster_mark_dirty_for_update(), inlined into the link of every allocating write. */
+static inline __attribute__((always_inline)) int mark_dirty_for_update(struct qcow2_image *img)
 {
     if (img->lazy_refcounts && !img->dirty) {
         int ret = header_set_incompat_bits(img, QCOW2_INCOMPAT_DIRTY, 0);
@@ -1135,6 +1117,11 @@ int cluster_mark_dirty_for_update(struct qcow2_image *img)
     if (!img->dirty)
         return cache_set_dependency(img->l2_cache, img->refcount_cache);
     return 0;
+}
+
+int cluster_mark_dirty_for_update(struct qcow2_image *img)
+{
+    return mark_dirty_for_update(img);
 }
 
 /* A write checks for guarded requests when it starts, but it drops `lock` while its data
@@ -1185,8 +1172,8 @@ void cluster_publish_l2(struct qcow2_image *img, void *slice)
  * slice: it may be written only after the data the entries now make readable. New clusters,
  * a kept cluster whose entry changes (a zero flag cleared, new subclusters), preallocated
  * clusters: in every case the entries make host bytes readable that were just written. */
-static void set_linked_entries(struct qcow2_image *img, const struct l2_meta *m, void *slice,
-                               uint64_t idx)
+static inline __attribute__((always_inline)) void
+set_linked_entries(struct qcow2_image *img, const struct l2_meta *m, void *slice, uint64_t idx)
 {
     /* (Locals: the stores into the slice could alias m and img for the compiler.) */
     uint64_t host = m->alloc_offset, end = idx + m->nb_clusters, cs = img->cluster_size;
@@ -1233,11 +1220,11 @@ static __attribute__((noinline)) int link_replacing(struct qcow2_image *img,
 
 int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m)
 {
-    /* The COW regions and the guest data are written: now the entries may point there. */
-    cluster_assert_meta(img, m);
+    /* The COW regions and the guest data are written: now the entries may point there. (m
+     * was made by cluster_prepare_write(), which checked it: cluster_assert_meta().) */
     if (!m->needs_link)
         return 0;
-    int ret = cluster_mark_dirty_for_update(img);
+    int ret = mark_dirty_for_update(img);
     if (ret < 0)
         return ret;
     uint64_t idx = offset_to_l2_slice_index(img, m->offset);

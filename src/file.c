@@ -53,6 +53,18 @@ static __attribute__((noinline)) int pwritev_all(struct posix_file *pf,
                                                   const struct iovec *iov, int iovcnt,
                                                   uint64_t offset);
 
+/* One buffer written whole (most guest writes), with no vector to build or walk. A short or
+ * failed write is done again by pwritev_all(): the same bytes at the same place, which
+ * reports the error or finishes the rest. */
+static int posix_pwrite(void *ctx, const void *buf, size_t count, uint64_t offset)
+{
+    struct posix_file *pf = ctx;
+    if (count > 0 && pwrite(pf->fd, buf, count, (off_t)offset) == (ssize_t)count)
+        return 0;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
+    return pwritev_all(pf, &iov, 1, offset);
+}
+
 static int posix_pwritev(void *ctx, const struct iovec *iov, int iovcnt, uint64_t offset)
 {
     struct posix_file *pf = ctx;
@@ -250,6 +262,7 @@ static void posix_close(void *ctx)
 static const struct qcow2_file_ops posix_ops = {
     .pread = posix_pread,
     .pwritev = posix_pwritev,
+    .pwrite = posix_pwrite,
     .flush = posix_flush,
     .size = posix_size,
     .truncate = posix_truncate,
@@ -551,12 +564,6 @@ int file_pread(struct qcow2_file *f, void *buf, size_t count, uint64_t offset)
     return f->ops->pread(f->ctx, buf, count, offset);
 }
 
-int file_pwrite(struct qcow2_file *f, const void *buf, size_t count, uint64_t offset)
-{
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
-    return file_pwritev(f, &iov, 1, offset);
-}
-
 /* The file reaches at least `end` now (a write or an allocation there). */
 static void grow_known_size(struct qcow2_file *f, uint64_t end)
 {
@@ -567,20 +574,38 @@ static void grow_known_size(struct qcow2_file *f, uint64_t end)
         ;
 }
 
-int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint64_t offset)
+/* A write up to `end` is made: even a failed one may land in part, so from now on the range
+ * is not known zero. (Noting it before the write begins says no more than after.) */
+static void note_written(struct qcow2_file *f, uint64_t end)
 {
-    if (f->read_only)
-        return -EROFS;
-    int ret = f->ops->pwritev(f->ctx, iov, iovcnt, offset);
-    /* Even a failed write may have landed in part: from now on the range is not known zero. */
-    uint64_t end = offset;
-    for (int i = 0; i < iovcnt; i++)
-        end += iov[i].iov_len;
     uint64_t cur = __atomic_load_n(&f->written_end, __ATOMIC_RELAXED);
     while (end > cur && !__atomic_compare_exchange_n(&f->written_end, &cur, end, true,
                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         ;
     grow_known_size(f, end);
+}
+
+int file_pwrite(struct qcow2_file *f, const void *buf, size_t count, uint64_t offset)
+{
+    if (f->read_only)
+        return -EROFS;
+    /* Noted first: the write is then the last call, with nothing to keep across it. */
+    note_written(f, offset + count);
+    if (f->ops->pwrite)
+        return f->ops->pwrite(f->ctx, buf, count, offset);
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
+    return f->ops->pwritev(f->ctx, &iov, 1, offset);
+}
+
+int file_pwritev(struct qcow2_file *f, const struct iovec *iov, int iovcnt, uint64_t offset)
+{
+    if (f->read_only)
+        return -EROFS;
+    int ret = f->ops->pwritev(f->ctx, iov, iovcnt, offset);
+    uint64_t end = offset;
+    for (int i = 0; i < iovcnt; i++)
+        end += iov[i].iov_len;
+    note_written(f, end);
     return ret;
 }
 

@@ -92,6 +92,8 @@ static inline bool buffer_is_zero(const uint8_t *p, size_t n)
 struct qcow2_file_ops {
     int (*pread)(void *ctx, void *buf, size_t count, uint64_t offset);
     int (*pwritev)(void *ctx, const struct iovec *iov, int iovcnt, uint64_t offset);
+    /* One buffer: what pwritev does with one iovec, cheaper. Optional (NULL: pwritev). */
+    int (*pwrite)(void *ctx, const void *buf, size_t count, uint64_t offset);
     int (*flush)(void *ctx);
     int64_t (*size)(void *ctx);
     int (*truncate)(void *ctx, uint64_t size);
@@ -302,6 +304,25 @@ int overlap_check(struct qcow2_image *img, uint64_t offset, uint64_t size, unsig
 
 struct table_cache;
 
+/* The start of every cache, read inline by the write path: the hot table is the one marked
+ * dirty last. While `stamp` still equals `hot_stamp` (every change that could matter bumps
+ * `stamp`: a slot taking or dropping a table, a dirty table written or dropped, an entry
+ * stamped as used), the table at `hot_offset` is cached at `hot_table`, dirty, and the
+ * youngest in the cache: a caller that changes it again needs no lookup and no mark, and a
+ * lookup would change nothing. Callers hold img->lock, as for every cache call. */
+struct cache_head {
+    uint64_t stamp;
+    uint64_t hot_stamp;
+    uint64_t hot_offset;
+    void *hot_table;
+};
+/* The hot table if it is the one at host `offset`, else NULL (then ask cache_find). */
+static inline void *cache_hot(const struct table_cache *c, uint64_t offset)
+{
+    const struct cache_head *h = (const struct cache_head *)(const void *)c;
+    return h->hot_stamp == h->stamp && h->hot_offset == offset ? h->hot_table : NULL;
+}
+
 /* `what` names the tables in messages ("L2 table", "refcount block"). */
 struct table_cache *cache_new(struct qcow2_image *img, const char *what, size_t table_size,
                               unsigned nb_entries);
@@ -328,7 +349,15 @@ const void *cache_find(struct table_cache *c, uint64_t offset);
  * the pointer again. The slot holding `offset` is that table's only copy in memory, so a yes
  * means the pointer shows what a fresh lookup would. */
 bool cache_holds(const struct table_cache *c, const void *table, uint64_t offset);
-void cache_mark_dirty(struct table_cache *c, void *table);
+void cache_mark_dirty_slow(struct table_cache *c, void *table);
+/* Mark a table handed out by `c` dirty (it becomes the hot table). The hot one is dirty
+ * already: inline, no call. */
+static inline void cache_mark_dirty(struct table_cache *c, void *table)
+{
+    const struct cache_head *h = (const struct cache_head *)(const void *)c;
+    if (h->hot_stamp != h->stamp || h->hot_table != table)
+        cache_mark_dirty_slow(c, table);
+}
 /* Write all dirty entries (after the dependency), without fsync. */
 int cache_write(struct table_cache *c);
 /* cache_write, then fsync the image file. */
@@ -404,8 +433,8 @@ struct cow_region {
 /* An L2 meta record: one host-contiguous run of clusters of a guest write that needs new L2
  * entries (new clusters, or new subclusters of an existing cluster with extended L2).
  *
- * Invariants (cluster_assert_meta(), where the record is made and where L2 is linked; where
- * COW runs, that the guest data fills the gap between the regions):
+ * Invariants (cluster_assert_meta(), where the record is made; where COW runs, that the guest
+ * data fills the gap between the regions):
  *  - offset is cluster aligned; the run is nb_clusters clusters long, within one L2 slice.
  *  - cow_start.offset <= cow_start.offset + cow_start.nb_bytes <= cow_end.offset
  *    <= cow_end.offset + cow_end.nb_bytes <= nb_clusters * cluster_size. Both offsets are valid
@@ -622,11 +651,34 @@ static inline uint64_t offset_into_cluster(const struct qcow2_image *img, uint64
     return off & (img->cluster_size - 1);
 }
 
+/* The end of the structures the header places (header, L1 table, refcount table, snapshot
+ * table): nothing of theirs lies at or above it (overlap.c). */
+static inline uint64_t overlap_end_of_header_structures(const struct qcow2_image *img)
+{
+    uint64_t end = MAX(img->cluster_size,
+                       img->hdr.l1_table_offset + (uint64_t)img->l1_size * 8);
+    end = MAX(end, img->hdr.refcount_table_offset +
+                       ((uint64_t)img->hdr.refcount_table_clusters << img->cluster_bits));
+    if (img->hdr.nb_snapshots)
+        end = MAX(end, img->hdr.snapshots_offset +
+                           (uint64_t)img->hdr.nb_snapshots * QCOW2_SNAPSHOT_HEADER_SIZE);
+    return end;
+}
+
+/* Above every structure (where new clusters usually come from), whatever `ignore` says, no
+ * metadata is hit: one bound instead of a test per structure (overlap.c). Inline: every
+ * allocating write asks before overlap_check(). */
+static inline bool overlap_above_all(const struct qcow2_image *img, uint64_t offset)
+{
+    return img->overlap_index.valid && img->overlap_index.gen == img->metadata_gen &&
+           offset >= img->overlap_index.tables_end &&
+           offset >= overlap_end_of_header_structures(img);
+}
+
 /* The invariants of struct l2_meta that hold for every record (cluster.c, io.c). Checked
- * where a record is made (cluster_prepare_write(), a compressed write, a data guard) and
- * again before its entries are linked (cluster_link_l2()): its owner changes none of the
- * fields in between, so the checks once paid at every step of a write (start, data write)
- * would repeat the same answer. */
+ * where a record is made (cluster_prepare_write(), a compressed write, a data guard), and
+ * only there: its owner changes none of the fields afterwards, so the checks once paid at
+ * every later step of a write (start, data write, link) would repeat the same answer. */
 static inline void cluster_assert_meta(const struct qcow2_image *img, const struct l2_meta *m)
 {
     (void)img;
@@ -742,6 +794,36 @@ void refcount_close(struct qcow2_image *img);
 int refcount_get(struct qcow2_image *img, uint64_t cluster_index, uint64_t *refcount);
 /* Allocate `size` bytes worth of contiguous clusters, refcount 1. Returns host offset. */
 int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size);
+/* The common allocation, inline (every allocating write makes one): the `n` clusters from
+ * free_cluster_index on are free in the refcount block the previous allocation counted in,
+ * which is still the hot table of the refcount cache (struct cache_head: cached, dirty), with
+ * 16-bit refcounts. They are then what refcount_alloc_clusters() would take, by the tests of
+ * its own fast path (refcount.c, alloc_in_free_block), and are set to 1 here with no cache
+ * call. Returns the host offset, or 0 when refcount_alloc_clusters() must decide (nothing
+ * freed may be reused before a sync, another block, another width, a used cluster in the
+ * way, a run crossing blocks). Cannot fail. */
+static inline int64_t refcount_alloc_hot(struct qcow2_image *img, uint64_t n)
+{
+    uint64_t idx = MAX(img->free_cluster_index, 1);
+    uint64_t per_block = 1ull << img->refcount_block_bits;
+    uint64_t rt = idx >> img->refcount_block_bits, first = idx & (per_block - 1);
+    if (img->free_gen != img->synced_gen || img->refcount_order != 4 || first + n > per_block ||
+        rt >= img->refcount_table_size ||
+        idx + n - 1 > QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)
+        return 0;
+    /* The hot block's offset is cluster aligned (a cached table's is): a refcount table entry
+     * equal to it names it and has no reserved bits. An empty entry (0) is never hot. */
+    uint8_t *block = cache_hot(img->refcount_cache, img->refcount_table[rt]);
+    if (!block)
+        return 0;
+    for (uint64_t k = first; k < first + n; k++)
+        if (be16_get(block + k * 2) != 0)
+            return 0;
+    for (uint64_t k = first; k < first + n; k++)
+        be16_put(block + k * 2, 1);
+    img->free_cluster_index = idx + n;
+    return (int64_t)(idx << img->cluster_bits);
+}
 /* Allocate up to `n` clusters at exactly `host` (stops at the first used one). Returns how
  * many were allocated (0 if the first is used) or -errno. */
 int64_t refcount_alloc_clusters_at(struct qcow2_image *img, uint64_t host, uint64_t n);
@@ -818,15 +900,41 @@ int cluster_shrink_l1(struct qcow2_image *img, uint64_t new_l1_size);
 /* Write path, in call order: wait for overlapping in-flight records (may return -EAGAIN after
  * waiting: look again), prepare a record for the longest writable prefix (allocating host
  * clusters), start it (in flight), write COW and data (io.c, unlocked), link, finish. */
-int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
-                              bool whole_clusters);
+int cluster_wait_dependencies_slow(struct qcow2_image *img, uint64_t start, uint64_t *bytes,
+                                   bool whole_clusters);
+/* (The steps every write takes around its own work are inline: nothing in flight and no
+ * guard, one request at a time, is nothing to wait for, in two loads.) */
+static inline int cluster_wait_dependencies(struct qcow2_image *img, uint64_t start,
+                                            uint64_t *bytes, bool whole_clusters)
+{
+    if (!img->inflight && !__atomic_load_n(&img->guard_slots_used, __ATOMIC_SEQ_CST))
+        return 0;
+    return cluster_wait_dependencies_slow(img, start, bytes, whole_clusters);
+}
 int cluster_prepare_write(struct qcow2_image *img, uint64_t offset, uint64_t *bytes,
                           struct l2_meta *m, bool prealloc);
-int cluster_alloc_data(struct qcow2_image *img, struct l2_meta *m);
-void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m);
+static inline void cluster_meta_start(struct qcow2_image *img, struct l2_meta *m)
+{
+    /* (m was checked when it was made: cluster_assert_meta().) */
+    m->next_in_flight = img->inflight;
+    m->pprev_in_flight = &img->inflight;
+    if (img->inflight)
+        img->inflight->pprev_in_flight = &m->next_in_flight;
+    img->inflight = m;
+}
 int cluster_link_l2(struct qcow2_image *img, struct l2_meta *m);
 void cluster_abort(struct qcow2_image *img, struct l2_meta *m);
-void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m);
+static inline void cluster_meta_finish(struct qcow2_image *img, struct l2_meta *m)
+{
+    assert(m->pprev_in_flight && *m->pprev_in_flight == m);
+    *m->pprev_in_flight = m->next_in_flight;
+    if (m->next_in_flight)
+        m->next_in_flight->pprev_in_flight = m->pprev_in_flight;
+    m->next_in_flight = NULL;
+    m->pprev_in_flight = NULL;
+    if (img->nb_waiters)
+        pthread_cond_broadcast(&img->inflight_cond);
+}
 
 /* Data guards: while guest range [offset, offset + n) is read from, or overwritten in place
  * in, its host clusters, no other write, zero or discard of the range may start

@@ -409,14 +409,24 @@ static int read_or_zero_cow(struct qcow2_image *img, const struct l2_meta *m, ui
     return ret;
 }
 
+static int host_write_failed(struct qcow2_image *img, int ret, uint64_t at)
+{
+    return set_error(img, ret, "write at host offset 0x%llx failed: %s",
+                     (unsigned long long)at, strerror(-ret));
+}
+
 /* Write `iov` at host offset `at` of the data file. */
 static int write_host(struct qcow2_image *img, const struct iovec *iov, int cnt, uint64_t at)
 {
     int ret = cnt ? file_pwritev(img->data_file, iov, cnt, at) : 0;
-    if (ret < 0)
-        set_error(img, ret, "write at host offset 0x%llx failed: %s", (unsigned long long)at,
-                  strerror(-ret));
-    return ret;
+    return ret < 0 ? host_write_failed(img, ret, at) : ret;
+}
+
+/* write_host() for one buffer (most guest writes): no vector. */
+static int write_host_buf(struct qcow2_image *img, const void *buf, uint64_t len, uint64_t at)
+{
+    int ret = len ? file_pwrite(img->data_file, buf, (size_t)len, at) : 0;
+    return ret < 0 ? host_write_failed(img, ret, at) : ret;
 }
 
 /* write_meta_data() with COW regions. */
@@ -427,24 +437,28 @@ static int write_with_cow(struct qcow2_image *img, const struct l2_meta *m, cons
     int ret = read_or_zero_cow(img, m, &head, &tail);
     if (ret < 0)
         goto out;
-    bool cow_done = ret == 1;
+    if (ret == 1) { /* zeroed in the host file: only the guest data is left to write */
+        ret = write_host_buf(img, data, len,
+                             m->alloc_offset + m->cow_start.offset + m->cow_start.nb_bytes);
+        goto out;
+    }
 
     /* Otherwise the regions are written as data, zeros too, as QEMU does. */
     struct iovec iov[3];
     int cnt = 0;
-    uint64_t at = m->alloc_offset + m->cow_start.offset;
-    if (cow_done)
-        at += m->cow_start.nb_bytes;
-    else if (m->cow_start.nb_bytes)
+    if (m->cow_start.nb_bytes)
         iov[cnt++] = (struct iovec){head, m->cow_start.nb_bytes};
     if (len)
         iov[cnt++] = (struct iovec){(void *)data, len};
-    if (!cow_done && m->cow_end.nb_bytes)
+    if (m->cow_end.nb_bytes)
         iov[cnt++] = (struct iovec){tail, m->cow_end.nb_bytes};
-    ret = write_host(img, iov, cnt, at);
+    ret = write_host(img, iov, cnt, m->alloc_offset + m->cow_start.offset);
 out:
-    free(head);
-    free(tail);
+    /* (Most writes read nothing: no calls to free nothing.) */
+    if (head || tail) {
+        free(head);
+        free(tail);
+    }
     return ret;
 }
 
@@ -458,8 +472,7 @@ static int write_meta_data(struct qcow2_image *img, const struct l2_meta *m,
     if (m->cow_start.nb_bytes || m->cow_end.nb_bytes)
         return write_with_cow(img, m, data, len);
     /* Most writes with extended L2 fill whole subclusters: only the guest data. */
-    struct iovec iov = {(void *)data, len};
-    return write_host(img, &iov, len ? 1 : 0, m->alloc_offset + m->cow_start.offset);
+    return write_host_buf(img, data, len, m->alloc_offset + m->cow_start.offset);
 }
 
 /* Write one host-contiguous part of a request; returns its length or -errno. */

@@ -129,38 +129,15 @@ static bool sorted_hits(const uint64_t *offs, size_t n, uint64_t cs, uint64_t of
     return lo < n && offs[lo] < off + size;
 }
 
-/* Which structure (OVERLAP_*) [offset, offset + size) touches, or 0. */
-/* The end of the structures the header places (header, L1 table, refcount table, snapshot
- * table): nothing of theirs lies at or above it. */
-static uint64_t end_of_header_structures(const struct qcow2_image *img)
-{
-    uint64_t end = MAX(img->cluster_size,
-                       img->hdr.l1_table_offset + (uint64_t)img->l1_size * 8);
-    end = MAX(end, img->hdr.refcount_table_offset +
-                       ((uint64_t)img->hdr.refcount_table_clusters << img->cluster_bits));
-    if (img->hdr.nb_snapshots)
-        end = MAX(end, img->hdr.snapshots_offset +
-                           (uint64_t)img->hdr.nb_snapshots * QCOW2_SNAPSHOT_HEADER_SIZE);
-    return end;
-}
-
 /* overlap_find() below the bound: a test per structure. Kept out of line, so that the
  * common answer above the bound pays for none of its registers. */
 static __attribute__((noinline)) unsigned find_below(struct qcow2_image *img, uint64_t offset,
                                                      uint64_t size, unsigned ignore);
 
-/* Above every structure (where new clusters usually come from), whatever `ignore` says,
- * nothing is hit: one bound instead of a test per structure. */
-static inline bool above_all_structures(const struct qcow2_image *img, uint64_t offset)
-{
-    return img->overlap_index.valid && img->overlap_index.gen == img->metadata_gen &&
-           offset >= img->overlap_index.tables_end && offset >= end_of_header_structures(img);
-}
-
 unsigned overlap_find(struct qcow2_image *img, uint64_t offset, uint64_t size,
                       unsigned ignore)
 {
-    return above_all_structures(img, offset) ? 0 : find_below(img, offset, size, ignore);
+    return overlap_above_all(img, offset) ? 0 : find_below(img, offset, size, ignore);
 }
 
 static unsigned find_below(struct qcow2_image *img, uint64_t offset, uint64_t size,
@@ -217,7 +194,7 @@ static __attribute__((noinline)) int check_below(struct qcow2_image *img, uint64
 /* Every allocating write asks: the usual answer with none of the registers a report needs. */
 int overlap_check(struct qcow2_image *img, uint64_t offset, uint64_t size, unsigned ignore)
 {
-    return above_all_structures(img, offset) ? 0 : check_below(img, offset, size, ignore);
+    return overlap_above_all(img, offset) ? 0 : check_below(img, offset, size, ignore);
 }
 
 static int check_below(struct qcow2_image *img, uint64_t offset, uint64_t size, unsigned ignore)

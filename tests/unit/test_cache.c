@@ -280,6 +280,46 @@ static void test_find_and_holds_follow_the_slot_not_the_pointer(void)
     close_cache(c, img);
 }
 
+/* The hot table (cache_hot, read inline by the write path instead of a lookup) is the table
+ * marked dirty last, and only while nothing could have changed that: a write-back, another
+ * table stamped as used, an eviction or a discard each end it. A stale hot table would let a
+ * write change a table no longer cached, or one already written, and lose the change. */
+static void test_hot_table_is_the_dirty_one_marked_last(void)
+{
+    struct qcow2_image *img;
+    struct table_cache *c = open_cache("hot.qcow2", 2, &img);
+    if (!c)
+        return;
+    CHECK(cache_hot(c, block_offset(0)) == NULL); /* nothing marked yet */
+    dirty_table(c, 0, 0x55);
+    const void *t0 = cache_find(c, block_offset(0));
+    CHECK(t0 && cache_hot(c, block_offset(0)) == t0);
+    CHECK(cache_hot(c, block_offset(1)) == NULL);
+    cache_mark_dirty(c, (void *)t0); /* marking the hot table again keeps it hot */
+    CHECK(cache_hot(c, block_offset(0)) == t0 && cache_is_dirty(c));
+    /* Written back: clean, no longer hot. */
+    CHECK(cache_write(c) == 0);
+    CHECK(!cache_is_dirty(c) && cache_hot(c, block_offset(0)) == NULL);
+    CHECK(disk_byte(img, 0) == 0x55);
+    /* Another table stamped as used: the hot one is no longer the youngest. */
+    dirty_table(c, 0, 0x66);
+    CHECK(cache_hot(c, block_offset(0)) != NULL);
+    CHECK(touch(c, 1) == 2);
+    CHECK(cache_hot(c, block_offset(0)) == NULL);
+    /* Evicted: block 1 is hot, then block 0 (older) and block 1 make room for 2 and 3. */
+    dirty_table(c, 1, 0x77);
+    CHECK(cache_hot(c, block_offset(1)) != NULL);
+    CHECK(touch(c, 2) == 3 && touch(c, 3) == 4);
+    CHECK(!cache_contains(c, block_offset(1)) && cache_hot(c, block_offset(1)) == NULL);
+    CHECK(disk_byte(img, 1) == 0x77 && disk_byte(img, 0) == 0x66);
+    /* Discarded. */
+    dirty_table(c, 16, 0x11);
+    CHECK(cache_hot(c, block_offset(16)) != NULL);
+    CHECK(cache_discard(c, block_offset(16)) == 0);
+    CHECK(cache_hot(c, block_offset(16)) == NULL && !cache_is_dirty(c));
+    close_cache(c, img);
+}
+
 /* cluster_link_l2() uses the L2 slice cluster_prepare_write() found only while the cache
  * still holds it there: a slice that left the cache while the data was written (the lock
  * is dropped in between) is looked up again, or the new entry would land in a stale slot
@@ -345,6 +385,7 @@ int main(void)
     RUN("find_and_holds_follow_the_slot_not_the_pointer",
         test_find_and_holds_follow_the_slot_not_the_pointer());
     RUN("link_after_the_slice_left_the_cache", test_link_after_the_slice_left_the_cache());
+    RUN("hot_table_is_the_dirty_one_marked_last", test_hot_table_is_the_dirty_one_marked_last());
 
     char cmd[4200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
