@@ -794,22 +794,37 @@ void refcount_close(struct qcow2_image *img);
 int refcount_get(struct qcow2_image *img, uint64_t cluster_index, uint64_t *refcount);
 /* Allocate `size` bytes worth of contiguous clusters, refcount 1. Returns host offset. */
 int64_t refcount_alloc_clusters(struct qcow2_image *img, uint64_t size);
-/* The common allocation, inline (every allocating write makes one): the `n` clusters from
- * free_cluster_index on are free in the refcount block the previous allocation counted in,
- * which is still the hot table of the refcount cache (struct cache_head: cached, dirty), with
- * 16-bit refcounts. They are then what refcount_alloc_clusters() would take, by the tests of
- * its own fast path (refcount.c, alloc_in_free_block), and are set to 1 here with no cache
- * call. Returns the host offset, or 0 when refcount_alloc_clusters() must decide (nothing
- * freed may be reused before a sync, another block, another width, a used cluster in the
- * way, a run crossing blocks). Cannot fail. */
-static inline int64_t refcount_alloc_hot(struct qcow2_image *img, uint64_t n)
+/* The run of `n` clusters from free_cluster_index on, if the fast allocation paths may take
+ * it: nothing freed awaits a sync before reuse, the run lies within one refcount block that
+ * has a refcount table entry, and it ends below the largest host offset. Returns the run's
+ * first cluster index (never 0: cluster 0 holds the header) and sets *rt and *first to its
+ * refcount table index and its index in the block, or returns 0. Shared by
+ * refcount_alloc_hot() and refcount.c's alloc_in_free_block(). */
+static inline uint64_t refcount_fast_run(const struct qcow2_image *img, uint64_t n, uint64_t *rt,
+                                         uint64_t *first)
 {
     uint64_t idx = MAX(img->free_cluster_index, 1);
     uint64_t per_block = 1ull << img->refcount_block_bits;
-    uint64_t rt = idx >> img->refcount_block_bits, first = idx & (per_block - 1);
-    if (img->free_gen != img->synced_gen || img->refcount_order != 4 || first + n > per_block ||
-        rt >= img->refcount_table_size ||
+    *rt = idx >> img->refcount_block_bits;
+    *first = idx & (per_block - 1);
+    if (img->free_gen != img->synced_gen || *first + n > per_block ||
+        *rt >= img->refcount_table_size ||
         idx + n - 1 > QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)
+        return 0;
+    return idx;
+}
+
+/* The common allocation, inline (every allocating write makes one): the refcount_fast_run()
+ * is free in the refcount block the previous allocation counted in, which is still the hot
+ * table of the refcount cache (struct cache_head: cached, dirty), with 16-bit refcounts. Those
+ * clusters are then what refcount_alloc_clusters() would take (alloc_in_free_block) and are
+ * set to 1 here with no cache call. Returns the host offset, or 0 when
+ * refcount_alloc_clusters() must decide (another block, another width, a used cluster in the
+ * way, or no fast run). Cannot fail. */
+static inline int64_t refcount_alloc_hot(struct qcow2_image *img, uint64_t n)
+{
+    uint64_t rt, first, idx = refcount_fast_run(img, n, &rt, &first);
+    if (!idx || img->refcount_order != 4)
         return 0;
     /* The hot block's offset is cluster aligned (a cached table's is): a refcount table entry
      * equal to it names it and has no reserved bits. An empty entry (0) is never hot. */

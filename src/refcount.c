@@ -834,11 +834,8 @@ static int ensure_block(struct qcow2_image *img, uint64_t cluster_index)
  * not cached, a used cluster in the way, a run crossing blocks). Cannot fail. */
 static int64_t alloc_in_free_block(struct qcow2_image *img, uint64_t n)
 {
-    uint64_t idx = MAX(img->free_cluster_index, 1);
-    uint64_t rt = table_index_of(img, idx), first = block_index_of(img, idx);
-    if (img->free_gen != img->synced_gen || first + n > entries_per_block(img) ||
-        rt >= img->refcount_table_size ||
-        idx + n - 1 > QCOW2_MAX_CLUSTER_OFFSET >> img->cluster_bits)
+    uint64_t rt, first, idx = refcount_fast_run(img, n, &rt, &first);
+    if (!idx)
         return 0;
     uint64_t entry = img->refcount_table[rt];
     uint64_t offset = entry & REFT_OFFSET_MASK;
