@@ -373,7 +373,14 @@ static int zero_cow_span(struct qcow2_image *img, const struct l2_meta *m, bool 
 {
     /* (Called only with COW regions: write_meta_data() writes the data alone otherwise.) */
     assert(m->cow_start.nb_bytes || m->cow_end.nb_bytes);
-    if (!head_zero || !tail_zero)
+    /* Zeroing the span zeroes the guest data's place too, before the data is written. That
+     * place must hold nothing anyone reads: only new clusters qualify. In clusters we keep
+     * (keep_old_clusters: subclusters allocated in a cluster that has some already) the data
+     * may overwrite allocated subclusters, in this cluster or in the next one of the run; a
+     * crash between the zeroing and the data write would turn their old contents into zeros,
+     * neither the old data nor the new (found by test_crash, random_backing_extl2). There the
+     * zero regions are written as data, in the one vectored write. */
+    if (!head_zero || !tail_zero || m->keep_old_clusters)
         return 0;
     uint64_t at = m->alloc_offset + m->cow_start.offset;
     uint64_t span = m->cow_end.offset + m->cow_end.nb_bytes - m->cow_start.offset;

@@ -421,6 +421,20 @@ static const struct wl_op ops_extl2_new_subcluster[] = {
     {WL_END, 0, 0, 0},
 };
 
+/* Extended L2, 16 KiB clusters of 512-byte subclusters, no backing file. A write that starts
+ * in an unallocated subcluster needs a COW head of zeros, and its data also overwrites
+ * allocated subclusters: of the next cluster of a host-contiguous run (qemu-io lays guest
+ * clusters 0 and 1 out back to back), or of the same cluster. Zeroing the whole COW span
+ * before the data write would let a crash in between read zeros in those allocated
+ * subclusters, neither old data nor new (found in random_backing_extl2). */
+static const struct wl_op ops_extl2_keep_old_span[] = {
+    {WL_WRITE, 8192 + 100, 16384, 0},    /* cluster 0 (new subclusters) into cluster 1 */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_WRITE, 32 * KB + 1000, 11 * KB, 0}, /* cluster 2: new subclusters, then old ones */
+    {WL_FLUSH, 0, 0, 0},
+    {WL_END, 0, 0, 0},
+};
+
 /* Metadata preallocation: host clusters and L2 entries exist before the first write. */
 static const struct wl_op ops_prealloc_write[] = {
     {WL_WRITE, 4096, 4096, 0},
@@ -615,6 +629,10 @@ const struct workload wl_workloads[] = {
      .size = "1M", .cluster_size = 65536, .backing_size = "1M", .backing_fmt = "raw",
      .backing_io = "write -P 0xcc 0 1M", .ops = ops_extl2_new_subcluster,
      .crash_aimed = true},
+    {.name = "extl2_keep_old_span", .create_opts = "cluster_size=16384,extended_l2=on",
+     .size = "1M", .cluster_size = 16384,
+     .prep_io = "write -P 0xa1 0 4k;write -P 0xa2 16k 16k;write -P 0xa3 40k 4k",
+     .ops = ops_extl2_keep_old_span, .crash_aimed = true},
     {.name = "prealloc_metadata", .create_opts = "cluster_size=65536,preallocation=metadata",
      .size = "1M", .cluster_size = 65536, .ops = ops_prealloc_write,
      .crash_aimed = true},
