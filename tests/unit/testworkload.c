@@ -573,6 +573,9 @@ static const struct wl_op ops_sparse_copy[] = {
 };
 
 static struct wl_op ops_random_backing[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
+/* With compressed writes (each after a discard of its clusters), over 64 KiB clusters with
+ * extended L2, 16-bit refcounts (the inline allocation path) and an L2 cache of 4 KiB slices. */
+static struct wl_op ops_random_compressed[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
 
 const struct workload wl_workloads[] = {
     {.name = "alloc_write", .create_opts = "cluster_size=4096", .size = "8M",
@@ -731,12 +734,20 @@ const struct workload wl_workloads[] = {
      .size = "16M", .cluster_size = 16384, .backing_opts = "cluster_size=4096",
      .backing_size = "16M", .backing_io = "write -P 0x12 0 8M",
      .ops = ops_random_backing, .big = true},
+    {.name = "random_compressed_extl2", .create_opts = "cluster_size=65536,extended_l2=on",
+     .size = "16M", .cluster_size = 65536, .l2_cache_size = 16384,
+     .prep_io = "write -P 0xcd 0 3M;write -z 5M 1M", .ops = ops_random_compressed,
+     .big = true},
 };
 
 const size_t wl_nb_workloads = sizeof(wl_workloads) / sizeof(wl_workloads[0]);
 
-/* A seeded mix of every operation over a disk of `disk` bytes. */
-static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t disk)
+/* A seeded mix of every operation over a disk of `disk` bytes. With `compressed_cluster`
+ * (the image's cluster size), a twentieth of the operations are compressed writes of one or
+ * two whole clusters, each preceded by a discard of them (a compressed write needs
+ * unallocated clusters); 0 leaves the older workloads' sequences as they were. */
+static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t disk,
+                            uint64_t compressed_cluster)
 {
     uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
     for (size_t i = 0; i < n; i++) {
@@ -745,7 +756,12 @@ static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t
         uint64_t off = (x >> 8) % disk;
         uint64_t len = 1 + ((x >> 40) % (r < 50 ? 20000 : 200000));
         len = MIN(len, disk - off);
-        if (r < 55)
+        if (compressed_cluster && r >= 50 && r < 55 && i + 1 < n) {
+            uint64_t at = ROUND_DOWN(off, compressed_cluster);
+            uint64_t clen = MIN(((x >> 40) & 1) + 1, (disk - at) / compressed_cluster);
+            ops[i++] = (struct wl_op){WL_DISCARD, at, clen * compressed_cluster, 0};
+            ops[i] = (struct wl_op){WL_COMPRESSED, at, clen * compressed_cluster, 0};
+        } else if (r < 55)
             ops[i] = (struct wl_op){WL_WRITE, off, len, 0};
         else if (r < 65)
             ops[i] = (struct wl_op){WL_ZERO, off, len, (x >> 3) & 1 ? QCOW2_ZERO_MAY_UNMAP : 0};
@@ -764,8 +780,9 @@ static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t
 void wl_make_random(uint32_t seed, size_t nb_ops)
 {
     nb_ops = MIN(nb_ops, WL_RANDOM_MAX_OPS);
-    make_random_ops(ops_random, nb_ops, seed, 16 * MB);
-    make_random_ops(ops_random_backing, nb_ops, seed + 1, 16 * MB);
+    make_random_ops(ops_random, nb_ops, seed, 16 * MB, 0);
+    make_random_ops(ops_random_backing, nb_ops, seed + 1, 16 * MB, 0);
+    make_random_ops(ops_random_compressed, nb_ops, seed + 2, 16 * MB, 64 * KB);
 }
 
 /* ------------------------------------------------------------------------------------------ */
