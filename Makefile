@@ -32,6 +32,8 @@ CTEST      ?= ctest
 CTEST_JOBS ?= $(JOBS)
 # Extra arguments for ctest, e.g. CTEST_ARGS="-R interop_map".
 CTEST_ARGS ?=
+# make check's limit per test, in seconds (make stress allows 14400).
+TEST_TIMEOUT ?= 1500
 
 # Debian packages needed to build and test. Add to this list when a test needs a new tool.
 DEPS = cmake pkg-config gcc make zlib1g-dev libzstd-dev qemu-utils time \
@@ -78,13 +80,13 @@ check: deps
 	exit $$rc
 
 check-build: build
-	cd $(BUILD) && $(CTEST) --output-on-failure -j $(CTEST_JOBS) $(CTEST_ARGS)
+	cd $(BUILD) && $(CTEST) --output-on-failure --timeout $(TEST_TIMEOUT) -j $(CTEST_JOBS) $(CTEST_ARGS)
 
 check-asan:
 	$(CMAKE) -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DQCOW2_SANITIZE=ON
 	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS) --target unit-tests
 	cd $(ASAN_BUILD) && IOERROR_STRIDE=12 CRASH_EXHAUSTIVE_MAX=5 QCOW2_TEST_NO_QEMU_CHECK=1 \
-	    $(CTEST) --output-on-failure -j $(CTEST_JOBS) -L unit $(CTEST_ARGS)
+	    $(CTEST) --output-on-failure --timeout $(TEST_TIMEOUT) -j $(CTEST_JOBS) -L unit $(CTEST_ARGS)
 
 # The concurrency stress test again under ThreadSanitizer.
 check-tsan:
