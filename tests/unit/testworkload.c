@@ -743,9 +743,10 @@ const struct workload wl_workloads[] = {
 const size_t wl_nb_workloads = sizeof(wl_workloads) / sizeof(wl_workloads[0]);
 
 /* A seeded mix of every operation over a disk of `disk` bytes. With `compressed_cluster`
- * (the image's cluster size), a twentieth of the operations are compressed writes of one or
- * two whole clusters, each preceded by a discard of them (a compressed write needs
- * unallocated clusters); 0 leaves the older workloads' sequences as they were. */
+ * (the image's cluster size), one draw in twenty becomes a compressed write of one or two
+ * whole clusters, preceded by a discard of them (a compressed write needs unallocated
+ * clusters): 4-8 of them in 120 operations. 0 leaves the older workloads' sequences as they
+ * were. */
 static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t disk,
                             uint64_t compressed_cluster)
 {
