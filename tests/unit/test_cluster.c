@@ -7,7 +7,8 @@
  * are put into one state by qemu-io (unallocated, allocated COPIED, allocated with unallocated
  * and zero subclusters, zero plain/alloc, compressed, shared after `qemu-img snapshot`, mixed,
  * host-discontiguous). Every write request gets its own 256 KiB region (three target clusters
- * and a gap), so one image holds many independent cases. Then:
+ * and a gap), so one image holds many independent cases (the shapes and states are in
+ * testshapes.h: test_crash crashes at every write of the same matrix). Then:
  *   1. on a copy, cluster_prepare_write is called under img->lock the way io.c's write_part
  *      does (repeatedly, one record per host-contiguous part), each record is compared with
  *      the table below, and cluster_abort drops it;
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "testharness.h"
+#include "testshapes.h"
 #include "testworkload.h"
 
 static unsigned long long ull(uint64_t v)
@@ -41,99 +43,10 @@ static unsigned long long ull(uint64_t v)
 /* ------------------------------------------------------------------------------------------ */
 /* Geometry of every scenario. */
 
-#define CS 0x10000u              /* cluster size */
-#define SC 0x800u                /* subcluster size with extended L2 */
-#define REGION (4 * CS)          /* one write case: three target clusters and a gap */
 #define MAX_CASES 36
 #define IMG_SIZE ((uint64_t)MAX_CASES * REGION)
 #define PAT_SIZE (4 * CS)        /* pattern files: at least the longest write */
 #define MAX_METAS 3
-
-/* Write requests, relative to the start of their region, named SPAN_START_TO_END:
- *   SPAN  1SC  inside one subcluster (with standard L2: inside one cluster)
- *         NSC  several subclusters of one cluster
- *         X1   crossing one cluster boundary (two clusters)
- *         X2   crossing two cluster boundaries (three clusters)
- *   START/END  CL at the cluster boundary, SC at a subcluster boundary, MID inside a
- *              subcluster. */
-enum geom {
-    G_1SC_CL_TO_SC, G_1SC_CL_TO_MID, G_1SC_SC_TO_SC, G_1SC_SC_TO_MID, G_1SC_SC_TO_CL,
-    G_1SC_MID_TO_SC, G_1SC_MID_TO_MID, G_1SC_MID_TO_CL,
-    G_NSC_CL_TO_SC, G_NSC_CL_TO_MID, G_NSC_CL_TO_CL, G_NSC_SC_TO_SC, G_NSC_SC_TO_MID,
-    G_NSC_SC_TO_CL, G_NSC_MID_TO_SC, G_NSC_MID_TO_MID, G_NSC_MID_TO_CL,
-    G_X1_CL_TO_CL, G_X1_CL_TO_SC, G_X1_CL_TO_MID, G_X1_SC_TO_CL, G_X1_SC_TO_SC,
-    G_X1_SC_TO_MID, G_X1_MID_TO_CL, G_X1_MID_TO_SC, G_X1_MID_TO_MID,
-    G_X2_CL_TO_CL, G_X2_CL_TO_SC, G_X2_CL_TO_MID, G_X2_SC_TO_CL, G_X2_SC_TO_SC,
-    G_X2_SC_TO_MID, G_X2_MID_TO_CL, G_X2_MID_TO_SC, G_X2_MID_TO_MID,
-    G_COUNT
-};
-
-static const struct {
-    const char *name;
-    uint32_t off, len;
-} geoms[G_COUNT] = {
-    [G_1SC_CL_TO_SC] = {"1sc_cl_to_sc", 0x0, 0x800},
-    [G_1SC_CL_TO_MID] = {"1sc_cl_to_mid", 0x0, 0x2bc},
-    [G_1SC_SC_TO_SC] = {"1sc_sc_to_sc", 0x1800, 0x800},
-    [G_1SC_SC_TO_MID] = {"1sc_sc_to_mid", 0x1800, 0x2bc},
-    [G_1SC_SC_TO_CL] = {"1sc_sc_to_cl", 0xf800, 0x800},
-    [G_1SC_MID_TO_SC] = {"1sc_mid_to_sc", 0x1a00, 0x600},
-    [G_1SC_MID_TO_MID] = {"1sc_mid_to_mid", 0x1a00, 0x3e8},
-    [G_1SC_MID_TO_CL] = {"1sc_mid_to_cl", 0xfa00, 0x600},
-    [G_NSC_CL_TO_SC] = {"nsc_cl_to_sc", 0x0, 0x2800},
-    [G_NSC_CL_TO_MID] = {"nsc_cl_to_mid", 0x0, 0x292c},
-    [G_NSC_CL_TO_CL] = {"nsc_cl_to_cl", 0x0, 0x10000},
-    [G_NSC_SC_TO_SC] = {"nsc_sc_to_sc", 0x1800, 0x2000},
-    [G_NSC_SC_TO_MID] = {"nsc_sc_to_mid", 0x1800, 0x1be8},
-    [G_NSC_SC_TO_CL] = {"nsc_sc_to_cl", 0x2800, 0xd800},
-    [G_NSC_MID_TO_SC] = {"nsc_mid_to_sc", 0x1a00, 0x1e00},
-    [G_NSC_MID_TO_MID] = {"nsc_mid_to_mid", 0x1a00, 0x1a00},
-    [G_NSC_MID_TO_CL] = {"nsc_mid_to_cl", 0x2864, 0xd79c},
-    [G_X1_CL_TO_CL] = {"x1_cl_to_cl", 0x0, 0x20000},
-    [G_X1_CL_TO_SC] = {"x1_cl_to_sc", 0x0, 0x11800},
-    [G_X1_CL_TO_MID] = {"x1_cl_to_mid", 0x0, 0x11abc},
-    [G_X1_SC_TO_CL] = {"x1_sc_to_cl", 0xe800, 0x11800},
-    [G_X1_SC_TO_SC] = {"x1_sc_to_sc", 0xe800, 0x3000},
-    [G_X1_SC_TO_MID] = {"x1_sc_to_mid", 0xe800, 0x32bc},
-    [G_X1_MID_TO_CL] = {"x1_mid_to_cl", 0xe92c, 0x116d4},
-    [G_X1_MID_TO_SC] = {"x1_mid_to_sc", 0xe92c, 0x2ed4},
-    [G_X1_MID_TO_MID] = {"x1_mid_to_mid", 0xe92c, 0x3190},
-    [G_X2_CL_TO_CL] = {"x2_cl_to_cl", 0x0, 0x30000},
-    [G_X2_CL_TO_SC] = {"x2_cl_to_sc", 0x0, 0x22000},
-    [G_X2_CL_TO_MID] = {"x2_cl_to_mid", 0x0, 0x2212c},
-    [G_X2_SC_TO_CL] = {"x2_sc_to_cl", 0xa000, 0x26000},
-    [G_X2_SC_TO_SC] = {"x2_sc_to_sc", 0xa000, 0x18000},
-    [G_X2_SC_TO_MID] = {"x2_sc_to_mid", 0xa000, 0x1812c},
-    [G_X2_MID_TO_CL] = {"x2_mid_to_cl", 0xa064, 0x25f9c},
-    [G_X2_MID_TO_SC] = {"x2_mid_to_sc", 0xa064, 0x17f9c},
-    [G_X2_MID_TO_MID] = {"x2_mid_to_mid", 0xa064, 0x180c8},
-};
-
-/* The state the three target clusters of every region are put in before the writes. */
-enum state {
-    ST_UNALLOC,        /* nothing: no L2 entry */
-    ST_NORMAL,         /* written whole: NORMAL, COPIED, host contiguous */
-    ST_PARTIAL,        /* extended L2: subclusters 2-3 and 28-29 written, 10-11 zeroed, the
-                        * rest unallocated; COPIED, host contiguous */
-    ST_ZERO_PLAIN,     /* write -z on nothing: zero flag / all zero bits, no host cluster */
-    ST_ZERO_ALLOC,     /* written, then write -z: zero flag / all zero bits, host kept, COPIED */
-    ST_COMPRESSED,     /* write -c */
-    ST_SHARED,         /* as NORMAL, then a snapshot: refcount 2, no COPIED */
-    ST_SHARED_PARTIAL, /* as PARTIAL, then a snapshot */
-    ST_MIXED,          /* cluster 0 NORMAL (PARTIAL with extended L2), 1 unallocated,
-                        * 2 ZERO_ALLOC */
-    ST_REVERSED,       /* all NORMAL (PARTIAL with extended L2), but written last to first:
-                        * host clusters in descending order */
-    ST_COUNT
-};
-
-static const char *const state_names[ST_COUNT] = {
-    "unalloc", "normal", "partial", "zero_plain", "zero_alloc", "compressed", "shared",
-    "shared_partial", "mixed", "reversed",
-};
-
-#define PARTIAL_BITMAP                                                                     \
-    (QCOW2_SC_ALLOC_RANGE(2, 4) | QCOW2_SC_ALLOC_RANGE(28, 30) | QCOW2_SC_ZERO_RANGE(10, 12))
 
 /* What cluster k (0..2) of a region holds before the writes. host_rank orders the host
  * clusters of one region by allocation (-1: none): contiguous ranks are adjacent clusters. */
@@ -181,66 +94,6 @@ static struct pre_state pre_state_of(enum state st, bool ext, unsigned k)
         break;
     }
     return p;
-}
-
-/* qemu-io commands that put the region at `r` into state `st`. */
-static void prep_commands(char *out, size_t len, enum state st, bool ext, uint64_t r)
-{
-    size_t n = 0;
-#define ADD(...) (n += (size_t)snprintf(out + n, n < len ? len - n : 0, __VA_ARGS__))
-#define WRITE(off, l) ADD(" -c 'write -q -s prep.pat %llu %llu'", ull(off), ull(l))
-#define ZERO(off, l) ADD(" -c 'write -q -z %llu %llu'", ull(off), ull(l))
-    /* One cluster in the PARTIAL (extended) or NORMAL (standard) state. */
-#define PARTIAL_OR_NORMAL(c)                                                               \
-    do {                                                                                   \
-        if (ext) {                                                                         \
-            WRITE((c) + 2 * SC, 2 * SC);                                                   \
-            WRITE((c) + 28 * SC, 2 * SC);                                                  \
-            ZERO((c) + 10 * SC, 2 * SC);                                                   \
-        } else {                                                                           \
-            WRITE((c), CS);                                                                \
-        }                                                                                  \
-    } while (0)
-    out[0] = 0;
-    switch (st) {
-    case ST_UNALLOC:
-        break;
-    case ST_NORMAL:
-    case ST_SHARED:
-        WRITE(r, 3 * CS);
-        break;
-    case ST_PARTIAL:
-    case ST_SHARED_PARTIAL:
-        for (unsigned k = 0; k < 3; k++)
-            PARTIAL_OR_NORMAL(r + k * CS);
-        break;
-    case ST_ZERO_PLAIN:
-        ZERO(r, 3 * CS);
-        break;
-    case ST_ZERO_ALLOC:
-        WRITE(r, 3 * CS);
-        ZERO(r, 3 * CS);
-        break;
-    case ST_COMPRESSED:
-        for (unsigned k = 0; k < 3; k++)
-            ADD(" -c 'write -q -c -s prep.pat %llu %u'", ull(r + k * CS), CS);
-        break;
-    case ST_MIXED:
-        PARTIAL_OR_NORMAL(r);
-        WRITE(r + 2 * CS, CS);
-        ZERO(r + 2 * CS, CS);
-        break;
-    case ST_REVERSED:
-        for (int k = 2; k >= 0; k--)
-            PARTIAL_OR_NORMAL(r + (unsigned)k * CS);
-        break;
-    case ST_COUNT:
-        break;
-    }
-#undef PARTIAL_OR_NORMAL
-#undef ZERO
-#undef WRITE
-#undef ADD
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1342,14 +1195,14 @@ static void build_image(const char *name, bool ext, enum state st, bool backing,
             "extended_l2=%s%s '%s' %llu",
             g_dir, name, CS, ext ? "on" : "off",
             backing ? ",backing_file=back.raw,backing_fmt=raw" : "", name, ull(IMG_SIZE));
-    static char cmds[60000];
+    static char cmds[60000], args[80000];
     size_t n = 0;
-    for (unsigned i = 0; i < nb_cases; i++) {
-        prep_commands(cmds + n, sizeof(cmds) - n, st, ext, (uint64_t)i * REGION);
-        n += strlen(cmds + n);
-    }
+    for (unsigned i = 0; i < nb_cases; i++)
+        n += shape_prep_commands(cmds + n, sizeof(cmds) - n, st, ext, (uint64_t)i * REGION,
+                                 "-s prep.pat");
+    wl_io_args(args, sizeof(args), cmds);
     if (n)
-        HARNESS("cd '%s' && qemu-io -f qcow2%s '%s' >/dev/null", g_dir, cmds, name);
+        HARNESS("cd '%s' && qemu-io -f qcow2%s '%s' >/dev/null", g_dir, args, name);
     if (st == ST_SHARED || st == ST_SHARED_PARTIAL)
         HARNESS("cd '%s' && qemu-img snapshot -c snap '%s'", g_dir, name);
 }

@@ -21,9 +21,14 @@
  * crash-simulated: for such a workload the completed run is verified, and the raw data file
  * must read as the guest does.
  *
+ * The write-path matrix (testshapes.h: every request shape of test_cluster into every target
+ * state, standard and extended L2, with and without a backing file, a flush after each
+ * write) is crashed the same way: 7 of its 40 images in make check, all in make stress.
+ *
  * CRASH_FULL=1 also adds the random workloads (three seeds) and tries 4 random subsets of
  * each kind per crash point; CRASH_SEED=N changes the random subsets and workloads;
- * CRASH_ONLY=<workload> runs one workload, CRASH_TRACE=1 prints its log.
+ * CRASH_ONLY=<workload> runs one workload (CRASH_ONLY=shapes the whole matrix),
+ * CRASH_TRACE=1 prints its log.
  * A failing state is kept as <workload>.k<K>.<variant>.qcow2 in the test directory. */
 #include "testcrash.h"
 
@@ -34,6 +39,7 @@
 #include <time.h>
 
 #include "testharness.h"
+#include "testshapes.h"
 
 static struct crash_opts g_opts = {.exhaustive_max = CRASH_EXHAUSTIVE_MAX_SHORT, .samples = 1,
                                    .seed = 1, .max_reports = 3,
@@ -54,6 +60,56 @@ static void test_crash_at_every_write(const struct workload *w)
     long bad = crash_test_workload(w, crash_rec_all_ops, NULL, &g_opts, &g_stats, why,
                                    sizeof(why));
     check_verdict(w, bad, why);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The write-path matrix under crashes: test_cluster's request shapes (testshapes.h), one per
+ * region, into every target state, with standard and extended L2, alone and over a raw
+ * backing file of data (COW regions of zeros, and of data). Each write is followed by a flush,
+ * so every subset of its writes is tried. */
+
+static void shapes_name(char *out, size_t len, bool ext, enum state st, bool backing)
+{
+    snprintf(out, len, "shapes_%s_%s_%s", ext ? "ext" : "std", state_names[st],
+             backing ? "backing" : "alone");
+}
+
+/* The images of the matrix make check runs (the whole takes about 4 minutes of CPU, make
+ * stress): extended L2 where requests meet allocated, zero and unallocated subclusters, with
+ * host clusters in and out of order, and the standard L2 states that mix kinds. */
+static bool shapes_in_short_run(bool ext, enum state st, bool backing)
+{
+    if (ext)
+        return st == ST_PARTIAL || (!backing && (st == ST_MIXED || st == ST_REVERSED ||
+                                                 st == ST_ZERO_ALLOC));
+    return (st == ST_MIXED && backing) || (st == ST_ZERO_ALLOC && !backing);
+}
+
+static void test_crash_over_request_shapes(bool ext, enum state st, bool backing)
+{
+    static char prep[40000];
+    static struct wl_op ops[2 * G_COUNT + 1];
+    char name[96], size[32], backing_io[64], src[16];
+    size_t n = 0;
+    for (unsigned g = 0; g < G_COUNT; g++) {
+        uint64_t r = (uint64_t)g * REGION;
+        snprintf(src, sizeof(src), "-P 0x%02x", 0x40 + g); /* a byte per region */
+        n += shape_prep_commands(prep + n, sizeof(prep) - n, st, ext, r, src);
+        ops[2 * g] = (struct wl_op){WL_WRITE, r + geoms[g].off, geoms[g].len, 0};
+        ops[2 * g + 1] = (struct wl_op){WL_FLUSH, 0, 0, 0};
+    }
+    ops[2 * G_COUNT] = (struct wl_op){WL_END, 0, 0, 0};
+    shapes_name(name, sizeof(name), ext, st, backing);
+    snprintf(size, sizeof(size), "%llu", (unsigned long long)G_COUNT * REGION);
+    snprintf(backing_io, sizeof(backing_io), "write -P 0x77 0 %s", size);
+    bool shared = st == ST_SHARED || st == ST_SHARED_PARTIAL;
+    struct workload w = {
+        .name = name, .size = size, .cluster_size = CS,
+        .create_opts = ext ? "cluster_size=65536,extended_l2=on" : "cluster_size=65536",
+        .backing_size = backing ? size : NULL, .backing_fmt = "raw", .backing_io = backing_io,
+        .prep_io = prep, .prep_cmd = shared ? "snapshot -c snap" : NULL,
+        .snapshot = shared ? "snap" : NULL, .ops = ops};
+    test_crash_at_every_write(&w);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -338,6 +394,23 @@ int main(void)
     }
     g_opts.seed = first_seed;
     g_opts.exhaustive_max = full ? CRASH_EXHAUSTIVE_MAX_FULL : exh_short;
+    /* CRASH_ONLY=shapes runs the whole matrix, CRASH_ONLY=<its name> one image of it;
+     * CRASH_SHAPES=0 none (make check-asan: test_cluster puts the same writes through the
+     * library under the sanitizers, and the other workloads the same crash paths). */
+    const char *shapes_env = getenv("CRASH_SHAPES");
+    bool no_shapes = shapes_env && strcmp(shapes_env, "0") == 0;
+    for (int ext = 1; ext >= 0 && !no_shapes; ext--)
+        for (int st = 0; st < ST_COUNT; st++)
+            for (int backing = 0; backing <= 1; backing++) {
+                char name[96], label[160];
+                shapes_name(name, sizeof(name), ext, st, backing);
+                bool named = only && *only && (!strcmp(only, "shapes") || !strcmp(only, name));
+                if ((only && *only && !named) || (!named && !full && !shapes_in_short_run(
+                                                                        ext, st, backing)))
+                    continue;
+                snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)", name);
+                RUN(label, test_crash_over_request_shapes(ext, st, backing));
+            }
     for (size_t i = 0; i < sizeof(g_schedules) / sizeof(g_schedules[0]); i++) {
         const struct schedule *s = &g_schedules[i];
         if (!selected(only, s->w.name))

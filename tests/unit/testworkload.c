@@ -32,14 +32,17 @@ void wl_path(char *out, size_t len, const char *name)
 
 int wl_run_cmd(const char *fmt, ...)
 {
-    char cmd[16384];
+    char *cmd;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    int n = vasprintf(&cmd, fmt, ap);
     va_end(ap);
+    if (n < 0)
+        return -1;
     fflush(stdout);
     fflush(stderr);
     int st = system(cmd);
+    free(cmd);
     if (st == -1 || !WIFEXITED(st))
         return -1;
     return WEXITSTATUS(st);
@@ -51,8 +54,7 @@ bool wl_have_qemu(void)
                       "command -v qemu-io >/dev/null 2>&1") == 0;
 }
 
-/* "cmd1;cmd2" -> " -c 'cmd1' -c 'cmd2'" */
-static void io_args(char *out, size_t len, const char *cmds)
+void wl_io_args(char *out, size_t len, const char *cmds)
 {
     out[0] = '\0';
     if (!cmds)
@@ -78,7 +80,7 @@ static int make_backing(const struct workload *w, const char *path, const char *
                    w->backing_opts ? w->backing_opts : "", w->backing_opts ? "'" : "", path,
                    w->backing_size) != 0)
         return -1;
-    io_args(args, sizeof(args), io);
+    wl_io_args(args, sizeof(args), io);
     if (args[0] && wl_run_cmd("qemu-io -f %s%s '%s' >/dev/null", fmt, args, path) != 0)
         return -1;
     return 0;
@@ -99,7 +101,8 @@ static int run_qemu_img_cmds(const char *cmds, const char *path)
 
 int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *base)
 {
-    char top[4200], back[4200], raw[4200], snap[4200], args[4096], opts[1024];
+    char top[4200], back[4200], raw[4200], snap[4200], opts[1024];
+    static char args[WL_PREP_ARGS_MAX]; /* (the tests prepare one workload at a time) */
     const char *fmt = w->backing_fmt ? w->backing_fmt : "qcow2";
     snprintf(back, sizeof(back), "%s/%s.backing.%s", g_dir, w->name, fmt);
     snprintf(top, sizeof(top), "%s/%s.start.qcow2", g_dir, w->name);
@@ -126,7 +129,7 @@ int wl_prepare(const struct workload *w, struct tf_buf *start, struct tf_buf *ba
     if (wl_run_cmd("cd '%s' && qemu-img create -q -f qcow2 -o '%s' '%s' %s", g_dir, opts, top,
                    w->size) != 0)
         goto fail;
-    io_args(args, sizeof(args), w->prep_io);
+    wl_io_args(args, sizeof(args), w->prep_io);
     if (args[0] && wl_run_cmd("qemu-io -f qcow2%s '%s' >/dev/null", args, top) != 0)
         goto fail;
     if (run_qemu_img_cmds(w->prep_cmd, top) < 0)
@@ -840,8 +843,8 @@ static int exec_snapshot_op(struct qcow2_image *img, const struct workload *w,
 static const struct tf_buf *snapshot_content(const struct workload *w)
 {
     static struct tf_buf buf;
-    static const struct workload *loaded;
-    if (loaded == w)
+    static char loaded[256]; /* by name: a test may build workloads on its stack */
+    if (buf.data && strcmp(loaded, w->name) == 0)
         return &buf;
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s.snapshot.raw", g_dir, w->name);
@@ -856,7 +859,7 @@ static const struct tf_buf *snapshot_content(const struct workload *w)
         abort();
     buf.size = (uint64_t)n;
     fclose(f);
-    loaded = w;
+    snprintf(loaded, sizeof(loaded), "%s", w->name);
     return &buf;
 }
 

@@ -92,6 +92,11 @@ const char *wl_dir(void);
 void wl_path(char *out, size_t len, const char *name);
 int wl_run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool wl_have_qemu(void);
+/* ';'-separated qemu-io commands "cmd1;cmd2" (a trailing ';' allowed) as qemu-io arguments
+ * " -c 'cmd1' -c 'cmd2'"; aborts when `len` is too short. */
+void wl_io_args(char *out, size_t len, const char *cmds);
+/* The longest qemu-io argument string a workload's prep_io may make. */
+#define WL_PREP_ARGS_MAX 65536
 
 /* Create the backing file (if any) and the starting image "<name>.start.qcow2" in the test
  * directory; load its bytes into *start and its guest content (via qemu-img convert) into
