@@ -143,7 +143,14 @@ lifecycle() {
     new_image "$img" "$opts" "$backing" || return
     snap "$a" c s1 "$img" && verify "$name: $a creates s1" "$img" || return
     both_io "$b" "$img" "$img.raw" "write -P 0x21 0 4k" "write -P 0x22 130k 3k" \
-        "write -P 0x23 2M 4k" "write -z 1M 64k" "discard 3M 64k" || return
+        "write -P 0x23 2M 4k" "write -z 1M 64k" || return
+    # Discard is a hint: on a version 2 image with a backing file QEMU and we leave the
+    # clusters alone (freeing them would show the backing file), so the model keeps them.
+    if [ -n "$backing" ] && [[ $opts == *compat=0.10* ]]; then
+        io "$b" -c "discard 3M 64k" "$img" >io.out 2>&1 || { cat io.out; return; }
+    else
+        both_io "$b" "$img" "$img.raw" "discard 3M 64k" || return
+    fi
     verify "$name: $b writes over shared clusters" "$img" || return
     snap "$b" c s2 "$img" && verify "$name: $b creates s2" "$img" || return
     both_io "$a" "$img" "$img.raw" "write -P 0x31 64k 64k" "write -P 0x32 2112k 1k" \
@@ -357,7 +364,8 @@ random_run() {
         len=$(((RANDOM % 3 + 1) * 4096 + (RANDOM % 2) * 65536))
         [ $((off + len)) -gt $SIZE ] && len=$((SIZE - off))
         case $op in
-            0 | 1) both_io "$who" "$img" "$img.raw" "write -P $((step + 1)) $off $len" ;;
+            # (a pattern is a byte: make stress runs 300 steps)
+            0 | 1) both_io "$who" "$img" "$img.raw" "write -P $((step % 255 + 1)) $off $len" ;;
             2) both_io "$who" "$img" "$img.raw" "write -z $off $len" ;;
             3) both_io "$who" "$img" "$img.raw" \
                    "discard $((off / 65536 * 65536)) 65536" ;;

@@ -23,7 +23,8 @@
  *
  * The write-path matrix (testshapes.h: every request shape of test_cluster into every target
  * state, standard and extended L2, with and without a backing file, a flush after each
- * write) is crashed the same way: 7 of its 40 images in make check, all in make stress.
+ * request) is crashed the same way: 7 of its 40 images of writes in make check; in make
+ * stress all of them, and as many of zero writes (with and without unmapping) and discards.
  *
  * CRASH_FULL=1 also adds the random workloads (three seeds) and tries 4 random subsets of
  * each kind per crash point; CRASH_SEED=N changes the random subsets and workloads;
@@ -65,27 +66,51 @@ static void test_crash_at_every_write(const struct workload *w)
 /* ------------------------------------------------------------------------------------------ */
 /* The write-path matrix under crashes: test_cluster's request shapes (testshapes.h), one per
  * region, into every target state, with standard and extended L2, alone and over a raw
- * backing file of data (COW regions of zeros, and of data). Each write is followed by a flush,
- * so every subset of its writes is tried. */
+ * backing file of data (COW regions of zeros, and of data). Each request is followed by a
+ * flush, so every subset of its writes is tried. The requests are writes, and in make stress
+ * also zero writes (with and without unmapping) and discards of the same shapes. */
 
-static void shapes_name(char *out, size_t len, bool ext, enum state st, bool backing)
+enum shape_op { SHAPE_WRITE, SHAPE_ZERO, SHAPE_ZERO_UNMAP, SHAPE_DISCARD, SHAPE_OP_COUNT };
+static const char *const shape_op_names[SHAPE_OP_COUNT] = {"", "zero_", "zero_unmap_",
+                                                           "discard_"};
+
+static void shapes_name(char *out, size_t len, enum shape_op op, bool ext, enum state st,
+                        bool backing)
 {
-    snprintf(out, len, "shapes_%s_%s_%s", ext ? "ext" : "std", state_names[st],
-             backing ? "backing" : "alone");
+    snprintf(out, len, "shapes_%s%s_%s_%s", shape_op_names[op], ext ? "ext" : "std",
+             state_names[st], backing ? "backing" : "alone");
 }
 
-/* The images of the matrix make check runs (the whole takes about 4 minutes of CPU, make
- * stress): extended L2 where requests meet allocated, zero and unallocated subclusters, with
- * host clusters in and out of order, and the standard L2 states that mix kinds. */
-static bool shapes_in_short_run(bool ext, enum state st, bool backing)
+/* The images of the matrix make check runs (the whole takes about 4 minutes of CPU per kind
+ * of request, make stress): writes, with extended L2 where requests meet allocated, zero and
+ * unallocated subclusters, host clusters in and out of order, and the standard L2 states that
+ * mix kinds. */
+static bool shapes_in_short_run(enum shape_op op, bool ext, enum state st, bool backing)
 {
+    if (op != SHAPE_WRITE)
+        return false;
     if (ext)
         return st == ST_PARTIAL || (!backing && (st == ST_MIXED || st == ST_REVERSED ||
                                                  st == ST_ZERO_ALLOC));
     return (st == ST_MIXED && backing) || (st == ST_ZERO_ALLOC && !backing);
 }
 
-static void test_crash_over_request_shapes(bool ext, enum state st, bool backing)
+static struct wl_op shape_request(enum shape_op op, uint64_t off, uint64_t len)
+{
+    switch (op) {
+    case SHAPE_ZERO:
+        return (struct wl_op){WL_ZERO, off, len, 0};
+    case SHAPE_ZERO_UNMAP:
+        return (struct wl_op){WL_ZERO, off, len, QCOW2_ZERO_MAY_UNMAP};
+    case SHAPE_DISCARD:
+        return (struct wl_op){WL_DISCARD, off, len, 0};
+    default:
+        return (struct wl_op){WL_WRITE, off, len, 0};
+    }
+}
+
+static void test_crash_over_request_shapes(enum shape_op op, bool ext, enum state st,
+                                           bool backing)
 {
     static char prep[40000];
     static struct wl_op ops[2 * G_COUNT + 1];
@@ -95,11 +120,11 @@ static void test_crash_over_request_shapes(bool ext, enum state st, bool backing
         uint64_t r = (uint64_t)g * REGION;
         snprintf(src, sizeof(src), "-P 0x%02x", 0x40 + g); /* a byte per region */
         n += shape_prep_commands(prep + n, sizeof(prep) - n, st, ext, r, src);
-        ops[2 * g] = (struct wl_op){WL_WRITE, r + geoms[g].off, geoms[g].len, 0};
+        ops[2 * g] = shape_request(op, r + geoms[g].off, geoms[g].len);
         ops[2 * g + 1] = (struct wl_op){WL_FLUSH, 0, 0, 0};
     }
     ops[2 * G_COUNT] = (struct wl_op){WL_END, 0, 0, 0};
-    shapes_name(name, sizeof(name), ext, st, backing);
+    shapes_name(name, sizeof(name), op, ext, st, backing);
     snprintf(size, sizeof(size), "%llu", (unsigned long long)G_COUNT * REGION);
     snprintf(backing_io, sizeof(backing_io), "write -P 0x77 0 %s", size);
     bool shared = st == ST_SHARED || st == ST_SHARED_PARTIAL;
@@ -399,18 +424,21 @@ int main(void)
      * library under the sanitizers, and the other workloads the same crash paths). */
     const char *shapes_env = getenv("CRASH_SHAPES");
     bool no_shapes = shapes_env && strcmp(shapes_env, "0") == 0;
-    for (int ext = 1; ext >= 0 && !no_shapes; ext--)
-        for (int st = 0; st < ST_COUNT; st++)
-            for (int backing = 0; backing <= 1; backing++) {
-                char name[96], label[160];
-                shapes_name(name, sizeof(name), ext, st, backing);
-                bool named = only && *only && (!strcmp(only, "shapes") || !strcmp(only, name));
-                if ((only && *only && !named) || (!named && !full && !shapes_in_short_run(
-                                                                        ext, st, backing)))
-                    continue;
-                snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)", name);
-                RUN(label, test_crash_over_request_shapes(ext, st, backing));
-            }
+    for (int op = 0; op < SHAPE_OP_COUNT && !no_shapes; op++)
+        for (int ext = 1; ext >= 0; ext--)
+            for (int st = 0; st < ST_COUNT; st++)
+                for (int backing = 0; backing <= 1; backing++) {
+                    char name[96], label[160];
+                    shapes_name(name, sizeof(name), op, ext, st, backing);
+                    bool named = only && *only && (!strcmp(only, "shapes") ||
+                                                   !strcmp(only, name));
+                    if ((only && *only && !named) ||
+                        (!named && !full && !shapes_in_short_run(op, ext, st, backing)))
+                        continue;
+                    snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)",
+                             name);
+                    RUN(label, test_crash_over_request_shapes(op, ext, st, backing));
+                }
     for (size_t i = 0; i < sizeof(g_schedules) / sizeof(g_schedules[0]); i++) {
         const struct schedule *s = &g_schedules[i];
         if (!selected(only, s->w.name))
