@@ -357,8 +357,9 @@ static int read_cow_data(struct qcow2_image *img, const struct l2_meta *m,
     return 0;
 }
 
-/* When every COW region of `m` reads as zeros, zero its whole COW-to-COW span in the host
- * file at once (fallocate) instead of writing zeros, as QEMU does (handle_alloc_space). Where
+/* When every COW region of `m` reads as zeros and its clusters are new, zero its whole
+ * COW-to-COW span in the host file at once (fallocate) instead of writing zeros, as QEMU does
+ * (handle_alloc_space). Where
  * the new clusters lie past everything ever written to the file they read as zeros already:
  * on a disk file system the span is only allocated, as QEMU stores it (contiguous with the
  * data, its space reserved); on tmpfs it is left a hole, since allocating there costs a

@@ -352,6 +352,31 @@ static bool selected(const char *only, const char *name)
     return !only || !*only || strcmp(only, name) == 0;
 }
 
+/* The matrix's images this run takes: CRASH_ONLY=shapes all of them, CRASH_ONLY=<a name>
+ * that one; otherwise make stress all and make check the short run's. CRASH_SHAPES=0 none
+ * (make check-asan: test_cluster puts the same writes through the library under the
+ * sanitizers, and the other workloads the same crash paths). */
+static void run_request_shapes(const char *only, bool full)
+{
+    const char *shapes_env = getenv("CRASH_SHAPES");
+    if (shapes_env && strcmp(shapes_env, "0") == 0)
+        return;
+    bool asked = only && *only;
+    for (int op = 0; op < SHAPE_OP_COUNT; op++)
+        for (int ext = 1; ext >= 0; ext--)
+            for (int st = 0; st < ST_COUNT; st++)
+                for (int backing = 0; backing <= 1; backing++) {
+                    char name[96], label[160];
+                    shapes_name(name, sizeof(name), op, ext, st, backing);
+                    if ((!selected(only, name) && !selected(only, "shapes")) ||
+                        (!asked && !full && !shapes_in_short_run(op, ext, st, backing)))
+                        continue;
+                    snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)",
+                             name);
+                    RUN(label, test_crash_over_request_shapes(op, ext, st, backing));
+                }
+}
+
 int main(void)
 {
     const char *base = getenv("QCOW2_TEST_TMPDIR");
@@ -419,26 +444,7 @@ int main(void)
     }
     g_opts.seed = first_seed;
     g_opts.exhaustive_max = full ? CRASH_EXHAUSTIVE_MAX_FULL : exh_short;
-    /* CRASH_ONLY=shapes runs the whole matrix, CRASH_ONLY=<its name> one image of it;
-     * CRASH_SHAPES=0 none (make check-asan: test_cluster puts the same writes through the
-     * library under the sanitizers, and the other workloads the same crash paths). */
-    const char *shapes_env = getenv("CRASH_SHAPES");
-    bool no_shapes = shapes_env && strcmp(shapes_env, "0") == 0;
-    for (int op = 0; op < SHAPE_OP_COUNT && !no_shapes; op++)
-        for (int ext = 1; ext >= 0; ext--)
-            for (int st = 0; st < ST_COUNT; st++)
-                for (int backing = 0; backing <= 1; backing++) {
-                    char name[96], label[160];
-                    shapes_name(name, sizeof(name), op, ext, st, backing);
-                    bool named = only && *only && (!strcmp(only, "shapes") ||
-                                                   !strcmp(only, name));
-                    if ((only && *only && !named) ||
-                        (!named && !full && !shapes_in_short_run(op, ext, st, backing)))
-                        continue;
-                    snprintf(label, sizeof(label), "crash_at_every_write_is_consistent (%s)",
-                             name);
-                    RUN(label, test_crash_over_request_shapes(op, ext, st, backing));
-                }
+    run_request_shapes(only, full);
     for (size_t i = 0; i < sizeof(g_schedules) / sizeof(g_schedules[0]); i++) {
         const struct schedule *s = &g_schedules[i];
         if (!selected(only, s->w.name))
