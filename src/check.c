@@ -1311,6 +1311,8 @@ static int check_oflag_copied(struct check *ck, struct qcow2_check_result *res, 
                                            : l1_entry & ~QCOW2_OFLAG_COPIED;
                 int ret = write_l1_entry(img, i);
                 if (ret < 0) {
+                    /* Memory has the fix: the next flush writes the whole table again. */
+                    img->l1_dirty = true;
                     res->check_errors++;
                     return ret;
                 }

@@ -515,63 +515,76 @@ static int64_t write_l1_copy(struct qcow2_image *img, const uint64_t *l1, uint32
     return ret < 0 ? ret : offset;
 }
 
+/* fix_copied() for the entries of the L2 table at `l2_offset`: changed in the cache, marked
+ * dirty, not written. */
+static int fix_copied_l2(struct qcow2_image *img, uint64_t l2_offset)
+{
+    size_t slice_bytes = cache_table_size(img->l2_cache);
+    uint64_t per_slice = slice_bytes / img->l2_entry_size;
+    for (uint64_t off = 0; off < img->cluster_size; off += slice_bytes) {
+        void *slice;
+        int ret = cache_get(img->l2_cache, l2_offset + off, &slice);
+        if (ret < 0)
+            return ret;
+        bool dirty = false;
+        for (uint64_t j = 0; j < per_slice && ret == 0; j++) {
+            uint64_t e = l2_get_entry(img, slice, j);
+            uint64_t host = e & L2E_OFFSET_MASK;
+            uint64_t copied = 0, rc;
+            if (!(e & QCOW2_OFLAG_COMPRESSED) && host) {
+                ret = refcount_get(img, host >> img->cluster_bits, &rc);
+                copied = rc == 1 ? QCOW2_OFLAG_COPIED : 0;
+            } else if (!(e & QCOW2_OFLAG_COMPRESSED)) {
+                copied = e & QCOW2_OFLAG_COPIED; /* no host cluster: left as it is */
+            }
+            if (ret == 0 && (e & QCOW2_OFLAG_COPIED) != copied) {
+                l2_set_entry(img, slice, j, (e & ~QCOW2_OFLAG_COPIED) | copied);
+                dirty = true;
+            }
+        }
+        if (dirty)
+            cache_mark_dirty(img->l2_cache, slice);
+        cache_put(img->l2_cache, &slice);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
 /* Make COPIED in the active L1 and L2 entries say "refcount 1" exactly, and write what
  * changed (L2 tables through the cache, then the L1 table, synced). The refcounts must be on
  * disk first: then no crash leaves a COPIED flag the on-disk refcount contradicts in the
- * direction that matters (COPIED on a shared cluster). */
+ * direction that matters (COPIED on a shared cluster).
+ * The L1 entries change in memory only once the L2 tables are on disk, and are marked for
+ * writing as they change: after a failure memory says what the disk says, so a retry (a
+ * snapshot create repeated after ENOSPC, say) finds the change still to do and writes it.
+ * Changed earlier and left unwritten by a failed L2 flush, the retry found nothing to change
+ * and never wrote the L1 table: COPIED stayed set on disk on tables the new snapshot shares,
+ * and the next write through them would have changed the snapshot. */
 static int fix_copied(struct qcow2_image *img)
 {
     int ret = cache_flush(img->refcount_cache);
-    if (ret < 0)
-        return ret;
-    bool l1_changed = false;
-    size_t slice_bytes = cache_table_size(img->l2_cache);
-    uint64_t per_slice = slice_bytes / img->l2_entry_size;
-    for (uint32_t i = 0; i < img->l1_size; i++) {
+    for (uint32_t i = 0; i < img->l1_size && ret == 0; i++) {
         uint64_t l2_offset = img->l1_table[i] & L1E_OFFSET_MASK;
-        if (!l2_offset)
-            continue;
+        if (l2_offset)
+            ret = fix_copied_l2(img, l2_offset);
+    }
+    if (ret == 0)
+        ret = cache_flush(img->l2_cache);
+    for (uint32_t i = 0; i < img->l1_size && ret == 0; i++) {
+        uint64_t l2_offset = img->l1_table[i] & L1E_OFFSET_MASK;
         uint64_t rc;
-        if ((ret = refcount_get(img, l2_offset >> img->cluster_bits, &rc)) < 0)
-            return ret;
+        if (!l2_offset || (ret = refcount_get(img, l2_offset >> img->cluster_bits, &rc)) < 0)
+            continue;
         uint64_t want = rc == 1 ? QCOW2_OFLAG_COPIED : 0;
         if ((img->l1_table[i] & QCOW2_OFLAG_COPIED) != want) {
             img->l1_table[i] = (img->l1_table[i] & ~QCOW2_OFLAG_COPIED) | want;
-            l1_changed = true;
-        }
-        for (uint64_t off = 0; off < img->cluster_size; off += slice_bytes) {
-            void *slice;
-            if ((ret = cache_get(img->l2_cache, l2_offset + off, &slice)) < 0)
-                return ret;
-            bool dirty = false;
-            for (uint64_t j = 0; j < per_slice && ret == 0; j++) {
-                uint64_t e = l2_get_entry(img, slice, j);
-                uint64_t host = e & L2E_OFFSET_MASK;
-                uint64_t copied = 0;
-                if (!(e & QCOW2_OFLAG_COMPRESSED) && host) {
-                    ret = refcount_get(img, host >> img->cluster_bits, &rc);
-                    copied = rc == 1 ? QCOW2_OFLAG_COPIED : 0;
-                } else if (!(e & QCOW2_OFLAG_COMPRESSED)) {
-                    copied = e & QCOW2_OFLAG_COPIED; /* no host cluster: left as it is */
-                }
-                if (ret == 0 && (e & QCOW2_OFLAG_COPIED) != copied) {
-                    l2_set_entry(img, slice, j, (e & ~QCOW2_OFLAG_COPIED) | copied);
-                    dirty = true;
-                }
-            }
-            if (dirty)
-                cache_mark_dirty(img->l2_cache, slice);
-            cache_put(img->l2_cache, &slice);
-            if (ret < 0)
-                return ret;
+            img->metadata_gen++;
+            img->l1_dirty = true; /* written below, or again at the next flush if that fails */
         }
     }
-    if ((ret = cache_flush(img->l2_cache)) < 0)
+    if (ret < 0 || !img->l1_dirty)
         return ret;
-    if (!l1_changed)
-        return 0;
-    img->metadata_gen++;
-    img->l1_dirty = true; /* written below, or again at the next flush if that fails */
     return header_write_pending_switches(img);
 }
 

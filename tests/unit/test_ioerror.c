@@ -20,7 +20,7 @@
  * another's data.
  *
  * IOERROR_FULL=1 (make stress) adds the random workloads and those written for the crash
- * model. To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
+ * model (IOERROR_SEED=N reseeds the random ones). To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
  * case and prints its I/O. */
 #include "testcrash.h"
 
@@ -600,7 +600,9 @@ int main(void)
     uint64_t stride = stride_env && *stride_env ? strtoull(stride_env, NULL, 0) : 3;
     if (stride == 0)
         stride = 1;
-    wl_make_random(1, 40);
+    /* IOERROR_SEED: the random workloads' seed (default 1), to explore beyond make stress's. */
+    const char *seed_env = getenv("IOERROR_SEED");
+    wl_make_random(seed_env && *seed_env ? (uint32_t)strtoul(seed_env, NULL, 0) : 1, 40);
 
     time_t t0 = time(NULL);
     RUN("posix_backend_completes_short_and_interrupted_io",

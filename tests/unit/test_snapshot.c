@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testfile.h"
 #include "testharness.h"
 #include "testworkload.h"
 
@@ -292,6 +293,59 @@ static void test_refusals(void)
     }
 }
 
+/* A snapshot create that fails at any write and is then repeated on the same handle (ENOSPC,
+ * space freed, retried) must leave what a single create leaves: no COPIED flag on a table or
+ * cluster the snapshot shares, at worst leaked clusters. A failure at the L2 tables' flush
+ * once left the L1 entries changed in memory and never written: the retry found nothing to
+ * change, so the image kept COPIED on the tables the new snapshot shares, and the next write
+ * through them changed the snapshot. */
+static void test_failed_create_then_retry_leaves_no_copied_flag_on_shared_tables(void)
+{
+    char start[4096], path[4200], err[QCOW2_ERROR_MAX];
+    /* One L2 table of refcount 1 (L1 entry COPIED), data in it: the create shares both. */
+    make_image(start, sizeof(start), "retry.start.qcow2", "cluster_size=4096", "1M",
+               "-c 'write -P 0x71 0 256k'");
+    snprintf(path, sizeof(path), "%s/retry.qcow2", g_dir);
+    int failed_at = 0;
+    for (uint64_t k = 1; k <= 64; k++) {
+        CHECK(wl_run_cmd("cp '%s' '%s'", start, path) == 0);
+        struct testfile *tf = testfile_open(path, false, err, sizeof(err));
+        CHECK_MSG(tf, "%s", err);
+        struct qcow2_image *img = NULL;
+        if (!tf || image_open_with_file(path, NULL, testfile_attach(tf), &img, err,
+                                        sizeof(err)) < 0) {
+            CHECK_MSG(0, "open: %s", err);
+            testfile_free(tf);
+            return;
+        }
+        testfile_fail(tf, TF_PWRITE, k, ENOSPC, TF_FAIL_ONCE, false);
+        int ret = create(img, "s1");
+        bool fired = testfile_nb_failures(tf) > 0;
+        testfile_heal(tf);
+        if (ret < 0)
+            CHECK_MSG(create(img, "s1") == 0, "write %llu: the repeated create failed: %s",
+                      (unsigned long long)k, qcow2_error(img));
+        CHECK_MSG(qcow2_close(img) == 0, "write %llu: close", (unsigned long long)k);
+        testfile_free(tf);
+        /* Exit status 3 is leaks only: allowed after a failure. */
+        int st = wl_run_cmd("qemu-img check -q '%s' >/dev/null 2>&1", path);
+        CHECK_MSG(st == 0 || (fired && st == 3), "write %llu failed: qemu-img check status %d",
+                  (unsigned long long)k, st);
+        /* A write by QEMU, which trusts COPIED, must leave the snapshot's bytes alone. */
+        CHECK_MSG(wl_run_cmd("qemu-io -c 'write -P 0x72 8k 4k' '%s' >/dev/null && "
+                             "qemu-img snapshot -a s1 '%s' && "
+                             "out=$(qemu-io -c 'read -P 0x71 0 256k' '%s') && "
+                             "echo \"$out\" | grep -q 'read 262144' && "
+                             "! echo \"$out\" | grep -q 'verification failed'",
+                             path, path, path) == 0,
+                  "write %llu failed: the snapshot changed", (unsigned long long)k);
+        if (!fired)
+            break; /* past the create's last write */
+        failed_at++;
+    }
+    CHECK_MSG(failed_at >= 4, "only %d of the create's writes were failed", failed_at);
+}
+
 int main(void)
 {
     const char *base = getenv("QCOW2_TEST_TMPDIR");
@@ -314,6 +368,8 @@ int main(void)
         test_refcount_overflow_is_refused_and_undone());
     RUN("v2_lifecycle", test_v2_lifecycle());
     RUN("refusals", test_refusals());
+    RUN("failed_create_then_retry_leaves_no_copied_flag_on_shared_tables",
+        test_failed_create_then_retry_leaves_no_copied_flag_on_shared_tables());
     printf("%d passed, %d failed\n", g_passed, g_failed);
     if (!g_failed)
         wl_run_cmd("rm -rf '%s'", g_dir);
