@@ -579,6 +579,13 @@ static struct wl_op ops_random_backing[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 
 /* With compressed writes (each after a discard of its clusters), over 64 KiB clusters with
  * extended L2, 16-bit refcounts (the inline allocation path) and an L2 cache of 4 KiB slices. */
 static struct wl_op ops_random_compressed[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
+/* With internal snapshots made, deleted and applied among the writes: clusters shared by up
+ * to five snapshots, COW of shared clusters, COPIED flags set and cleared, freeing on delete
+ * and apply. The prep snapshot's content is verified in every crash state. */
+static struct wl_op ops_random_snapshots[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
+/* Under an enabled persistent bitmap, with lazy refcounts (the dirty bit, and refcounts
+ * rebuilt on open after a crash). */
+static struct wl_op ops_random_bitmap[WL_RANDOM_MAX_OPS + 1] = {{WL_END, 0, 0, 0}};
 
 const struct workload wl_workloads[] = {
     {.name = "alloc_write", .create_opts = "cluster_size=4096", .size = "8M",
@@ -741,6 +748,13 @@ const struct workload wl_workloads[] = {
      .size = "16M", .cluster_size = 65536, .l2_cache_size = 16384,
      .prep_io = "write -P 0xcd 0 3M;write -z 5M 1M", .ops = ops_random_compressed,
      .big = true},
+    {.name = "random_snapshots", .create_opts = "cluster_size=4096", .size = "16M",
+     .cluster_size = 4096, .prep_io = "write -P 0xa7 0 3M;write -c -P 0xa8 3M 256k",
+     .prep_cmd = "snapshot -c snap1", .snapshot = "snap1", .ops = ops_random_snapshots,
+     .big = true},
+    {.name = "random_bitmap_lazy", .create_opts = "cluster_size=65536,lazy_refcounts=on",
+     .size = "16M", .cluster_size = 65536, .prep_io = "write -P 0xb3 1M 4M", .bitmap = "b0",
+     .ops = ops_random_bitmap, .big = true},
 };
 
 const size_t wl_nb_workloads = sizeof(wl_workloads) / sizeof(wl_workloads[0]);
@@ -748,19 +762,35 @@ const size_t wl_nb_workloads = sizeof(wl_workloads) / sizeof(wl_workloads[0]);
 /* A seeded mix of every operation over a disk of `disk` bytes. With `compressed_cluster`
  * (the image's cluster size), one draw in twenty becomes a compressed write of one or two
  * whole clusters, preceded by a discard of them (a compressed write needs unallocated
- * clusters): 4-8 of them in 120 operations. 0 leaves the older workloads' sequences as they
- * were. */
+ * clusters): 4-8 of them in 120 operations. With `snapshots`, seven in a hundred (taken from
+ * the zero writes) become internal snapshot operations: create "w<i>", delete one of those
+ * alive (always when WL_RANDOM_MAX_SNAPSHOTS are), now and then apply the prep snapshot. 0 and
+ * false leave the older workloads' sequences as they were. */
 static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t disk,
-                            uint64_t compressed_cluster)
+                            uint64_t compressed_cluster, bool snapshots)
 {
     uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    uint64_t live[WL_RANDOM_MAX_SNAPSHOTS]; /* the snapshots made so far and not deleted */
+    size_t nb_live = 0;
     for (size_t i = 0; i < n; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         unsigned r = (unsigned)(x % 100);
         uint64_t off = (x >> 8) % disk;
         uint64_t len = 1 + ((x >> 40) % (r < 50 ? 20000 : 200000));
         len = MIN(len, disk - off);
-        if (compressed_cluster && r >= 50 && r < 55 && i + 1 < n) {
+        if (snapshots && r >= 55 && r < 62) {
+            /* Named after the op's index: "w<i>". Delete when full, or one time in three. */
+            if (nb_live == WL_RANDOM_MAX_SNAPSHOTS || (nb_live && (x >> 20) % 3 == 0)) {
+                size_t k = (size_t)((x >> 24) % nb_live);
+                ops[i] = (struct wl_op){WL_SNAP_DELETE, live[k], 0, 0};
+                live[k] = live[--nb_live];
+            } else if (r == 61) {
+                ops[i] = (struct wl_op){WL_SNAP_APPLY, 0, 0, 0}; /* back to snap1 */
+            } else {
+                ops[i] = (struct wl_op){WL_SNAP_CREATE, i, 0, 0};
+                live[nb_live++] = i;
+            }
+        } else if (compressed_cluster && r >= 50 && r < 55 && i + 1 < n) {
             uint64_t at = ROUND_DOWN(off, compressed_cluster);
             uint64_t clen = MIN(((x >> 40) & 1) + 1, (disk - at) / compressed_cluster);
             ops[i++] = (struct wl_op){WL_DISCARD, at, clen * compressed_cluster, 0};
@@ -784,9 +814,11 @@ static void make_random_ops(struct wl_op *ops, size_t n, uint32_t seed, uint64_t
 void wl_make_random(uint32_t seed, size_t nb_ops)
 {
     nb_ops = MIN(nb_ops, WL_RANDOM_MAX_OPS);
-    make_random_ops(ops_random, nb_ops, seed, 16 * MB, 0);
-    make_random_ops(ops_random_backing, nb_ops, seed + 1, 16 * MB, 0);
-    make_random_ops(ops_random_compressed, nb_ops, seed + 2, 16 * MB, 64 * KB);
+    make_random_ops(ops_random, nb_ops, seed, 16 * MB, 0, false);
+    make_random_ops(ops_random_backing, nb_ops, seed + 1, 16 * MB, 0, false);
+    make_random_ops(ops_random_compressed, nb_ops, seed + 2, 16 * MB, 64 * KB, false);
+    make_random_ops(ops_random_snapshots, nb_ops, seed + 3, 16 * MB, 0, true);
+    make_random_ops(ops_random_bitmap, nb_ops, seed + 4, 16 * MB, 0, false);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -82,6 +82,7 @@ struct workload {
 extern const struct workload wl_workloads[];
 extern const size_t wl_nb_workloads;
 #define WL_RANDOM_MAX_OPS 1024
+#define WL_RANDOM_MAX_SNAPSHOTS 4 /* internal snapshots alive at once in random_snapshots */
 void wl_make_random(uint32_t seed, size_t nb_ops);
 
 /* ---- files ---- */
