@@ -25,6 +25,8 @@ struct posix_file {
     /* FALLOC_FL_ZERO_RANGE failed as unsupported (tmpfs): not asked again (atomic), as
      * QEMU's file driver does; else every zeroed range costs a failing system call. */
     bool no_zero_range;
+    /* The first failed fdatasync's -errno (atomic), returned by every later flush. */
+    int flush_error;
 };
 
 static int posix_pread(void *ctx, void *buf, size_t count, uint64_t offset)
@@ -131,10 +133,22 @@ static int pwritev_all(struct posix_file *pf, const struct iovec *iov, int iovcn
     return ret;
 }
 
+/* A failed fdatasync is final for this descriptor, as in QEMU's file driver (its
+ * page_cache_inconsistent): Linux may mark the pages whose writeback failed clean, so a later
+ * fdatasync can succeed without them ever reaching the disk, and a flush or FUA write after
+ * it would be acknowledged durable wrongly. Every later flush fails with the first error;
+ * reopening the image starts afresh. */
 static int posix_flush(void *ctx)
 {
     struct posix_file *pf = ctx;
-    return fdatasync(pf->fd) < 0 ? -errno : 0;
+    int err = __atomic_load_n(&pf->flush_error, __ATOMIC_SEQ_CST);
+    if (err)
+        return err;
+    if (fdatasync(pf->fd) == 0)
+        return 0;
+    err = -errno;
+    __atomic_store_n(&pf->flush_error, err, __ATOMIC_SEQ_CST);
+    return err;
 }
 
 static int64_t posix_size(void *ctx)

@@ -204,7 +204,11 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
             printf("     %s: I/O %llu (%s, a %s) failed inside op %zu, which succeeded\n",
                    w->name, (unsigned long long)k, fm->name,
                    testfile_kind_name(testfile_failed_kind(tf)), i);
-            if (kind == WL_FLUSH || kind == WL_WRITE_FUA) {
+            /* A flush or FUA write may succeed after a failed write only if the failed
+             * bytes were written again in full and flushed before it returned: a metadata
+             * block kept dirty in the cache and written by the next flush (a reference the
+             * write dropped after linking failed to go: a leak, ignored as QEMU ignores it). */
+            if ((kind == WL_FLUSH || kind == WL_WRITE_FUA) && !testfile_failure_repaired(tf)) {
                 snprintf(why, whylen,
                          "op %zu (%s) reported success although its %s failed",
                          i, kind == WL_FLUSH ? "flush" : "FUA write",
@@ -437,7 +441,7 @@ static void test_no_freed_cluster_is_reused_after_a_failed_flush(void)
 /* The POSIX backend under short and interrupted transfers. The library is linked statically,
  * so these definitions replace libc's for src/file.c. */
 
-enum posix_mode { POSIX_PASS, POSIX_SHORT, POSIX_NO_PROGRESS };
+enum posix_mode { POSIX_PASS, POSIX_SHORT, POSIX_NO_PROGRESS, POSIX_SYNC_EIO_ONCE };
 static enum posix_mode g_posix_mode = POSIX_PASS;
 static unsigned long g_posix_calls;
 #define SHORT_MAX 700 /* bytes per call: splits iovecs and sectors */
@@ -498,6 +502,21 @@ ssize_t pread(int fd, void *buf, size_t count, off_t offset)
     return real(fd, buf, MIN(count, SHORT_MAX), offset);
 }
 
+/* fdatasync fails once with EIO in POSIX_SYNC_EIO_ONCE mode (then passes again). */
+int fdatasync(int fd)
+{
+    typedef int (*fdatasync_fn)(int);
+    static fdatasync_fn real;
+    if (!real)
+        real = (fdatasync_fn)dlsym(RTLD_NEXT, "fdatasync");
+    if (g_posix_mode != POSIX_SYNC_EIO_ONCE)
+        return real(fd);
+    g_posix_calls++;
+    g_posix_mode = POSIX_PASS;
+    errno = EIO;
+    return -1;
+}
+
 static void test_posix_backend_completes_short_and_interrupted_io(const struct workload *w)
 {
     struct tf_buf start = {0}, base = {0}, model = {0};
@@ -537,16 +556,26 @@ out:
     tf_buf_free(&model);
 }
 
+/* A new 1 MiB qcow2 image `name` in the test directory (its path in `path`), opened through
+ * the POSIX backend; NULL (the test failed) if that did not work. */
+static struct qcow2_image *open_new_posix_image(const char *name, char *path, size_t len)
+{
+    char err[QCOW2_ERROR_MAX];
+    snprintf(path, len, "%s/%s", wl_dir(), name);
+    CHECK_MSG(wl_run_cmd("qemu-img create -q -f qcow2 '%s' 1M", path) == 0, "qemu-img create");
+    struct qcow2_image *img = NULL;
+    int ret = qcow2_open(path, NULL, &img, err, sizeof(err));
+    CHECK_MSG(ret == 0, "open: %s", err);
+    return ret < 0 ? NULL : img;
+}
+
 static void test_posix_backend_fails_a_write_without_progress(void)
 {
     char path[4200], err[QCOW2_ERROR_MAX];
-    snprintf(path, sizeof(path), "%s/noprogress.qcow2", wl_dir());
-    CHECK_MSG(wl_run_cmd("qemu-img create -q -f qcow2 '%s' 1M", path) == 0, "qemu-img create");
-    struct qcow2_image *img;
-    int ret = qcow2_open(path, NULL, &img, err, sizeof(err));
-    CHECK_MSG(ret == 0, "open: %s", err);
-    if (ret < 0)
+    struct qcow2_image *img = open_new_posix_image("noprogress.qcow2", path, sizeof(path));
+    if (!img)
         return;
+    int ret;
     uint8_t buf[4096];
     memset(buf, 0x5a, sizeof(buf));
     g_posix_calls = 0;
@@ -574,6 +603,46 @@ static void test_posix_backend_fails_a_write_without_progress(void)
                   "the data of the retried write does not read back");
         qcow2_close(img);
     }
+}
+
+/* After a failed fdatasync every later flush fails (as in QEMU's file driver): Linux may have
+ * dropped the pages whose writeback failed, and a later fdatasync that succeeds says nothing
+ * about them. A flush or FUA write must not be acknowledged durable on that handle; a new
+ * handle starts afresh. */
+static void test_posix_backend_flush_failure_is_final(void)
+{
+    char path[4200], err[QCOW2_ERROR_MAX];
+    struct qcow2_image *img = open_new_posix_image("syncfail.qcow2", path, sizeof(path));
+    if (!img)
+        return;
+    int ret;
+    uint8_t buf[4096];
+    memset(buf, 0x3c, sizeof(buf));
+    CHECK(qcow2_pwrite(img, buf, sizeof(buf), 0, 0) == 0);
+    g_posix_calls = 0;
+    g_posix_mode = POSIX_SYNC_EIO_ONCE;
+    ret = qcow2_flush(img);
+    g_posix_mode = POSIX_PASS;
+    if (g_posix_calls == 0) {
+        CHECK_MSG(0, "fdatasync interposition is not in effect: nothing tested");
+        qcow2_close(img);
+        return;
+    }
+    CHECK_MSG(ret == -EIO, "the failing flush returned %d", ret);
+    /* fdatasync works again, but this handle's flushes and FUA writes must not succeed. */
+    CHECK_MSG(qcow2_flush(img) == -EIO, "a flush after the failed one succeeded");
+    CHECK_MSG(qcow2_pwrite(img, buf, sizeof(buf), 65536, QCOW2_WRITE_FUA) < 0,
+              "a FUA write after the failed flush succeeded");
+    (void)qcow2_close(img); /* a close is a flush: it fails too */
+    ret = qcow2_open(path, NULL, &img, err, sizeof(err));
+    CHECK_MSG(ret == 0, "reopen: %s", err);
+    if (ret == 0) {
+        CHECK_MSG(qcow2_pwrite(img, buf, sizeof(buf), 0, QCOW2_WRITE_FUA) == 0,
+                  "a new handle cannot flush: %s", qcow2_error(img));
+        CHECK_MSG(qcow2_close(img) == 0, "close");
+    }
+    int st = wl_qemu_check(path);
+    CHECK_MSG(st == 0 || st == 3, "qemu-img check exit status %d", st);
 }
 
 int main(void)
@@ -609,6 +678,7 @@ int main(void)
         test_posix_backend_completes_short_and_interrupted_io(&wl_workloads[0]));
     RUN("posix_backend_fails_a_write_without_progress",
         test_posix_backend_fails_a_write_without_progress());
+    RUN("posix_backend_flush_failure_is_final", test_posix_backend_flush_failure_is_final());
 
     if (full)
         g_exhaustive_max = CRASH_EXHAUSTIVE_MAX_FULL;

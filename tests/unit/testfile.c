@@ -40,6 +40,11 @@ struct testfile {
     bool failing; /* sticky mode: the failure fired and is not healed */
     uint64_t nb_failures;
     enum tf_kind failed_kind;
+    uint64_t failed_offset, failed_len; /* of the first failed I/O */
+    bool failed_rewritten; /* a later pwrite covered the first failed pwrite's range */
+    bool failed_repaired;  /* and a flush came after that */
+    int flush_error;       /* a flush failed: later ones fail too until healed (the posix
+                            * backend's rule: after a failed fdatasync nothing is certain) */
     /* Holding I/O (testfile_pause): held I/Os are numbered 1, 2, ... in the order they
      * blocked and released in that order. */
     pthread_cond_t pause_cond;
@@ -79,6 +84,17 @@ static int account(struct testfile *tf, enum tf_kind kind, uint64_t offset, uint
         fprintf(stderr, "    testfile: I/O %llu: %s 0x%llx+%llu\n", (unsigned long long)n,
                 testfile_kind_name(kind), (unsigned long long)offset, (unsigned long long)len);
     }
+    if (kind == TF_FLUSH && tf->flush_error) {
+        tf->nb_failures++;
+        return tf->flush_error;
+    }
+    if (tf->nb_failures && !tf->failing && tf->failed_kind == TF_PWRITE) {
+        if (kind == TF_PWRITE && offset <= tf->failed_offset &&
+            offset + len >= tf->failed_offset + tf->failed_len)
+            tf->failed_rewritten = true;
+        else if (kind == TF_FLUSH && tf->failed_rewritten)
+            tf->failed_repaired = true;
+    }
     if (!(tf->fail_mask & kind))
         return 0;
     bool fail = false;
@@ -95,9 +111,14 @@ static int account(struct testfile *tf, enum tf_kind kind, uint64_t offset, uint
     }
     if (!fail)
         return 0;
-    if (!tf->nb_failures)
+    if (!tf->nb_failures) {
         tf->failed_kind = kind;
+        tf->failed_offset = offset;
+        tf->failed_len = len;
+    }
     tf->nb_failures++;
+    if (kind == TF_FLUSH)
+        tf->flush_error = -tf->fail_err;
     return -tf->fail_err;
 }
 
@@ -465,6 +486,7 @@ void testfile_heal(struct testfile *tf)
     tf->fail_mask = 0;
     tf->fail_left = 0;
     tf->failing = false;
+    tf->flush_error = 0;
     pthread_mutex_unlock(&tf->lock);
 }
 
@@ -485,6 +507,15 @@ enum tf_kind testfile_failed_kind(const struct testfile *tf)
     enum tf_kind k = t->failed_kind;
     pthread_mutex_unlock(&t->lock);
     return k;
+}
+
+bool testfile_failure_repaired(const struct testfile *tf)
+{
+    struct testfile *t = (struct testfile *)tf;
+    pthread_mutex_lock(&t->lock);
+    bool r = t->failed_repaired;
+    pthread_mutex_unlock(&t->lock);
+    return r;
 }
 
 uint64_t testfile_io_count(const struct testfile *tf, unsigned mask)

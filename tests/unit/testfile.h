@@ -76,6 +76,10 @@ void testfile_heal(struct testfile *tf);
 uint64_t testfile_nb_failures(const struct testfile *tf);
 /* The kind of the I/O that failed first (0 if none). */
 enum tf_kind testfile_failed_kind(const struct testfile *tf);
+/* Was the first failed I/O a pwrite whose whole range a later pwrite wrote again, with a
+ * flush after that? (Its bytes are then durable after all: the writer kept them and retried.
+ * Not for sticky failures, under which nothing succeeds until healed.) */
+bool testfile_failure_repaired(const struct testfile *tf);
 /* How many I/Os of the kinds in `mask` were issued since open (failed ones included). */
 uint64_t testfile_io_count(const struct testfile *tf, unsigned mask);
 const char *testfile_kind_name(enum tf_kind kind);
