@@ -6,22 +6,25 @@
  * out of space; and as a torn write (the first half of the k-th write reaches the file, then
  * EIO: a short write that ended in an error). Required: the request that
  * met the error fails with that error and a message naming the file and the error; a request
- * that reports success did not lose the error (a flush or FUA write that succeeded did flush);
+ * that reports success did not lose the error (a flush or FUA write that succeeded did flush:
+ * a write that failed inside it was written again in full and flushed; after a failed flush
+ * the test backend fails every flush until the request has returned);
  * once the error is gone later requests work; the image closes; it opens again, passes our
  * qcow2_check and `qemu-img check` (leaks allowed); every acknowledged byte reads back, and
  * the failed request's range reads old or new data.
  *
  * The POSIX backend (src/file.c) is tested for short and interrupted transfers by interposing
  * pread/pwritev in this program: it must complete them, and a write that makes no progress
- * must become an error.
+ * must become an error. A failed fdatasync (interposed too) must fail every later flush of
+ * the handle.
  *
  * A failed flush must not make freed clusters reusable: after one, a write that allocates and
  * a power loss (every crash state of testcrash.c) may not leave a guest offset reading
  * another's data.
  *
  * IOERROR_FULL=1 (make stress) adds the random workloads and those written for the crash
- * model (IOERROR_SEED=N reseeds the random ones). To debug: IOERROR_ONLY=<workload> IOERROR_K=<k> TESTFILE_TRACE=1 runs one
- * case and prints its I/O. */
+ * model (IOERROR_SEED=N reseeds the random ones). To debug: IOERROR_ONLY=<workload>
+ * IOERROR_K=<k> TESTFILE_TRACE=1 runs one case and prints its I/O. */
 #include "testcrash.h"
 
 #include <dlfcn.h>
@@ -438,8 +441,8 @@ static void test_no_freed_cluster_is_reused_after_a_failed_flush(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The POSIX backend under short and interrupted transfers. The library is linked statically,
- * so these definitions replace libc's for src/file.c. */
+/* The POSIX backend under short and interrupted transfers and a failed fdatasync. The library
+ * is linked statically, so these definitions replace libc's for src/file.c. */
 
 enum posix_mode { POSIX_PASS, POSIX_SHORT, POSIX_NO_PROGRESS, POSIX_SYNC_EIO_ONCE };
 static enum posix_mode g_posix_mode = POSIX_PASS;
