@@ -188,13 +188,19 @@ static int run_with_failure(const struct workload *w, const struct tf_buf *start
                 snprintf(why, whylen, "op %zu failed with an unclear message: '%s'", i, msg);
                 goto fail;
             }
-            /* Later ops need the new size, or the snapshot: a failed truncate or snapshot
-             * create is repeated, and must work. */
-            if (kind == WL_TRUNCATE || kind == WL_SNAP_CREATE) {
+            /* Later ops need the new size, the snapshot, or (a compressed write) the
+             * clusters discarded: a failed truncate, snapshot create or discard before a
+             * compressed write is repeated, and must work. */
+            bool needed = kind == WL_TRUNCATE || kind == WL_SNAP_CREATE ||
+                          (kind == WL_DISCARD && i + 1 < nops &&
+                           w->ops[i + 1].kind == WL_COMPRESSED);
+            if (needed) {
                 ret = wl_exec(img, w, i);
                 if (ret < 0) {
                     snprintf(why, whylen, "op %zu (%s) failed again after the error was "
-                             "gone: %s", i, kind == WL_TRUNCATE ? "truncate" : "snapshot",
+                             "gone: %s", i, kind == WL_TRUNCATE       ? "truncate"
+                                            : kind == WL_SNAP_CREATE ? "snapshot"
+                                                                     : "discard",
                              qcow2_error(img));
                     goto fail;
                 }
