@@ -571,6 +571,7 @@ static int fix_copied(struct qcow2_image *img)
     }
     if (ret == 0)
         ret = cache_flush(img->l2_cache);
+    bool l1_changed = false;
     for (uint32_t i = 0; i < img->l1_size && ret == 0; i++) {
         uint64_t l2_offset = img->l1_table[i] & L1E_OFFSET_MASK;
         uint64_t rc;
@@ -579,10 +580,12 @@ static int fix_copied(struct qcow2_image *img)
         uint64_t want = rc == 1 ? QCOW2_OFLAG_COPIED : 0;
         if ((img->l1_table[i] & QCOW2_OFLAG_COPIED) != want) {
             img->l1_table[i] = (img->l1_table[i] & ~QCOW2_OFLAG_COPIED) | want;
-            img->metadata_gen++;
             img->l1_dirty = true; /* written below, or again at the next flush if that fails */
+            l1_changed = true;
         }
     }
+    if (l1_changed)
+        img->metadata_gen++;
     if (ret < 0 || !img->l1_dirty)
         return ret;
     return header_write_pending_switches(img);

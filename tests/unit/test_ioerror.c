@@ -578,6 +578,17 @@ static struct qcow2_image *open_new_posix_image(const char *name, char *path, si
     return ret < 0 ? NULL : img;
 }
 
+/* After a call in a mangling mode: did the interposed functions see it? If not, nothing was
+ * tested: reported as a failure, and the image closed. */
+static bool interposed(struct qcow2_image *img, const char *what)
+{
+    if (g_posix_calls > 0)
+        return true;
+    CHECK_MSG(0, "%s interposition is not in effect: nothing tested", what);
+    qcow2_close(img);
+    return false;
+}
+
 static void test_posix_backend_fails_a_write_without_progress(void)
 {
     char path[4200], err[QCOW2_ERROR_MAX];
@@ -591,11 +602,8 @@ static void test_posix_backend_fails_a_write_without_progress(void)
     g_posix_mode = POSIX_NO_PROGRESS;
     ret = qcow2_pwrite(img, buf, sizeof(buf), 8192, 0);
     g_posix_mode = POSIX_PASS;
-    if (g_posix_calls == 0) {
-        CHECK_MSG(0, "pwrite/pwritev interposition is not in effect: nothing tested");
-        qcow2_close(img);
+    if (!interposed(img, "pwrite/pwritev"))
         return;
-    }
     CHECK_MSG(ret < 0, "a write that wrote nothing returned %d", ret);
     CHECK_MSG(qcow2_error(img)[0] != '\0', "no message");
     ret = qcow2_pwrite(img, buf, sizeof(buf), 8192, 0);
@@ -632,11 +640,8 @@ static void test_posix_backend_flush_failure_is_final(void)
     g_posix_mode = POSIX_SYNC_EIO_ONCE;
     ret = qcow2_flush(img);
     g_posix_mode = POSIX_PASS;
-    if (g_posix_calls == 0) {
-        CHECK_MSG(0, "fdatasync interposition is not in effect: nothing tested");
-        qcow2_close(img);
+    if (!interposed(img, "fdatasync"))
         return;
-    }
     CHECK_MSG(ret == -EIO, "the failing flush returned %d", ret);
     /* fdatasync works again, but this handle's flushes and FUA writes must not succeed. */
     CHECK_MSG(qcow2_flush(img) == -EIO, "a flush after the failed one succeeded");
